@@ -1,0 +1,40 @@
+# The two commands: `make demo` and `make test`. Each does all the set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench lint typecheck install redis clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel setuptools
+	$(PY) -m pip install -q -c constraints.txt -e '.[all]'
+	@touch $(STAMP)
+
+# Prints the URL of a reachable Redis (QUASAR_REDIS_URL, else a local redis-server it starts).
+redis: $(STAMP)
+	@scripts/ensure_redis.sh
+
+demo: $(STAMP)
+	@url=$$(scripts/ensure_redis.sh) && QUASAR_REDIS_URL=$$url $(VENV)/bin/quasar demo
+
+test: $(STAMP)
+	@scripts/ensure_redis.sh >/dev/null
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@url=$$(scripts/ensure_redis.sh) && QUASAR_REDIS_URL=$$url $(PY) -m bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .demo .bench .pytest_cache .hypothesis

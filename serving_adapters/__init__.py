@@ -1,0 +1,1 @@
+"""quasar: serving_adapters."""

@@ -1,0 +1,27 @@
+"""The signal authoring SDK: entities, sources, signals, aggregations and the UFR feature types."""
+
+from signals.aggregation import AGG_FUNCTIONS, Aggregation, count, last, max_, mean, min_, sum_
+from signals.entity import Entity
+from signals.errors import QuasarError
+from signals.signal import Signal, aggregate, signal
+from signals.source import Source
+from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
+from signals.ufr.types import (
+    Bool,
+    FeatureType,
+    Float32,
+    Float64,
+    IdList,
+    Int64,
+    String,
+    Timestamp,
+    Vector,
+    WeightedIdList,
+)
+
+__all__ = [
+    "AGG_FUNCTIONS", "CREATED_TIMESTAMP", "EVENT_TIMESTAMP", "Aggregation", "Bool", "Entity", "FeatureSchema",
+    "FeatureType", "Float32", "Float64", "IdList", "Int64", "QuasarError", "Signal", "Source", "String",
+    "Timestamp", "Vector", "WeightedIdList", "aggregate", "count", "last", "max_", "mean", "min_", "signal",
+    "sum_",
+]

@@ -1,0 +1,97 @@
+"""Declarative windowed aggregations, computed by the store's engines.
+
+Semantics (both engines follow them; tests compare against a Python reference):
+
+* Rows are emitted every ``step``, at times ``T`` that are whole multiples of ``step`` since the
+  Unix epoch and lie in the backfill window ``[start, end)``.
+* The row stamped ``T`` aggregates the source rows of that entity with ``T - window <= ts < T``:
+  strictly before ``T``, so a value stamped ``T`` never contains an event at or after ``T``.
+* An entity gets a row at ``T`` when at least one of its source rows falls in the longest window.
+* Empty windows: ``count`` is 0; ``sum``, ``mean``, ``min``, ``max``, ``last`` are null (as in SQL).
+  Nulls in the input column are ignored (``count`` of a column counts non-null values;
+  ``count`` without a column counts rows). ``last`` takes the value of the latest ``ts``
+  (ties: the larger value, so the result is deterministic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from signals.durations import format_duration, parse_duration
+from signals.errors import DefinitionError
+from signals.ufr.schema import check_name
+from signals.ufr.types import FeatureType, Float64, Int64, check_feature_type, feature_type_from_dict
+
+AGG_FUNCTIONS = ("count", "sum", "mean", "min", "max", "last")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Aggregation:
+    """One aggregated feature: ``Aggregation(function="mean", column="dwell", window="7d")``.
+
+    ``name`` defaults to ``<column>_<function>_<window>`` (``count_<window>`` for a row count);
+    ``dtype`` defaults to Int64 for count and Float64 otherwise.
+    """
+
+    function: str
+    window: timedelta
+    column: str | None = None
+    name: str = ""
+    dtype: FeatureType | None = None
+
+    def __post_init__(self) -> None:
+        if self.function not in AGG_FUNCTIONS:
+            raise DefinitionError(f"aggregation function {self.function!r} is unknown; "
+                                  f"use one of {', '.join(AGG_FUNCTIONS)}")
+        window = parse_duration(self.window, "aggregation window")  # type: ignore[arg-type]
+        object.__setattr__(self, "window", window)
+        if self.column is None and self.function != "count":
+            raise DefinitionError(f"aggregation {self.function!r} needs a column")
+        if self.column is not None:
+            check_name(self.column, "aggregation column")
+        if not self.name:
+            stem = self.column if self.column else "count"
+            fn = "" if self.column is None else f"_{self.function}"
+            object.__setattr__(self, "name", f"{stem}{fn}_{format_duration(self.window)}")
+        check_name(self.name, "aggregation")
+        dtype = self.dtype if self.dtype is not None else (Int64() if self.function == "count" else Float64())
+        check_feature_type(dtype, f"aggregation {self.name!r} dtype")
+        if not dtype.is_scalar:
+            raise DefinitionError(f"aggregation {self.name!r}: dtype must be a scalar type, got {dtype}")
+        object.__setattr__(self, "dtype", dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        assert self.dtype is not None
+        return {"function": self.function, "column": self.column, "window": format_duration(self.window),
+                "name": self.name, "dtype": self.dtype.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Aggregation:
+        return cls(function=data["function"], column=data.get("column"), window=data["window"],
+                   name=data.get("name", ""), dtype=feature_type_from_dict(data["dtype"]))
+
+
+def count(window: str | timedelta, column: str | None = None, name: str = "") -> Aggregation:
+    return Aggregation(function="count", column=column, window=window, name=name)  # type: ignore[arg-type]
+
+
+def sum_(column: str, window: str | timedelta, name: str = "", dtype: FeatureType | None = None) -> Aggregation:
+    return Aggregation(function="sum", column=column, window=window, name=name, dtype=dtype)  # type: ignore[arg-type]
+
+
+def mean(column: str, window: str | timedelta, name: str = "") -> Aggregation:
+    return Aggregation(function="mean", column=column, window=window, name=name)  # type: ignore[arg-type]
+
+
+def min_(column: str, window: str | timedelta, name: str = "", dtype: FeatureType | None = None) -> Aggregation:
+    return Aggregation(function="min", column=column, window=window, name=name, dtype=dtype)  # type: ignore[arg-type]
+
+
+def max_(column: str, window: str | timedelta, name: str = "", dtype: FeatureType | None = None) -> Aggregation:
+    return Aggregation(function="max", column=column, window=window, name=name, dtype=dtype)  # type: ignore[arg-type]
+
+
+def last(column: str, window: str | timedelta, name: str = "", dtype: FeatureType | None = None) -> Aggregation:
+    return Aggregation(function="last", column=column, window=window, name=name, dtype=dtype)  # type: ignore[arg-type]

@@ -1,0 +1,204 @@
+"""Signals: named, typed, versioned features of one entity, computed from one source.
+
+Two forms share one object:
+
+* a transform signal, ``@signal(...)`` on a function ``pa.Table -> pa.Table``;
+* a declarative windowed aggregation, ``aggregate(...)`` (see ``signals.aggregation``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from signals.aggregation import Aggregation
+from signals.durations import format_duration, parse_duration
+from signals.entity import Entity
+from signals.errors import DefinitionError
+from signals.source import Source
+from signals.ufr.schema import FeatureSchema, check_name
+
+Transform = Callable[[pa.Table], pa.Table]
+SignalKind = Literal["transform", "aggregation"]
+POLICIES = ("strict", "warn")
+
+
+def _hash(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def transform_code(fn: Callable[..., Any]) -> str:
+    """The dedented source of a transform; its hash is part of the signal's version identity."""
+    try:
+        return textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError) as exc:
+        raise DefinitionError(f"cannot read the source of transform {getattr(fn, '__name__', fn)!r}: "
+                              "define it in a .py file") from exc
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Signal:
+    """A signal definition. Build it with ``@signal`` or ``aggregate``, not directly."""
+
+    name: str
+    kind: SignalKind
+    entity: Entity
+    source: Source
+    schema: FeatureSchema
+    ttl: timedelta | None = None
+    online: bool = False
+    owner: str = ""
+    description: str = ""
+    code: str = ""                                  # transform source, or aggregation spec as JSON
+    aggregations: tuple[Aggregation, ...] = ()
+    step: timedelta | None = None
+    expectations: tuple[Any, ...] = ()              # great-expectations Expectation objects (data-quality gates)
+    policy: str = "strict"
+    transform: Transform | None = field(default=None, repr=False)
+    module: str = ""                                # where it was defined: file path or module name
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "signal")
+        if not isinstance(self.entity, Entity):
+            raise DefinitionError(f"signal {self.name!r}: entity must be an Entity, got {self.entity!r}")
+        if not isinstance(self.source, Source):
+            raise DefinitionError(f"signal {self.name!r}: source must be a Source, got {self.source!r}")
+        if self.policy not in POLICIES:
+            raise DefinitionError(f"signal {self.name!r}: policy must be 'strict' or 'warn', got {self.policy!r}")
+        clash = {self.entity.join_key} & set(self.schema.names)
+        if clash:
+            raise DefinitionError(f"signal {self.name!r}: feature {clash.pop()!r} clashes with the join key")
+        if self.kind == "aggregation" and (not self.aggregations or self.step is None):
+            raise DefinitionError(f"signal {self.name!r}: an aggregation needs aggregations and a step")
+
+    # --- identity -------------------------------------------------------------------------------
+    @property
+    def features(self) -> dict[str, Any]:
+        return self.schema.as_dict()
+
+    @property
+    def upstream(self) -> list[str]:
+        """Names of the signals this one is computed from."""
+        return [self.source.upstream] if self.source.kind == "signal" and self.source.upstream else []
+
+    @property
+    def code_fingerprint(self) -> str:
+        return _hash(self.code)
+
+    @property
+    def definition_fingerprint(self) -> str:
+        """What makes a new version: schema, code, entity, source, step. Owner, TTL, online, description
+        and expectations change in place."""
+        return _hash(self.schema.fingerprint_hex, self.code_fingerprint, self.entity.to_dict(),
+                     self.source.to_dict(), format_duration(self.step) if self.step else None)
+
+    @property
+    def max_window(self) -> timedelta | None:
+        return max((a.window for a in self.aggregations), default=None)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        if self.transform is None:
+            raise DefinitionError(f"signal {self.name!r} has no Python transform to call")
+        return self.transform(batch)
+
+    # --- serialization --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "entity": self.entity.to_dict(),
+            "source": self.source.to_dict(), "schema": self.schema.to_dict(),
+            "ttl": format_duration(self.ttl) if self.ttl else None, "online": self.online,
+            "owner": self.owner, "description": self.description, "code": self.code,
+            "aggregations": [a.to_dict() for a in self.aggregations],
+            "step": format_duration(self.step) if self.step else None,
+            "expectations": [_expectation_to_dict(e) for e in self.expectations],
+            "policy": self.policy, "module": self.module,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], transform: Transform | None = None) -> Signal:
+        return cls(
+            name=data["name"], kind=data["kind"], entity=Entity.from_dict(data["entity"]),
+            source=Source.from_dict(data["source"]), schema=FeatureSchema.from_dict(data["schema"]),
+            ttl=parse_duration(data.get("ttl"), "ttl"), online=bool(data.get("online", False)),
+            owner=data.get("owner", ""), description=data.get("description", ""), code=data.get("code", ""),
+            aggregations=tuple(Aggregation.from_dict(a) for a in data.get("aggregations", [])),
+            step=parse_duration(data.get("step"), "step"),
+            expectations=tuple(_expectation_from_dict(e) for e in data.get("expectations", [])),
+            policy=data.get("policy", "strict"), transform=transform, module=data.get("module", ""),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Signal) and self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.definition_fingerprint))
+
+
+def _expectation_to_dict(exp: Any) -> dict[str, Any]:
+    if isinstance(exp, dict):
+        return exp
+    to_json = getattr(exp, "configuration", None)
+    if to_json is not None:
+        return {"type": to_json.type, "kwargs": dict(to_json.kwargs)}
+    raise DefinitionError(f"expectation {exp!r} is not a great-expectations Expectation")
+
+
+def _expectation_from_dict(data: dict[str, Any]) -> Any:
+    return data  # the gate rebuilds GX objects lazily; the registry keeps the plain form
+
+
+def _common(name: str, entity: Entity, source: Source, ttl: str | timedelta | None, online: bool,
+            owner: str, expectations: Sequence[Any], policy: str) -> dict[str, Any]:
+    check_name(name, "signal")
+    return {"name": name, "entity": entity, "source": source, "ttl": parse_duration(ttl, f"signal {name!r} ttl"),
+            "online": bool(online), "owner": owner, "expectations": tuple(expectations), "policy": policy}
+
+
+def signal(*, entity: Entity, source: Source, features: Mapping[str, Any], ttl: str | timedelta | None = None,
+           online: bool = False, owner: str = "", name: str | None = None, description: str | None = None,
+           expectations: Sequence[Any] = (), policy: str = "strict") -> Callable[[Transform], Signal]:
+    """Decorate ``fn(batch: pa.Table) -> pa.Table`` as a transform signal.
+
+    The function gets the source rows of the backfill window and returns rows of the entity's join key,
+    ``event_timestamp`` and the declared features (``created_timestamp`` optional).
+    """
+
+    def wrap(fn: Transform) -> Signal:
+        if not callable(fn):
+            raise DefinitionError(f"@signal decorates a function, got {fn!r}")
+        sig_name = name or fn.__name__
+        doc = description if description is not None else inspect.getdoc(fn) or ""
+        return Signal(kind="transform", schema=FeatureSchema.of(features, f"signal {sig_name!r} features"),
+                      description=doc.strip().splitlines()[0] if doc.strip() else "",
+                      code=transform_code(fn), transform=fn, module=getattr(fn, "__module__", ""),
+                      **_common(sig_name, entity, source, ttl, online, owner, expectations, policy))
+
+    return wrap
+
+
+def aggregate(*, name: str, entity: Entity, source: Source, aggregations: Sequence[Aggregation],
+              step: str | timedelta, ttl: str | timedelta | None = None, online: bool = False, owner: str = "",
+              description: str = "", expectations: Sequence[Any] = (), policy: str = "strict") -> Signal:
+    """A declarative windowed aggregation signal, e.g. counts and means over 1d and 7d, every day."""
+    aggs = tuple(aggregations)
+    if not aggs or not all(isinstance(a, Aggregation) for a in aggs):
+        raise DefinitionError(f"signal {name!r}: aggregations must be a non-empty list of Aggregation")
+    names = [a.name for a in aggs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DefinitionError(f"signal {name!r}: duplicate aggregation names {dupes}")
+    step_td = parse_duration(step, f"signal {name!r} step")
+    features = {a.name: a.dtype for a in aggs}
+    spec = {"step": format_duration(step_td) if step_td else None, "aggregations": [a.to_dict() for a in aggs]}
+    return Signal(kind="aggregation", schema=FeatureSchema.of(features, f"signal {name!r}"),
+                  description=description, code=json.dumps(spec, sort_keys=True), aggregations=aggs, step=step_td,
+                  **_common(name, entity, source, ttl, online, owner, expectations, policy))

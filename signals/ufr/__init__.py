@@ -1,0 +1,1 @@
+"""The unified feature representation: types, schemas, the online row codec and the torch batch builder."""
