@@ -1,0 +1,7 @@
+"""Shared fixtures live in tests/fixtures/ modules, each loaded here as a plugin; keep this file tiny."""
+
+from pathlib import Path
+
+pytest_plugins = sorted(
+    f"fixtures.{p.stem}" for p in (Path(__file__).parent / "fixtures").glob("*.py") if not p.stem.startswith("_")
+)
