@@ -1,0 +1,82 @@
+"""The engine plug-in point: compute a signal over a window, and join features point-in-time.
+
+Engines are looked up by name in ``ENGINES`` and imported lazily, so the ``spark`` engine costs nothing
+(and needs no PySpark) until asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from signals.errors import DependencyMissingError, QuasarError
+from signals.signal import Signal
+from signals.ufr.schema import FeatureSchema
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """What a point-in-time join needs to know about one signal version's table."""
+
+    signal: str
+    version: int
+    join_keys: tuple[str, ...]
+    features: tuple[tuple[str, str], ...]      # (column in the signal's table, output column name)
+    schema: FeatureSchema                       # the signal version's schema, to restore UFR types
+    ttl: timedelta | None
+    files: tuple[str, ...]                      # Parquet data files of the table snapshot (may be empty)
+    snapshot_id: int | None = None
+
+
+class Engine(ABC):
+    """A compute engine. Optional abilities are ``supports_*`` properties, not methods that raise."""
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def compute(self, signal: Signal, source_rows: pa.Table, start: datetime, end: datetime) -> pa.Table:
+        """Rows of ``signal`` stamped in ``[start, end)`` from its source rows (already read for the window,
+        including any look-back an aggregation needs)."""
+
+    @abstractmethod
+    def point_in_time(self, spine: pa.Table, requests: Sequence[FeatureRequest]) -> pa.Table:
+        """For every spine row (in order), each requested feature as of the row's ``event_timestamp``.
+
+        ``spine`` holds the join key columns and ``event_timestamp`` (timestamp[us, UTC]); the result holds
+        the output feature columns only, one row per spine row, in spine order, with UFR Arrow types.
+        """
+
+    @property
+    def supports_distributed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Release engine resources (sessions, connections)."""
+
+
+ENGINES: dict[str, str] = {
+    "local": "store.engines.local:LocalEngine",
+    "spark": "store.engines.spark:SparkEngine",
+}
+_EXTRAS = {"spark": ("pyspark", "spark")}
+
+
+def load_engine(name: str, **options: Any) -> Engine:
+    """Instantiate the engine called ``name`` (``local`` or ``spark``)."""
+    if name not in ENGINES:
+        raise QuasarError(f"unknown engine {name!r}; known engines: {', '.join(sorted(ENGINES))}")
+    module_name, _, cls_name = ENGINES[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if name in _EXTRAS and exc.name and exc.name.split(".")[0] == _EXTRAS[name][0]:
+            raise DependencyMissingError(_EXTRAS[name][0], _EXTRAS[name][1], f"the {name} engine") from exc
+        raise
+    engine: Engine = getattr(module, cls_name)(**options)
+    return engine
