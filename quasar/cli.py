@@ -1,0 +1,172 @@
+"""The ``quasar`` command line: each command a thin wrapper over ``quasar.Platform``.
+
+User mistakes print one clear ``error:`` line and exit 1; usage mistakes exit 2; success exits 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from quasar.config import CONFIG_FILE, DEFAULT_TOML
+from signals.errors import QuasarError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail_cleanly(fn: F) -> F:
+    """Print QuasarErrors as one line and exit 1, never a traceback for user mistakes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except QuasarError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _platform(ctx: click.Context) -> Any:
+    from quasar.platform import Platform
+    obj = ctx.ensure_object(dict)
+    if "platform" not in obj:
+        obj["platform"] = Platform.open(obj["project"])
+        ctx.call_on_close(obj["platform"].close)
+    return obj["platform"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "--project", default=".", envvar="QUASAR_PROJECT", show_default=True,
+              type=click.Path(file_okay=False), help="Project folder (holds quasar.toml).")
+@click.version_option(package_name="quasar")
+@click.pass_context
+def main(ctx: click.Context, project: str) -> None:
+    """quasar: signals into Iceberg and Redis, datasets into PyTorch, features and scores over HTTP."""
+    ctx.ensure_object(dict)["project"] = project
+
+
+@main.command()
+@click.argument("path", default=".", type=click.Path(file_okay=False))
+@click.option("--name", default=None, help="Project name (prefix of online keys); default: the folder name.")
+@_fail_cleanly
+def init(path: str, name: str | None) -> None:
+    """Create a project: quasar.toml with the defaults, and the .quasar/ state folder."""
+    root = Path(path).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / CONFIG_FILE
+    if config.exists():
+        raise QuasarError(f"{config} already exists; not overwriting it")
+    project = name or "".join(c if c.isalnum() or c == "_" else "_" for c in root.name) or "quasar"
+    config.write_text(DEFAULT_TOML.format(name=project))
+    (root / ".quasar").mkdir(exist_ok=True)
+    click.echo(f"created {config}")
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.pass_context
+@_fail_cleanly
+def register(ctx: click.Context, targets: tuple[str, ...]) -> None:
+    """Register the entities, sources and signals of .py files, folders or modules."""
+    p = _platform(ctx)
+    for target in targets:
+        report = p.register(target)
+        for line in report.created:
+            click.echo(f"  created    {line}")
+        for line in report.updated:
+            click.echo(f"  updated    {line}")
+        click.echo(f"registered {report.module}: {len(report.created)} created, {len(report.updated)} updated, "
+                   f"{len(report.unchanged)} unchanged")
+
+
+@main.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_fail_cleanly
+def ls_(ctx: click.Context, as_json: bool) -> None:
+    """List registered signals (latest versions)."""
+    rows = [{"name": sv.name, "version": sv.version, "kind": sv.signal.kind, "entity": sv.signal.entity.name,
+             "features": len(sv.signal.schema), "online": sv.signal.online, "owner": sv.signal.owner}
+            for sv in _platform(ctx).ls()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no signals registered: run `quasar register <file or folder>`")
+        return
+    header = {"name": "SIGNAL", "version": "VERSION", "kind": "KIND", "entity": "ENTITY", "features": "FEATURES",
+              "online": "ONLINE", "owner": "OWNER"}
+    table = [header] + [{**r, "version": f"v{r['version']}", "online": "yes" if r["online"] else "no"} for r in rows]
+    widths = {k: max(len(str(r[k])) for r in table) for k in header}
+    for r in table:
+        click.echo("  ".join(f"{r[k]!s:<{widths[k]}}" for k in header).rstrip())
+
+
+@main.command()
+@click.argument("signal")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_fail_cleanly
+def describe(ctx: click.Context, signal: str, as_json: bool) -> None:
+    """Show a signal's schema, versions, upstream and downstream signals, and recent runs."""
+    from quasar.describe import format_description
+    d = _platform(ctx).describe(signal)
+    click.echo(json.dumps(d, indent=2) if as_json else format_description(d))
+
+
+@main.command()
+@click.argument("signal")
+@click.option("--start", required=True, help="First day (inclusive), e.g. 2026-01-01.")
+@click.option("--end", required=True, help="Last day (exclusive), e.g. 2026-02-01.")
+@click.option("--engine", default=None, help="local or spark (default: [engine] default).")
+@click.option("--with-upstream", is_flag=True, help="Backfill upstream signals first, in dependency order.")
+@click.pass_context
+@_fail_cleanly
+def backfill(ctx: click.Context, signal: str, start: str, end: str, engine: str | None, with_upstream: bool) -> None:
+    """Compute SIGNAL for the days in [start, end) into its Iceberg table (replacing exactly those days)."""
+    results = _platform(ctx).backfill(signal, start, end, engine=engine, with_upstream=with_upstream,
+                                      progress=True)
+    for r in results:
+        click.echo(f"backfilled {r.signal} v{r.version} [{r.start:%Y-%m-%d}, {r.end:%Y-%m-%d}): {r.rows} rows, "
+                   f"snapshot {r.snapshot_id}, {r.duration_s:.2f}s")
+
+
+@main.command()
+@click.option("--spine", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Parquet (or CSV) file: join keys, event_timestamp, labels.")
+@click.option("--features", required=True, help="Comma-separated references: signal, signal:feature, signal@2:feature.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
+@click.option("--engine", default=None, help="local or spark.")
+@click.option("--full-names", is_flag=True, help="Name columns <signal>__<feature>.")
+@click.pass_context
+@_fail_cleanly
+def dataset(ctx: click.Context, spine: str, features: str, out: str, engine: str | None, full_names: bool) -> None:
+    """Build a point-in-time correct training dataset and write it to Parquet."""
+    from quasar.io import read_table
+    refs = [f.strip() for f in features.split(",") if f.strip()]
+    result = _platform(ctx).dataset(read_table(spine), refs, engine=engine, full_names=full_names, progress=True)
+    result.write_parquet(out)
+    click.echo(f"wrote {result.table.num_rows} rows x {result.table.num_columns} columns to {out}")
+
+
+@main.command()
+@click.option("--dir", "workdir", default=None, type=click.Path(file_okay=False),
+              help="Where to build the demo project (default: a fresh temp folder).")
+@click.option("--keep", is_flag=True, help="Keep the temp folder afterwards.")
+@_fail_cleanly
+def demo(workdir: str | None, keep: bool) -> None:
+    """Run the whole product end to end on generated data."""
+    from quasar.demo import run_demo
+    run_demo(Path(workdir) if workdir else None, keep=keep)
+
+
+if __name__ == "__main__":
+    main()

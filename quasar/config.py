@@ -1,0 +1,173 @@
+"""``quasar.toml``: every field has a default, so an empty file (or none) works on one machine.
+
+Environment variables ``QUASAR_REDIS_URL``, ``QUASAR_REGISTRY_URL``, ``QUASAR_CATALOG_URI`` and
+``QUASAR_WAREHOUSE`` override the file. Relative SQLite and warehouse paths resolve against the project root.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from signals.errors import ConfigError
+
+CONFIG_FILE = "quasar.toml"
+ENV_OVERRIDES = {
+    "QUASAR_REDIS_URL": ("online", "redis_url"),
+    "QUASAR_REGISTRY_URL": ("registry", "url"),
+    "QUASAR_CATALOG_URI": ("offline", "catalog_uri"),
+    "QUASAR_WAREHOUSE": ("offline", "warehouse"),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProjectConfig:
+    name: str = "quasar"                                   # prefix of every online key
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryConfig:
+    url: str = "sqlite:///.quasar/registry.db"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OfflineConfig:
+    catalog_uri: str = "sqlite:///.quasar/catalog.db"
+    warehouse: str = ".quasar/warehouse"
+    namespace: str = "signals"
+    buckets: int = 16
+    properties: dict[str, str] = field(default_factory=dict)   # extra pyiceberg catalog properties
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnlineConfig:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cluster: bool = False
+    max_entities: int = 1000                               # per request; more -> 413
+    auth_tokens: tuple[str, ...] = ()                      # bearer tokens; empty -> no auth
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    default: str = "local"
+    threads: int = 0                                       # DuckDB threads; 0 -> DuckDB's default
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparkConfig:
+    master: str = "local[*]"
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingConfig:
+    models: str = "models"                                 # folder of model bundles
+    max_batch_rows: int = 4096
+    max_wait_ms: float = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    root: Path
+    project: ProjectConfig = ProjectConfig()
+    registry: RegistryConfig = RegistryConfig()
+    offline: OfflineConfig = OfflineConfig()
+    online: OnlineConfig = OnlineConfig()
+    engine: EngineConfig = EngineConfig()
+    spark: SparkConfig = SparkConfig()
+    serving: ServingConfig = ServingConfig()
+
+    def path(self, value: str) -> Path:
+        """A path from the config, resolved against the project root."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def sql_url(self, url: str) -> str:
+        """A SQLAlchemy URL with a relative ``sqlite:///`` path resolved against the root."""
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
+            return prefix + str(self.path(url[len(prefix):]))
+        return url
+
+    @property
+    def warehouse(self) -> str:
+        w = self.offline.warehouse
+        return w if "://" in w else str(self.path(w))
+
+
+_SECTIONS: dict[str, type] = {
+    "project": ProjectConfig, "registry": RegistryConfig, "offline": OfflineConfig, "online": OnlineConfig,
+    "engine": EngineConfig, "spark": SparkConfig, "serving": ServingConfig,
+}
+
+
+def _section(name: str, cls: type, data: Any, source: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)} in [{name}]; known: {', '.join(known)}")
+    values: dict[str, Any] = {}
+    default = cls()
+    for key, value in data.items():
+        expected = type(getattr(default, key))
+        if expected is tuple and isinstance(value, list):
+            value = tuple(value)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"{source}: [{name}] {key} must be {expected.__name__}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def load_config(root: str | Path = ".", env: dict[str, str] | None = None) -> Config:
+    """Read ``<root>/quasar.toml`` (if present), apply environment overrides, return the config."""
+    root_path = Path(root).expanduser().resolve()
+    if root_path.is_file():
+        root_path = root_path.parent
+    file = root_path / CONFIG_FILE
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            data = tomllib.loads(file.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file}: invalid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(_SECTIONS))
+    if unknown:
+        raise ConfigError(f"{file}: unknown section(s) {', '.join(unknown)}; known: {', '.join(_SECTIONS)}")
+    config = Config(root=root_path, **{n: _section(n, c, data.get(n, {}), str(file)) for n, c in _SECTIONS.items()})
+    environ = os.environ if env is None else env
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if environ.get(var):
+            config = replace(config, **{section: replace(getattr(config, section), **{key: environ[var]})})
+    return config
+
+
+DEFAULT_TOML = """\
+# quasar project configuration. Every field has a default; delete what you do not change.
+
+[project]
+name = "{name}"                                   # prefix of online keys: <project>:<entity>:<key>
+
+[registry]
+url = "sqlite:///.quasar/registry.db"           # or postgresql+psycopg://user@host/db
+
+[offline]
+catalog_uri = "sqlite:///.quasar/catalog.db"    # pyiceberg SqlCatalog; REST/Glue/Hive through [offline.properties]
+warehouse = ".quasar/warehouse"                 # or s3://bucket/path
+namespace = "signals"
+
+[online]
+redis_url = "redis://127.0.0.1:6379/0"          # rediss:// for TLS, redis://:password@host for auth
+
+[engine]
+default = "local"                               # or "spark"
+
+[spark]
+master = "local[*]"
+"""

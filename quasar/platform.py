@@ -1,0 +1,162 @@
+"""The facade: ``quasar.Platform`` opens a project and delegates to the rooms that do the work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quasar.config import Config, load_config
+from signals.errors import NotFoundError, QuasarError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from store.backfill import BackfillResult
+    from store.dataset import DatasetResult
+    from store.tables import OfflineStore
+
+    from registry import RegistrationReport, Registry, SignalVersion
+    from store.engines import Engine
+
+
+class Platform:
+    """One quasar project: its registry, offline store, engines and online store."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._engines: dict[str, Engine] = {}
+
+    @classmethod
+    def open(cls, path: str | Path = ".") -> Platform:
+        """Open the project at ``path`` (reads ``quasar.toml`` there, if any)."""
+        return cls(load_config(path))
+
+    @property
+    def root(self) -> Path:
+        return self.config.root
+
+    # --- rooms, opened on first use ---------------------------------------------------------------
+    @cached_property
+    def registry(self) -> Registry:
+        from registry import Registry
+        return Registry.open(self.config.sql_url(self.config.registry.url))
+
+    @cached_property
+    def catalog(self) -> Any:
+        from store.catalog import open_catalog
+        off = self.config.offline
+        return open_catalog(uri=self.config.sql_url(off.catalog_uri), warehouse=self.config.warehouse,
+                            properties=dict(off.properties))
+
+    @cached_property
+    def offline(self) -> OfflineStore:
+        from store.tables import OfflineStore
+        return OfflineStore(self.catalog, namespace=self.config.offline.namespace,
+                            buckets=self.config.offline.buckets)
+
+    def engine(self, name: str | None = None) -> Engine:
+        """The engine called ``name`` (the configured default when None), created once and reused."""
+        from store.engines import load_engine
+        name = name or self.config.engine.default
+        if name not in self._engines:
+            options: dict[str, Any] = {}
+            if name == "local" and self.config.engine.threads:
+                options["threads"] = self.config.engine.threads
+            if name == "spark":
+                options = {"master": self.config.spark.master, "conf": dict(self.config.spark.conf)}
+            self._engines[name] = load_engine(name, **options)
+        return self._engines[name]
+
+    # --- signal authors ---------------------------------------------------------------------------
+    def register(self, target: str | Path) -> RegistrationReport:
+        """Register every Entity, Source and signal defined at the top level of a file, folder or module."""
+        return self.registry.register(target, root=self.root)
+
+    def ls(self) -> list[SignalVersion]:
+        """The latest version of every registered signal."""
+        return self.registry.signals()
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Schema, versions, lineage and recent runs of one signal."""
+        from quasar.describe import describe_signal
+        return describe_signal(self.registry, name)
+
+    def backfill(self, signal: str, start: str | datetime, end: str | datetime, *, engine: str | None = None,
+                 with_upstream: bool = False, progress: bool = False) -> list[BackfillResult]:
+        """Compute ``signal`` for the days in ``[start, end)`` into its Iceberg table (upstream first when asked)."""
+        from store.backfill import backfill
+        from store.sources import SourceReader
+        order = self._upstream_order(signal) if with_upstream else [signal]
+        results = []
+        eng = self.engine(engine)
+        for name in order:
+            sv = self.registry.load_signal(name)
+            upstream = {u: self._latest(u) for u in sv.signal.upstream}
+            reader = SourceReader(root=self.root, store=self.offline, catalog=self.catalog,
+                                  upstream_versions=upstream)
+            results.append(backfill(signal=sv.signal, version=sv.version, start=start, end=end, store=self.offline,
+                                    engine=eng, sources=reader, runs=self.registry, progress=progress))
+        return results
+
+    # --- trainers ---------------------------------------------------------------------------------
+    def training_dataset(self, spine: Any, features: Sequence[str], *, engine: str | None = None,
+                         full_names: bool = False, progress: bool = False) -> pa.Table:
+        """Every spine row, in order, with each feature as of the row's ``event_timestamp``."""
+        return self.dataset(spine, features, engine=engine, full_names=full_names, progress=progress).table
+
+    def dataset(self, spine: Any, features: Sequence[str], *, engine: str | None = None,
+                full_names: bool = False, progress: bool = False) -> DatasetResult:
+        """Like ``training_dataset`` but returns the result with the snapshots it was read from."""
+        from store.dataset import build_training_dataset
+        return build_training_dataset(spine, features, resolve=self._resolve, store_files=self._store_files,
+                                      engine=self.engine(engine), full_names=full_names, progress=progress)
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _latest(self, name: str) -> tuple[Any, int]:
+        sv = self.registry.signal(name)
+        return sv.signal, sv.version
+
+    def _resolve(self, name: str, version: int | None) -> tuple[Any, int]:
+        sv = self.registry.signal(name, version)
+        return sv.signal, sv.version
+
+    def _store_files(self, name: str, version: int, start: datetime | None,
+                     end: datetime | None) -> tuple[list[str], int | None]:
+        snapshot = self.offline.current_snapshot_id(name, version)
+        if snapshot is None:
+            raise NotFoundError(f"signal {name} v{version} has no offline data yet: run `quasar backfill {name}`")
+        files = self.offline.plan_files(name, version, start=start, end=end, snapshot_id=snapshot)
+        return files, snapshot
+
+    def _upstream_order(self, name: str) -> list[str]:
+        """``name`` and everything it is computed from, upstream first."""
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(n: str, path: tuple[str, ...]) -> None:
+            if n in path:
+                raise QuasarError(f"dependency cycle: {' -> '.join((*path, n))}")
+            if n in seen:
+                return
+            for up in self.registry.upstream(n):
+                visit(up, (*path, n))
+            seen.add(n)
+            order.append(n)
+
+        visit(name, ())
+        return order
+
+    def close(self) -> None:
+        for eng in self._engines.values():
+            eng.close()
+        self._engines.clear()
+        if "registry" in self.__dict__:
+            self.registry.close()
+
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
