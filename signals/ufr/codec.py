@@ -1,0 +1,335 @@
+"""The UFR binary row codec of the online store: one record per row, batches decoded in numpy.
+
+Record layout (little-endian); everything before the variable section has one size per schema::
+
+    0        MAGIC (0x51, b"Q")
+    1        FORMAT_VERSION
+    2..9     schema fingerprint (``FeatureSchema.fingerprint``)
+    10..17   event time, int64 microseconds since the epoch (read by the Redis newer-wins script)
+    18..     validity bitmap, ceil(n/8) bytes, bit i (LSB first) set = feature i present
+    ...      fixed section, schema order: Bool 1 byte, Int64/Timestamp/Float64 8, Float32 4,
+             Vector(dim) dim * itemsize, String/IdList/WeightedIdList a uint32 count
+    ...      variable section, schema order: String utf-8 bytes, IdList int64 ids,
+             WeightedIdList n int64 ids then n float32 weights
+
+A null value writes zeros. Float bits are copied, never converted, so NaN payloads survive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from signals.errors import SchemaError, SchemaMismatchError
+from signals.ufr.codec_arrow import coerce_feature, event_times_us, find_column
+from signals.ufr.codec_layout import (
+    COUNT_DTYPE,
+    EVENT_TIME_OFFSET,
+    FINGERPRINT_OFFSET,
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    MAGIC,
+    Layout,
+    Slot,
+    check_count,
+    exclusive_cumsum,
+    gather_items,
+    layout_of,
+    scatter_items,
+)
+from signals.ufr.schema import EVENT_TIMESTAMP, FeatureSchema
+from signals.ufr.types import WEIGHTED_ID_STRUCT
+
+__all__ = [
+    "EVENT_TIME_OFFSET", "FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "DecodedBatch", "decode", "encode",
+    "record_event_time_us", "record_fingerprint",
+]
+
+_INT32_MAX = int(np.iinfo(np.int32).max)
+# (item counts per row, item size in bytes, the items of all rows as one contiguous uint8 array)
+_Payload = tuple[np.ndarray, int, np.ndarray]
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """Decoded records: ``table`` has exactly the schema's Arrow schema, one row per record."""
+
+    table: pa.Table
+    event_time_us: np.ndarray  # int64, 0 where the record was None
+    found: np.ndarray  # bool, False where the record was None (absent in the online store)
+
+
+# ---------------------------------------------------------------------------------------------- encode
+
+
+def encode(schema: FeatureSchema, table: pa.Table | pa.RecordBatch, *,
+           event_time_column: str = EVENT_TIMESTAMP) -> list[bytes]:
+    """One UFR record per row of ``table`` (its feature columns by name; other columns are ignored)."""
+    layout = layout_of(schema)
+    arrays = [coerce_feature(s.name, find_column(table, s.name, "feature"), s.ftype) for s in layout.slots]
+    times = event_times_us(table, event_time_column)
+    n = table.num_rows
+    if n == 0:
+        return []
+    fixed = np.zeros((n, layout.fixed_size), dtype=np.uint8)
+    fixed[:, 0] = MAGIC
+    fixed[:, 1] = FORMAT_VERSION
+    fixed[:, FINGERPRINT_OFFSET:EVENT_TIME_OFFSET] = np.frombuffer(layout.fingerprint, dtype=np.uint8)
+    fixed[:, EVENT_TIME_OFFSET:HEADER_SIZE] = times.astype("<i8").view(np.uint8).reshape(n, 8)
+    valid = np.ones((n, layout.n_features), dtype=bool)
+    payloads: list[_Payload] = []
+    for slot, arr in zip(layout.slots, arrays, strict=True):
+        if arr.null_count:
+            valid[:, slot.index] = arr.is_valid().to_numpy(zero_copy_only=False)
+        payloads.extend(_encode_slot(slot, arr, valid[:, slot.index], fixed))
+    fixed[:, HEADER_SIZE:HEADER_SIZE + layout.bitmap_size] = np.packbits(valid, axis=1, bitorder="little")
+    return _assemble(fixed, payloads)
+
+
+def _data_bytes(arr: pa.Array, first: int, count: int, itemsize: int) -> np.ndarray:
+    """The raw data bytes of items ``first .. first+count`` of a fixed-width array (offset-aware)."""
+    buffer = arr.buffers()[1]
+    return np.frombuffer(buffer, dtype=np.uint8, count=count * itemsize, offset=(arr.offset + first) * itemsize)
+
+
+def _encode_slot(slot: Slot, arr: pa.Array, valid: np.ndarray, fixed: np.ndarray) -> list[_Payload]:
+    """Write one feature's fixed part into ``fixed``; return its variable payloads."""
+    n = len(arr)
+    lo, hi = slot.offset, slot.offset + slot.width
+    if slot.kind == "bool":
+        fixed[:, lo] = pc.fill_null(arr, False).to_numpy(zero_copy_only=False)
+        return []
+    if slot.kind in ("scalar", "vector"):
+        if slot.kind == "scalar":
+            raw = _data_bytes(arr, 0, n, slot.width)
+        else:  # a fixed-size list's values, ignoring the list's own offset
+            dim = slot.width // slot.dtype.itemsize
+            raw = _data_bytes(arr.values, arr.offset * dim, n * dim, slot.dtype.itemsize)
+        fixed[:, lo:hi] = raw.reshape(n, slot.width)
+        if arr.null_count:
+            fixed[~valid, lo:hi] = 0
+        return []
+    if slot.kind == "string":
+        offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1, offset=arr.offset * 4)
+        counts = np.diff(offsets).astype(np.int64)
+        counts[~valid] = 0
+        data = arr.buffers()[2]
+        chars = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, dtype=np.uint8)
+        if int(counts.sum()) == int(offsets[-1] - offsets[0]):
+            items = chars[offsets[0]:offsets[-1]]
+        else:  # some null strings are backed by bytes: keep only the present ones
+            items = gather_items(chars, offsets[:-1], counts, 1)
+        payloads = [(counts, 1, items)]
+    else:
+        counts = pc.fill_null(pc.list_value_length(arr), 0).to_numpy().astype(np.int64)
+        flat = pc.list_flatten(arr)
+        if slot.kind == "ids":
+            payloads = [(counts, 8, flat.to_numpy().view(np.uint8))]
+        else:
+            ids, weights = flat.flatten()
+            payloads = [(counts, 8, ids.to_numpy().view(np.uint8)), (counts, 4, weights.to_numpy().view(np.uint8))]
+    check_count(counts, f"feature column {slot.name!r}")
+    fixed[:, lo:hi] = counts.astype(COUNT_DTYPE).view(np.uint8).reshape(n, COUNT_DTYPE.itemsize)
+    return payloads
+
+
+def _assemble(fixed: np.ndarray, payloads: list[_Payload]) -> list[bytes]:
+    """Interleave each row's fixed part and payloads into one buffer, then slice one bytes per row."""
+    n, size = fixed.shape
+    if not payloads:
+        blob = fixed.tobytes()
+        return [blob[i:i + size] for i in range(0, n * size, size)]
+    sizes = np.full(n, size, dtype=np.int64)
+    for counts, itemsize, _ in payloads:
+        sizes += counts * itemsize
+    starts = exclusive_cumsum(sizes)
+    out = np.empty(int(sizes.sum()), dtype=np.uint8)
+    scatter_items(out, starts, np.ones(n, dtype=np.int64), fixed.reshape(-1), size)
+    cursor = starts + size
+    for counts, itemsize, items in payloads:
+        scatter_items(out, cursor, counts, items, itemsize)
+        cursor += counts * itemsize
+    blob = out.tobytes()
+    return [blob[s:e] for s, e in zip(starts.tolist(), (starts + sizes).tolist(), strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------- decode
+
+
+def decode(schema: FeatureSchema, records: Sequence[bytes | None], *, signal: str = "") -> DecodedBatch:
+    """Decode a batch of records of ``schema``; a ``None`` record (absent online) gives an all-null row."""
+    layout = layout_of(schema)
+    n = len(records)
+    found = np.fromiter((r is not None for r in records), dtype=bool, count=n)
+    lengths = np.fromiter((0 if r is None else len(r) for r in records), dtype=np.int64, count=n)
+    buf = np.frombuffer(b"".join([r for r in records if r is not None]), dtype=np.uint8)
+    starts = exclusive_cumsum(lengths)
+    fixed = _read_fixed(layout, buf, starts, lengths, np.flatnonzero(found), signal)
+    valid = np.unpackbits(fixed[:, HEADER_SIZE:HEADER_SIZE + layout.bitmap_size], axis=1,
+                          count=layout.n_features, bitorder="little").astype(bool)
+    counts = _read_counts(layout, fixed, valid, signal)
+    _check_lengths(layout, counts, lengths, found, signal)
+    cursor = starts + layout.fixed_size
+    columns = []
+    for slot in layout.slots:
+        column, cursor = _decode_slot(slot, fixed, valid[:, slot.index], counts.get(slot.index), buf, cursor,
+                                      signal)
+        columns.append(column)
+    table = pa.Table.from_arrays(columns, schema=layout.arrow_schema)
+    times = np.ascontiguousarray(fixed[:, EVENT_TIME_OFFSET:HEADER_SIZE]).view("<i8").reshape(n).astype(np.int64)
+    return DecodedBatch(table, times, found)
+
+
+def _corrupt(signal: str, index: int, problem: str) -> SchemaError:
+    where = f" of signal {signal!r}" if signal else ""
+    return SchemaError(f"corrupt record at index {index}{where}: {problem}")
+
+
+def _read_fixed(layout: Layout, buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray,
+                signal: str) -> np.ndarray:
+    """Check every present record's header and return the ``[n, fixed_size]`` matrix (zeros where absent)."""
+    n, size = len(starts), layout.fixed_size
+    if rows.size == 0:
+        return np.zeros((n, size), dtype=np.uint8)
+    ones = np.ones(rows.size, dtype=np.int64)
+    for i in rows[lengths[rows] < HEADER_SIZE][:1]:
+        raise _corrupt(signal, int(i), f"{lengths[i]} bytes is shorter than the {HEADER_SIZE}-byte header")
+    header = gather_items(buf, starts[rows], ones, HEADER_SIZE).reshape(rows.size, HEADER_SIZE)
+    for j in np.flatnonzero(header[:, 0] != MAGIC)[:1]:
+        raise _corrupt(signal, int(rows[j]), f"first byte is 0x{header[j, 0]:02x}, not the UFR magic 0x{MAGIC:02x}")
+    for j in np.flatnonzero(header[:, 1] != FORMAT_VERSION)[:1]:
+        raise _corrupt(signal, int(rows[j]), f"format version {header[j, 1]} is not the supported version "
+                                             f"{FORMAT_VERSION}")
+    expected = np.frombuffer(layout.fingerprint, dtype=np.uint8)
+    prints = header[:, FINGERPRINT_OFFSET:EVENT_TIME_OFFSET]
+    for j in np.flatnonzero((prints != expected).any(axis=1))[:1]:
+        what = f"signal {signal!r}" if signal else "the signal"
+        raise SchemaMismatchError(
+            f"online record at index {int(rows[j])} of {what} was written under schema fingerprint "
+            f"{prints[j].tobytes().hex()}, but the expected schema has fingerprint {layout.fingerprint.hex()}: "
+            f"the schema changed since it was materialized; re-materialize {what} to rewrite its online records")
+    for i in rows[lengths[rows] < size][:1]:
+        raise _corrupt(signal, int(i), f"truncated: {lengths[i]} bytes is shorter than the {size}-byte "
+                                       "fixed part of this schema's records")
+    present = gather_items(buf, starts[rows], ones, size).reshape(rows.size, size)
+    if rows.size == n:
+        return present
+    fixed = np.zeros((n, size), dtype=np.uint8)
+    fixed[rows] = present
+    return fixed
+
+
+def _read_counts(layout: Layout, fixed: np.ndarray, valid: np.ndarray, signal: str) -> dict[int, np.ndarray]:
+    """Item counts of every variable-length feature, by feature index; a null must have count 0."""
+    counts = {}
+    for slot in layout.slots:
+        if not slot.segments:
+            continue
+        raw = np.ascontiguousarray(fixed[:, slot.offset:slot.offset + COUNT_DTYPE.itemsize])
+        count = raw.view(COUNT_DTYPE).reshape(len(fixed)).astype(np.int64)
+        for i in np.flatnonzero(~valid[:, slot.index] & (count != 0))[:1]:
+            raise _corrupt(signal, int(i), f"feature {slot.name!r} is null but has a length of {count[i]}")
+        counts[slot.index] = count
+    return counts
+
+
+def _check_lengths(layout: Layout, counts: dict[int, np.ndarray], lengths: np.ndarray, found: np.ndarray,
+                   signal: str) -> None:
+    """Every present record must be exactly as long as its fixed part and counts say."""
+    expected = np.full(len(lengths), layout.fixed_size, dtype=np.int64)
+    for slot in layout.slots:
+        for itemsize in slot.segments:
+            expected += counts[slot.index] * itemsize
+    for i in np.flatnonzero(found & (expected != lengths))[:1]:
+        state = "truncated" if lengths[i] < expected[i] else "too long"
+        raise _corrupt(signal, int(i), f"{state}: {lengths[i]} bytes, but its lengths say {expected[i]}")
+
+
+def _validity(valid: np.ndarray) -> tuple[pa.Buffer | None, int]:
+    nulls = len(valid) - int(np.count_nonzero(valid))
+    if nulls == 0:
+        return None, 0
+    return pa.py_buffer(np.packbits(valid, bitorder="little")), nulls
+
+
+def _offsets(counts: np.ndarray, name: str) -> pa.Buffer:
+    total = int(counts.sum())
+    if total > _INT32_MAX:
+        raise SchemaError(f"feature {name!r}: {total} items in one batch overflow Arrow's 32-bit list offsets; "
+                          "decode fewer records at a time")
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:], dtype=np.int32)
+    return pa.py_buffer(offsets)
+
+
+def _primitive(arrow_type: pa.DataType, data: np.ndarray) -> pa.Array:
+    length = data.nbytes * 8 // arrow_type.bit_width
+    return pa.Array.from_buffers(arrow_type, length, [None, pa.py_buffer(data)], null_count=0)
+
+
+def _decode_slot(slot: Slot, fixed: np.ndarray, valid: np.ndarray, counts: np.ndarray | None, buf: np.ndarray,
+                 cursor: np.ndarray, signal: str) -> tuple[pa.Array, np.ndarray]:
+    """One feature's Arrow column, and the byte cursors moved past its payloads."""
+    n = len(fixed)
+    arrow_type = slot.ftype.arrow_type()
+    validity, nulls = _validity(valid)
+    lo, hi = slot.offset, slot.offset + slot.width
+    if slot.kind == "bool":
+        bits = pa.py_buffer(np.packbits(fixed[:, lo] != 0, bitorder="little"))
+        return pa.Array.from_buffers(arrow_type, n, [validity, bits], null_count=nulls), cursor
+    if slot.kind == "scalar":
+        data = pa.py_buffer(np.ascontiguousarray(fixed[:, lo:hi]))
+        return pa.Array.from_buffers(arrow_type, n, [validity, data], null_count=nulls), cursor
+    if slot.kind == "vector":
+        child = _primitive(arrow_type.value_type, np.ascontiguousarray(fixed[:, lo:hi]).reshape(-1))
+        return pa.Array.from_buffers(arrow_type, n, [validity], null_count=nulls, children=[child]), cursor
+    assert counts is not None
+    offsets = _offsets(counts, slot.name)
+    if slot.kind == "string":
+        chars = gather_items(buf, cursor, counts, 1)
+        column = pa.Array.from_buffers(arrow_type, n, [validity, offsets, pa.py_buffer(chars)], null_count=nulls)
+        try:
+            column.validate(full=True)
+        except pa.ArrowInvalid as exc:
+            where = f" of signal {signal!r}" if signal else ""
+            raise SchemaError(f"corrupt record{where}: string feature {slot.name!r} is not valid UTF-8 "
+                              f"({exc})") from exc
+        return column, cursor + counts
+    ids = _primitive(pa.int64(), gather_items(buf, cursor, counts, 8))
+    cursor = cursor + 8 * counts
+    if slot.kind == "ids":
+        child = ids
+    else:
+        weights = _primitive(pa.float32(), gather_items(buf, cursor, counts, 4))
+        cursor = cursor + 4 * counts
+        child = pa.Array.from_buffers(WEIGHTED_ID_STRUCT, len(ids), [None], null_count=0, children=[ids, weights])
+    return pa.Array.from_buffers(arrow_type, n, [validity, offsets], null_count=nulls, children=[child]), cursor
+
+
+# ---------------------------------------------------------------------------------------------- headers
+
+
+def _check_header(record: bytes) -> None:
+    if len(record) < HEADER_SIZE:
+        raise SchemaError(f"corrupt record: {len(record)} bytes is shorter than the {HEADER_SIZE}-byte header")
+    if record[0] != MAGIC:
+        raise SchemaError(f"corrupt record: first byte is 0x{record[0]:02x}, not the UFR magic 0x{MAGIC:02x}")
+    if record[1] != FORMAT_VERSION:
+        raise SchemaError(f"corrupt record: format version {record[1]} is not the supported version "
+                          f"{FORMAT_VERSION}")
+
+
+def record_event_time_us(record: bytes) -> int:
+    """The event time stamped into a record, in microseconds since the epoch."""
+    _check_header(record)
+    return int.from_bytes(record[EVENT_TIME_OFFSET:HEADER_SIZE], "little", signed=True)
+
+
+def record_fingerprint(record: bytes) -> bytes:
+    """The 8-byte schema fingerprint a record was written under."""
+    _check_header(record)
+    return bytes(record[FINGERPRINT_OFFSET:EVENT_TIME_OFFSET])
