@@ -271,6 +271,14 @@ def _primitive(arrow_type: pa.DataType, data: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(arrow_type, length, [None, pa.py_buffer(data)], null_count=0)
 
 
+def _valid_utf8(column: pa.Array) -> bool:
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 def _decode_slot(slot: Slot, fixed: np.ndarray, valid: np.ndarray, counts: np.ndarray | None, buf: np.ndarray,
                  cursor: np.ndarray, signal: str) -> tuple[pa.Array, np.ndarray]:
     """One feature's Arrow column, and the byte cursors moved past its payloads."""
@@ -295,9 +303,8 @@ def _decode_slot(slot: Slot, fixed: np.ndarray, valid: np.ndarray, counts: np.nd
         try:
             column.validate(full=True)
         except pa.ArrowInvalid as exc:
-            where = f" of signal {signal!r}" if signal else ""
-            raise SchemaError(f"corrupt record{where}: string feature {slot.name!r} is not valid UTF-8 "
-                              f"({exc})") from exc
+            bad = next(i for i in range(n) if not _valid_utf8(column.slice(i, 1)))
+            raise _corrupt(signal, bad, f"string feature {slot.name!r} is not valid UTF-8") from exc
         return column, cursor + counts
     ids = _primitive(pa.int64(), gather_items(buf, cursor, counts, 8))
     cursor = cursor + 8 * counts

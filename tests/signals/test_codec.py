@@ -148,7 +148,11 @@ def columns(draw: Any, ftype: FeatureType, n: int) -> pa.Array:
         return pa.array(_floats_from_bits(bits, width), ftype.arrow_type(), mask=np_mask)
     if isinstance(ftype, String):
         texts = draw(st.lists(strings, min_size=n, max_size=n))
-        return pa.array([None if m else s for s, m in zip(texts, mask, strict=True)], pa.string())
+        if draw(st.booleans()):
+            return pa.array([None if m else s for s, m in zip(texts, mask, strict=True)], pa.string())
+        backed = pa.array(texts, pa.string())  # null slots keep their text behind the validity bitmap
+        validity = pa.py_buffer(np.packbits(~np_mask, bitorder="little"))
+        return pa.Array.from_buffers(pa.string(), n, [validity, *backed.buffers()[1:]])
     if isinstance(ftype, Vector):
         width = 16 if ftype.dtype == "float16" else 32
         bits = draw(st.lists(_float_bits(width), min_size=n * ftype.dim, max_size=n * ftype.dim))
@@ -422,3 +426,29 @@ def test_decodes_100k_records_of_a_mixed_schema() -> None:
     assert_identical(decoded.table.filter(pa.array(found)), expected.filter(pa.array(found)))
     assert decoded.event_time_us[found].tolist() == table["event_timestamp"].to_numpy()[found].tolist()
     assert decoded.table.filter(pa.array(~found))["weighted"].null_count == n // 10
+
+
+def test_nulls_write_zeros_whatever_backs_them() -> None:
+    """Arrow may keep any data behind a null slot; the record must not depend on it."""
+    schema = FeatureSchema.of({"b": Bool(), "i": Int64(), "f": Float32(), "s": String(), "v": Vector(2),
+                               "ids": IdList(), "w": WeightedIdList()})
+    validity = pa.py_buffer(np.packbits([True, False, True], bitorder="little"))
+
+    def masked(arr: pa.Array) -> pa.Array:
+        own = arr.buffers()[1:arr.type.num_buffers]
+        return pa.Array.from_buffers(arr.type, len(arr), [validity, *own], children=(
+            [arr.values] if pa.types.is_fixed_size_list(arr.type) or pa.types.is_list(arr.type) else None))
+
+    backed = {
+        "b": pa.array([True, True, False]), "i": pa.array([1, 99, 3]), "f": pa.array([1.0, 9.5, 3.0], pa.float32()),
+        "s": pa.array(["a", "garbage", "c"]), "v": pa.array([[1.0, 2.0], [7.0, 8.0], [3.0, 4.0]],
+                                                            Vector(2).arrow_type()),
+        "ids": pa.array([[1], [9, 9], [3]], IdList().arrow_type()),
+        "w": pa.array([[], [{"id": 9, "weight": 9.0}], []], WeightedIdList().arrow_type()),
+    }
+    clean = {name: pa.array([arr[0].as_py(), None, arr[2].as_py()], arr.type) for name, arr in backed.items()}
+    times = pa.array([1, 2, 3])
+    dirty_records = encode(schema, pa.table({**{k: masked(a) for k, a in backed.items()}, "event_timestamp": times}))
+    clean_records = encode(schema, pa.table({**clean, "event_timestamp": times}))
+    assert dirty_records == clean_records
+    assert decode(schema, dirty_records).table.to_pylist()[1] == dict.fromkeys(schema.names)
