@@ -1,1 +1,1 @@
-"""quasar: serving_adapters."""
+"""The request-time scorer: model bundles, feature fetch, dynamic batching, scoring service."""

@@ -143,7 +143,7 @@ class String(FeatureType):
         return StringType()
 
 
-_VECTOR_DTYPES = {"float32": (pa.float32(), np.dtype("<f4")), "float16": (pa.float16(), np.dtype("<f2"))}
+_VECTOR_DTYPES: dict[str, tuple[pa.DataType, np.dtype[Any]]] = {"float32": (pa.float32(), np.dtype("<f4")), "float16": (pa.float16(), np.dtype("<f2"))}
 
 
 @dataclass(frozen=True)

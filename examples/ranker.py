@@ -1,0 +1,31 @@
+"""A small ranking model over UFR inputs: a dense block, a pair of vectors, and an id list bag."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from signals.ufr.tensors import FeatureBatch
+from torch import nn
+
+
+class Ranker(nn.Module):
+    """logit = MLP([dense, dense presence, taste . embedding, EmbeddingBag(recent pins)])."""
+
+    def __init__(self, *, dense_dim: int, vector_pair: Sequence[str], id_list: str, buckets: int = 4096,
+                 emb_dim: int = 8, hidden: int = 32) -> None:
+        super().__init__()
+        self.vector_pair = tuple(vector_pair)
+        self.id_list = id_list
+        self.buckets = buckets
+        self.bag = nn.EmbeddingBag(buckets, emb_dim, mode="mean")
+        self.mlp = nn.Sequential(nn.Linear(2 * dense_dim + 2 + emb_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, batch: FeatureBatch) -> torch.Tensor:
+        a, b = (batch.vectors[n].float() for n in self.vector_pair)
+        both = (batch.masks[self.vector_pair[0]] & batch.masks[self.vector_pair[1]]).float()
+        affinity = (a * b).sum(dim=1) / a.shape[1] ** 0.5 * both
+        ids = batch.id_lists[self.id_list]
+        bag = self.bag(ids.values % self.buckets, ids.offsets)
+        x = torch.cat([batch.dense, batch.dense_mask.float(), affinity[:, None], both[:, None], bag], dim=1)
+        return self.mlp(x).squeeze(1)
