@@ -1,0 +1,141 @@
+"""Request-time features: check a request's keys, read its features online, build the model's batch.
+
+One request is one request entity (e.g. a user) and its candidates (e.g. pins). Its request-role features
+are read for the one request key and its candidate-role features for every candidate; each is one
+pipelined round trip of the online store, and the two run concurrently. The rows are assembled into one
+Arrow table (one row per candidate; the request entity's values broadcast to every row) and turned into a
+``FeatureBatch`` by ``build_feature_batch``, the very builder the training loader uses, so a missing or
+stale value is a False mask here exactly as a null is in training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+from signals.ufr.tensors import FeatureBatch, build_feature_batch
+
+from serving_adapters.models import LoadedModel, SignalRead
+from signals.entity import Entity
+from signals.errors import RequestError, ServingError, TooManyEntitiesError
+from signals.signal import Signal
+
+Key = int | str
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class AsyncOnlineReader(Protocol):
+    """What the scorer needs of the online store (``online.redis_store.AsyncRedisOnlineStore``)."""
+
+    async def read(self, signal_versions: Sequence[tuple[Signal, int]], keys: Sequence[Any]) -> list[Any]: ...
+
+
+@dataclass(frozen=True)
+class RequestKeys:
+    """The checked keys of one scoring request."""
+
+    request: Key | None          # None when the model reads nothing about the request entity
+    candidates: list[Key]
+
+
+def check_keys(model: LoadedModel, entities: Mapping[str, Sequence[Any]], candidates: Mapping[str, Sequence[Any]],
+               *, max_candidates: int = 10_000) -> RequestKeys:
+    """The request key and the candidate keys, or a RequestError naming the key and the problem."""
+    spec = model.spec
+    unknown = sorted(set(entities) - {spec.request_key})
+    if unknown:
+        raise RequestError(f"entities: unknown key {unknown[0]!r}; model {model.name!r} takes the request "
+                           f"entity as {{{spec.request_key!r}: [<one key>]}}")
+    request: Key | None = None
+    if spec.request_key in entities or model.request_reads:
+        values = _values(entities, spec.request_key, "entities", model)
+        if len(values) != 1:
+            raise RequestError(f"entities.{spec.request_key}: give exactly one key (the request entity), "
+                               f"got {len(values)}")
+        request = _check_key(values[0], model.request_entity, f"entities.{spec.request_key}[0]")
+    unknown = sorted(set(candidates) - {spec.candidate_key})
+    if unknown:
+        raise RequestError(f"candidates: unknown key {unknown[0]!r}; model {model.name!r} takes candidates "
+                           f"as {{{spec.candidate_key!r}: [...]}}")
+    values = _values(candidates, spec.candidate_key, "candidates", model)
+    if len(values) > max_candidates:
+        raise TooManyEntitiesError(f"candidates.{spec.candidate_key}: {len(values)} candidates, more than the "
+                                   f"limit of {max_candidates}")
+    where = f"candidates.{spec.candidate_key}"
+    return RequestKeys(request, [_check_key(v, model.candidate_entity, f"{where}[{i}]") for i, v in enumerate(values)])
+
+
+def _values(mapping: Mapping[str, Sequence[Any]], key: str, where: str, model: LoadedModel) -> Sequence[Any]:
+    if key not in mapping:
+        raise RequestError(f"{where}: missing key {key!r} (model {model.name!r})")
+    values = mapping[key]
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise RequestError(f"{where}.{key}: give a list of keys, got {type(values).__name__}")
+    return values
+
+
+def _check_key(value: Any, entity: Entity | None, where: str) -> Key:
+    kind = entity.join_key_type if entity is not None else None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise RequestError(f"{where}: key {value!r} must be {'an int64' if kind != 'string' else 'a string'}")
+    if kind == "int64" and not isinstance(value, int):
+        raise RequestError(f"{where}: key {value!r} must be an int64 ({entity.name if entity else ''} keys are "
+                           "integers)")
+    if kind == "string" and not isinstance(value, str):
+        raise RequestError(f"{where}: key {value!r} must be a string ({entity.name if entity else ''} keys are "
+                           "strings)")
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        raise RequestError(f"{where}: key {value} does not fit in an int64")
+    return value
+
+
+async def fetch_online(store: AsyncOnlineReader, model: LoadedModel,
+                       keys: RequestKeys) -> tuple[list[Any], list[Any]]:
+    """The request entity's and the candidates' online columns, read concurrently (one read per side)."""
+
+    async def read(reads: tuple[SignalRead, ...], entity_keys: list[Key]) -> list[Any]:
+        if not reads or not entity_keys:
+            return []
+        got = await store.read([(r.signal, r.version) for r in reads], entity_keys)
+        if len(got) != len(reads):
+            raise ServingError(f"the online store answered {len(got)} signals for {len(reads)} asked")
+        return list(got)
+
+    request_keys = [keys.request] if keys.request is not None else []
+    request, candidates = await asyncio.gather(read(model.request_reads, request_keys),
+                                               read(model.candidate_reads, keys.candidates))
+    return request, candidates
+
+
+def assemble_feature_table(model: LoadedModel, request: Sequence[Any], candidates: Sequence[Any],
+                           rows: int) -> pa.Table:
+    """One row per candidate, the model's input columns in spec order; request values broadcast to all rows.
+
+    ``request`` and ``candidates`` are the store's ``OnlineColumns`` in the order of the model's reads.
+    """
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+    broadcast = pa.array(np.zeros(rows, dtype=np.int64))
+    for read, got in zip(model.request_reads, request, strict=True):
+        for feature, column in read.features:
+            columns[column] = _column(got, read, feature).take(broadcast)
+    for read, got in zip(model.candidate_reads, candidates, strict=True):
+        for feature, column in read.features:
+            columns[column] = _column(got, read, feature)
+    return pa.table({name: columns[name] for name, _ in model.spec.spec.features})
+
+
+def _column(got: Any, read: SignalRead, feature: str) -> pa.ChunkedArray:
+    table: pa.Table = got.table
+    if feature not in table.column_names:
+        raise ServingError(f"the online store's rows of {read.signal.name}@{read.version} have no feature "
+                           f"{feature!r}")
+    return table.column(feature)
+
+
+def build_request_batch(model: LoadedModel, table: pa.Table) -> FeatureBatch:
+    """The model's FeatureBatch for an assembled table (the training loader's builder)."""
+    return build_feature_batch(table, model.spec.spec)

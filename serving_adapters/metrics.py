@@ -1,0 +1,36 @@
+"""Prometheus metrics of one scoring service, in its own CollectorRegistry (two apps never share counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_ROWS = (1, 10, 50, 100, 250, 500, 1000, 2000, 4096, 8192, 16384)
+_REQUESTS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class ScorerMetrics:
+    """Batch sizes, queue wait, feature fetch and model time, and requests by status."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.batch_rows = Histogram("quasar_scorer_batch_rows", "Rows (candidates) per model call",
+                                    ["model"], buckets=_ROWS, registry=r)
+        self.batch_requests = Histogram("quasar_scorer_batch_requests", "Requests coalesced into one model call",
+                                        ["model"], buckets=_REQUESTS, registry=r)
+        self.queue_wait = Histogram("quasar_scorer_queue_wait_seconds",
+                                    "Time a request waited for its model call to start", ["model"],
+                                    buckets=_SECONDS, registry=r)
+        self.feature_fetch = Histogram("quasar_scorer_feature_fetch_seconds",
+                                       "Online feature fetch and tensor build per request", ["model"],
+                                       buckets=_SECONDS, registry=r)
+        self.model_time = Histogram("quasar_scorer_model_seconds",
+                                    "Duration of one model call (collate, transfer, forward, copy back)",
+                                    ["model"], buckets=_SECONDS, registry=r)
+        self.requests = Counter("quasar_scorer_requests", "Scoring requests by model and HTTP status",
+                                ["model", "status"], registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,213 @@
+"""Loading model bundles for scoring, checked against the registry.
+
+A bundle records, for every input column, the exact feature it was trained on (``signal@version:feature``)
+and its UFR type. At request time those features come from the online store, which holds the registry's
+current version of each signal; so a bundle is served only while every reference still names that version,
+an existing feature, the same UFR type, an online signal and the right entity. Anything else is refused at
+load with a ``BundleError`` that names the model, the reference and the mismatch.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving_adapters.bundle import Bundle, BundleSpec, InputColumn, load_bundle
+from signals.entity import Entity
+from signals.errors import BundleError, NotFoundError
+from signals.signal import Signal
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+#: ``resolve(signal_name, version)`` -> the signal and its version; ``version=None`` asks for the current one.
+Resolver = Callable[[str, int | None], tuple[Signal, int]]
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    """A parsed ``signal@version:feature`` reference."""
+
+    signal: str
+    version: int
+    feature: str
+
+    def __str__(self) -> str:
+        return f"{self.signal}@{self.version}:{self.feature}"
+
+
+@dataclass(frozen=True)
+class SignalRead:
+    """The features one model reads from one signal version, with the input column each one fills."""
+
+    signal: Signal
+    version: int
+    features: tuple[tuple[str, str], ...]  # (feature name in the signal, input column of the model)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A bundle that passed the registry checks, with its online reads grouped by role and signal.
+
+    Compared and hashed by identity: a reloaded bundle is another model (the batcher never mixes them)."""
+
+    name: str
+    bundle: Bundle
+    request_reads: tuple[SignalRead, ...]
+    candidate_reads: tuple[SignalRead, ...]
+    request_entity: Entity | None       # None when the model reads nothing about the request entity
+    candidate_entity: Entity | None     # None when the model reads nothing about the candidates
+
+    @property
+    def spec(self) -> BundleSpec:
+        return self.bundle.spec
+
+    def describe(self) -> dict[str, object]:
+        """A short JSON-able summary (for ``/healthz``)."""
+        return {"name": self.name, "request_key": self.spec.request_key, "candidate_key": self.spec.candidate_key,
+                "inputs": [c.ref for c in self.spec.inputs], "created_at": self.spec.created_at}
+
+
+def parse_ref(ref: str, model: str) -> FeatureRef:
+    """``signal@version:feature`` -> FeatureRef; a bundle must pin every version."""
+    head, sep, feature = ref.partition(":")
+    name, at, version = head.partition("@")
+    if not (sep and at and name and feature and version.isdigit()):
+        raise BundleError(f"model {model!r}: input reference {ref!r} is not 'signal@version:feature' "
+                          "(a bundle must pin the exact version it was trained on)")
+    return FeatureRef(name, int(version), feature)
+
+
+def static_resolver(signals: Mapping[str, Mapping[int, Signal]]) -> Resolver:
+    """A resolver over ``{name: {version: Signal}}`` (tests, benchmarks); the highest version is current."""
+
+    def resolve(name: str, version: int | None) -> tuple[Signal, int]:
+        versions = signals.get(name)
+        if not versions:
+            raise NotFoundError(f"signal {name!r} not found; known: {', '.join(sorted(signals)) or 'none'}")
+        chosen = max(versions) if version is None else version
+        if chosen not in versions:
+            raise NotFoundError(f"signal {name!r} has no version {version}; versions: {sorted(versions)}")
+        return versions[chosen], chosen
+
+    return resolve
+
+
+def registry_resolver(registry: object) -> Resolver:
+    """A resolver over a ``registry.Registry`` (anything with ``signal(name, version) -> SignalVersion``)."""
+
+    def resolve(name: str, version: int | None) -> tuple[Signal, int]:
+        found = registry.signal(name, version)  # type: ignore[attr-defined]
+        return found.signal, int(found.version)
+
+    return resolve
+
+
+def check_bundle(bundle: Bundle, resolve: Resolver) -> LoadedModel:
+    """Check every input of ``bundle`` against the registry and group the online reads; BundleError if not."""
+    spec = bundle.spec
+    model = spec.name
+    spec_types = dict(spec.spec.features)
+    columns = [c.column for c in spec.inputs]
+    dupes = sorted({c for c in columns if columns.count(c) > 1})
+    if dupes:
+        raise BundleError(f"model {model!r}: input columns {dupes} are listed more than once")
+    missing = [c for c in spec_types if c not in columns]
+    if missing:
+        raise BundleError(f"model {model!r}: input spec columns {missing} have no feature reference")
+    reads: dict[str, dict[tuple[str, int], list[tuple[str, str]]]] = {"request": {}, "candidate": {}}
+    signals: dict[tuple[str, int], Signal] = {}
+    entities: dict[str, Entity] = {}
+    for column in spec.inputs:
+        if column.column not in spec_types:
+            raise BundleError(f"model {model!r}: input {column.column!r} ({column.ref}) is not in the input spec")
+        if column.role not in reads:
+            raise BundleError(f"model {model!r}: input {column.column!r} has role {column.role!r}; "
+                              "use 'request' or 'candidate'")
+        ref = parse_ref(column.ref, model)
+        signal = _current_signal(model, column, ref, resolve)
+        _check_feature(model, column, ref, signal, spec_types[column.column])
+        key = spec.request_key if column.role == "request" else spec.candidate_key
+        if signal.entity.join_key != key:
+            raise BundleError(f"model {model!r}: input {column.column!r} ({ref}) is a {column.role} input, so it "
+                              f"must describe the entity keyed by {key!r}, but signal {ref.signal!r} is keyed by "
+                              f"{signal.entity.join_key!r}")
+        seen = entities.setdefault(column.role, signal.entity)
+        if seen.join_key_type != signal.entity.join_key_type:
+            raise BundleError(f"model {model!r}: {column.role} inputs disagree on the type of {key!r} "
+                              f"({seen.join_key_type} vs {signal.entity.join_key_type} in {ref.signal!r})")
+        signals[(ref.signal, ref.version)] = signal
+        reads[column.role].setdefault((ref.signal, ref.version), []).append((ref.feature, column.column))
+
+    def grouped(role: str) -> tuple[SignalRead, ...]:
+        return tuple(SignalRead(signal=signals[k], version=k[1], features=tuple(v)) for k, v in reads[role].items())
+
+    return LoadedModel(name=model, bundle=bundle, request_reads=grouped("request"),
+                       candidate_reads=grouped("candidate"), request_entity=entities.get("request"),
+                       candidate_entity=entities.get("candidate"))
+
+
+def _current_signal(model: str, column: InputColumn, ref: FeatureRef, resolve: Resolver) -> Signal:
+    try:
+        signal, current = resolve(ref.signal, None)
+    except NotFoundError as exc:
+        raise BundleError(f"model {model!r}: input {column.column!r} reads {ref}, but the registry has no "
+                          f"signal {ref.signal!r}") from exc
+    if current != ref.version:
+        raise BundleError(f"model {model!r}: input {column.column!r} reads {ref}, but the registry's current "
+                          f"version of {ref.signal!r} is {current}; the online store serves only that one, so "
+                          "retrain the model on it")
+    if not signal.online:
+        raise BundleError(f"model {model!r}: input {column.column!r} reads {ref}, but signal {ref.signal!r} "
+                          "is not online (declare it with online=True and materialize it)")
+    return signal
+
+
+def _check_feature(model: str, column: InputColumn, ref: FeatureRef, signal: Signal, recorded: object) -> None:
+    features = signal.schema.as_dict()
+    if ref.feature not in features:
+        raise BundleError(f"model {model!r}: input {column.column!r} reads {ref}, but signal "
+                          f"{ref.signal!r}@{ref.version} has no feature {ref.feature!r}; its features: "
+                          f"{', '.join(features)}")
+    if features[ref.feature] != recorded:
+        raise BundleError(f"model {model!r}: input {column.column!r} reads {ref} as {recorded}, but the "
+                          f"registry's schema says {features[ref.feature]}")
+
+
+class ModelRegistry:
+    """Bundles of a models folder, loaded on first use, checked against the registry, then cached."""
+
+    def __init__(self, models_folder: str | Path, resolve: Resolver) -> None:
+        self.folder = Path(models_folder)
+        self.resolve = resolve
+        self._loaded: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, name: str) -> LoadedModel | None:
+        """The model if it is already loaded (no disk or registry access)."""
+        return self._loaded.get(name)
+
+    def get(self, name: str) -> LoadedModel:
+        """Load (once) and return model ``name``; NotFoundError if there is no such bundle, BundleError if
+        it does not match the registry. A refused bundle is not cached, so a fixed one loads next time."""
+        found = self._loaded.get(name)
+        if found is not None:
+            return found
+        if not isinstance(name, str) or not _MODEL_NAME.match(name):
+            raise NotFoundError(f"model {name!r} not found: model names are letters, digits, '_', '.' and '-'")
+        with self._lock:
+            found = self._loaded.get(name)
+            if found is None:
+                found = check_bundle(load_bundle(self.folder, name), self.resolve)
+                self._loaded[name] = found
+            return found
+
+    def evict(self, name: str) -> None:
+        """Forget a loaded model, so the next request reloads and rechecks it (e.g. after retraining)."""
+        with self._lock:
+            self._loaded.pop(name, None)
+
+    def loaded(self) -> list[LoadedModel]:
+        return [self._loaded[n] for n in sorted(self._loaded)]

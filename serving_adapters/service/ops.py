@@ -1,0 +1,51 @@
+"""``GET /healthz`` (device, loaded models, online store reachability) and ``GET /metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from serving_adapters.scorer import Scorer
+from serving_adapters.service.errors import JSONResponse
+from serving_adapters.service.schemas import HealthResponse
+from signals.errors import QuasarError
+
+HEALTH_TIMEOUT_S = 2.0
+
+
+async def store_health(store: Any) -> str:
+    """``"ok"`` when the online store answers a ping, else why not."""
+    ping = getattr(store, "ping", None)
+    if ping is None:
+        return "ok"
+    try:
+        await asyncio.wait_for(ping(), HEALTH_TIMEOUT_S)
+    except TimeoutError:
+        return f"no answer within {HEALTH_TIMEOUT_S:g}s"
+    except (QuasarError, OSError) as exc:
+        return str(exc) or type(exc).__name__
+    return "ok"
+
+
+def ops_router(scorer: Scorer) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", response_model=HealthResponse, responses={503: {"model": HealthResponse}})  # type: ignore[misc]
+    async def healthz() -> Response:
+        """200 when the online store answers; 503 (same body) when it does not."""
+        store = await store_health(scorer.store)
+        body = {"status": "ok" if store == "ok" else "unavailable", "online_store": store,
+                "device": str(scorer.device), "device_name": scorer.device_name,
+                "batching": scorer.batcher.enabled, "models": [m.describe() for m in scorer.models.loaded()]}
+        return JSONResponse(body, status_code=200 if store == "ok" else 503)
+
+    @router.get("/metrics")  # type: ignore[misc]
+    async def metrics() -> Response:
+        """Prometheus metrics of this service."""
+        return Response(scorer.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

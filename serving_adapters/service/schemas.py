@@ -1,0 +1,49 @@
+"""Request and response bodies of the scoring service."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+Key = StrictInt | StrictStr
+
+
+class ScoreRequest(BaseModel):
+    """``{"model": "ranker", "entities": {"user_id": [7]}, "candidates": {"pin_id": [1, 2, 3]}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=256, description="Name of the model bundle")
+    entities: dict[str, list[Key]] = Field(default_factory=dict,
+                                           description="The request entity's join key and its one key")
+    candidates: dict[str, list[Key]] = Field(description="The candidates' join key and their keys, in order")
+
+
+class ScoreResponse(BaseModel):
+    """Scores in candidate order."""
+
+    model: str
+    scores: list[float]
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer: the error's class and a message naming the problem."""
+
+    error: str
+    detail: str
+
+
+class ModelInfo(BaseModel):
+    name: str
+    request_key: str
+    candidate_key: str
+    inputs: list[str]
+    created_at: str
+
+
+class HealthResponse(BaseModel):
+    status: str                 # "ok" or "unavailable"
+    online_store: str           # "ok" or the reason it is not
+    device: str                 # "cpu", "cuda", "cuda:1"
+    device_name: str            # "cpu" or the GPU's name
+    batching: bool
+    models: list[ModelInfo]

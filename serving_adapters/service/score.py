@@ -1,0 +1,37 @@
+"""``POST /v1/score``: the scores of a request's candidates, in candidate order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from serving_adapters.scorer import Scorer
+from serving_adapters.service.auth import bearer_auth
+from serving_adapters.service.errors import JSONResponse, quasar_error_response
+from serving_adapters.service.schemas import ErrorResponse, ScoreRequest, ScoreResponse
+from signals.errors import NotFoundError, QuasarError
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 409, 422, 503)}
+
+
+def score_router(scorer: Scorer, auth_tokens: tuple[str, ...]) -> APIRouter:
+    router = APIRouter(tags=["scoring"], dependencies=[Depends(bearer_auth(auth_tokens))])
+
+    @router.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)  # type: ignore[misc]
+    async def score(body: ScoreRequest, request: Request) -> Response:
+        """Read the request entity's and the candidates' features online and score them with ``model``."""
+        # label metrics with the model name only once it is known to exist (bounded label values)
+        label = body.model if scorer.models.cached(body.model) is not None else "unknown"
+        try:
+            result = await scorer.score(body.model, body.entities, body.candidates)
+        except QuasarError as exc:
+            response = quasar_error_response(exc)
+            if not isinstance(exc, NotFoundError) and scorer.models.cached(body.model) is not None:
+                label = body.model
+            scorer.metrics.requests.labels(label, str(response.status_code)).inc()
+            return response
+        scorer.metrics.requests.labels(body.model, "200").inc()
+        return JSONResponse({"model": body.model, "scores": result.scores.tolist()},
+                            headers={"Server-Timing": result.server_timing()})
+
+    return router
