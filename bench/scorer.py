@@ -1,0 +1,397 @@
+"""Scorer benchmark: requests of 100 candidates from N concurrent clients, dynamic batching on and off.
+
+    python -m bench scorer [--seconds 4] [--clients 1,8,32] [--device cpu|cuda] [--no-write]
+
+It starts its own throwaway redis-server on a free port, writes a world shaped like the example project
+(6 online signals: 4 about 10,000 users, 2 about 100,000 pins) with the online store's own writer, saves a
+Ranker bundle over the example ranker's 10 inputs, and drives the scoring app in process through
+``httpx.ASGITransport`` (JSON, validation and all; no sockets). For every setting it reports candidates
+scored per second and request latency p50/p99, split by the service's ``Server-Timing`` into feature fetch
+(online read + table + FeatureBatch), queue wait and model call. Two raw limits frame the numbers: the model
+alone on a ready batch (no fetch, no HTTP), and the feature fetch alone for one request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import redis
+import torch
+from online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
+from signals.ufr.tensors import InputSpec
+
+from examples.ranker import Ranker
+from serving_adapters.bundle import BundleSpec, InputColumn, save_bundle
+from serving_adapters.device import choose_device, device_name
+from serving_adapters.features import assemble_feature_table, build_request_batch, check_keys, fetch_online
+from serving_adapters.models import LoadedModel, ModelRegistry, static_resolver
+from serving_adapters.service import create_scoring_app
+from signals import (
+    Entity,
+    Float64,
+    IdList,
+    Int64,
+    Signal,
+    Source,
+    String,
+    Timestamp,
+    Vector,
+    WeightedIdList,
+    signal,
+)
+
+PROJECT = "benchscorer"
+USERS, PINS, CANDIDATES, DIM = 10_000, 100_000, 100, 16
+RESULTS = Path(__file__).parent / "RESULTS.md"
+SECTION = "## Scorer (bench/scorer.py)"
+
+b_user = Entity(name="user", join_key="user_id")
+b_pin = Entity(name="pin", join_key="pin_id")
+_src = Source.parquet(name="bench_events", path="data/events", timestamp="ts")
+
+
+def _identity(batch: pa.Table) -> pa.Table:
+    return batch
+
+
+def _signal(name: str, entity: Entity, features: dict[str, Any]) -> Signal:
+    return signal(entity=entity, source=_src, ttl="30d", online=True, features=features, name=name)(_identity)
+
+
+SIGNALS = [
+    _signal("user_engagement", b_user, {"impressions_1d": Int64(), "clicks_7d": Int64(), "ctr_7d": Float64(),
+                                        "dwell_1d": Float64()}),
+    _signal("user_affinity", b_user, {"engagement_score": Float64()}),
+    _signal("user_recent_pins", b_user, {"recent_pins": IdList(), "recent_dwell": WeightedIdList(),
+                                         "clicks_1h": Int64()}),
+    _signal("user_profile", b_user, {"taste": Vector(DIM), "country": String()}),
+    _signal("pin_stats", b_pin, {"impressions_7d": Int64(), "ctr_7d": Float64()}),
+    _signal("pin_profile", b_pin, {"embedding": Vector(DIM, "float16"), "category": String(), "topics": IdList(),
+                                   "created_at": Timestamp()}),
+]
+REQUEST = ["user_engagement:impressions_1d", "user_engagement:clicks_7d", "user_engagement:ctr_7d",
+           "user_engagement:dwell_1d", "user_affinity:engagement_score", "user_recent_pins:recent_pins",
+           "user_profile:taste"]
+CANDIDATE = ["pin_stats:impressions_7d", "pin_stats:ctr_7d", "pin_profile:embedding"]
+
+
+# --- the world ------------------------------------------------------------------------------------------------
+
+
+def _random_column(rng: np.random.Generator, ftype: Any, n: int) -> pa.Array:
+    nulls = rng.random(n) < 0.05
+    if isinstance(ftype, Vector):
+        values = rng.normal(size=n * ftype.dim).astype(ftype.element_numpy_dtype)
+        return pa.FixedSizeListArray.from_arrays(pa.array(values), ftype.dim, mask=pa.array(nulls))
+    if isinstance(ftype, (IdList, WeightedIdList)):
+        counts = rng.integers(0, 21, n)
+        offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+        ids = pa.array(rng.integers(0, PINS, int(counts.sum())), pa.int64())
+        if isinstance(ftype, WeightedIdList):
+            weights = pa.array(rng.random(int(counts.sum())).astype(np.float32))
+            ids = pa.StructArray.from_arrays([ids, weights], fields=list(ftype.arrow_type().value_type))
+        return pa.ListArray.from_arrays(offsets, ids, type=ftype.arrow_type(), mask=pa.array(nulls))
+    if isinstance(ftype, String):
+        return pa.array([f"c{i % 8}" for i in range(n)], pa.string(), mask=nulls)
+    if isinstance(ftype, Timestamp):
+        return pa.array(rng.integers(1_700_000_000_000_000, 1_800_000_000_000_000, n), pa.int64()).cast(
+            ftype.arrow_type())
+    if isinstance(ftype, Int64):
+        return pa.array(rng.integers(0, 1000, n), pa.int64(), mask=nulls)
+    return pa.array(rng.random(n), ftype.arrow_type(), mask=nulls)
+
+
+def write_world(url: str, seed: int = 0) -> float:
+    """Write one row per entity for every signal; return the seconds it took."""
+    rng = np.random.default_rng(seed)
+    now = datetime.now(UTC)
+    store = RedisOnlineStore(url, project=PROJECT)
+    started = time.perf_counter()
+    for sig in SIGNALS:
+        n = USERS if sig.entity is b_user else PINS
+        key = sig.entity.join_key
+        times = pa.array([now - timedelta(hours=1)] * n, pa.timestamp("us", tz="UTC"))
+        columns = {key: pa.array(np.arange(n), pa.int64()), "event_timestamp": times}
+        columns.update({f: _random_column(rng, t, n) for f, t in sig.schema})
+        store.write(sig, 1, pa.table(columns))
+    return time.perf_counter() - started
+
+
+def save_ranker(folder: Path, seed: int = 0) -> None:
+    by_name = {s.name: s for s in SIGNALS}
+
+    def column(ref: str) -> str:
+        return ref.replace(":", "__")
+
+    refs = REQUEST + CANDIDATE
+    spec = InputSpec(features=tuple((column(r), by_name[r.split(":")[0]].schema.type_of(r.split(":")[1]))
+                                    for r in refs))
+    inputs = tuple(InputColumn(column=column(r), ref=r.replace(":", "@1:"), role="request") for r in REQUEST)
+    inputs += tuple(InputColumn(column=column(r), ref=r.replace(":", "@1:"), role="candidate") for r in CANDIDATE)
+    kwargs = {"dense_dim": sum(t.is_scalar for _, t in spec.features),
+              "vector_pair": ["user_profile__taste", "pin_profile__embedding"], "id_list": "user_recent_pins__recent_pins"}
+    torch.manual_seed(seed)
+    bundle = BundleSpec(name="ranker", model_class="examples.ranker:Ranker", model_kwargs=kwargs, spec=spec,
+                        inputs=inputs, request_key="user_id", candidate_key="pin_id")
+    save_bundle(folder, bundle, Ranker(**kwargs))
+
+
+# --- redis-server ----------------------------------------------------------------------------------------------
+
+
+class ThrowawayRedis:
+    """A redis-server on a free port in a temp folder, for this run only."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(workdir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+# --- measuring -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    clients: int
+    batching: bool
+    seconds: float
+    latency_ms: list[float]
+    fetch_ms: list[float]
+    queue_ms: list[float]
+    model_ms: list[float]
+    per_call: list[int]
+    errors: int
+
+    @property
+    def requests(self) -> int:
+        return len(self.latency_ms)
+
+
+def _timing(header: str) -> dict[str, float]:
+    out = {}
+    for part in header.split(","):
+        name, _, rest = part.strip().partition(";")
+        if rest.startswith("dur="):
+            out[name] = float(rest[4:])
+        elif rest.startswith("desc="):
+            out[name] = float(rest.split('"')[1].split()[0])
+    return out
+
+
+async def drive(app: Any, clients: int, batching: bool, seconds: float, warmup: float, seed: int) -> Run:
+    """``clients`` concurrent loops, each posting one request at a time, for ``seconds`` after a warm-up."""
+    run = Run(clients, batching, seconds, [], [], [], [], [], 0)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+        start = time.perf_counter()
+        measure_from, stop_at = start + warmup, start + warmup + seconds
+
+        async def client(i: int) -> None:
+            rng = np.random.default_rng([seed, clients, int(batching), i])
+            while (now := time.perf_counter()) < stop_at:
+                body = {"model": "ranker", "entities": {"user_id": [int(rng.integers(0, USERS))]},
+                        "candidates": {"pin_id": rng.integers(0, PINS, CANDIDATES).tolist()}}
+                response = await http.post("/v1/score", json=body)
+                done = time.perf_counter()
+                if now < measure_from:
+                    continue
+                if response.status_code != 200 or len(response.json()["scores"]) != CANDIDATES:
+                    run.errors += 1
+                    continue
+                t = _timing(response.headers["server-timing"])
+                run.latency_ms.append((done - now) * 1e3)
+                run.fetch_ms.append(t["fetch"])
+                run.queue_ms.append(t["queue"])
+                run.model_ms.append(t["model"])
+                run.per_call.append(int(t["batch"]))
+
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    return run
+
+
+async def limits(models: ModelRegistry, url: str, device: torch.device, seconds: float) -> dict[str, float]:
+    """Raw limits: the model alone on ready batches, and the feature fetch alone for one request."""
+    loaded: LoadedModel = models.get("ranker")
+    store = AsyncRedisOnlineStore(url, project=PROJECT)
+    rng = np.random.default_rng(1)
+    fetch_ms = []
+
+    async def build(rows: int) -> Any:
+        keys = check_keys(loaded, {"user_id": [int(rng.integers(0, USERS))]},
+                          {"pin_id": rng.integers(0, PINS, rows).tolist()})
+        t0 = time.perf_counter()
+        request, candidates = await fetch_online(store, loaded, keys)
+        batch = build_request_batch(loaded, assemble_feature_table(loaded, request, candidates, rows))
+        fetch_ms.append((time.perf_counter() - t0) * 1e3)
+        return batch
+
+    for _ in range(20):
+        await build(CANDIDATES)
+    fetch_ms.clear()
+    end = time.perf_counter() + seconds / 2
+    while time.perf_counter() < end:
+        await build(CANDIDATES)
+    out = {"fetch_p50_ms": float(np.percentile(fetch_ms, 50))}
+    module = loaded.bundle.model.to(device)
+    for rows in (CANDIDATES, 32 * CANDIDATES):
+        batch = (await build(rows)).to(device)
+        with torch.inference_mode():
+            for _ in range(5):
+                module(batch)
+            calls, end = 0, time.perf_counter() + seconds / 4
+            while time.perf_counter() < end:
+                module(batch).cpu()
+                calls += 1
+        out[f"model_{rows}_cand_per_s"] = calls * rows / (seconds / 4)
+    loaded.bundle.model.to("cpu")
+    close = getattr(store, "aclose", None) or getattr(store, "close", None)
+    if close is not None:
+        result = close()
+        if hasattr(result, "__await__"):
+            await result
+    return out
+
+
+async def bench(url: str, folder: Path, device: torch.device, clients: Sequence[int], seconds: float,
+                warmup: float) -> tuple[list[Run], dict[str, float]]:
+    runs = []
+    for batching in (True, False):
+        for n in clients:
+            store = AsyncRedisOnlineStore(url, project=PROJECT)
+            models = ModelRegistry(folder, static_resolver({s.name: {1: s} for s in SIGNALS}))
+            app = create_scoring_app(models=models, store=store, device=device, batching=batching,
+                                     max_batch_rows=4096, max_wait_ms=2.0)
+            runs.append(await drive(app, n, batching, seconds, warmup, seed=0))
+            await app.state.scorer.close()
+            close = getattr(store, "aclose", None) or getattr(store, "close", None)
+            if close is not None:
+                result = close()
+                if hasattr(result, "__await__"):
+                    await result
+            print(f"  clients={n:>2} batching={'on' if batching else 'off'}: {runs[-1].requests} requests",
+                  file=sys.stderr)
+    models = ModelRegistry(folder, static_resolver({s.name: {1: s} for s in SIGNALS}))
+    return runs, await limits(models, url, device, seconds)
+
+
+# --- reporting -------------------------------------------------------------------------------------------------
+
+
+def table(runs: list[Run]) -> str:
+    head = ("| clients | batching | requests/s | candidates/s | p50 ms | p99 ms | fetch p50 ms | queue p50 ms "
+            "| model p50 ms | requests per model call |")
+    lines = [head, "|" + "---|" * 10]
+    for r in runs:
+        if not r.requests:
+            lines.append(f"| {r.clients} | {'on' if r.batching else 'off'} | 0 | 0 | - | - | - | - | - | - |")
+            continue
+        p = np.percentile
+        rps = r.requests / r.seconds
+        lines.append(f"| {r.clients} | {'on' if r.batching else 'off'} | {rps:,.0f} | {rps * CANDIDATES:,.0f} | "
+                     f"{p(r.latency_ms, 50):.2f} | {p(r.latency_ms, 99):.2f} | {p(r.fetch_ms, 50):.2f} | "
+                     f"{p(r.queue_ms, 50):.2f} | {p(r.model_ms, 50):.2f} | {np.mean(r.per_call):.1f} |")
+    return "\n".join(lines)
+
+
+def write_results(text: str, path: Path = RESULTS) -> None:
+    """Replace (or append) this benchmark's section of RESULTS.md, leaving the other sections alone."""
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    start = old.find(SECTION)
+    if start < 0:
+        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+    else:
+        end = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text.rstrip("\n") + "\n" + (old[end:] if end >= 0 else "")
+    path.write_text(new)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench scorer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds per setting (default 4)")
+    parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per setting (default 0.5)")
+    parser.add_argument("--clients", default="1,8,32", help="concurrent clients per setting (default 1,8,32)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--no-write", action="store_true", help=f"print only; do not update {RESULTS.name}")
+    args = parser.parse_args(argv)
+    clients = [int(c) for c in args.clients.split(",") if c]
+    device = choose_device(args.device)
+    command = "python -m bench scorer" + (" " + " ".join(argv) if argv else "")
+    with tempfile.TemporaryDirectory(prefix="quasar-bench-scorer-") as tmp:
+        server = ThrowawayRedis(Path(tmp))
+        try:
+            print(f"device: {device} ({device_name(device)}); writing {USERS:,} users and {PINS:,} pins "
+                  f"to redis on port {server.port}", file=sys.stderr)
+            write_s = write_world(server.url)
+            save_ranker(Path(tmp) / "models")
+            runs, raw = asyncio.run(bench(server.url, Path(tmp) / "models", device, clients, args.seconds,
+                                          args.warmup))
+        finally:
+            server.stop()
+    errors = sum(r.errors for r in runs)
+    report = "\n".join([
+        SECTION, "",
+        f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d}; device **{device}** = {device_name(device)}; "
+        f"{os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"{platform.python_implementation()} {platform.python_version()}).",
+        "",
+        f"Requests of {CANDIDATES} candidates (7 user inputs from 4 signals, 3 pin inputs from 2 signals; "
+        f"{USERS:,} users and {PINS:,} pins online) through the scoring app in process; each client sends its "
+        f"next request when the last one returns; {args.seconds:g} s measured per row after {args.warmup:g} s "
+        f"warm-up. Fetch = online read + Arrow table + FeatureBatch; model = the (shared) model call; "
+        f"max_batch_rows 4096, max_wait_ms 2. Writing the world took {write_s:.1f} s. Errors: {errors}.",
+        "", table(runs), "",
+        "Raw limits on the same machine, same run: the model alone on a ready batch "
+        f"{raw['model_100_cand_per_s']:,.0f} candidates/s at 100 rows per call, "
+        f"{raw['model_3200_cand_per_s']:,.0f} candidates/s at 3,200 rows per call; the feature fetch alone for "
+        f"one request of 100 candidates: p50 {raw['fetch_p50_ms']:.2f} ms.",
+        "",
+    ])
+    print(report)
+    if not args.no_write:
+        write_results(report)
+        print(f"wrote the '{SECTION[3:]}' section of {RESULTS}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
