@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import weakref
+from abc import ABC, abstractmethod
 
 import torch
 from signals.ufr.tensors import FeatureBatch, collate_feature_batches
@@ -16,8 +17,18 @@ from serving_adapters.models import LoadedModel
 from signals.errors import ServingError
 
 
-class ModelRunner:
-    """Scores lists of FeatureBatches with loaded models on one device (a device copy per model, cached)."""
+class ScorerBackend(ABC):
+    """The plug-in point for running models: called in the batcher's worker thread with one model's
+    batches, it returns each batch's scores, in order, as CPU float32 tensors of its rows."""
+
+    device: torch.device
+
+    @abstractmethod
+    def __call__(self, model: LoadedModel, batches: list[FeatureBatch]) -> list[torch.Tensor]: ...
+
+
+class ModelRunner(ScorerBackend):
+    """The torch backend: eager modules on one device (a device copy per model, cached)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
