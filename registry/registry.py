@@ -1,0 +1,287 @@
+"""The registry: what exists (entities, sources, signal versions), lineage, the run log and small state."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from registry import models as m
+from registry.db import open_engine, transaction, utc_now
+from registry.loader import (
+    Collected,
+    Found,
+    collect_files,
+    collect_module,
+    exec_file,
+    fresh_imports,
+    module_file,
+    resolve_files,
+    top_level,
+)
+from registry.records import RegistrationReport, RunRecord, SignalVersion
+from registry.writer import apply_registration, plain
+from signals.entity import Entity
+from signals.errors import DefinitionError, NotFoundError, QuasarError, RegistrationError
+from signals.signal import Signal
+from signals.source import Source
+
+RUN_STATUSES = ("succeeded", "failed")
+_RETRIES = 5
+
+
+class Registry:
+    """Entities, sources and versioned signals in a SQL database (SQLite by default, PostgreSQL for teams)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine = open_engine(url)
+
+    @classmethod
+    def open(cls, url: str) -> Registry:
+        """Open (and create, if needed) the registry at a SQLAlchemy URL."""
+        return cls(url)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- registering ----------------------------------------------------------------------------------------
+    def register(self, target: str | Path, *, root: Path | None = None) -> RegistrationReport:
+        """Register every top-level Entity, Source and Signal of a .py file, a folder of them, or a module."""
+        resolved = resolve_files(target, root)
+        collected = collect_module(str(target)) if resolved is None else collect_files(*resolved)
+        return self._apply(collected)
+
+    def register_definitions(self, entities: Iterable[Entity], sources: Iterable[Source],
+                             signals: Iterable[Signal], *, module: str) -> RegistrationReport:
+        """Register already-built definitions, with the same checks and all-or-nothing write as ``register``."""
+        found: list[Found] = [Found(e, f"entity {e.name!r} of {module}") for e in entities]
+        found += [Found(s, f"source {s.name!r} of {module}") for s in sources]
+        found += [Found(dataclasses.replace(s, module=s.module or module), f"signal {s.name!r} of {module}")
+                  for s in signals]
+        bad = [f for f in found if not isinstance(f.obj, Entity | Source | Signal)]
+        if bad:
+            raise RegistrationError(f"cannot register {module}: {bad[0].obj!r} is not an Entity, Source or Signal")
+        return self._apply(Collected(module=module, found=found))
+
+    def _apply(self, collected: Collected) -> RegistrationReport:
+        for attempt in range(_RETRIES):
+            try:
+                with transaction(self._engine, write=True) as conn:
+                    return apply_registration(conn, collected.found, collected.module, utc_now())
+            except IntegrityError as exc:
+                # another registration wrote the same signal version first; re-read and re-plan
+                if attempt == _RETRIES - 1:
+                    raise RegistrationError(f"cannot register {collected.module}: other registrations kept "
+                                            f"writing the same definitions at the same time; try again") from exc
+            except SQLAlchemyError as exc:
+                raise RegistrationError(f"cannot register {collected.module}: the registry database failed: "
+                                        f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
+        raise AssertionError("unreachable")
+
+    # --- reading definitions --------------------------------------------------------------------------------
+    def entities(self) -> list[Entity]:
+        with transaction(self._engine) as conn:
+            rows = conn.execute(select(m.entities.c.definition).order_by(m.entities.c.name)).all()
+        return [Entity.from_dict(r.definition) for r in rows]
+
+    def entity(self, name: str) -> Entity:
+        with transaction(self._engine) as conn:
+            row = conn.execute(select(m.entities.c.definition).where(m.entities.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"no entity named {name!r}; {_known('entities', [e.name for e in self.entities()])}")
+        return Entity.from_dict(row.definition)
+
+    def sources(self) -> list[Source]:
+        with transaction(self._engine) as conn:
+            rows = conn.execute(select(m.sources.c.definition).order_by(m.sources.c.name)).all()
+        return [Source.from_dict(r.definition) for r in rows]
+
+    def source(self, name: str) -> Source:
+        with transaction(self._engine) as conn:
+            row = conn.execute(select(m.sources.c.definition).where(m.sources.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"no source named {name!r}; {_known('sources', [s.name for s in self.sources()])}")
+        return Source.from_dict(row.definition)
+
+    def signals(self) -> list[SignalVersion]:
+        """The latest version of every signal, sorted by name."""
+        sv = m.signal_versions
+        query = (select(sv.c.signal_name, sv.c.version, sv.c.definition, sv.c.created_at, m.signals.c.latest_version)
+                 .join(m.signals, (m.signals.c.name == sv.c.signal_name)
+                       & (m.signals.c.latest_version == sv.c.version))
+                 .order_by(sv.c.signal_name))
+        with transaction(self._engine) as conn:
+            return [_version(r) for r in conn.execute(query)]
+
+    def versions(self, name: str) -> list[SignalVersion]:
+        """Every version of signal ``name``, oldest first."""
+        rows = self._version_rows(name)
+        if not rows:
+            raise NotFoundError(self._unknown_signal(name))
+        return [_version(r) for r in rows]
+
+    def signal(self, name: str, version: int | None = None) -> SignalVersion:
+        """Signal ``name`` at ``version`` (latest when None); NotFoundError names what exists."""
+        rows = self._version_rows(name)
+        if not rows:
+            raise NotFoundError(self._unknown_signal(name))
+        if version is None:
+            return _version(rows[-1])
+        for row in rows:
+            if row.version == version:
+                return _version(row)
+        have = ", ".join(f"v{r.version}" for r in rows)
+        raise NotFoundError(f"signal {name!r} has no version {version}; it has {have}")
+
+    def _version_rows(self, name: str) -> list[Any]:
+        sv = m.signal_versions
+        query = (select(sv.c.signal_name, sv.c.version, sv.c.definition, sv.c.created_at, m.signals.c.latest_version)
+                 .join(m.signals, m.signals.c.name == sv.c.signal_name)
+                 .where(sv.c.signal_name == name).order_by(sv.c.version))
+        with transaction(self._engine) as conn:
+            return list(conn.execute(query).all())
+
+    def _unknown_signal(self, name: str) -> str:
+        with transaction(self._engine) as conn:
+            names = list(conn.execute(select(m.signals.c.name).order_by(m.signals.c.name)).scalars())
+        return f"no signal named {name!r}; {_known('signals', names)}"
+
+    # --- lineage --------------------------------------------------------------------------------------------
+    def upstream(self, name: str) -> list[str]:
+        """The signals the latest version of ``name`` is computed from."""
+        return sorted(self.signal(name).signal.upstream)
+
+    def downstream(self, name: str) -> list[str]:
+        """The signals whose latest version is computed from ``name``."""
+        self.signal(name)
+        lin = m.lineage
+        query = (select(lin.c.signal_name).join(m.signals, (m.signals.c.name == lin.c.signal_name)
+                                                & (m.signals.c.latest_version == lin.c.version))
+                 .where(lin.c.upstream_name == name).order_by(lin.c.signal_name))
+        with transaction(self._engine) as conn:
+            return list(dict.fromkeys(conn.execute(query).scalars()))
+
+    # --- code -----------------------------------------------------------------------------------------------
+    def load_signal(self, name: str, version: int | None = None) -> SignalVersion:
+        """Like ``signal`` but with the Python transform attached, re-imported from the recorded module.
+
+        DefinitionError when that module's code no longer matches the version (the author must register).
+        """
+        found = self.signal(name, version)
+        recorded = found.signal
+        if recorded.kind == "aggregation":
+            return found
+        loaded = _import_signal(recorded.module, name, found.version)
+        if loaded.definition_fingerprint != recorded.definition_fingerprint:
+            raise DefinitionError(f"signal {name}: the code in {recorded.module} changed since version "
+                                  f"{found.version} was registered; run quasar register")
+        return dataclasses.replace(found, signal=dataclasses.replace(recorded, transform=loaded.transform))
+
+    # --- run log --------------------------------------------------------------------------------------------
+    def start_run(self, *, signal: str, version: int, kind: str, params: dict[str, Any] | None = None) -> int:
+        """Record a run of ``signal`` v``version`` as running; returns its id for ``finish_run``."""
+        self.signal(signal, version)
+        with transaction(self._engine, write=True) as conn:
+            result = conn.execute(insert(m.runs).values(
+                signal_name=signal, version=version, kind=kind, status="running", started_at=utc_now(),
+                params=plain(params or {}), details={}))
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def finish_run(self, run_id: int, *, status: str, snapshot_id: int | None = None, rows: int | None = None,
+                   details: dict[str, Any] | None = None) -> None:
+        """Close run ``run_id`` as succeeded or failed, with its snapshot, row count and details."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+        with transaction(self._engine, write=True) as conn:
+            row = conn.execute(select(m.runs.c.started_at, m.runs.c.status).where(m.runs.c.id == run_id)).first()
+            if row is None:
+                raise NotFoundError(f"no run with id {run_id}")
+            if row.status != "running":
+                raise QuasarError(f"run {run_id} already finished ({row.status})")
+            now = utc_now()
+            conn.execute(update(m.runs).where(m.runs.c.id == run_id).values(
+                status=status, finished_at=now, snapshot_id=snapshot_id, rows=rows,
+                duration_s=max(0.0, (now - row.started_at).total_seconds()), details=plain(details or {})))
+
+    def runs(self, signal: str | None = None, *, kind: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """Recent runs, newest first, optionally of one signal and/or one kind."""
+        query = select(m.runs).order_by(m.runs.c.id.desc()).limit(limit)
+        if signal is not None:
+            query = query.where(m.runs.c.signal_name == signal)
+        if kind is not None:
+            query = query.where(m.runs.c.kind == kind)
+        with transaction(self._engine) as conn:
+            return [_run(r) for r in conn.execute(query)]
+
+    # --- state ----------------------------------------------------------------------------------------------
+    def get_state(self, key: str) -> dict[str, Any] | None:
+        """The value stored under ``key`` (e.g. a materialization watermark), or None."""
+        with transaction(self._engine) as conn:
+            value = conn.execute(select(m.state.c.value).where(m.state.c.key == key)).scalar()
+        return dict(value) if value is not None else None
+
+    def set_state(self, key: str, value: dict[str, Any]) -> None:
+        """Store ``value`` under ``key``, replacing what was there."""
+        if not isinstance(value, dict):
+            raise ValueError(f"state {key!r}: value must be a dict, got {type(value).__name__}")
+        for attempt in range(_RETRIES):
+            try:
+                with transaction(self._engine, write=True) as conn:
+                    conn.execute(delete(m.state).where(m.state.c.key == key))
+                    conn.execute(insert(m.state).values(key=key, value=plain(value), updated_at=utc_now()))
+                return
+            except IntegrityError:
+                if attempt == _RETRIES - 1:
+                    raise
+
+
+def _version(row: Any) -> SignalVersion:
+    return SignalVersion(name=row.signal_name, version=row.version, signal=Signal.from_dict(row.definition),
+                         created_at=row.created_at, is_latest=row.version == row.latest_version)
+
+
+def _run(row: Any) -> RunRecord:
+    return RunRecord(id=row.id, signal=row.signal_name, version=row.version, kind=row.kind, status=row.status,
+                     started_at=row.started_at, finished_at=row.finished_at, snapshot_id=row.snapshot_id,
+                     rows=row.rows, duration_s=row.duration_s, params=dict(row.params or {}),
+                     details=dict(row.details or {}))
+
+
+def _known(what: str, names: list[str]) -> str:
+    return f"registered {what}: {', '.join(names)}" if names else f"no {what} are registered"
+
+
+def _import_signal(module: str, name: str, version: int) -> Signal:
+    """Re-import ``module`` (a file path or module name) fresh and take the signal called ``name``."""
+    if os.path.isabs(module) and module.endswith(".py"):
+        if not os.path.isfile(module):
+            raise DefinitionError(f"signal {name}: version {version} was registered from {module}, which no "
+                                  "longer exists; run quasar register")
+        file, module_name = Path(module), None
+    else:
+        try:
+            file, module_name = module_file(module), module
+        except RegistrationError as exc:
+            raise DefinitionError(f"signal {name}: version {version} was registered from module {module!r}, "
+                                  f"which cannot be imported now; run quasar register") from exc
+    with fresh_imports([file.parent]):
+        loaded = exec_file(file, module_name, [file.parent])
+    for _, obj in top_level(loaded):
+        if isinstance(obj, Signal) and obj.name == name:
+            return obj
+    raise DefinitionError(f"signal {name}: {module} no longer defines it (version {version} was registered from "
+                          "there); run quasar register")

@@ -1,0 +1,163 @@
+"""Checking a module's definitions against each other and against what the registry already holds.
+
+Nothing here touches the database: the caller passes the registry's current state in, so the same checks
+run inside the registration's transaction and a failure leaves the registry as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry.loader import Definition, Found
+from signals.entity import Entity
+from signals.errors import DefinitionError, RegistrationError
+from signals.signal import Signal
+from signals.source import Source
+from signals.ufr.types import check_feature_type
+
+#: Fields that identify an entity / a source; changing one of them under the same name is a conflict.
+ENTITY_KEY = ("join_key", "join_key_type")
+SOURCE_KEY = ("kind", "timestamp", "path", "table", "upstream")
+
+
+@dataclass
+class RegistryState:
+    """What the registry holds now: entities, sources, and the latest version of each signal."""
+
+    entities: dict[str, Entity] = field(default_factory=dict)
+    sources: dict[str, Source] = field(default_factory=dict)
+    signals: dict[str, Signal] = field(default_factory=dict)
+
+
+@dataclass
+class Definitions:
+    """A module's definitions after validation: one per name, inline sources of signals included."""
+
+    entities: dict[str, Entity] = field(default_factory=dict)
+    sources: dict[str, Source] = field(default_factory=dict)
+    signals: dict[str, Signal] = field(default_factory=dict)
+
+
+def _kind(obj: Definition) -> str:
+    return "entity" if isinstance(obj, Entity) else "source" if isinstance(obj, Source) else "signal"
+
+
+def _unique(found: Iterable[Found]) -> tuple[dict[str, dict[str, Found]], list[str]]:
+    """One definition per (kind, name); two different definitions with one name are an error naming both."""
+    by_kind: dict[str, dict[str, Found]] = {"entity": {}, "source": {}, "signal": {}}
+    problems = []
+    for item in found:
+        kind, name = _kind(item.obj), item.obj.name
+        seen = by_kind[kind].get(name)
+        if seen is None:
+            by_kind[kind][name] = item
+        elif seen.obj is not item.obj and seen.obj.to_dict() != item.obj.to_dict():
+            problems.append(f"two different {kind}s are named {name!r}: {seen.where} and {item.where}")
+    return by_kind, problems
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any], keys: Iterable[str]) -> str:
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k))
+
+
+def validate(found: list[Found], state: RegistryState, module: str) -> Definitions:
+    """The module's definitions, checked; RegistrationError listing every problem otherwise."""
+    by_kind, problems = _unique(found)
+    defs = Definitions(
+        entities={n: f.obj for n, f in by_kind["entity"].items()},  # type: ignore[misc]
+        sources={n: f.obj for n, f in by_kind["source"].items()},   # type: ignore[misc]
+        signals={n: f.obj for n, f in by_kind["signal"].items()},   # type: ignore[misc]
+    )
+    where = {kind: {n: f.where for n, f in items.items()} for kind, items in by_kind.items()}
+    problems += _add_inline_sources(defs, where)
+    problems += _check_redefinitions(defs, state, where)
+    for name, sig in defs.signals.items():
+        problems += _check_signal(sig, defs, state, where["signal"][name], module)
+    for name, src in defs.sources.items():
+        if src.kind == "signal" and src.upstream not in defs.signals and src.upstream not in state.signals:
+            problems.append(f"source {name!r} ({where['source'][name]}) reads signal {src.upstream!r}, which is "
+                            f"neither defined in {module} nor registered")
+    problems += _check_cycles(defs, state)
+    if problems:
+        raise RegistrationError(f"cannot register {module}: " + "; ".join(dict.fromkeys(problems)))
+    return defs
+
+
+def _add_inline_sources(defs: Definitions, where: dict[str, dict[str, str]]) -> list[str]:
+    """A signal's source need not be a top-level variable (``source=Source.signal("up")``): take it in."""
+    problems = []
+    for name, sig in defs.signals.items():
+        src = sig.source
+        declared = defs.sources.get(src.name)
+        if declared is None:
+            defs.sources[src.name] = src
+            where["source"][src.name] = f"the source of signal {name!r}, {where['signal'][name]}"
+        elif declared.to_dict() != src.to_dict():
+            changed = _diff(declared.to_dict(), src.to_dict(), (*SOURCE_KEY, "description"))
+            problems.append(f"signal {name!r} ({where['signal'][name]}) uses a source {src.name!r} that differs "
+                            f"from {where['source'][src.name]}: {changed}")
+    return problems
+
+
+def _check_redefinitions(defs: Definitions, state: RegistryState, where: dict[str, dict[str, str]]) -> list[str]:
+    problems = []
+    for name, ent in defs.entities.items():
+        old = state.entities.get(name)
+        if old is not None:
+            changed = _diff(old.to_dict(), ent.to_dict(), ENTITY_KEY)
+            if changed:
+                problems.append(f"entity {name!r} ({where['entity'][name]}) conflicts with the registered "
+                                f"entity of that name: {changed}; an entity's join key cannot change, "
+                                "give the new one another name")
+    for name, src in defs.sources.items():
+        old_src = state.sources.get(name)
+        if old_src is not None:
+            changed = _diff(old_src.to_dict(), src.to_dict(), SOURCE_KEY)
+            if changed:
+                problems.append(f"source {name!r} ({where['source'][name]}) conflicts with the registered "
+                                f"source of that name: {changed}; give the new one another name")
+    return problems
+
+
+def _check_signal(sig: Signal, defs: Definitions, state: RegistryState, where: str, module: str) -> list[str]:
+    problems = []
+    for fname, ftype in sig.schema:
+        try:
+            check_feature_type(ftype, f"signal {sig.name!r} feature {fname!r}")
+        except DefinitionError as exc:
+            problems.append(str(exc))
+    ent = sig.entity
+    known = defs.entities.get(ent.name) or state.entities.get(ent.name)
+    if known is None:
+        problems.append(f"signal {sig.name!r} ({where}) uses entity {ent.name!r}, which is neither defined in "
+                        f"{module} nor registered: define it at the top level of the module")
+    elif known.to_dict() != ent.to_dict():
+        changed = _diff(known.to_dict(), ent.to_dict(), ("join_key", "join_key_type", "description"))
+        problems.append(f"signal {sig.name!r} ({where}) uses an entity {ent.name!r} that differs from the "
+                        f"one defined or registered under that name: {changed}")
+    return problems
+
+
+def _check_cycles(defs: Definitions, state: RegistryState) -> list[str]:
+    """Upstream graph over registered signals, overridden by the module's: no cycle may go through it."""
+    graph = {n: s.upstream for n, s in state.signals.items()}
+    graph.update({n: s.upstream for n, s in defs.signals.items()})
+    problems: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = [*path[path.index(name):], name]
+            problems.append(f"dependency cycle: {' -> '.join(cycle)}")
+            return
+        if name in done:
+            return
+        for up in graph.get(name, []):
+            visit(up, [*path, name])
+        done.add(name)
+
+    for name in sorted(defs.signals):
+        visit(name, [])
+    return problems

@@ -1,0 +1,133 @@
+"""Writing one registration: read the registry's state, validate against it, then insert or update rows.
+
+Runs inside the caller's transaction, so a failure at any point writes nothing. Versioning: a new
+``definition_fingerprint`` makes version N+1; any other change (owner, TTL, online, description,
+expectations, policy, module) updates the latest version's row in place; no change writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from registry import models as m
+from registry.loader import Found
+from registry.records import RegistrationReport
+from registry.validate import Definitions, RegistryState, validate
+from signals.entity import Entity
+from signals.signal import Signal
+from signals.source import Source
+
+
+def plain(data: Any) -> Any:
+    """``data`` as it reads back from a JSON column (tuples become lists), so comparisons are exact."""
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
+
+
+def read_state(conn: Connection) -> RegistryState:
+    """Every entity and source, and the latest version of every signal."""
+    state = RegistryState()
+    for row in conn.execute(select(m.entities.c.definition)):
+        ent = Entity.from_dict(row.definition)
+        state.entities[ent.name] = ent
+    for row in conn.execute(select(m.sources.c.definition)):
+        src = Source.from_dict(row.definition)
+        state.sources[src.name] = src
+    latest = select(m.signal_versions.c.definition).join(
+        m.signals, (m.signals.c.name == m.signal_versions.c.signal_name)
+        & (m.signals.c.latest_version == m.signal_versions.c.version))
+    for row in conn.execute(latest):
+        sig = Signal.from_dict(row.definition)
+        state.signals[sig.name] = sig
+    return state
+
+
+def apply_registration(conn: Connection, found: list[Found], module: str, now: datetime) -> RegistrationReport:
+    """Validate ``found`` against the registry and write it; returns what was created, updated, unchanged."""
+    defs = validate(found, read_state(conn), module)
+    report = RegistrationReport(module=module)
+    _write_entities(conn, defs, now, report)
+    _write_sources(conn, defs, now, report)
+    for name in sorted(defs.signals):
+        _write_signal(conn, defs.signals[name], now, report)
+    return report
+
+
+def _write_entities(conn: Connection, defs: Definitions, now: datetime, report: RegistrationReport) -> None:
+    t = m.entities
+    for name in sorted(defs.entities):
+        ent = defs.entities[name]
+        definition = plain(ent.to_dict())
+        old = conn.execute(select(t.c.definition).where(t.c.name == name)).first()
+        fields = {"join_key": ent.join_key, "join_key_type": ent.join_key_type, "description": ent.description,
+                  "definition": definition, "updated_at": now}
+        if old is None:
+            conn.execute(insert(t).values(name=name, created_at=now, **fields))
+            report.created.append(f"entity {name}")
+        elif old.definition != definition:
+            conn.execute(update(t).where(t.c.name == name).values(**fields))
+            report.updated.append(f"entity {name}")
+        else:
+            report.unchanged.append(f"entity {name}")
+
+
+def _write_sources(conn: Connection, defs: Definitions, now: datetime, report: RegistrationReport) -> None:
+    t = m.sources
+    for name in sorted(defs.sources):
+        definition = plain(defs.sources[name].to_dict())
+        old = conn.execute(select(t.c.definition).where(t.c.name == name)).first()
+        if old is None:
+            conn.execute(insert(t).values(name=name, kind=definition["kind"], definition=definition,
+                                          created_at=now, updated_at=now))
+            report.created.append(f"source {name}")
+        elif old.definition != definition:
+            conn.execute(update(t).where(t.c.name == name).values(kind=definition["kind"], definition=definition,
+                                                                   updated_at=now))
+            report.updated.append(f"source {name}")
+        else:
+            report.unchanged.append(f"source {name}")
+
+
+def version_fields(sig: Signal, now: datetime) -> dict[str, Any]:
+    """The columns of a signal version row that a registration may write."""
+    return {
+        "kind": sig.kind, "entity_name": sig.entity.name, "source_name": sig.source.name,
+        "definition": plain(sig.to_dict()), "schema": plain(sig.schema.to_dict()),
+        "schema_fingerprint": sig.schema.fingerprint_hex, "code_fingerprint": sig.code_fingerprint,
+        "definition_fingerprint": sig.definition_fingerprint, "owner": sig.owner,
+        "ttl_seconds": int(sig.ttl.total_seconds()) if sig.ttl else None, "online": sig.online,
+        "upstream": list(sig.upstream), "module": sig.module, "updated_at": now,
+    }
+
+
+def _write_signal(conn: Connection, sig: Signal, now: datetime, report: RegistrationReport) -> None:
+    sv = m.signal_versions
+    latest = conn.execute(select(m.signals.c.latest_version).where(m.signals.c.name == sig.name)).scalar()
+    fields = version_fields(sig, now)
+    if latest is None:
+        conn.execute(insert(m.signals).values(name=sig.name, latest_version=1, created_at=now))
+        _insert_version(conn, sig, 1, fields, now)
+        report.created.append(f"signal {sig.name} v1")
+        return
+    old = conn.execute(select(sv.c.definition, sv.c.definition_fingerprint)
+                       .where(sv.c.signal_name == sig.name, sv.c.version == latest)).one()
+    if old.definition_fingerprint != sig.definition_fingerprint:
+        version = latest + 1
+        _insert_version(conn, sig, version, fields, now)
+        conn.execute(update(m.signals).where(m.signals.c.name == sig.name).values(latest_version=version))
+        report.created.append(f"signal {sig.name} v{version}")
+    elif old.definition != fields["definition"]:
+        conn.execute(update(sv).where(sv.c.signal_name == sig.name, sv.c.version == latest).values(**fields))
+        report.updated.append(f"signal {sig.name} v{latest}")
+    else:
+        report.unchanged.append(f"signal {sig.name} v{latest}")
+
+
+def _insert_version(conn: Connection, sig: Signal, version: int, fields: dict[str, Any], now: datetime) -> None:
+    conn.execute(insert(m.signal_versions).values(signal_name=sig.name, version=version, created_at=now, **fields))
+    if sig.upstream:
+        conn.execute(insert(m.lineage), [{"signal_name": sig.name, "version": version, "upstream_name": up}
+                                         for up in sig.upstream])
