@@ -10,11 +10,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from registry.models import metadata
-from signals.errors import ConfigError
+from signals.errors import ConfigError, QuasarError
 
 #: Execution option that makes a SQLite transaction take the write lock at BEGIN (``BEGIN IMMEDIATE``),
 #: so a registration reads and writes one consistent state and two writers queue instead of deadlocking.
@@ -57,8 +57,9 @@ def open_engine(url: str) -> Engine:
         options["pool_pre_ping"] = True
     try:
         engine = create_engine(parsed, **options)
-    except (ArgumentError, NoSuchModuleError) as exc:
-        raise ConfigError(f"registry url {parsed.render_as_string(hide_password=True)!r}: {exc}") from exc
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"registry url {parsed.render_as_string(hide_password=True)!r}: {exc} "
+                          "(quasar's registry runs on SQLite and PostgreSQL)") from exc
     if parsed.get_backend_name() == "sqlite":
         _take_over_sqlite_transactions(engine)
     try:
@@ -94,12 +95,19 @@ def _take_over_sqlite_transactions(engine: Engine) -> None:
 
 @contextmanager
 def transaction(engine: Engine, *, write: bool = False) -> Iterator[Connection]:
-    """One transaction: committed when the block ends, rolled back when it raises."""
-    with engine.connect() as conn:
-        if write:
-            conn.execution_options(**{WRITE: True})
-        with conn.begin():
-            yield conn
+    """One transaction: committed when the block ends, rolled back when it raises. Database failures other
+    than constraint violations (which registration retries) become a QuasarError naming the database."""
+    try:
+        with engine.connect() as conn:
+            if write:
+                conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+    except IntegrityError:
+        raise
+    except DBAPIError as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise QuasarError(f"the registry database at {where} failed: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

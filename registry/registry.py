@@ -32,7 +32,7 @@ from signals.signal import Signal
 from signals.source import Source
 
 RUN_STATUSES = ("succeeded", "failed")
-_RETRIES = 5
+_RETRIES = 10
 
 
 class Registry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -127,8 +128,9 @@ def test_register_by_module_name(registry: Registry, tmp_path: Path, monkeypatch
     assert registry.register("quasar_example_mod").created == []
 
 
-def test_changed_code_makes_a_new_version_and_the_old_one_stays_readable(registry: Registry,
-                                                                        tmp_path: Path) -> None:
+def test_changed_code_makes_a_new_version_and_the_old_one_stays_readable(
+        registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)   # same-size edits below: no stale .pyc
     path = write_module(tmp_path / "engagement.py", example_module())
     registry.register(path)
     v1 = registry.signal("user_clicks").signal
@@ -251,3 +253,24 @@ def test_open_creates_the_folder_of_a_relative_sqlite_path(tmp_path: Path, monke
     assert (tmp_path / "rel" / "deeper" / "registry.db").is_file()
     with Registry.open("sqlite:///rel/deeper/registry.db") as again:
         assert again.get_state("k") == {"v": 1}
+
+
+def test_an_edited_sibling_is_imported_fresh(registry: Registry, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)   # a cached .pyc must not be served stale
+    folder = tmp_path / "fresh"
+    entities = ('from signals import Entity, Source\n'
+                'user = Entity(name="user", join_key="user_id", description="@DESC@")\n'
+                'events = Source.parquet(name="events", path="data/events", timestamp="ts")\n')
+    write_module(folder / "entities.py", entities.replace("@DESC@", "A person."))
+    stats = write_module(folder / "stats.py", 'from entities import events, user\n'
+                         'from signals import aggregate, count\n'
+                         'n = aggregate(name="n", entity=user, source=events, step="1d",\n'
+                         '              aggregations=[count("1d", name="n_1d")])\n')
+    registry.register(stats)
+    assert "entities" not in sys.modules
+    write_module(folder / "entities.py", entities.replace("@DESC@", "A People."))   # same size, same second
+    report = registry.register(stats)
+    assert report.updated == ["entity user"] and report.created == ["signal n v2"]
+    assert registry.entity("user").description == "A People."
+    assert registry.signal("n").signal.entity.description == "A People."
