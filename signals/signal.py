@@ -8,6 +8,7 @@ Two forms share one object:
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -37,12 +38,26 @@ def _hash(*parts: Any) -> str:
 
 
 def transform_code(fn: Callable[..., Any]) -> str:
-    """The dedented source of a transform; its hash is part of the signal's version identity."""
+    """The code of a transform, part of the signal's version identity: the function from its ``def`` on,
+    without decorators (owner, TTL, ... change in place) and without its docstring (the description)."""
     try:
-        return textwrap.dedent(inspect.getsource(fn))
+        source = textwrap.dedent(inspect.getsource(fn))
     except (OSError, TypeError) as exc:
         raise DefinitionError(f"cannot read the source of transform {getattr(fn, '__name__', fn)!r}: "
                               "define it in a .py file") from exc
+    try:
+        node = ast.parse(source).body[0]
+    except (SyntaxError, IndexError):
+        return source                      # e.g. a lambda inside a larger expression: keep the raw text
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return source
+    lines = source.splitlines()
+    keep = range(node.lineno - 1, node.end_lineno or len(lines))     # from the def line: no decorators
+    doc = node.body[0] if ast.get_docstring(node, clean=False) is not None else None
+    if doc is not None and doc.lineno == node.lineno:
+        doc = None                                                     # a one-line def: keep it whole
+    drop = range(doc.lineno - 1, doc.end_lineno or doc.lineno) if doc is not None else range(0)
+    return "\n".join(lines[i] for i in keep if i not in drop) + "\n"
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -139,3 +139,20 @@ def test_bad_definitions_name_the_problem(make, needle: str) -> None:  # type: i
         make()
     assert needle in str(info.value)
     assert isinstance(info.value, QuasarError)
+
+
+def test_transform_code_ignores_decorator_arguments_and_docstring() -> None:
+    def body(batch: pa.Table) -> pa.Table:
+        """One description."""
+        return batch
+
+    def body2(batch: pa.Table) -> pa.Table:
+        """Another description."""
+        return batch
+
+    body2.__name__ = "body"
+    a = signal(entity=user, source=events, features={"x": Int64()}, owner="a", ttl="1d", name="s")(body)
+    b = signal(entity=user, source=events, features={"x": Int64()}, owner="b", ttl="2d", name="s")(body2)
+    assert a.description == "One description." and b.description == "Another description."
+    assert "owner" not in a.code and "One description" not in a.code and "return batch" in a.code
+    assert a.code_fingerprint != "" and a.definition_fingerprint == Signal.from_dict(a.to_dict()).definition_fingerprint
