@@ -1,0 +1,305 @@
+"""Point-in-time correct training datasets: feature references, the dataset contract, and where it came from.
+
+``build_training_dataset`` returns every spine row, in spine order, with the spine's own columns (labels
+included) followed by the requested features as of each row's ``event_timestamp`` (see ``store.pit_local`` for
+the exact semantics). Large spines are joined chunk by chunk, so the join's memory stays bounded. The result
+records the signal versions and Iceberg snapshots it read, so the same dataset can be built again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from signals.errors import DatasetError, NotFoundError, StoreError
+from signals.signal import Signal
+from signals.ufr.schema import FeatureSchema
+from store.engines.base import Engine, FeatureRequest
+from store.spine import (
+    JoinKeys,
+    as_arrow,
+    check_spine_schema,
+    join_columns,
+    normalize_spine,
+    spine_chunks,
+    time_range,
+)
+
+Resolve = Callable[[str, int | None], tuple[Signal, int]]
+StoreFiles = Callable[[str, int, datetime | None, datetime | None], tuple[list[str], int | None]]
+
+SOURCES_KEY = "quasar.sources"
+FEATURES_KEY = "quasar.features"
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_REF = re.compile(rf"^(?P<signal>{_NAME})(?:@(?P<version>[0-9]+))?(?::(?P<feature>{_NAME}))?$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureRef:
+    """``signal``, ``signal:feature``, ``signal@3`` or ``signal@3:feature``; None means latest / all."""
+
+    signal: str
+    version: int | None = None
+    feature: str | None = None
+
+    def __str__(self) -> str:
+        version = f"@{self.version}" if self.version is not None else ""
+        feature = f":{self.feature}" if self.feature is not None else ""
+        return f"{self.signal}{version}{feature}"
+
+
+def parse_feature_ref(ref: str) -> FeatureRef:
+    """Parse one feature reference; bad syntax is a ``DatasetError`` that shows the accepted forms."""
+    if not isinstance(ref, str):
+        raise DatasetError(f"a feature reference must be a string, got {ref!r}")
+    m = _REF.match(ref.strip())
+    if not m or (m["version"] is not None and int(m["version"]) < 1):
+        raise DatasetError(f"feature reference {ref!r} is invalid: use 'signal', 'signal:feature', "
+                           "'signal@3' or 'signal@3:feature' (versions start at 1)")
+    version = int(m["version"]) if m["version"] is not None else None
+    return FeatureRef(signal=m["signal"], version=version, feature=m["feature"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetResult:
+    """A built dataset and what it was read from: ``sources[signal] = {"version": v, "snapshot_id": s}``
+    (keyed ``signal@v`` when one dataset reads two versions of a signal); ``features[column] =
+    "signal@v:feature"``."""
+
+    table: pa.Table
+    sources: dict[str, dict[str, int | None]]
+    features: dict[str, str] = field(default_factory=dict)
+
+    def metadata(self) -> dict[bytes, bytes]:
+        return {SOURCES_KEY.encode(): json.dumps(self.sources, sort_keys=True).encode(),
+                FEATURES_KEY.encode(): json.dumps(self.features).encode()}
+
+    def write_parquet(self, path: str | Path) -> Path:
+        """Write the table to one Parquet file, the sources recorded in its schema metadata."""
+        import pyarrow.parquet as pq
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {**(self.table.schema.metadata or {}), **self.metadata()}
+        try:
+            pq.write_table(self.table.replace_schema_metadata(metadata), path)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"cannot write the dataset to {path}: {exc}") from exc
+        return path
+
+    def write_iceberg(self, catalog: Any, identifier: str, *, overwrite: bool = False) -> Any:
+        """Write the table as the Iceberg table ``identifier`` ("namespace.name"), vectors in storage types,
+        the sources in the table properties; an existing table is replaced only with ``overwrite``."""
+        from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+
+        namespace, _, name = identifier.rpartition(".")
+        if not namespace or not name:
+            raise DatasetError(f"dataset table {identifier!r} must be named 'namespace.name'")
+        data = iceberg_ready(self.table.replace_schema_metadata(None))
+        properties = {k.decode(): v.decode() for k, v in self.metadata().items()}
+        catalog.create_namespace_if_not_exists(namespace)
+        if overwrite:
+            with contextlib.suppress(NoSuchTableError):
+                catalog.drop_table(identifier)
+        try:
+            table = catalog.create_table(identifier, schema=data.schema, properties=properties)
+        except TableAlreadyExistsError as exc:
+            raise DatasetError(f"dataset table {identifier!r} already exists: pass overwrite=True "
+                               "to replace it") from exc
+        table.append(data)
+        return table
+
+
+def iceberg_ready(table: pa.Table) -> pa.Table:
+    """``table`` in types Iceberg can hold: vectors (fixed-size lists, float16) as ``list<float32>``,
+    timestamps in microseconds UTC (naive ones stay naive), dictionaries decoded, unsigned ints widened."""
+    fields, columns = [], []
+    for f, column in zip(table.schema, table.columns, strict=True):
+        target = _storable(f.type, f.name)
+        fields.append(pa.field(f.name, target, nullable=f.nullable))
+        if target != column.type:
+            try:
+                column = column.cast(target, safe=not pa.types.is_timestamp(target))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise DatasetError(f"column {f.name!r} ({f.type}) cannot be stored in Iceberg: {exc}") from exc
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _storable(dtype: pa.DataType, name: str) -> pa.DataType:
+    if pa.types.is_fixed_size_list(dtype) or pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        item = dtype.value_field
+        return pa.list_(item.with_type(_storable(item.type, name)))
+    if pa.types.is_struct(dtype):
+        return pa.struct([f.with_type(_storable(f.type, name)) for f in dtype])
+    if pa.types.is_float16(dtype):
+        return pa.float32()
+    if pa.types.is_timestamp(dtype):
+        return pa.timestamp("us", tz="UTC" if dtype.tz is not None else None)
+    if pa.types.is_dictionary(dtype):
+        return _storable(dtype.value_type, name)
+    if pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
+        return pa.string()
+    if pa.types.is_unsigned_integer(dtype):
+        return pa.int64() if dtype.bit_width >= 32 else pa.int32()
+    if pa.types.is_null(dtype):
+        raise DatasetError(f"column {name!r} holds only nulls of no type; Iceberg needs a type: cast it first")
+    return dtype
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One requested feature: the reference it came from and its output column."""
+
+    ref: str
+    feature: str
+    output: str
+
+
+@dataclass
+class _SignalPlan:
+    signal: Signal
+    version: int
+    columns: list[_Column] = field(default_factory=list)
+
+
+def plan_features(refs: Sequence[str], resolve: Resolve, *, full_names: bool = False) -> list[_SignalPlan]:
+    """Resolve references to signal versions and output columns, in request order; names must not clash."""
+    if isinstance(refs, str):
+        refs = [refs]
+    if not refs:
+        raise DatasetError("no features requested: give at least one 'signal' or 'signal:feature'")
+    plans: dict[tuple[str, int], _SignalPlan] = {}
+    resolved: dict[tuple[str, int | None], tuple[Signal, int]] = {}
+    outputs: dict[str, str] = {}
+    for raw in refs:
+        ref = parse_feature_ref(raw)
+        key = (ref.signal, ref.version)
+        if key not in resolved:
+            resolved[key] = resolve(ref.signal, ref.version)
+        sig, version = resolved[key]
+        plan = plans.setdefault((sig.name, version), _SignalPlan(sig, version))
+        names = sig.schema.names
+        if ref.feature is not None and ref.feature not in names:
+            raise NotFoundError(f"signal {sig.name!r} v{version} has no feature {ref.feature!r}; "
+                                f"its features: {', '.join(names)}")
+        for feature in [ref.feature] if ref.feature is not None else names:
+            if any(c.feature == feature for c in plan.columns):
+                continue  # asked twice (e.g. 'sig' and 'sig:f'): one column
+            output = f"{sig.name}__{feature}" if full_names else feature
+            if output in outputs:
+                hint = ("ask for one version" if full_names
+                        else "pass full_names=True to name columns <signal>__<feature>")
+                raise DatasetError(f"features {outputs[output]!r} and {raw!r} would both be named {output!r}: "
+                                   f"{hint}")
+            outputs[output] = raw
+            plan.columns.append(_Column(ref=raw, feature=feature, output=output))
+    return list(plans.values())
+
+
+def _join_keys(plans: Iterable[_SignalPlan]) -> JoinKeys:
+    keys: dict[str, tuple[pa.DataType, str]] = {}
+    for p in plans:
+        entity = p.signal.entity
+        if entity.join_key in keys and keys[entity.join_key][0] != entity.arrow_key_type:
+            other = keys[entity.join_key][1]
+            raise DatasetError(f"entities {other!r} and {entity.name!r} share the join key {entity.join_key!r} "
+                               "with different key types; they cannot be joined on one spine column")
+        keys.setdefault(entity.join_key, (entity.arrow_key_type, entity.name))
+    return keys
+
+
+def _sources(plans: Sequence[_SignalPlan], requests: Sequence[FeatureRequest]) -> dict[str, dict[str, int | None]]:
+    counts: dict[str, int] = {}
+    for p in plans:
+        counts[p.signal.name] = counts.get(p.signal.name, 0) + 1
+    return {(r.signal if counts[r.signal] == 1 else f"{r.signal}@{r.version}"):
+            {"version": r.version, "snapshot_id": r.snapshot_id} for r in requests}
+
+
+def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve, store_files: StoreFiles,
+                           engine: Engine, full_names: bool = False, chunk_rows: int = 1_000_000,
+                           progress: bool = False) -> DatasetResult:
+    """Every spine row, in order, with its columns followed by each referenced feature as of its time.
+
+    ``resolve(name, version)`` gives a signal version from the registry; ``store_files(name, version, start,
+    end)`` the data files of its current snapshot holding event times in ``[start, end)`` and the snapshot id.
+    """
+    plans = plan_features(refs, resolve, full_names=full_names)
+    join_keys = _join_keys(plans)
+    data = as_arrow(spine)
+    check_spine_schema(data.schema, join_keys)
+    for p in plans:
+        for c in p.columns:
+            if c.output in data.schema.names:
+                raise DatasetError(f"feature {c.ref!r} would be named {c.output!r}, which is already a spine "
+                                   "column: rename the spine column or pass full_names=True")
+    lo = hi = None
+    if isinstance(data, pa.Table):
+        data = normalize_spine(data, join_keys)      # once, so the time range can narrow the file planning
+        lo, hi = time_range(data.column("event_timestamp"))
+    requests = [_request(p, store_files, lo, hi) for p in plans]
+    outputs = [(c.output, p.signal.schema.type_of(c.feature)) for p in plans for c in p.columns]
+    parts = []
+    bar = _progress(progress, data.num_rows if isinstance(data, pa.Table) else None)
+    try:
+        for chunk in spine_chunks(data, chunk_rows):
+            parts.append(_join_chunk(normalize_spine(chunk, join_keys), join_keys, requests, outputs, engine))
+            if bar is not None:
+                bar.update(chunk.num_rows)
+    finally:
+        if bar is not None:
+            bar.close()
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
+    result = DatasetResult(table=table, sources=_sources(plans, requests),
+                           features={c.output: f"{p.signal.name}@{p.version}:{c.feature}"
+                                     for p in plans for c in p.columns})
+    return DatasetResult(table=table.replace_schema_metadata({**metadata, **result.metadata()}),
+                         sources=result.sources, features=result.features)
+
+
+def _request(plan: _SignalPlan, store_files: StoreFiles, lo: datetime | None,
+             hi: datetime | None) -> FeatureRequest:
+    sig = plan.signal
+    start = end = None
+    if lo is not None and hi is not None:
+        try:
+            start = lo - sig.ttl if sig.ttl is not None else None
+        except OverflowError:
+            start = None
+        end = hi + timedelta(microseconds=1)
+    files, snapshot = store_files(sig.name, plan.version, start, end)
+    return FeatureRequest(signal=sig.name, version=plan.version, join_keys=(sig.entity.join_key,),
+                          features=tuple((c.feature, c.output) for c in plan.columns), schema=sig.schema,
+                          ttl=sig.ttl, files=tuple(files), snapshot_id=snapshot)
+
+
+def _join_chunk(chunk: pa.Table, join_keys: JoinKeys, requests: Sequence[FeatureRequest],
+                outputs: Sequence[tuple[str, Any]], engine: Engine) -> pa.Table:
+    if chunk.num_rows == 0:
+        features = FeatureSchema(tuple(outputs)).arrow_schema().empty_table()
+    else:
+        features = engine.point_in_time(join_columns(chunk, join_keys), requests)
+    if features.num_rows != chunk.num_rows:
+        raise StoreError(f"engine {engine.name!r} returned {features.num_rows} rows for {chunk.num_rows} "
+                         "spine rows")
+    for name, ftype in outputs:
+        if name not in features.column_names:
+            raise StoreError(f"engine {engine.name!r} returned no column {name!r}")
+        chunk = chunk.append_column(pa.field(name, ftype.arrow_type()), features.column(name))
+    return chunk
+
+
+def _progress(enabled: bool, total: int | None) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, unit="rows", desc="point-in-time join")
