@@ -1,0 +1,158 @@
+"""Backfill: compute a signal over whole days and replace those days of its Iceberg table in one commit.
+
+Read the source window (an aggregation reads ``max_window`` further back), compute with an engine, check
+the output, replace the window. Any failure leaves the table at its previous snapshot and raises
+``BackfillError``; the run log records every run, successful or not.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+
+from signals.errors import BackfillError, QuasarError
+from signals.signal import Signal
+from store.engines.base import Engine
+from store.output_check import check_output
+from store.sources import SourceReader
+from store.tables import OfflineStore
+
+STEPS = ("read source", "compute", "check output", "write")
+
+
+class RunLog(Protocol):
+    """Where runs are recorded (``registry.Registry`` implements it)."""
+
+    def start_run(self, *, signal: str, version: int, kind: str, params: dict[str, Any] | None = None) -> int: ...
+
+    def finish_run(self, run_id: int, *, status: str, snapshot_id: int | None = None, rows: int | None = None,
+                   details: dict[str, Any] | None = None) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackfillResult:
+    """What one backfill wrote: the window, the rows, the new snapshot and the run that recorded it."""
+
+    signal: str
+    version: int
+    start: datetime
+    end: datetime
+    rows: int
+    snapshot_id: int | None
+    run_id: int | None
+    duration_s: float
+
+
+def _to_datetime(value: Any, what: str) -> datetime:
+    if isinstance(value, datetime):
+        result = value
+    elif isinstance(value, date):
+        result = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            result = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError as exc:
+            raise BackfillError(f"backfill {what} {value!r} is not a date: use YYYY-MM-DD") from exc
+    else:
+        raise BackfillError(f"backfill {what} must be a date, a datetime or an ISO string, got {value!r}")
+    return result.replace(tzinfo=UTC) if result.tzinfo is None else result.astimezone(UTC)
+
+
+def parse_window(start: Any, end: Any) -> tuple[datetime, datetime]:
+    """``start`` and ``end`` (dates, ISO strings or datetimes; naive means UTC) as UTC midnights, end > start.
+
+    Backfills replace whole days, so a bound that is not midnight UTC is an error rather than rounded.
+    """
+    bounds = _to_datetime(start, "start"), _to_datetime(end, "end")
+    for what, bound in zip(("start", "end"), bounds, strict=True):
+        if bound != bound.replace(hour=0, minute=0, second=0, microsecond=0):
+            raise BackfillError(f"backfill {what} {bound.isoformat()} is not midnight UTC: backfills replace "
+                                "whole days")
+    if bounds[1] <= bounds[0]:
+        raise BackfillError(f"backfill end {bounds[1].date()} must be after start {bounds[0].date()}")
+    return bounds
+
+
+def source_window(signal: Signal, start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The source rows a backfill of ``[start, end)`` needs: an aggregation looks back its longest window."""
+    look_back = signal.max_window if signal.kind == "aggregation" else None
+    return (start - look_back if look_back else start), end
+
+
+def source_columns(signal: Signal) -> list[str] | None:
+    """The source columns an aggregation reads (a transform gets every column)."""
+    if signal.kind != "aggregation":
+        return None
+    cols = [signal.entity.join_key, *(a.column for a in signal.aggregations if a.column)]
+    return list(dict.fromkeys(cols))
+
+
+@contextmanager
+def _progress(enabled: bool, desc: str) -> Iterator[Any]:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(STEPS), desc=desc, unit="step", disable=not (enabled and sys.stderr.isatty()),
+               leave=False)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: OfflineStore, engine: Engine,
+             sources: SourceReader, runs: RunLog | None = None, progress: bool = False) -> BackfillResult:
+    """Compute ``signal`` v``version`` for the days in ``[start, end)`` and replace them in its table."""
+    start_dt, end_dt = parse_window(start, end)
+    began = time.perf_counter()
+    params = {"start": start_dt.isoformat(), "end": end_dt.isoformat(), "engine": engine.name}
+    run_id = runs.start_run(signal=signal.name, version=version, kind="backfill", params=params) if runs else None
+    step = STEPS[0]
+    try:
+        with _progress(progress, f"backfill {signal.name} v{version}") as bar:
+            src_start, src_end = source_window(signal, start_dt, end_dt)
+            source_rows = sources.read(signal.source, src_start, src_end, source_columns(signal))
+            bar.update(1)
+            step = STEPS[1]
+            computed = engine.compute(signal, source_rows, start_dt, end_dt)
+            bar.update(1)
+            step = STEPS[2]
+            rows = check_output(computed, signal, start_dt, end_dt)
+            bar.update(1)
+            step = STEPS[3]
+            snapshot_id = store.replace_window(signal, version, rows, start_dt, end_dt)
+            bar.update(1)
+    except BaseException as exc:
+        duration = time.perf_counter() - began
+        error = _describe(signal, version, start_dt, end_dt, step, exc)
+        if runs is not None and run_id is not None:
+            _record_failure(runs, run_id, exc, error, step, duration)
+        if not isinstance(exc, Exception):
+            raise                                       # KeyboardInterrupt and friends: recorded, not wrapped
+        raise BackfillError(error) from exc
+    duration = time.perf_counter() - began
+    if runs is not None and run_id is not None:
+        runs.finish_run(run_id, status="succeeded", snapshot_id=snapshot_id, rows=rows.num_rows,
+                        details={"duration_s": round(duration, 6), "source_rows": source_rows.num_rows})
+    return BackfillResult(signal=signal.name, version=version, start=start_dt, end=end_dt, rows=rows.num_rows,
+                          snapshot_id=snapshot_id, run_id=run_id, duration_s=duration)
+
+
+def _describe(signal: Signal, version: int, start: datetime, end: datetime, step: str, exc: BaseException) -> str:
+    window = f"[{start.date()}, {end.date()})"
+    detail = str(exc) if isinstance(exc, QuasarError) else f"{type(exc).__name__}: {exc}"
+    return f"signal {signal.name} v{version}: backfill of {window} failed at {step}: {detail}"
+
+
+def _record_failure(runs: RunLog, run_id: int, exc: BaseException, error: str, step: str, duration: float) -> None:
+    details = {"error": error, "error_type": type(exc).__name__, "step": step, "duration_s": round(duration, 6)}
+    try:
+        runs.finish_run(run_id, status="failed", details=details)
+    except Exception as log_exc:  # the backfill's own error matters more than the log's
+        exc.add_note(f"recording the failed run {run_id} also failed: {log_exc}")
+

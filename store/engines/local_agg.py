@@ -1,0 +1,165 @@
+"""Windowed aggregations in DuckDB, with exactly the semantics of ``signals.aggregation``.
+
+Each source row contributes to the step times ``T`` with ``ts < T <= ts + max_window`` inside the backfill
+window; rows are joined to those steps (``range()`` + ``unnest``) and grouped by ``(key, T)``, each
+aggregation filtering its own window ``T - window <= ts``. A group exists only where some row falls in the
+longest window, which is exactly when an entity gets a row. Times are integer microseconds throughout.
+
+Floating-point sums add values in ``(ts, value)`` order, so results are deterministic run to run whatever
+the thread count; integer sums are exact. ``last`` breaks ties on ``ts`` by the larger value.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+
+from signals.aggregation import Aggregation
+from signals.errors import SchemaError
+from signals.signal import Signal
+from signals.ufr.schema import EVENT_TIMESTAMP
+from signals.ufr.types import TIMESTAMP_ARROW, Bool, FeatureType, Float32, Float64, Int64, Timestamp
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SQL_TYPES: dict[type[FeatureType], str] = {Int64: "BIGINT", Float32: "FLOAT", Float64: "DOUBLE", Bool: "BOOLEAN",
+                                             Timestamp: "BIGINT"}
+
+
+def micros(value: datetime | object) -> int:
+    """Microseconds since the Unix epoch of an aware (or naive = UTC) datetime, or of a timedelta."""
+    if isinstance(value, datetime):
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        delta = aware - _EPOCH
+    else:
+        delta = value  # type: ignore[assignment]
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds  # type: ignore[attr-defined]
+
+
+def step_bounds(start: datetime, end: datetime, step_us: int) -> tuple[int, int]:
+    """The first and last step times (microseconds) in ``[start, end)``; first > last when there are none."""
+    start_us, end_us = micros(start), micros(end)
+    first = -(-start_us // step_us) * step_us
+    last = ((end_us - 1) // step_us) * step_us
+    return first, last
+
+
+def _value_column(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A source value column as DuckDB should see it: timestamps as integer microseconds."""
+    if pa.types.is_timestamp(column.type):
+        tz = column.type.tz or "UTC"
+        return column.cast(pa.timestamp(column.type.unit, tz=tz)).cast(TIMESTAMP_ARROW, safe=False).cast(pa.int64())
+    if pa.types.is_dictionary(column.type):
+        return column.cast(column.type.value_type)
+    return column
+
+
+def prepare_events(signal: Signal, source_rows: pa.Table) -> pa.Table:
+    """The columns the aggregation SQL reads: ``_k`` (key), ``_t`` (microseconds), ``_c0``, ``_c1``, ...
+
+    Renaming keeps user column names (which may be ``t`` or a SQL keyword) out of the query text.
+    """
+    key, ts = signal.entity.join_key, signal.source.timestamp
+    for needed in (key, ts, *columns_of(signal)):
+        if needed not in source_rows.column_names:
+            raise SchemaError(f"signal {signal.name}: source {signal.source.name} has no column {needed!r} "
+                              f"(it has {', '.join(source_rows.column_names)})")
+    ts_col = source_rows.column(ts)
+    if not pa.types.is_timestamp(ts_col.type):
+        raise SchemaError(f"signal {signal.name}: source timestamp column {ts!r} has type {ts_col.type}")
+    key_col = source_rows.column(key)
+    if pa.types.is_dictionary(key_col.type):
+        key_col = key_col.cast(key_col.type.value_type)
+    arrays = {"_k": key_col, "_t": _value_column(ts_col)}
+    for i, col in enumerate(columns_of(signal)):
+        arrays[f"_c{i}"] = _value_column(source_rows.column(col))
+    return pa.table(arrays)
+
+
+def columns_of(signal: Signal) -> list[str]:
+    """The distinct source columns the aggregations read, in first-use order."""
+    return list(dict.fromkeys(a.column for a in signal.aggregations if a.column))
+
+
+def _agg_expr(agg: Aggregation, col: str | None, col_type: pa.DataType | None) -> str:
+    window = micros(agg.window)
+    cond = f"_t >= _step - {window}"
+    fn = agg.function
+    if fn == "count":
+        inner = f"count({col or '*'}) FILTER (WHERE {cond})"
+    elif fn in ("sum", "mean"):
+        assert col is not None and col_type is not None
+        if pa.types.is_floating(col_type):
+            total = f"sum(CAST({col} AS DOUBLE) ORDER BY _t, {col}) FILTER (WHERE {cond})"
+        elif pa.types.is_boolean(col_type):
+            total = f"sum(CAST({col} AS BIGINT)) FILTER (WHERE {cond})"
+        else:
+            total = f"sum({col}) FILTER (WHERE {cond})"
+        inner = total if fn == "sum" else f"CAST({total} AS DOUBLE) / count({col}) FILTER (WHERE {cond})"
+    elif fn in ("min", "max"):
+        inner = f"{fn}({col}) FILTER (WHERE {cond})"
+    elif fn == "last":
+        inner = f"arg_max({col}, struct_pack(ts := _t, v := {col})) FILTER (WHERE {col} IS NOT NULL AND {cond})"
+    else:  # pragma: no cover - Aggregation validates its function
+        raise SchemaError(f"aggregation {agg.name}: unknown function {fn!r}")
+    assert agg.dtype is not None
+    return f'CAST({inner} AS {_SQL_TYPES[type(agg.dtype)]}) AS "{agg.name}"'
+
+
+def aggregation_sql(signal: Signal, events: pa.Table, view: str, start: datetime, end: datetime) -> str | None:
+    """The query computing ``signal`` over ``[start, end)`` from the prepared events view; None if no step fits."""
+    assert signal.step is not None and signal.max_window is not None
+    step_us, max_w = micros(signal.step), micros(signal.max_window)
+    first, last = step_bounds(start, end, step_us)
+    if first > last:
+        return None
+    col_names = {c: f"_c{i}" for i, c in enumerate(columns_of(signal))}
+    exprs = []
+    for agg in signal.aggregations:
+        col = col_names.get(agg.column) if agg.column else None
+        col_type = events.schema.field(col).type if col else None
+        exprs.append(_agg_expr(agg, col, col_type))
+    return f"""
+        WITH ev AS (
+            SELECT * FROM {view}
+            WHERE _k IS NOT NULL AND _t IS NOT NULL AND _t >= {first - max_w} AND _t < {last}
+        ), ex AS (
+            SELECT *, unnest(range(greatest(_t - ((_t % {step_us}) + {step_us}) % {step_us} + {step_us}, {first}),
+                                   least(_t + {max_w}, {last}) + 1, {step_us})) AS _step
+            FROM ev
+        )
+        SELECT _k, _step, {", ".join(exprs)}
+        FROM ex GROUP BY _k, _step ORDER BY _k, _step
+    """
+
+
+def output_schema(signal: Signal) -> pa.Schema:
+    """Key, event_timestamp and the aggregations in their dtypes (no created_timestamp: the backfill adds it)."""
+    fields = [pa.field(signal.entity.join_key, signal.entity.arrow_key_type, nullable=False),
+              pa.field(EVENT_TIMESTAMP, TIMESTAMP_ARROW, nullable=False)]
+    fields += [pa.field(a.name, a.dtype.arrow_type()) for a in signal.aggregations if a.dtype is not None]
+    return pa.schema(fields)
+
+
+def compute_aggregation(connection: duckdb.DuckDBPyConnection, signal: Signal, source_rows: pa.Table, start: datetime,
+                        end: datetime) -> pa.Table:
+    """Rows of an aggregation signal stamped at its steps in ``[start, end)`` (see the module docstring)."""
+    schema = output_schema(signal)
+    events = prepare_events(signal, source_rows)
+    view = f"quasar_events_{uuid.uuid4().hex[:12]}"
+    sql = aggregation_sql(signal, events, view, start, end)
+    if sql is None:
+        return schema.empty_table()
+    connection.register(view, events)
+    try:
+        result = connection.sql(sql).to_arrow_table()
+    finally:
+        connection.unregister(view)
+    columns = [result.column("_k").cast(signal.entity.arrow_key_type),
+               result.column("_step").cast(TIMESTAMP_ARROW)]
+    for agg in signal.aggregations:
+        assert agg.dtype is not None
+        columns.append(result.column(agg.name).cast(agg.dtype.arrow_type()))
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -1,0 +1,242 @@
+"""The offline store: one Iceberg table per signal version, written a window of whole days at a time.
+
+Tables are ``<namespace>.<signal>__v<version>``, partitioned by ``day(event_timestamp)`` and
+``bucket(N, join key)``. ``replace_window`` deletes a window and appends its new rows in one atomic
+commit, so re-running a backfill is idempotent and a failed one leaves the previous snapshot current.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from signals.errors import NotFoundError, StoreError
+from signals.signal import Signal
+from signals.ufr.schema import EVENT_TIMESTAMP
+from store.arrow_types import iceberg_schema, restore_ufr_types, to_storage
+
+PROP_SIGNAL = "quasar.signal"
+PROP_VERSION = "quasar.version"
+PROP_FINGERPRINT = "quasar.schema_fingerprint"
+PROP_JOIN_KEY = "quasar.join_key"
+
+
+def table_name(signal: str, version: int) -> str:
+    """The Iceberg table name of one signal version: ``<signal>__v<version>``."""
+    return f"{signal}__v{int(version)}"
+
+
+def as_utc(value: datetime, what: str = "time") -> datetime:
+    """A timezone-aware UTC datetime; naive values are taken as UTC."""
+    if not isinstance(value, datetime):
+        raise StoreError(f"{what} must be a datetime, got {value!r}")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def time_filter(column: str, start: datetime | None, end: datetime | None) -> Any:
+    """The pyiceberg row filter ``start <= column < end`` (either bound may be open)."""
+    from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
+
+    parts: list[Any] = []
+    if start is not None:
+        parts.append(GreaterThanOrEqual(column, as_utc(start, "start").isoformat()))
+    if end is not None:
+        parts.append(LessThan(column, as_utc(end, "end").isoformat()))
+    if not parts:
+        return AlwaysTrue()
+    return parts[0] if len(parts) == 1 else And(parts[0], parts[1])
+
+
+def local_path(location: str) -> str:
+    """A data file location as an engine opens it: ``file:///x`` -> ``/x``; other URIs unchanged."""
+    return location[len("file://"):] if location.startswith("file://") else location
+
+
+class OfflineStore:
+    """Signal tables in an Iceberg catalog: create, replace a window atomically, read, plan files."""
+
+    def __init__(self, catalog: Any, namespace: str = "signals", buckets: int = 16) -> None:
+        if not isinstance(buckets, int) or buckets <= 0:
+            raise StoreError(f"the number of buckets must be a positive int, got {buckets!r}")
+        self.catalog = catalog
+        self.namespace = namespace
+        self.buckets = buckets
+
+    def identifier(self, signal_name: str, version: int) -> tuple[str, str]:
+        return (self.namespace, table_name(signal_name, version))
+
+    # --- tables ---------------------------------------------------------------------------------------
+    def ensure_table(self, signal: Signal, version: int) -> Any:
+        """The table of ``signal`` v``version``, created (with its namespace) when missing."""
+        from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+
+        ident = self.identifier(signal.name, version)
+        try:
+            table = self.catalog.load_table(ident)
+        except NoSuchTableError:
+            table = None
+        except Exception as exc:
+            raise StoreError(f"cannot load the offline table {'.'.join(ident)}: {exc}") from exc
+        if table is None:
+            try:
+                self.catalog.create_namespace_if_not_exists(self.namespace)
+                table = self.catalog.create_table(ident, schema=iceberg_schema(signal),
+                                                  partition_spec=self._partition_spec(signal),
+                                                  properties=self._properties(signal, version))
+            except TableAlreadyExistsError:              # created by a concurrent writer
+                table = self.catalog.load_table(ident)
+            except Exception as exc:
+                raise StoreError(f"cannot create the offline table {'.'.join(ident)}: {exc}") from exc
+        self._check_fingerprint(table, signal, version)
+        return table
+
+    def table(self, signal_name: str, version: int) -> Any:
+        """The existing table of ``signal_name`` v``version``; NotFoundError if it was never backfilled."""
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        ident = self.identifier(signal_name, version)
+        try:
+            return self.catalog.load_table(ident)
+        except (NoSuchTableError, NoSuchNamespaceError) as exc:
+            raise NotFoundError(f"signal {signal_name} v{version} has no offline table yet: "
+                                f"run quasar backfill {signal_name}") from exc
+        except Exception as exc:
+            raise StoreError(f"cannot load the offline table {'.'.join(ident)}: {exc}") from exc
+
+    def current_snapshot_id(self, signal_name: str, version: int) -> int | None:
+        """The table's current snapshot id; None when the table or its first snapshot does not exist yet."""
+        try:
+            table = self.table(signal_name, version)
+        except NotFoundError:
+            return None
+        snapshot = table.current_snapshot()
+        return None if snapshot is None else int(snapshot.snapshot_id)
+
+    # --- writing --------------------------------------------------------------------------------------
+    def replace_window(self, signal: Signal, version: int, rows: pa.Table, start: datetime, end: datetime) -> int | None:
+        """Delete every row with ``start <= event_timestamp < end`` and append ``rows``, in one commit.
+
+        ``rows`` (UFR or storage types) must all lie in the window. Returns the new snapshot id.
+        """
+        start, end = as_utc(start, "start"), as_utc(end, "end")
+        if end <= start:
+            raise StoreError(f"signal {signal.name}: window end {end.isoformat()} is not after start "
+                             f"{start.isoformat()}")
+        if EVENT_TIMESTAMP not in rows.column_names:
+            raise StoreError(f"signal {signal.name}: rows to store have no {EVENT_TIMESTAMP} column")
+        stored = to_storage(rows, signal)
+        self._check_rows(signal, stored, start, end)
+        key = signal.entity.join_key
+        if stored.num_rows:
+            stored = stored.sort_by([(EVENT_TIMESTAMP, "ascending"), (key, "ascending")])
+        table = self.ensure_table(signal, version)
+        window = f"[{start.isoformat()}, {end.isoformat()})"
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                tx = table.transaction()
+                tx.overwrite(stored, overwrite_filter=time_filter(EVENT_TIMESTAMP, start, end),
+                             snapshot_properties={"quasar.window": window, "quasar.rows": str(stored.num_rows)})
+                tx.commit_transaction()
+        except Exception as exc:
+            raise StoreError(f"signal {signal.name} v{version}: writing the window {window} to "
+                             f"{'.'.join(self.identifier(signal.name, version))} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        snapshot = table.current_snapshot()
+        return None if snapshot is None else int(snapshot.snapshot_id)
+
+    # --- reading --------------------------------------------------------------------------------------
+    def read(self, signal: Signal, version: int, *, start: datetime | None = None, end: datetime | None = None,
+             columns: Sequence[str] | None = None, snapshot_id: int | None = None) -> pa.Table:
+        """Rows of ``signal`` v``version`` with ``start <= event_timestamp < end``, in UFR types.
+
+        The time range is a row filter, so pyiceberg prunes day partitions and files by their statistics.
+        """
+        table = self.table(signal.name, version)
+        self._check_fingerprint(table, signal, version)
+        names = [f.name for f in table.schema().fields]
+        selected: tuple[str, ...] = ("*",)
+        if columns is not None:
+            missing = [c for c in columns if c not in names]
+            if missing:
+                raise StoreError(f"signal {signal.name} v{version} has no column(s) {missing}; "
+                                 f"its columns: {', '.join(names)}")
+            selected = tuple(dict.fromkeys(columns))
+        scan = self._scan(table, signal.name, version, start, end, snapshot_id, selected)
+        try:
+            result = scan.to_arrow()
+        except Exception as exc:
+            raise StoreError(f"reading signal {signal.name} v{version} failed: {type(exc).__name__}: {exc}") from exc
+        if columns is not None:
+            result = result.select(list(selected))
+        key = signal.entity.join_key
+        if key in result.column_names and result.schema.field(key).type != signal.entity.arrow_key_type:
+            result = result.set_column(result.schema.get_field_index(key), key,
+                                       result.column(key).cast(signal.entity.arrow_key_type))
+        return restore_ufr_types(result, signal.schema)
+
+    def plan_files(self, signal_name: str, version: int, *, start: datetime | None = None,
+                   end: datetime | None = None, snapshot_id: int | None = None) -> list[str]:
+        """Paths of the Parquet data files a scan of the window reads (local files without ``file://``).
+
+        The store writes copy-on-write only, so the files alone hold the table's rows; a table with delete
+        files (written by another tool) is refused rather than read wrongly.
+        """
+        table = self.table(signal_name, version)
+        scan = self._scan(table, signal_name, version, start, end, snapshot_id, ("*",))
+        paths = []
+        for task in scan.plan_files():
+            if task.delete_files:
+                raise StoreError(f"signal {signal_name} v{version}: data file {task.file.file_path} has delete "
+                                 "files (merge-on-read); compact the table before reading its files directly")
+            paths.append(local_path(task.file.file_path))
+        return sorted(paths)
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def _scan(self, table: Any, name: str, version: int, start: datetime | None, end: datetime | None,
+              snapshot_id: int | None, selected: tuple[str, ...]) -> Any:
+        if snapshot_id is not None and table.snapshot_by_id(snapshot_id) is None:
+            raise NotFoundError(f"signal {name} v{version} has no snapshot {snapshot_id}")
+        return table.scan(row_filter=time_filter(EVENT_TIMESTAMP, start, end), selected_fields=selected,
+                          snapshot_id=snapshot_id)
+
+    def _partition_spec(self, signal: Signal) -> Any:
+        from pyiceberg.partitioning import PartitionField, PartitionSpec
+        from pyiceberg.transforms import BucketTransform, DayTransform
+
+        key = signal.entity.join_key
+        return PartitionSpec(
+            PartitionField(source_id=2, field_id=1000, transform=DayTransform(), name=f"{EVENT_TIMESTAMP}_day"),
+            PartitionField(source_id=1, field_id=1001, transform=BucketTransform(self.buckets),
+                           name=f"{key}_bucket"),
+        )
+
+    def _properties(self, signal: Signal, version: int) -> dict[str, str]:
+        return {PROP_SIGNAL: signal.name, PROP_VERSION: str(int(version)),
+                PROP_FINGERPRINT: signal.schema.fingerprint_hex, PROP_JOIN_KEY: signal.entity.join_key}
+
+    def _check_fingerprint(self, table: Any, signal: Signal, version: int) -> None:
+        stored = table.properties.get(PROP_FINGERPRINT)
+        if stored is not None and stored != signal.schema.fingerprint_hex:
+            raise StoreError(f"signal {signal.name} v{version}: its offline table was created for schema "
+                             f"{stored}, but the signal's schema is {signal.schema.fingerprint_hex}")
+
+    @staticmethod
+    def _check_rows(signal: Signal, stored: pa.Table, start: datetime, end: datetime) -> None:
+        key = signal.entity.join_key
+        for name in (key, EVENT_TIMESTAMP):
+            nulls = stored.column(name).null_count
+            if nulls:
+                raise StoreError(f"signal {signal.name}: {nulls} row(s) have a null {name}")
+        if stored.num_rows == 0:
+            return
+        bounds = pc.min_max(stored.column(EVENT_TIMESTAMP))
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low < start or high >= end:
+            raise StoreError(f"signal {signal.name}: rows to store have {EVENT_TIMESTAMP} from {low.isoformat()} "
+                             f"to {high.isoformat()}, outside the window [{start.isoformat()}, {end.isoformat()})")
