@@ -111,3 +111,31 @@ def restore_ufr_types(table: pa.Table, schema: FeatureSchema) -> pa.Table:
     if not changed:
         return table
     return pa.Table.from_arrays(columns, schema=pa.schema(fields, metadata=table.schema.metadata))
+
+
+def fix_pyiceberg_list_nulls() -> None:
+    """Keep null ``list<struct>`` values null through pyiceberg's reads and writes.
+
+    pyiceberg (0.12 and before) rebuilds list-of-struct arrays from their offsets alone, dropping the
+    validity bitmap, so a null WeightedIdList would be written to Parquet as ``[]`` and be lost for every
+    reader (apache/iceberg-python#3833, fix pending upstream). Wrap the projection step to carry the nulls
+    over, as the upstream fix does; where nulls already survive this does nothing.
+    """
+    from pyiceberg.io import pyarrow as pyiceberg_arrow
+
+    visitor = pyiceberg_arrow.ArrowProjectionVisitor
+    original = visitor.list
+    if getattr(original, "_quasar_keeps_nulls", False):
+        return
+
+    def list_keeping_nulls(self: Any, list_type: Any, list_array: Any, value_array: Any) -> Any:
+        result = original(self, list_type, list_array, value_array)
+        if (result is not None and list_array is not None and list_array.null_count
+                and result.null_count != list_array.null_count
+                and isinstance(result, (pa.ListArray, pa.LargeListArray))):
+            result = type(result).from_arrays(result.offsets, result.values, type=result.type,
+                                              mask=list_array.is_null())
+        return result
+
+    list_keeping_nulls._quasar_keeps_nulls = True  # type: ignore[attr-defined]
+    visitor.list = list_keeping_nulls

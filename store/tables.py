@@ -18,7 +18,9 @@ import pyarrow.compute as pc
 from signals.errors import NotFoundError, StoreError
 from signals.signal import Signal
 from signals.ufr.schema import EVENT_TIMESTAMP
-from store.arrow_types import iceberg_schema, restore_ufr_types, to_storage
+from store.arrow_types import fix_pyiceberg_list_nulls, iceberg_schema, restore_ufr_types, to_storage
+
+fix_pyiceberg_list_nulls()
 
 PROP_SIGNAL = "quasar.signal"
 PROP_VERSION = "quasar.version"
