@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -113,8 +114,17 @@ class DatasetResult:
         except TableAlreadyExistsError as exc:
             raise DatasetError(f"dataset table {identifier!r} already exists: pass overwrite=True "
                                "to replace it") from exc
-        table.append(data)
-        return table
+        # Write the Parquet file ourselves and register it: pyiceberg's own writer turns a null
+        # list<struct> (a WeightedIdList) into an empty list (apache/iceberg-python#3833).
+        import pyarrow.parquet as pq
+        path = f"{table.location().rstrip('/')}/data/{uuid.uuid4()}.parquet"
+        try:
+            with table.io.new_output(path).create() as out:
+                pq.write_table(data, out)
+            table.add_files([path])
+        except Exception as exc:
+            raise StoreError(f"writing the dataset to the Iceberg table {identifier!r} failed: {exc}") from exc
+        return catalog.load_table(identifier)
 
 
 def iceberg_ready(table: pa.Table) -> pa.Table:

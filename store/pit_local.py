@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from signals.errors import DatasetError, StoreError
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
 from signals.ufr.types import TIMESTAMP_ARROW
+from store.arrow_types import restore_ufr_types
 
 if TYPE_CHECKING:
     import duckdb
@@ -99,7 +100,7 @@ def _one_request(cur: duckdb.DuckDBPyConnection, request: FeatureRequest, n_rows
         raise StoreError(f"point-in-time join of signal {request.signal!r} returned {raw.num_rows} rows "
                          f"for {n_rows} spine rows")
     raw = raw.rename_columns([out for _, out in request.features])
-    return restore_types(raw, out_schema)
+    return restore_ufr_types(raw, out_schema)
 
 
 def _request_sql(request: FeatureRequest, lo: datetime, hi: datetime) -> str:
@@ -132,31 +133,6 @@ def _request_sql(request: FeatureRequest, lo: datetime, hi: datetime) -> str:
         f"s AS (SELECT {_ROW}, {', '.join(keys)}, {order_s} AS __o FROM {_SPINE_VIEW}) "
         f"SELECT {outs} FROM s ASOF LEFT JOIN f ON {on} ORDER BY s.{_ROW}"
     )
-
-
-def restore_types(table: pa.Table, schema: FeatureSchema) -> pa.Table:
-    """Storage types (vectors as ``list<float32>``, any timestamp zone) back to UFR Arrow types.
-
-    Uses the offline store's ``restore_ufr_types`` when it is there; otherwise casts column by column.
-    """
-    try:
-        from store.arrow_types import restore_ufr_types
-    except ImportError:
-        restore_ufr_types = None
-    if restore_ufr_types is not None:
-        return restore_ufr_types(table, schema)
-    columns = []
-    for name, ftype in schema:
-        column = table.column(name)
-        target = ftype.arrow_type()
-        if column.type != target:
-            try:
-                column = column.cast(target)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise StoreError(f"feature {name!r}: stored values of type {column.type} do not fit "
-                                 f"{ftype}: {exc}") from exc
-        columns.append(column)
-    return pa.table(columns, schema=schema.arrow_schema())
 
 
 def _ident(name: str) -> str:

@@ -98,8 +98,11 @@ def normalize_spine(table: pa.Table, join_keys: JoinKeys) -> pa.Table:
     """``table`` with ``event_timestamp`` as ``timestamp[us, UTC]``; every other column unchanged."""
     check_spine_schema(table.schema, join_keys)
     index = table.schema.get_field_index(EVENT_TIMESTAMP)
+    original = table.schema.field(index)
     times = to_utc_micros(table.column(index))
-    return table.set_column(index, pa.field(EVENT_TIMESTAMP, TIMESTAMP_ARROW, nullable=False), times)
+    if original.type == TIMESTAMP_ARROW:
+        return table
+    return table.set_column(index, original.with_type(TIMESTAMP_ARROW), times)
 
 
 def join_columns(table: pa.Table, join_keys: JoinKeys) -> pa.Table:
