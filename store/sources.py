@@ -126,10 +126,11 @@ class SourceReader:
                              f"has type {ts_type}; it must be a timestamp")
         row_filter = And(GreaterThanOrEqual(source.timestamp, low), LessThan(source.timestamp, high))
         try:
-            return table.scan(row_filter=row_filter,
-                              selected_fields=tuple(columns) if columns else ("*",)).to_arrow()
+            result = table.scan(row_filter=row_filter,
+                                selected_fields=tuple(columns) if columns else ("*",)).to_arrow()
         except Exception as exc:
             raise StoreError(f"source {source.name}: reading Iceberg table {source.table} failed: {exc}") from exc
+        return result.select(columns) if columns else result
 
     # --- another signal ---------------------------------------------------------------------------------
     def _read_signal(self, source: Source, start: datetime, end: datetime,

@@ -1,0 +1,162 @@
+"""Reading a source's window: Parquet files and folders, Iceberg tables, another signal's table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from fixtures.offline import random_events, write_events
+
+from signals import Entity, Float64, Int64, Source, signal
+from signals.errors import StoreError
+from store.sources import SourceReader
+from store.tables import OfflineStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+UTC_US = pa.timestamp("us", tz="UTC")
+
+user = Entity(name="user", join_key="user_id")
+
+
+@signal(entity=user, source=Source.parquet(name="events", path="data/events", timestamp="ts"),
+        features={"clicks": Int64(), "dwell": Float64()})
+def upstream_clicks(batch: pa.Table) -> pa.Table:
+    """An upstream signal whose table another signal reads."""
+    return batch
+
+
+def rows_between(table: pa.Table, start: datetime, end: datetime, ts: str = "ts") -> list[dict[str, Any]]:
+    keep = [r for r in table.to_pylist() if start <= r[ts] < end]
+    return sorted(keep, key=lambda r: (r[ts], r["user_id"], r["item_id"]))
+
+
+def ordered(table: pa.Table, ts: str = "ts") -> list[dict[str, Any]]:
+    return sorted(table.to_pylist(), key=lambda r: (r[ts], r["user_id"], r["item_id"]))
+
+
+@pytest.fixture
+def reader(tmp_path: Path, offline_store: OfflineStore, offline_catalog: Any) -> SourceReader:
+    return SourceReader(root=tmp_path, store=offline_store, catalog=offline_catalog,
+                        upstream_versions={"upstream_clicks": (upstream_clicks, 1)})
+
+
+# --- parquet ----------------------------------------------------------------------------------------------
+def test_parquet_folder_window(reader: SourceReader, events_parquet: Callable[..., Path]) -> None:
+    events_parquet(n=400, days=5, seed=2)
+    every = random_events(n=400, days=5, seed=2)
+    source = Source.parquet(name="events", path="data/events", timestamp="ts")
+    got = reader.read(source, T0 + DAY, T0 + 3 * DAY)
+    assert got.schema.field("ts").type == UTC_US
+    assert ordered(got) == rows_between(every, T0 + DAY, T0 + 3 * DAY)
+    narrow = reader.read(source, T0 + DAY, T0 + 3 * DAY, columns=["user_id"])
+    assert narrow.column_names == ["user_id", "ts"]
+    assert narrow.num_rows == got.num_rows
+
+
+def test_parquet_single_file_naive_and_coarse_timestamps(reader: SourceReader, tmp_path: Path) -> None:
+    stamps = [T0 - timedelta(microseconds=1), T0, T0 + timedelta(hours=5), T0 + DAY - timedelta(microseconds=1),
+              T0 + DAY]
+    naive_ns = pa.array([s.replace(tzinfo=None) for s in stamps], pa.timestamp("ns"))
+    table = pa.table({"user_id": list(range(5)), "when": naive_ns})
+    pq.write_table(table, tmp_path / "one.parquet")
+    source = Source.parquet(name="one", path=str(tmp_path / "one.parquet"), timestamp="when")
+    got = reader.read(source, T0, T0 + DAY)
+    assert got.schema.field("when").type == UTC_US
+    assert got.column("user_id").to_pylist() == [1, 2, 3]
+    assert got.column("when").to_pylist() == stamps[1:4]
+    # whole seconds: the bounds are compared in the column's own unit
+    seconds = pa.table({"user_id": [0, 1, 2], "when": pa.array([T0 - timedelta(seconds=1), T0, T0 + DAY],
+                                                                pa.timestamp("s", tz="UTC"))})
+    pq.write_table(seconds, tmp_path / "sec.parquet")
+    got = reader.read(Source.parquet(name="sec", path="sec.parquet", timestamp="when"),
+                      T0 - timedelta(milliseconds=500), T0 + DAY)
+    assert got.column("user_id").to_pylist() == [1]
+
+
+def test_parquet_window_is_pushed_down(reader: SourceReader, tmp_path: Path) -> None:
+    """Files whose statistics lie outside the window are never decoded: their data pages are garbage."""
+    every = random_events(n=300, days=4, seed=5)
+    folder = write_events(every, tmp_path / "data" / "pushed", files=4)
+    last = sorted(folder.glob("*.parquet"))[-1]
+    first_ts = pq.read_table(last).column("ts")[0].as_py()
+    assert first_ts >= T0 + 2 * DAY                          # the last file holds only later events
+    raw = bytearray(last.read_bytes())
+    footer = int.from_bytes(raw[-8:-4], "little")
+    raw[4:len(raw) - 8 - footer] = bytes(len(raw) - 12 - footer)   # zero every data page, keep the footer
+    last.write_bytes(bytes(raw))
+    source = Source.parquet(name="pushed", path="data/pushed", timestamp="ts")
+    got = reader.read(source, T0, T0 + DAY)
+    assert ordered(got) == rows_between(every, T0, T0 + DAY)
+    with pytest.raises(StoreError, match="source pushed: reading the Parquet files"):
+        reader.read(source, T0, T0 + 4 * DAY)
+
+
+def test_parquet_errors_name_the_source(reader: SourceReader, events_parquet: Callable[..., Path],
+                                        tmp_path: Path) -> None:
+    events_parquet(n=10)
+    with pytest.raises(StoreError, match=r"source gone: Parquet path .*nowhere does not exist"):
+        reader.read(Source.parquet(name="gone", path="nowhere", timestamp="ts"), T0, T0 + DAY)
+    with pytest.raises(StoreError, match="source events: timestamp column 'when' is not in its files"):
+        reader.read(Source.parquet(name="events", path="data/events", timestamp="when"), T0, T0 + DAY)
+    with pytest.raises(StoreError, match=r"source events: column\(s\) \['nope'\] not found"):
+        reader.read(Source.parquet(name="events", path="data/events", timestamp="ts"), T0, T0 + DAY,
+                    columns=["nope"])
+    with pytest.raises(StoreError, match="timestamp column 'item_id' has type int64"):
+        reader.read(Source.parquet(name="events", path="data/events", timestamp="item_id"), T0, T0 + DAY)
+
+
+# --- iceberg ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("tz", [True, False], ids=["timestamptz", "timestamp"])
+def test_iceberg_table_window(reader: SourceReader, offline_catalog: Any, tz: bool) -> None:
+    every = random_events(n=300, days=4, seed=9)
+    stored = every if tz else every.set_column(1, "ts", every.column("ts").cast(pa.timestamp("us")))
+    offline_catalog.create_namespace_if_not_exists("raw")
+    table = offline_catalog.create_table("raw.clicks", schema=stored.schema)
+    table.append(stored)
+    source = Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="ts")
+    got = reader.read(source, T0 + DAY, T0 + 2 * DAY)
+    assert got.schema.field("ts").type == UTC_US
+    assert ordered(got) == rows_between(every, T0 + DAY, T0 + 2 * DAY)
+    assert reader.read(source, T0, T0 + DAY, columns=["clicked"]).column_names == ["clicked", "ts"]
+
+
+def test_iceberg_errors_name_the_source(reader: SourceReader, offline_catalog: Any) -> None:
+    with pytest.raises(StoreError, match=r"source raw_clicks: Iceberg table raw\.missing does not exist"):
+        reader.read(Source.iceberg(name="raw_clicks", table="raw.missing", timestamp="ts"), T0, T0 + DAY)
+    offline_catalog.create_namespace_if_not_exists("raw")
+    offline_catalog.create_table("raw.clicks", schema=random_events(n=1).schema)
+    with pytest.raises(StoreError, match="source raw_clicks: timestamp column 'when' is not in Iceberg table"):
+        reader.read(Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="when"), T0, T0 + DAY)
+    with pytest.raises(StoreError, match="has type long; it must be a timestamp"):
+        reader.read(Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="item_id"), T0, T0 + DAY)
+
+
+# --- another signal --------------------------------------------------------------------------------------
+def test_signal_on_signal(reader: SourceReader, offline_store: OfflineStore) -> None:
+    every = random_events(n=200, days=3, seed=4)
+    rows = pa.table({"user_id": every["user_id"], "event_timestamp": every["ts"], "clicks": every["clicked"],
+                     "dwell": every["dwell_s"]})
+    offline_store.replace_window(upstream_clicks, 1, rows, T0, T0 + 3 * DAY)
+    source = Source.signal(upstream_clicks)
+    got = reader.read(source, T0 + DAY, T0 + 2 * DAY)
+    assert got.schema.field("event_timestamp").type == UTC_US
+    want = sorted((r["event_timestamp"], r["user_id"], r["clicks"]) for r in rows.to_pylist()
+                  if T0 + DAY <= r["event_timestamp"] < T0 + 2 * DAY)
+    assert sorted((r["event_timestamp"], r["user_id"], r["clicks"]) for r in got.to_pylist()) == want
+    assert reader.read(source, T0, T0 + DAY, columns=["dwell"]).column_names == ["dwell", "event_timestamp"]
+
+
+def test_signal_source_errors(reader: SourceReader, tmp_path: Path, offline_store: OfflineStore,
+                              offline_catalog: Any) -> None:
+    with pytest.raises(StoreError, match="source upstream_clicks_output: signal upstream_clicks v1 has no "
+                                         "offline table yet: run quasar backfill upstream_clicks"):
+        reader.read(Source.signal(upstream_clicks), T0, T0 + DAY)
+    bare = SourceReader(root=tmp_path, store=offline_store, catalog=offline_catalog)
+    with pytest.raises(StoreError, match="no version of upstream signal upstream_clicks was given"):
+        bare.read(Source.signal("upstream_clicks"), T0, T0 + DAY)
