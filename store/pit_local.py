@@ -13,8 +13,11 @@ The exact semantics (the Spark engine and the tests' Python reference follow the
 
 How: one ``ASOF LEFT JOIN`` per request over ``read_parquet`` of the snapshot's data files, projecting only the
 keys, timestamps and requested columns, with the spine's time range (``min ts - ttl .. max ts``) pushed into
-the scan so row groups outside it are skipped. The tie-breaking order rides inside the ASOF inequality as a
-struct ``(event us, created us, file position)``, which costs far less than deduplicating the table first.
+the scan so row groups outside it are skipped. The join orders by the event time alone (as fast as a raw ASOF
+join); a semi-join then finds the spine rows whose winning (key, event time) is shared by several rows, and
+only those rows are joined again with the full tie-breaking order ``(event us, created us, file position)``
+inside the ASOF inequality, over the rows of their keys alone. Sorting every row on that wider key would
+cost about half again as much, and ties are rare.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -32,12 +37,12 @@ from signals.ufr.types import TIMESTAMP_ARROW
 from store.arrow_types import restore_ufr_types
 
 if TYPE_CHECKING:
-    import duckdb
-
     from store.engines.base import FeatureRequest
 
 _ROW = "__quasar_row"
 _SPINE_VIEW = "__quasar_spine"
+_MATCHED_VIEW = "__quasar_matched"
+_TIED_VIEW = "__quasar_tied"
 _MAX = 9223372036854775807          # int64 max: the spine side of the ordering struct sorts after any row
 _MIN = -9223372036854775807         # a null created_timestamp sorts before any real one
 
@@ -61,7 +66,7 @@ def point_in_time_duckdb(con: duckdb.DuckDBPyConnection, spine: pa.Table,
         cur.execute("SET TimeZone = 'UTC'")
         cur.register(_SPINE_VIEW, slim)
         for request in requests:
-            table = _one_request(cur, request, spine.num_rows, lo, hi)
+            table = _one_request(cur, request, slim, lo, hi)
             for name in table.column_names:
                 if name in columns:
                     raise DatasetError(f"output column {name!r} is requested twice")
@@ -84,55 +89,100 @@ def _check_spine(spine: pa.Table, requests: Sequence[FeatureRequest]) -> None:
                                    f"{request.signal!r} (spine columns: {spine.column_names})")
 
 
-def _one_request(cur: duckdb.DuckDBPyConnection, request: FeatureRequest, n_rows: int,
+def _one_request(cur: duckdb.DuckDBPyConnection, request: FeatureRequest, slim: pa.Table,
                  lo: datetime | None, hi: datetime | None) -> pa.Table:
     """The output columns of one request, restored to UFR types."""
+    n_rows = slim.num_rows
     out_schema = FeatureSchema(tuple((out, request.schema.type_of(col)) for col, out in request.features))
     if not request.files or n_rows == 0 or lo is None or hi is None:
         return pa.table({n: pa.nulls(n_rows, t.arrow_type()) for n, t in out_schema})
-    sql = _request_sql(request, lo, hi)
+    sql = _Sql(request, lo, hi)
     try:
-        raw = cur.sql(sql).to_arrow_table()
-    except Exception as exc:  # duckdb raises its own error tree; translate at the boundary
+        fast = cur.sql(sql.fast()).to_arrow_table()
+        if fast.num_rows != n_rows:  # an ASOF LEFT JOIN keeps every spine row once; guard it anyway
+            raise StoreError(f"point-in-time join of signal {request.signal!r} returned {fast.num_rows} rows "
+                             f"for {n_rows} spine rows")
+        matched = pa.table({**{k: slim.column(k) for k in request.join_keys}, "__m": fast.column("__m"),
+                            _ROW: slim.column(_ROW)})
+        cur.register(_MATCHED_VIEW, matched)
+        tied = cur.sql(sql.tied_rows()).to_arrow_table().column(0).combine_chunks()
+        features = fast.drop_columns(["__m"])
+        if len(tied):
+            cur.register(_TIED_VIEW, pa.table({_ROW: tied}))
+            exact = cur.sql(sql.exact()).to_arrow_table().cast(features.schema)
+            cur.unregister(_TIED_VIEW)
+            index = np.arange(n_rows, dtype=np.int64)
+            index[tied.to_numpy()] = n_rows + np.arange(len(tied), dtype=np.int64)
+            features = pa.concat_tables([features, exact]).take(pa.array(index))
+        cur.unregister(_MATCHED_VIEW)
+    except duckdb.Error as exc:  # translate at the boundary
         raise StoreError(f"point-in-time join of signal {request.signal!r} v{request.version} failed: "
                          f"{exc}") from exc
-    if raw.num_rows != n_rows:  # the ASOF LEFT JOIN keeps every spine row once; guard the invariant anyway
-        raise StoreError(f"point-in-time join of signal {request.signal!r} returned {raw.num_rows} rows "
-                         f"for {n_rows} spine rows")
-    raw = raw.rename_columns([out for _, out in request.features])
-    return restore_ufr_types(raw, out_schema)
+    features = features.rename_columns([out for _, out in request.features])
+    return restore_ufr_types(features, out_schema)
 
 
-def _request_sql(request: FeatureRequest, lo: datetime, hi: datetime) -> str:
-    keys = [_ident(k) for k in request.join_keys]
-    files = "[" + ", ".join(_literal(f) for f in request.files) + "]"
-    ttl_us = None if request.ttl is None else request.ttl // timedelta(microseconds=1)
-    try:
-        start = lo - request.ttl if request.ttl is not None else None
-    except OverflowError:  # a TTL reaching before year 1: no lower bound
-        start = None
-    where = [f"{_ident(EVENT_TIMESTAMP)} <= {_ts_literal(hi)}"]
-    if start is not None:
-        where.append(f"{_ident(EVENT_TIMESTAMP)} >= {_ts_literal(start)}")
-    feats = ", ".join(f"{_ident(col)} AS __f{i}" for i, (col, _) in enumerate(request.features))
-    order_f = (f"{{'e': epoch_us({_ident(EVENT_TIMESTAMP)}), "
-               f"'c': coalesce(epoch_us({_ident(CREATED_TIMESTAMP)}), {_MIN}), "
-               "'p': (file_index::BIGINT << 40) + file_row_number}")
-    order_s = (f"CASE WHEN {_ident(EVENT_TIMESTAMP)} IS NULL THEN NULL "
-               f"ELSE {{'e': epoch_us({_ident(EVENT_TIMESTAMP)}), 'c': {_MAX}, 'p': {_MAX}}} END")
-    if ttl_us is None:
-        outs = ", ".join(f"f.__f{i}" for i in range(len(request.features)))
-    else:
-        fresh = f"s.__o.e - f.__o.e <= {ttl_us}"
-        outs = ", ".join(f"CASE WHEN {fresh} THEN f.__f{i} END AS __f{i}" for i in range(len(request.features)))
-    on = " AND ".join([*(f"s.{k} = f.{k}" for k in keys), "s.__o >= f.__o"])
-    return (
-        f"WITH f AS (SELECT {', '.join(keys)}, {order_f} AS __o, {feats} "
-        f"FROM read_parquet({files}, file_row_number = true, union_by_name = true) "
-        f"WHERE {' AND '.join(where)}), "
-        f"s AS (SELECT {_ROW}, {', '.join(keys)}, {order_s} AS __o FROM {_SPINE_VIEW}) "
-        f"SELECT {outs} FROM s ASOF LEFT JOIN f ON {on} ORDER BY s.{_ROW}"
-    )
+class _Sql:
+    """The three statements of one request: the fast join, the tied rows, the exact join of those rows."""
+
+    def __init__(self, request: FeatureRequest, lo: datetime, hi: datetime) -> None:
+        self.keys = [_ident(k) for k in request.join_keys]
+        self.n = len(request.features)
+        self.ttl_us = None if request.ttl is None else request.ttl // timedelta(microseconds=1)
+        try:
+            start = lo - request.ttl if request.ttl is not None else None
+        except OverflowError:  # a TTL reaching before year 1: no lower bound
+            start = None
+        ets = _ident(EVENT_TIMESTAMP)
+        where = [f"{ets} <= {_ts_literal(hi)}"] + ([f"{ets} >= {_ts_literal(start)}"] if start else [])
+        self.where = " AND ".join(where)
+        files = "[" + ", ".join(_literal(f) for f in request.files) + "]"
+        self.scan = f"read_parquet({files}, file_row_number = true, union_by_name = true)"
+        self.feats = ", ".join(f"{_ident(col)} AS __f{i}" for i, (col, _) in enumerate(request.features))
+
+    def _outputs(self, e_spine: str, e_row: str) -> str:
+        if self.ttl_us is None:
+            return ", ".join(f"f.__f{i}" for i in range(self.n))
+        fresh = f"{e_spine} - {e_row} <= {self.ttl_us}"
+        return ", ".join(f"CASE WHEN {fresh} THEN f.__f{i} END AS __f{i}" for i in range(self.n))
+
+    def _on(self, order: str) -> str:
+        return " AND ".join([*(f"s.{k} = f.{k}" for k in self.keys), order])
+
+    def fast(self) -> str:
+        """ASOF on the event time alone; ``__m`` is the winner's event time where it is within the TTL."""
+        ets, keys = _ident(EVENT_TIMESTAMP), ", ".join(self.keys)
+        fresh = "" if self.ttl_us is None else f"s.__e - f.__e <= {self.ttl_us}"
+        matched = f"CASE WHEN {fresh} THEN f.__e END" if fresh else "f.__e"
+        return (f"WITH f AS (SELECT {keys}, epoch_us({ets}) AS __e, {self.feats} FROM {self.scan} "
+                f"WHERE {self.where}), "
+                f"s AS (SELECT {_ROW}, {keys}, epoch_us({ets}) AS __e FROM {_SPINE_VIEW}) "
+                f"SELECT {matched} AS __m, {self._outputs('s.__e', 'f.__e')} "
+                f"FROM s ASOF LEFT JOIN f ON {self._on('s.__e >= f.__e')} ORDER BY s.{_ROW}")
+
+    def tied_rows(self) -> str:
+        """Spine rows whose winning (key, event time) belongs to more than one row: they need the full order."""
+        ets, keys = _ident(EVENT_TIMESTAMP), ", ".join(self.keys)
+        on = " AND ".join([*(f"r.{k} = m.{k}" for k in self.keys), f"epoch_us(r.{ets}) = m.__m"])
+        return (f"WITH m AS (SELECT DISTINCT {keys}, __m FROM {_MATCHED_VIEW} WHERE __m IS NOT NULL), "
+                f"c AS (SELECT {', '.join(f'r.{k}' for k in self.keys)}, epoch_us(r.{ets}) AS __m "
+                f"FROM {self.scan} r SEMI JOIN m ON {on} WHERE {self.where} GROUP BY ALL HAVING count(*) > 1) "
+                f"SELECT {_ROW} FROM {_MATCHED_VIEW} JOIN c USING ({keys}, __m) ORDER BY {_ROW}")
+
+    def exact(self) -> str:
+        """The tied rows again, ordered by (event us, created us, file position), over their keys' rows only."""
+        ets, keys = _ident(EVENT_TIMESTAMP), ", ".join(self.keys)
+        order_f = (f"{{'e': epoch_us({ets}), 'c': coalesce(epoch_us({_ident(CREATED_TIMESTAMP)}), {_MIN}), "
+                   "'p': (file_index::BIGINT << 40) + file_row_number}")
+        order_s = f"{{'e': epoch_us({ets}), 'c': {_MAX}, 'p': {_MAX}}}"
+        on_keys = " AND ".join(f"r.{k} = k.{k}" for k in self.keys)
+        return (f"WITH s AS (SELECT {_ROW}, {keys}, {order_s} AS __o FROM {_SPINE_VIEW} "
+                f"SEMI JOIN {_TIED_VIEW} USING ({_ROW})), "
+                f"f AS (SELECT {', '.join(f'r.{k}' for k in self.keys)}, {order_f} AS __o, {self.feats} "
+                f"FROM {self.scan} r SEMI JOIN (SELECT DISTINCT {keys} FROM s) k ON {on_keys} "
+                f"WHERE {self.where}) "
+                f"SELECT {self._outputs('s.__o.e', 'f.__o.e')} FROM s ASOF LEFT JOIN f "
+                f"ON {self._on('s.__o >= f.__o')} ORDER BY s.{_ROW}")
 
 
 def _ident(name: str) -> str:

@@ -55,6 +55,15 @@ def test_matches_reference_on_random_worlds(seed: int, pit_world: Any, con: duck
 
 
 @pytest.mark.parametrize("seed", range(3))
+def test_matches_reference_without_any_event_time_ties(seed: int, pit_world: Any,
+                                                       con: duckdb.DuckDBPyConnection) -> None:
+    world = pit_world(seed, event_ties=False)      # every answer comes from the fast join alone
+    spine = world.spine(random.Random(seed), 80)
+    requests = [world.data[name].request(prefix=f"{name}__") for name in ("user_stats", "pin_stats", "user_extra")]
+    _assert_matches(point_in_time_duckdb(con, spine, requests), spine, world, requests)
+
+
+@pytest.mark.parametrize("seed", range(3))
 def test_subset_of_features_renamed_and_one_file(seed: int, pit_world: Any, con: duckdb.DuckDBPyConnection) -> None:
     world = pit_world(seed, n_rows=60, n_files=1)
     spine = world.spine(random.Random(seed + 100), 50)
