@@ -6,7 +6,8 @@ aggregation filtering its own window ``T - window <= ts``. A group exists only w
 longest window, which is exactly when an entity gets a row. Times are integer microseconds throughout.
 
 Floating-point sums add values in ``(ts, value)`` order, so results are deterministic run to run whatever
-the thread count; integer sums are exact. ``last`` breaks ties on ``ts`` by the larger value.
+the thread count (and a plain reference can match them bit for bit); integer sums are exact. ``last``
+breaks ties on ``ts`` by the larger value.
 """
 
 from __future__ import annotations
@@ -83,16 +84,24 @@ def columns_of(signal: Signal) -> list[str]:
     return list(dict.fromkeys(a.column for a in signal.aggregations if a.column))
 
 
+def _needs_order(agg: Aggregation, col_type: pa.DataType | None) -> bool:
+    """Float sums and ``last`` depend on the order of their values; they read a rank by ``(ts, value)``."""
+    if agg.function == "last":
+        return True
+    return agg.function in ("sum", "mean") and col_type is not None and pa.types.is_floating(col_type)
+
+
 def _agg_expr(agg: Aggregation, col: str | None, col_type: pa.DataType | None) -> str:
     window = micros(agg.window)
     cond = f"_t >= _step - {window}"
+    rank = f"_r{col[2:]}" if col else ""
     fn = agg.function
     if fn == "count":
         inner = f"count({col or '*'}) FILTER (WHERE {cond})"
     elif fn in ("sum", "mean"):
         assert col is not None and col_type is not None
         if pa.types.is_floating(col_type):
-            total = f"sum(CAST({col} AS DOUBLE) ORDER BY _t, {col}) FILTER (WHERE {cond})"
+            total = f"sum(CAST({col} AS DOUBLE) ORDER BY {rank}) FILTER (WHERE {cond})"
         elif pa.types.is_boolean(col_type):
             total = f"sum(CAST({col} AS BIGINT)) FILTER (WHERE {cond})"
         else:
@@ -101,7 +110,7 @@ def _agg_expr(agg: Aggregation, col: str | None, col_type: pa.DataType | None) -
     elif fn in ("min", "max"):
         inner = f"{fn}({col}) FILTER (WHERE {cond})"
     elif fn == "last":
-        inner = f"arg_max({col}, struct_pack(ts := _t, v := {col})) FILTER (WHERE {col} IS NOT NULL AND {cond})"
+        inner = f"arg_max({col}, {rank}) FILTER (WHERE {col} IS NOT NULL AND {cond})"
     else:  # pragma: no cover - Aggregation validates its function
         raise SchemaError(f"aggregation {agg.name}: unknown function {fn!r}")
     assert agg.dtype is not None
@@ -109,21 +118,29 @@ def _agg_expr(agg: Aggregation, col: str | None, col_type: pa.DataType | None) -
 
 
 def aggregation_sql(signal: Signal, events: pa.Table, view: str, start: datetime, end: datetime) -> str | None:
-    """The query computing ``signal`` over ``[start, end)`` from the prepared events view; None if no step fits."""
+    """The query computing ``signal`` over ``[start, end)`` from the prepared events view; None if no step fits.
+
+    Order-dependent aggregations read ``_r<i>``, the rank of each event by ``(ts, value)`` among all events:
+    a float sum adds in rank order, ``last`` takes the value of the highest rank (latest ts, then largest
+    value). One global rank per column is far cheaper than ordering inside every group.
+    """
     assert signal.step is not None and signal.max_window is not None
     step_us, max_w = micros(signal.step), micros(signal.max_window)
     first, last = step_bounds(start, end, step_us)
     if first > last:
         return None
     col_names = {c: f"_c{i}" for i, c in enumerate(columns_of(signal))}
-    exprs = []
+    exprs, ranked = [], {}
     for agg in signal.aggregations:
         col = col_names.get(agg.column) if agg.column else None
         col_type = events.schema.field(col).type if col else None
+        if col and _needs_order(agg, col_type):
+            ranked[col] = f"row_number() OVER (ORDER BY _t, {col} NULLS FIRST) AS _r{col[2:]}"
         exprs.append(_agg_expr(agg, col, col_type))
+    ranks = "".join(f", {r}" for r in ranked.values())
     return f"""
         WITH ev AS (
-            SELECT * FROM {view}
+            SELECT *{ranks} FROM {view}
             WHERE _k IS NOT NULL AND _t IS NOT NULL AND _t >= {first - max_w} AND _t < {last}
         ), ex AS (
             SELECT *, unnest(range(greatest(_t - ((_t % {step_us}) + {step_us}) % {step_us} + {step_us}, {first}),
