@@ -138,4 +138,4 @@ def fix_pyiceberg_list_nulls() -> None:
         return result
 
     list_keeping_nulls._quasar_keeps_nulls = True  # type: ignore[attr-defined]
-    visitor.list = list_keeping_nulls
+    setattr(visitor, "list", list_keeping_nulls)  # noqa: B010 - replacing a method on purpose

@@ -20,7 +20,7 @@ from signals.errors import NotFoundError, StoreError
 from signals.signal import Signal
 from signals.source import Source
 from signals.ufr.types import TIMESTAMP_ARROW
-from store.tables import OfflineStore, as_utc
+from store.tables import OfflineStore, as_utc, time_filter
 
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
@@ -100,7 +100,6 @@ class SourceReader:
     def _read_iceberg(self, source: Source, start: datetime, end: datetime,
                       columns: list[str] | None) -> pa.Table:
         from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-        from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
         from pyiceberg.types import TimestampType, TimestamptzType
 
         assert source.table is not None
@@ -117,14 +116,10 @@ class SourceReader:
                              f"table {source.table} (columns: {', '.join(names)})")
         self._check_columns(source, names, columns)
         ts_type = schema.find_field(source.timestamp).field_type
-        if isinstance(ts_type, TimestamptzType):
-            low, high = start.isoformat(), end.isoformat()
-        elif isinstance(ts_type, TimestampType):
-            low, high = start.replace(tzinfo=None).isoformat(), end.replace(tzinfo=None).isoformat()
-        else:
+        if not isinstance(ts_type, TimestamptzType | TimestampType):
             raise StoreError(f"source {source.name}: timestamp column {source.timestamp!r} of {source.table} "
                              f"has type {ts_type}; it must be a timestamp")
-        row_filter = And(GreaterThanOrEqual(source.timestamp, low), LessThan(source.timestamp, high))
+        row_filter = time_filter(source.timestamp, start, end, naive=isinstance(ts_type, TimestampType))
         try:
             result = table.scan(row_filter=row_filter,
                                 selected_fields=tuple(columns) if columns else ("*",)).to_arrow()

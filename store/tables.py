@@ -43,15 +43,22 @@ def as_utc(value: datetime, what: str = "time") -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def time_filter(column: str, start: datetime | None, end: datetime | None) -> Any:
-    """The pyiceberg row filter ``start <= column < end`` (either bound may be open)."""
+def time_filter(column: str, start: datetime | None, end: datetime | None, *, naive: bool = False) -> Any:
+    """The pyiceberg row filter ``start <= column < end`` (either bound may be open).
+
+    ``naive`` writes the bounds without an offset, for Iceberg ``timestamp`` (not ``timestamptz``) columns.
+    """
     from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThan
+
+    def literal(value: datetime, what: str) -> str:
+        utc = as_utc(value, what)
+        return utc.replace(tzinfo=None).isoformat() if naive else utc.isoformat()
 
     parts: list[Any] = []
     if start is not None:
-        parts.append(GreaterThanOrEqual(column, as_utc(start, "start").isoformat()))
+        parts.append(GreaterThanOrEqual(column, literal(start, "start")))  # type: ignore[call-arg, arg-type]
     if end is not None:
-        parts.append(LessThan(column, as_utc(end, "end").isoformat()))
+        parts.append(LessThan(column, literal(end, "end")))  # type: ignore[call-arg, arg-type]
     if not parts:
         return AlwaysTrue()
     return parts[0] if len(parts) == 1 else And(parts[0], parts[1])
