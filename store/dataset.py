@@ -165,7 +165,7 @@ def _storable(dtype: pa.DataType, name: str) -> pa.DataType:
 
 
 @dataclass(frozen=True)
-class _Column:
+class PlannedColumn:
     """One requested feature: the reference it came from and its output column."""
 
     ref: str
@@ -174,19 +174,21 @@ class _Column:
 
 
 @dataclass
-class _SignalPlan:
+class SignalPlan:
+    """One signal version a dataset reads, and its requested columns in request order."""
+
     signal: Signal
     version: int
-    columns: list[_Column] = field(default_factory=list)
+    columns: list[PlannedColumn] = field(default_factory=list)
 
 
-def plan_features(refs: Sequence[str], resolve: Resolve, *, full_names: bool = False) -> list[_SignalPlan]:
+def plan_features(refs: Sequence[str], resolve: Resolve, *, full_names: bool = False) -> list[SignalPlan]:
     """Resolve references to signal versions and output columns, in request order; names must not clash."""
     if isinstance(refs, str):
         refs = [refs]
     if not refs:
         raise DatasetError("no features requested: give at least one 'signal' or 'signal:feature'")
-    plans: dict[tuple[str, int], _SignalPlan] = {}
+    plans: dict[tuple[str, int], SignalPlan] = {}
     resolved: dict[tuple[str, int | None], tuple[Signal, int]] = {}
     outputs: dict[str, str] = {}
     for raw in refs:
@@ -195,7 +197,7 @@ def plan_features(refs: Sequence[str], resolve: Resolve, *, full_names: bool = F
         if key not in resolved:
             resolved[key] = resolve(ref.signal, ref.version)
         sig, version = resolved[key]
-        plan = plans.setdefault((sig.name, version), _SignalPlan(sig, version))
+        plan = plans.setdefault((sig.name, version), SignalPlan(sig, version))
         names = sig.schema.names
         if ref.feature is not None and ref.feature not in names:
             raise NotFoundError(f"signal {sig.name!r} v{version} has no feature {ref.feature!r}; "
@@ -210,11 +212,11 @@ def plan_features(refs: Sequence[str], resolve: Resolve, *, full_names: bool = F
                 raise DatasetError(f"features {outputs[output]!r} and {raw!r} would both be named {output!r}: "
                                    f"{hint}")
             outputs[output] = raw
-            plan.columns.append(_Column(ref=raw, feature=feature, output=output))
+            plan.columns.append(PlannedColumn(ref=raw, feature=feature, output=output))
     return list(plans.values())
 
 
-def _join_keys(plans: Iterable[_SignalPlan]) -> JoinKeys:
+def _join_keys(plans: Iterable[SignalPlan]) -> JoinKeys:
     keys: dict[str, tuple[pa.DataType, str]] = {}
     for p in plans:
         entity = p.signal.entity
@@ -226,7 +228,7 @@ def _join_keys(plans: Iterable[_SignalPlan]) -> JoinKeys:
     return keys
 
 
-def _sources(plans: Sequence[_SignalPlan], requests: Sequence[FeatureRequest]) -> dict[str, dict[str, int | None]]:
+def _sources(plans: Sequence[SignalPlan], requests: Sequence[FeatureRequest]) -> dict[str, dict[str, int | None]]:
     counts: dict[str, int] = {}
     for p in plans:
         counts[p.signal.name] = counts.get(p.signal.name, 0) + 1
@@ -276,7 +278,7 @@ def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve,
                          sources=result.sources, features=result.features)
 
 
-def _request(plan: _SignalPlan, store_files: StoreFiles, lo: datetime | None,
+def _request(plan: SignalPlan, store_files: StoreFiles, lo: datetime | None,
              hi: datetime | None) -> FeatureRequest:
     sig = plan.signal
     start = end = None

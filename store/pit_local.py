@@ -56,7 +56,11 @@ def point_in_time_duckdb(con: duckdb.DuckDBPyConnection, spine: pa.Table,
     _check_spine(spine, requests)
     columns: dict[str, pa.ChunkedArray] = {}
     keys = sorted({k for r in requests for k in r.join_keys})
-    times = spine.column(EVENT_TIMESTAMP).cast(TIMESTAMP_ARROW)
+    try:
+        times = spine.column(EVENT_TIMESTAMP).cast(TIMESTAMP_ARROW)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DatasetError(f"spine column {EVENT_TIMESTAMP!r} does not fit timestamp[us, UTC] (normalise the spine "
+                           f"with store.spine.normalize_spine): {exc}") from exc
     slim = pa.table({**{k: spine.column(k) for k in keys}, EVENT_TIMESTAMP: times,
                      _ROW: pa.array(range(spine.num_rows), pa.int64())})
     bounds = pc.min_max(times)
