@@ -315,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         f"{data.entities:,} users, {FEATURES} float32 features, {len(data.files)} Parquet files of {size_mb:.0f} MiB, "
         f"TTL {TTL.days} days. DuckDB paths: best of {args.repeat} interleaved runs after a warm-up; Feast: one "
-        f"run, timed inside its process, budget {args.feast_timeout:.0f} s. Mismatches are counted cell by cell "
+        f"run, timed inside its process (budget for the whole process {args.feast_timeout:.0f} s). Mismatches are counted cell by cell "
         f"against the raw ASOF result, keyed by spine row ({spine.num_rows * FEATURES:,} cells).",
         "", table, "", *notes,
     ])
