@@ -29,6 +29,13 @@ PROP_VERSION = "quasar.version"
 PROP_FINGERPRINT = "quasar.schema_fingerprint"
 PROP_JOIN_KEY = "quasar.join_key"
 _DAY_MICROS = 86_400_000_000
+_COMMIT_ATTEMPTS = 5
+
+
+def _is_commit_conflict(exc: BaseException) -> bool:
+    from pyiceberg.exceptions import CommitFailedException
+
+    return isinstance(exc, CommitFailedException)
 
 
 def table_name(signal: str, version: int) -> str:
@@ -169,19 +176,28 @@ class OfflineStore:
         table = self.ensure_table(signal, version)
         window = f"[{start.isoformat()}, {end.isoformat()})"
         props = {"quasar.window": window, "quasar.rows": str(stored.num_rows)}
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-                tx = table.transaction()
-                tx.delete(time_filter(EVENT_TIMESTAMP, start, end), snapshot_properties=props)
-                _append_by_day(tx, table, stored, props)
-                tx.commit_transaction()
-        except Exception as exc:
-            raise StoreError(f"signal {signal.name} v{version}: writing the window {window} to "
-                             f"{'.'.join(self.identifier(signal.name, version))} failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                self._commit_window(table, stored, start, end, props)
+                break
+            except Exception as exc:
+                if _is_commit_conflict(exc) and attempt < _COMMIT_ATTEMPTS:
+                    table = self.table(signal.name, version)      # another writer won: redo on its snapshot
+                    continue
+                raise StoreError(f"signal {signal.name} v{version}: writing the window {window} to "
+                                 f"{'.'.join(self.identifier(signal.name, version))} failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
         snapshot = table.current_snapshot()
         return None if snapshot is None else int(snapshot.snapshot_id)
+
+    @staticmethod
+    def _commit_window(table: Any, stored: pa.Table, start: datetime, end: datetime, props: dict[str, str]) -> None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+            tx = table.transaction()
+            tx.delete(time_filter(EVENT_TIMESTAMP, start, end), snapshot_properties=props)
+            _append_by_day(tx, table, stored, props)
+            tx.commit_transaction()
 
     # --- reading --------------------------------------------------------------------------------------
     def read(self, signal: Signal, version: int, *, start: datetime | None = None, end: datetime | None = None,
