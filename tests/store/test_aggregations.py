@@ -8,6 +8,7 @@ Floating sums add values in ``(ts, value)`` order, as the engine documents.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,13 +16,29 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from fixtures.offline import random_events
 
-from signals import Entity, Float32, Int64, Source, Timestamp, aggregate, count, last, max_, mean, min_, sum_
+from signals import (
+    Entity,
+    Float32,
+    Int64,
+    Source,
+    Timestamp,
+    aggregate,
+    count,
+    last,
+    max_,
+    mean,
+    min_,
+    signal,
+    sum_,
+)
 from signals.aggregation import Aggregation
-from signals.errors import SchemaError
+from signals.errors import DefinitionError, SchemaError, StoreError
 from signals.signal import Signal
+from store.engines import load_engine
 from store.engines.local import LocalEngine
 from store.engines.local_agg import micros
 
@@ -231,3 +248,24 @@ def test_missing_source_column_is_named(engine: LocalEngine) -> None:
     with pytest.raises(SchemaError, match="signal hourly: source events has no column 'dwell_s'"):
         engine.compute(HOURLY, pa.table({"user_id": [1], "ts": pa.array([T0], pa.timestamp("us", tz="UTC")),
                                          "clicked": [1], "item_id": [3]}), T0, T0 + DAY)
+
+
+# --- the engine around the SQL ------------------------------------------------------------------------------
+def test_transforms_run_their_function_and_engines_load_by_name() -> None:
+    @signal(entity=user, source=events, features={"clicks": Int64()})
+    def doubled(batch: pa.Table) -> pa.Table:
+        return pa.table({"user_id": batch["user_id"], "event_timestamp": batch["ts"],
+                         "clicks": pc.multiply(batch["clicked"], 2)})
+
+    eng = load_engine("local", threads=1)
+    assert isinstance(eng, LocalEngine) and eng.name == "local"
+    source = random_events(n=20)
+    out = eng.compute(doubled, source, T0, T0 + DAY)
+    assert out.column("clicks").to_pylist() == [2 * c for c in source.column("clicked").to_pylist()]
+    with pytest.raises(DefinitionError, match="signal doubled has no Python transform to run"):
+        eng.compute(dataclasses.replace(doubled, transform=None), source, T0, T0 + DAY)
+    assert eng.connection.execute("SELECT current_setting('threads')").fetchone() == (1,)
+    eng.close()
+    eng.close()
+    with pytest.raises(StoreError, match="threads must be a positive int"):
+        LocalEngine(threads=0)
