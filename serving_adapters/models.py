@@ -128,12 +128,12 @@ def check_bundle(bundle: Bundle, resolve: Resolver) -> LoadedModel:
                               "use 'request' or 'candidate'")
         ref = parse_ref(column.ref, model)
         signal = _current_signal(model, column, ref, resolve)
-        _check_feature(model, column, ref, signal, spec_types[column.column])
         key = spec.request_key if column.role == "request" else spec.candidate_key
         if signal.entity.join_key != key:
             raise BundleError(f"model {model!r}: input {column.column!r} ({ref}) is a {column.role} input, so it "
                               f"must describe the entity keyed by {key!r}, but signal {ref.signal!r} is keyed by "
                               f"{signal.entity.join_key!r}")
+        _check_feature(model, column, ref, signal, spec_types[column.column])
         seen = entities.setdefault(column.role, signal.entity)
         if seen.join_key_type != signal.entity.join_key_type:
             raise BundleError(f"model {model!r}: {column.role} inputs disagree on the type of {key!r} "

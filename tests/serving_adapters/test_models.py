@@ -120,3 +120,27 @@ def test_a_refused_bundle_is_not_cached_and_loads_once_fixed(tmp_path: Path) -> 
         models.get("ranker")
     save(tmp_path)
     assert models.get("ranker").name == "ranker"
+
+
+def test_against_a_real_registry_a_new_signal_version_refuses_the_old_bundle(tmp_path: Path) -> None:
+    from dataclasses import replace as dc_replace
+
+    from registry import Registry
+    from serving_adapters.models import registry_resolver
+    from signals import FeatureSchema, Int64
+
+    save(tmp_path / "models")
+    sources = [score_user_stats.source, score_pin_stats.source]
+    with Registry.open(f"sqlite:///{tmp_path / 'registry.db'}") as registry:
+        registry.register_definitions([score_user_stats.entity, score_pin_stats.entity], sources,
+                                      [score_user_stats, score_pin_stats], module="tests.scoring")
+        assert registry.signal("score_user_stats").version == 1
+        models = ModelRegistry(tmp_path / "models", registry_resolver(registry))
+        assert models.get("ranker").request_reads[0].version == 1
+        wider = dc_replace(score_user_stats, schema=FeatureSchema.of({**score_user_stats.features, "views": Int64()}))
+        registry.register_definitions([], [], [wider], module="tests.scoring")
+        assert registry.signal("score_user_stats").version == 2
+        models.evict("ranker")
+        with pytest.raises(BundleError, match=r"reads score_user_stats@1:clicks, but the registry's current "
+                                              r"version of 'score_user_stats' is 2"):
+            models.get("ranker")
