@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Any
+
+from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
 from serving_adapters.scorer import Scorer
@@ -11,14 +13,14 @@ from serving_adapters.service.errors import JSONResponse, quasar_error_response
 from serving_adapters.service.schemas import ErrorResponse, ScoreRequest, ScoreResponse
 from signals.errors import NotFoundError, QuasarError
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (401, 404, 409, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 422, 503)}
 
 
 def score_router(scorer: Scorer, auth_tokens: tuple[str, ...]) -> APIRouter:
     router = APIRouter(tags=["scoring"], dependencies=[Depends(bearer_auth(auth_tokens))])
 
     @router.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)  # type: ignore[misc]
-    async def score(body: ScoreRequest, request: Request) -> Response:
+    async def score(body: ScoreRequest) -> Response:
         """Read the request entity's and the candidates' features online and score them with ``model``."""
         # label metrics with the model name only once it is known to exist (bounded label values)
         label = body.model if scorer.models.cached(body.model) is not None else "unknown"
