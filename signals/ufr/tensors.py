@@ -461,7 +461,7 @@ def collate_feature_batches(batches: Sequence[FeatureBatch]) -> FeatureBatch:
         id_lists[name] = IdListTensor(
             values=torch.cat([p.values for p in parts]),
             offsets=torch.cat([p.offsets + int(s) for p, s in zip(parts, shifts, strict=True)]),
-            weights=None if bags.weights is None else torch.cat([p.weights for p in parts]))  # type: ignore[misc]
+            weights=None if bags.weights is None else torch.cat([p.weights for p in parts if p.weights is not None]))
     return FeatureBatch(
         size=sum(b.size for b in batches), dense=torch.cat([b.dense for b in batches]),
         dense_names=list(first.dense_names), dense_mask=torch.cat([b.dense_mask for b in batches]),
