@@ -1,0 +1,164 @@
+"""The online store plug-in point: write a signal's latest rows, read feature columns for entity keys.
+
+One abstract base per plug-in point (sync ``OnlineStore``, async ``AsyncOnlineStore`` for the HTTP
+services), a small dict from store type to lazy loader, and ``columns_from_records``, the backend-neutral
+step that turns a signal's UFR records into typed columns with Feast's per-value statuses.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from signals.errors import DependencyMissingError, QuasarError
+from signals.signal import Signal
+from signals.ufr.codec import decode
+
+
+class FeatureStatus(IntEnum):
+    """The status of one value, with Feast's names."""
+
+    PRESENT = 0
+    NOT_FOUND = 1
+    NULL_VALUE = 2
+    OUTSIDE_MAX_AGE = 3
+
+
+@dataclass
+class OnlineColumns:
+    """One signal version's features for the requested keys, one row per key in request order.
+
+    ``table`` has the signal's UFR Arrow schema; a value that is NOT_FOUND or OUTSIDE_MAX_AGE is null
+    there (a stale value is never returned as present). ``event_time_us`` is the stored record's event
+    time (0 where not found); ``status`` maps each feature to a uint8 array of ``FeatureStatus`` values.
+    """
+
+    signal: str
+    version: int
+    table: pa.Table
+    event_time_us: np.ndarray
+    status: dict[str, np.ndarray]
+
+
+class OnlineStore(ABC):
+    """A synchronous online store. Optional abilities are ``supports_*`` properties."""
+
+    @abstractmethod
+    def write(self, signal: Signal, version: int, rows: pa.Table) -> int:
+        """Write rows (join key, event_timestamp, features in UFR types), newer event time wins per key;
+        returns how many rows were written, i.e. not rejected as older than what is stored."""
+
+    @abstractmethod
+    def read(self, signal_versions: Sequence[tuple[Signal, int]], keys: Sequence[Any]) -> list[OnlineColumns]:
+        """The features of every requested signal version (all of ONE entity) for ``keys``, in one round trip."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Return when the store answers; OnlineUnavailableError when it does not."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
+
+    @property
+    def supports_cluster(self) -> bool:
+        return False
+
+
+class AsyncOnlineStore(ABC):
+    """The asyncio twin of ``OnlineStore``, for the HTTP feature and scoring services."""
+
+    @abstractmethod
+    async def write(self, signal: Signal, version: int, rows: pa.Table) -> int: ...
+
+    @abstractmethod
+    async def read(self, signal_versions: Sequence[tuple[Signal, int]],
+                   keys: Sequence[Any]) -> list[OnlineColumns]: ...
+
+    @abstractmethod
+    async def ping(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+    @property
+    def supports_cluster(self) -> bool:
+        return False
+
+
+ONLINE_STORES: dict[str, str] = {"redis": "online.redis_store:RedisOnlineStore"}
+ASYNC_ONLINE_STORES: dict[str, str] = {"redis": "online.redis_store:AsyncRedisOnlineStore"}
+_EXTRAS = {"redis": ("redis", "redis")}
+
+
+def _load(table: dict[str, str], kind: str) -> Any:
+    if kind not in table:
+        raise QuasarError(f"unknown online store {kind!r}; known online stores: {', '.join(sorted(table))}")
+    module_name, _, cls_name = table[kind].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if kind in _EXTRAS and exc.name and exc.name.split(".")[0] == _EXTRAS[kind][0]:
+            raise DependencyMissingError(_EXTRAS[kind][0], _EXTRAS[kind][1], f"the {kind} online store") from exc
+        raise
+    return getattr(module, cls_name)
+
+
+def load_online_store(kind: str, **options: Any) -> OnlineStore:
+    """Instantiate the online store of type ``kind`` (``redis``)."""
+    store: OnlineStore = _load(ONLINE_STORES, kind)(**options)
+    return store
+
+
+def load_async_online_store(kind: str, **options: Any) -> AsyncOnlineStore:
+    """Instantiate the async online store of type ``kind`` (``redis``)."""
+    store: AsyncOnlineStore = _load(ASYNC_ONLINE_STORES, kind)(**options)
+    return store
+
+
+def now_us() -> int:
+    """The current time in microseconds since the epoch."""
+    return time.time_ns() // 1000
+
+
+def columns_from_records(signal: Signal, version: int, records: Sequence[bytes | None], *,
+                         now: int | None = None) -> OnlineColumns:
+    """Decode one signal version's records (None: not stored) into columns with statuses as of ``now`` (µs).
+
+    A record older than the signal's TTL (``now - event_time > ttl``) is OUTSIDE_MAX_AGE and its values
+    are nulled; a null value of a fresh record is NULL_VALUE.
+    """
+    batch = decode(signal.schema, records, signal=signal.name)
+    found = batch.found
+    stale = np.zeros(len(found), dtype=bool)
+    if signal.ttl is not None:
+        ttl_us = signal.ttl // timedelta(microseconds=1)
+        stale = found & ((now_us() if now is None else now) - batch.event_time_us > ttl_us)
+    table = batch.table
+    if stale.any():                  # null stale rows: take with a null index gives a null of any type
+        index = pa.array(np.arange(len(found), dtype=np.int64), mask=stale)
+        table = table.take(index)
+    base = np.where(found, FeatureStatus.PRESENT, FeatureStatus.NOT_FOUND).astype(np.uint8)
+    base[stale] = FeatureStatus.OUTSIDE_MAX_AGE
+    fresh = found & ~stale
+    status = {}
+    for name in signal.schema.names:
+        column = batch.table.column(name)
+        codes = base.copy()
+        if column.null_count:
+            nulls = column.is_null().to_numpy(zero_copy_only=False)
+            codes[fresh & nulls] = FeatureStatus.NULL_VALUE
+        status[name] = codes
+    return OnlineColumns(signal=signal.name, version=version, table=table, event_time_us=batch.event_time_us,
+                         status=status)
+
