@@ -1,0 +1,132 @@
+"""Push: rows of a signal, checked against its schema, written straight to the online store (newer wins).
+
+``validate_push_rows`` is the check alone, so the facade can append the same validated table to the
+offline store. A pushed row must give the join key, ``event_timestamp`` and every feature (a missing value
+is a null, never an absent column, so a push cannot silently blank a feature); ``created_timestamp`` may be
+given. Naive timestamps are taken as UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from online.store import OnlineStore
+from signals.errors import RequestError, SchemaError
+from signals.signal import Signal
+from signals.ufr.codec_arrow import coerce_feature
+from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from signals.ufr.types import TIMESTAMP_ARROW
+
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, TypeError,
+                ValueError)
+
+
+def push(*, signal: Signal, version: int, rows: pa.Table | Sequence[Mapping[str, Any]], online: OnlineStore) -> int:
+    """Validate ``rows`` and write them to ``online``; returns the rows written (not older than the stored ones)."""
+    if not signal.online:
+        raise RequestError(f"signal {signal.name!r} is not an online signal: declare it with online=True to push "
+                           "rows to it")
+    return online.write(signal, version, validate_push_rows(signal, rows))
+
+
+def validate_push_rows(signal: Signal, rows: Any) -> pa.Table:
+    """``rows`` (an Arrow table or record batch, a pandas DataFrame, or a list of dicts) as a table of the join
+    key, ``event_timestamp``, ``created_timestamp`` when given, and the features, in UFR types.
+
+    A missing, unknown or mistyped column is a SchemaError naming it.
+    """
+    expected = _expected_columns(signal)
+    if isinstance(rows, pa.RecordBatch):
+        rows = pa.Table.from_batches([rows])
+    elif type(rows).__module__.startswith("pandas"):
+        rows = pa.Table.from_pandas(rows, preserve_index=False)
+    if isinstance(rows, pa.Table):
+        _check_names(signal, list(rows.column_names), "the rows")
+        columns = {name: rows.column(name) for name in rows.column_names}
+    elif isinstance(rows, Sequence) and not isinstance(rows, (str, bytes)):
+        columns = _columns_of_dicts(signal, rows, expected)
+    else:
+        raise SchemaError(f"signal {signal.name}: push rows as a pyarrow Table or a list of dicts, "
+                          f"not {type(rows).__name__}")
+    out: dict[str, pa.Array | pa.ChunkedArray] = {}
+    for name, arrow_type in expected.items():
+        if name not in columns:
+            continue
+        out[name] = _convert(signal, name, arrow_type, columns[name])
+    return pa.table(out, schema=pa.schema([pa.field(n, expected[n]) for n in out]))
+
+
+def _expected_columns(signal: Signal) -> dict[str, pa.DataType]:
+    return {signal.entity.join_key: signal.entity.arrow_key_type, EVENT_TIMESTAMP: TIMESTAMP_ARROW,
+            CREATED_TIMESTAMP: TIMESTAMP_ARROW, **{n: t.arrow_type() for n, t in signal.schema}}
+
+
+def _check_names(signal: Signal, names: list[str], where: str) -> None:
+    expected = _expected_columns(signal)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SchemaError(f"signal {signal.name}: column {dupes[0]!r} appears more than once in {where}")
+    extra = [n for n in names if n not in expected]
+    if extra:
+        raise SchemaError(f"signal {signal.name}: unknown column {extra[0]!r} in {where}; the signal's columns are "
+                          f"{', '.join(expected)}")
+    missing = [n for n in expected if n != CREATED_TIMESTAMP and n not in names]
+    if missing:
+        what = "feature " if missing[0] in signal.schema.names else ""
+        raise SchemaError(f"signal {signal.name}: {what}column {missing[0]!r} is missing from {where} (give every "
+                          "feature; null for a missing value)")
+
+
+def _columns_of_dicts(signal: Signal, rows: Sequence[Any], expected: dict[str, pa.DataType]) -> dict[str, Any]:
+    if not rows:
+        return {n: pa.array([], t) for n, t in expected.items() if n != CREATED_TIMESTAMP}
+    first = rows[0]
+    if not isinstance(first, Mapping):
+        raise SchemaError(f"signal {signal.name}: row 0 is a {type(first).__name__}, not a dict of column -> value")
+    names = list(first)
+    _check_names(signal, names, "row 0")
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise SchemaError(f"signal {signal.name}: row {i} is a {type(row).__name__}, not a dict")
+        if row.keys() != first.keys():
+            _check_names(signal, list(row), f"row {i}")
+            raise SchemaError(f"signal {signal.name}: row {i} has columns {sorted(row)}, row 0 has {sorted(first)}")
+    columns = {}
+    for name in names:
+        values = [row[name] for row in rows]
+        try:
+            columns[name] = pa.array(values, type=expected[name])
+        except _CAST_ERRORS:
+            try:
+                columns[name] = pa.array(values)        # inferred; _convert then names the mismatch
+            except _CAST_ERRORS as exc:
+                raise SchemaError(f"signal {signal.name}: column {name!r} has values that are not of one type: "
+                                  f"{exc}") from exc
+    return columns
+
+
+def _convert(signal: Signal, name: str, arrow_type: pa.DataType, column: Any) -> Any:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if name in signal.schema.names:
+        return coerce_feature(name, column, signal.schema.type_of(name))
+    where = f"signal {signal.name}: column {name!r}"
+    if name == signal.entity.join_key:
+        integer = signal.entity.join_key_type == "int64"
+        ok = (pa.types.is_integer(column.type) if integer
+              else pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+        if not ok:
+            raise SchemaError(f"{where} has Arrow type {column.type}, but {signal.entity.name} keys are "
+                              f"{signal.entity.join_key_type}")
+    elif not pa.types.is_timestamp(column.type):
+        raise SchemaError(f"{where} has Arrow type {column.type}; give timezone-aware (or naive UTC) timestamps")
+    try:
+        converted = column.cast(arrow_type, safe=True)
+    except _CAST_ERRORS as exc:
+        raise SchemaError(f"{where} of Arrow type {column.type} cannot be read as {arrow_type}: {exc}") from exc
+    if name != CREATED_TIMESTAMP and converted.null_count:
+        raise SchemaError(f"{where} has {converted.null_count} null value(s); every row needs one")
+    return converted
