@@ -97,15 +97,27 @@ def _columns_of_dicts(signal: Signal, rows: Sequence[Any], expected: dict[str, p
     columns = {}
     for name in names:
         values = [row[name] for row in rows]
-        try:
-            columns[name] = pa.array(values, type=expected[name])
+        try:                  # inferred first: pyarrow would truncate 1.5 given int64 as the type
+            column = pa.array(values)
         except _CAST_ERRORS:
+            column = None
+        if column is None or _has_null_type(column.type):     # all None, empty lists: the type decides
             try:
-                columns[name] = pa.array(values)        # inferred; _convert then names the mismatch
+                column = pa.array(values, type=expected[name])
             except _CAST_ERRORS as exc:
-                raise SchemaError(f"signal {signal.name}: column {name!r} has values that are not of one type: "
-                                  f"{exc}") from exc
+                raise SchemaError(f"signal {signal.name}: column {name!r} has values that do not read as "
+                                  f"{expected[name]}: {exc}") from exc
+        columns[name] = column
     return columns
+
+
+def _has_null_type(t: pa.DataType) -> bool:
+    if pa.types.is_null(t):
+        return True
+    if pa.types.is_struct(t):
+        return any(_has_null_type(f.type) for f in t)
+    value_type = getattr(t, "value_type", None)
+    return value_type is not None and _has_null_type(value_type)
 
 
 def _convert(signal: Signal, name: str, arrow_type: pa.DataType, column: Any) -> Any:
