@@ -1,0 +1,246 @@
+"""Online feature requests in Feast's shape: plan a request, read it, build the response column by column.
+
+The response is what Feast clients read from ``get-online-features``::
+
+    {"metadata": {"feature_names": ["user_id", "ctr_7d"]},
+     "results": [{"values": [...], "statuses": [...], "event_timestamps": [...]}, ...]}
+
+one result per column over the requested entity rows in request order: the join keys first (statuses
+PRESENT, event timestamps of the epoch, as Feast does), then the features in request order. Values are
+Python objects built once per column by Arrow's ``to_pylist``: vectors and id lists are lists, weighted id
+lists are lists of ``{"id": .., "weight": ..}``, timestamps are timezone-aware datetimes (ISO-8601 strings
+once rendered by ``online.service``), float32 values are their exact float64 widening. A value that is
+NOT_FOUND, NULL_VALUE or OUTSIDE_MAX_AGE is None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from online.store import AsyncOnlineStore, FeatureStatus, OnlineColumns, OnlineStore
+from signals.entity import Entity
+from signals.errors import DatasetError, RequestError, TooManyEntitiesError
+from signals.signal import Signal
+from signals.ufr.types import TIMESTAMP_ARROW
+from store.dataset import parse_feature_ref
+
+Resolve = Callable[[str, int | None], tuple[Signal, int]]
+
+#: Status names by ``FeatureStatus`` code, for turning a uint8 code column into names in one numpy take.
+STATUS_NAMES = np.array([s.name for s in sorted(FeatureStatus)], dtype=object)
+_EPOCH = pa.array([0], TIMESTAMP_ARROW).to_pylist()[0]
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """One requested feature of one signal version and its name in the response."""
+
+    ref: str
+    feature: str
+    output: str
+
+
+@dataclass
+class SignalRead:
+    """One signal version to read, and its requested columns in request order."""
+
+    signal: Signal
+    version: int
+    columns: list[OutputColumn] = field(default_factory=list)
+
+
+@dataclass
+class EntityRead:
+    """The signal versions of one entity, read together in one round trip for that entity's keys."""
+
+    entity: Entity
+    keys: list[Any]
+    signals: list[SignalRead] = field(default_factory=list)
+
+
+@dataclass
+class OnlinePlan:
+    """A checked request: the join key columns, the reads per entity, and the output order."""
+
+    rows: int
+    join_keys: dict[str, list[Any]]
+    reads: list[EntityRead]
+    outputs: list[tuple[int, int, OutputColumn]]     # (entity read, signal read, column) in request order
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [*self.join_keys, *(c.output for _, _, c in self.outputs)]
+
+
+def parse_refs(features: Sequence[str]) -> list[tuple[str, tuple[str, int | None, str | None]]]:
+    """``(ref, (signal, version, feature))`` for each reference; bad syntax is a RequestError naming it."""
+    if isinstance(features, str) or not isinstance(features, Sequence):
+        raise RequestError("features: give a list of 'signal', 'signal:feature' or 'signal@version:feature'")
+    if not features:
+        raise RequestError("features: the list is empty; ask for at least one 'signal:feature'")
+    parsed = []
+    for raw in features:
+        try:
+            ref = parse_feature_ref(raw)
+        except DatasetError as exc:
+            raise RequestError(str(exc)) from exc
+        parsed.append((raw, (ref.signal, ref.version, ref.feature)))
+    return parsed
+
+
+def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str], resolve: Resolve, *,
+                 full_feature_names: bool = False, max_entities: int | None = None) -> OnlinePlan:
+    """Check a request and plan its reads; every user mistake is a RequestError (or NotFoundError from
+    ``resolve``) that names the signal, feature or join key."""
+    if not isinstance(entities, Mapping):
+        raise RequestError('entities: give a dict of join key -> list of keys, e.g. {"user_id": [1, 2]}')
+    parsed = parse_refs(features)
+    rows = _rows(entities, max_entities)
+    by_entity: dict[str, EntityRead] = {}
+    by_version: dict[tuple[str, int], tuple[int, int]] = {}
+    resolved: dict[tuple[str, int | None], tuple[Signal, int]] = {}
+    outputs: list[tuple[int, int, OutputColumn]] = []
+    named: dict[str, str] = {}
+    for raw, (name, version, feature) in parsed:
+        if (name, version) not in resolved:
+            resolved[(name, version)] = resolve(name, version)
+        sig, ver = resolved[(name, version)]
+        if not sig.online:
+            raise RequestError(f"signal {sig.name!r} is not served online: declare it with online=True and "
+                               "materialize it")
+        if (sig.name, ver) not in by_version:
+            entity_read = by_entity.get(sig.entity.name)
+            if entity_read is None:
+                entity_read = by_entity[sig.entity.name] = EntityRead(sig.entity, [])
+            entity_read.signals.append(SignalRead(sig, ver))
+            by_version[(sig.name, ver)] = (list(by_entity).index(sig.entity.name), len(entity_read.signals) - 1)
+        e_index, s_index = by_version[(sig.name, ver)]
+        read = by_entity[sig.entity.name].signals[s_index]
+        names = sig.schema.names
+        if feature is not None and feature not in names:
+            raise RequestError(f"signal {sig.name!r} v{ver} has no feature {feature!r}; its features: "
+                               f"{', '.join(names)}")
+        for feat in [feature] if feature is not None else names:
+            if any(c.feature == feat for c in read.columns):
+                continue                                  # asked twice (e.g. 'sig' and 'sig:f'): one column
+            output = f"{sig.name}__{feat}" if full_feature_names else feat
+            if output in named:
+                hint = ("ask for one version of the signal" if full_feature_names
+                        else 'set "full_feature_names": true to name columns <signal>__<feature>')
+                raise RequestError(f"features {named[output]!r} and {raw!r} would both be named {output!r}: {hint}")
+            named[output] = raw
+            column = OutputColumn(raw, feat, output)
+            read.columns.append(column)
+            outputs.append((e_index, s_index, column))
+    join_keys = _join_keys(entities, by_entity, named)
+    for entity_read in by_entity.values():
+        entity_read.keys = join_keys[entity_read.entity.join_key]
+    return OnlinePlan(rows=rows, join_keys=join_keys, reads=list(by_entity.values()), outputs=outputs)
+
+
+def _rows(entities: Mapping[str, Sequence[Any]], max_entities: int | None) -> int:
+    lengths = {}
+    for key, values in entities.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+            raise RequestError(f"entities.{key}: give a list of keys, not {type(values).__name__}")
+        lengths[key] = len(values)
+    if not lengths:
+        raise RequestError('entities: give at least one join key with its keys, e.g. {"user_id": [1, 2]}')
+    if len(set(lengths.values())) > 1:
+        shown = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise RequestError(f"entities: every join key needs one value per entity row, but {shown}")
+    rows = next(iter(lengths.values()))
+    if max_entities is not None and rows > max_entities:
+        raise TooManyEntitiesError(f"entities: {rows} entity rows requested; this service answers at most "
+                                   f"{max_entities} per request")
+    return rows
+
+
+def _join_keys(entities: Mapping[str, Sequence[Any]], reads: Mapping[str, EntityRead],
+               outputs: Mapping[str, str]) -> dict[str, list[Any]]:
+    needed: dict[str, Entity] = {}
+    for read in reads.values():
+        other = needed.setdefault(read.entity.join_key, read.entity)
+        if other.join_key_type != read.entity.join_key_type:
+            raise RequestError(f"entities {other.name!r} and {read.entity.name!r} share the join key "
+                               f"{read.entity.join_key!r} with different key types; request them separately")
+    missing = [k for k in needed if k not in entities]
+    if missing:
+        who = needed[missing[0]]
+        raise RequestError(f"entities: join key {missing[0]!r} of entity {who.name!r} is missing; the requested "
+                           f"features need {', '.join(repr(k) for k in needed)}")
+    unknown = [k for k in entities if k not in needed]
+    if unknown:
+        raise RequestError(f"entities: join key {unknown[0]!r} is not used by any requested feature; they need "
+                           f"{', '.join(repr(k) for k in needed)}")
+    clash = [k for k in entities if k in outputs]
+    if clash:
+        raise RequestError(f"feature {outputs[clash[0]]!r} has the name of the join key {clash[0]!r}: "
+                           'set "full_feature_names": true')
+    return {k: list(entities[k]) for k in entities}
+
+
+# --- reading --------------------------------------------------------------------------------------------------
+
+
+def read_online_features(store: OnlineStore, plan: OnlinePlan) -> dict[str, Any]:
+    """Read ``plan`` from a synchronous online store (one round trip per entity) and build the response."""
+    columns = [store.read([(s.signal, s.version) for s in r.signals], r.keys) for r in plan.reads]
+    return build_response(plan, columns)
+
+
+async def aread_online_features(store: AsyncOnlineStore, plan: OnlinePlan) -> dict[str, Any]:
+    """Read ``plan`` from an asyncio online store, the entities concurrently, and build the response."""
+    reads = [store.read([(s.signal, s.version) for s in r.signals], r.keys) for r in plan.reads]
+    columns = await asyncio.gather(*reads) if len(reads) > 1 else [await reads[0]]
+    return build_response(plan, columns)
+
+
+# --- building -------------------------------------------------------------------------------------------------
+
+
+def build_response(plan: OnlinePlan, columns: Sequence[Sequence[OnlineColumns]]) -> dict[str, Any]:
+    """The Feast-shaped response of ``plan`` from the store's columns (``columns[e][s]`` for read ``e``,
+    signal ``s``): Python lists built once per column, no per-value work beyond ``to_pylist``."""
+    rows = plan.rows
+    present = ["PRESENT"] * rows
+    epoch = [_EPOCH] * rows
+    results = [{"values": keys, "statuses": present, "event_timestamps": epoch} for keys in plan.join_keys.values()]
+    times: dict[tuple[int, int], list[Any]] = {}
+    for e, s, column in plan.outputs:
+        got = columns[e][s]
+        if (e, s) not in times:
+            times[(e, s)] = event_timestamps(got.event_time_us)
+        results.append({"values": column_values(got.table.column(column.feature)),
+                        "statuses": status_names(got.status[column.feature]),
+                        "event_timestamps": times[(e, s)]})
+    return {"metadata": {"feature_names": plan.feature_names}, "results": results}
+
+
+def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """A feature column as Python values (float16 vectors widened exactly to float32 first)."""
+    dtype = column.type
+    if pa.types.is_fixed_size_list(dtype) and pa.types.is_float16(dtype.value_type):
+        column = column.cast(pa.list_(pa.field("item", pa.float32(), nullable=False), dtype.list_size))
+    values: list[Any] = column.to_pylist()
+    return values
+
+
+def status_names(codes: np.ndarray) -> list[str]:
+    """``FeatureStatus`` codes as names; all-PRESENT, the common case, without a gather."""
+    if not codes.any():
+        return ["PRESENT"] * len(codes)
+    names: list[str] = STATUS_NAMES[codes].tolist()
+    return names
+
+
+def event_timestamps(event_time_us: np.ndarray) -> list[Any]:
+    """Record event times (µs since the epoch; 0 where not found, i.e. the epoch) as UTC datetimes."""
+    values: list[Any] = pa.array(np.asarray(event_time_us, dtype=np.int64)).cast(TIMESTAMP_ARROW).to_pylist()
+    return values

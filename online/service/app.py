@@ -1,0 +1,111 @@
+"""The feature service's app factory (``quasar serve``): routers, error handlers, metrics and auth.
+
+``create_app`` wires what it is given (a resolver, an async online store); ``app_from_env`` builds one from
+environment variables, for ``run_service`` workers (uvicorn imports the factory in every worker process).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from online.response import Resolve
+from online.service.auth import BearerAuthMiddleware
+from online.service.context import OfflinePush, ResolveCache, ServiceContext
+from online.service.errors import (
+    JSONResponse,
+    handle_http_error,
+    handle_quasar_error,
+    handle_unexpected,
+    handle_validation_error,
+)
+from online.service.metrics import MetricsMiddleware, ServiceMetrics
+from online.service.routers.features import features_router
+from online.service.routers.health import health_router
+from online.service.routers.push import push_router
+from online.store import AsyncOnlineStore
+from signals.errors import ConfigError, QuasarError
+
+DESCRIPTION = """Online features from the quasar online store, in the response shape Feast clients read.
+
+Feature references are `signal`, `signal:feature` or `signal@version:feature`. JSON values: vectors and id
+lists are lists, weighted id lists are lists of `{"id", "weight"}`, timestamps are ISO-8601 UTC strings, and
+NaN and ±inf are `null` (JSON has no such numbers; the status stays PRESENT). Errors answer
+`{"error": {"type", "message"}}`: 422 for an unknown signal, feature or join key or a key of the wrong type,
+413 for too many entity rows, 401 without a valid bearer token (when the service has tokens), 503 while the
+online store cannot be reached (the service recovers by itself when it is back)."""
+
+
+def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int = 1000,
+               auth_tokens: Sequence[str] = (), offline_push: OfflinePush | None = None,
+               max_push_rows: int = 10_000, resolve_cache_s: float = 5.0, close_store: bool = False) -> FastAPI:
+    """A FastAPI feature service reading ``store``, resolving ``signal[@version]`` with ``resolve``.
+
+    ``resolve(name, version)`` returns ``(Signal, version)`` (latest when version is None) or raises
+    NotFoundError; answers are cached for ``resolve_cache_s`` seconds. With ``auth_tokens`` every route but
+    ``/healthz`` needs ``Authorization: Bearer <token>``. ``offline_push(signal, version, table)`` appends
+    pushed rows to the offline store (``"to": "online_and_offline"``). The store belongs to the caller
+    unless ``close_store``.
+    """
+    if max_entities < 1 or max_push_rows < 1:
+        raise ConfigError(f"max_entities and max_push_rows must be at least 1, got {max_entities}, {max_push_rows}")
+    metrics = ServiceMetrics()
+    ctx = ServiceContext(store=store, resolver=ResolveCache(resolve, resolve_cache_s), metrics=metrics,
+                         max_entities=max_entities, max_push_rows=max_push_rows, offline_push=offline_push)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if close_store:
+            await store.close()
+
+    app = FastAPI(title="quasar feature service", version="1", description=DESCRIPTION, lifespan=lifespan,
+                  default_response_class=JSONResponse)
+    app.state.context = ctx
+    app.state.metrics = metrics
+    app.add_exception_handler(QuasarError, handle_quasar_error)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(Exception, handle_unexpected)
+    app.include_router(features_router(ctx))
+    app.include_router(push_router(ctx))
+    app.include_router(health_router(ctx))
+    known = frozenset(getattr(r, "path", "") for r in app.routes)
+    app.add_middleware(BearerAuthMiddleware, tokens=tuple(auth_tokens))      # inner: runs after metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known)  # outer: sees every answer
+    return app
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name}={raw!r} is not an integer") from exc
+
+
+def app_from_env() -> FastAPI:
+    """A service from the environment: ``QUASAR_REGISTRY_URL`` (default ``sqlite:///.quasar/registry.db``),
+    ``QUASAR_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``), ``QUASAR_PROJECT`` (default ``quasar``),
+    ``QUASAR_REDIS_CLUSTER`` (``1`` for a cluster), ``QUASAR_MAX_ENTITIES`` (default 1000) and
+    ``QUASAR_AUTH_TOKENS`` (comma-separated). No offline push."""
+    from online.redis_store import AsyncRedisOnlineStore
+    from registry.registry import Registry
+
+    registry = Registry.open(os.environ.get("QUASAR_REGISTRY_URL", "sqlite:///.quasar/registry.db"))
+    store = AsyncRedisOnlineStore(os.environ.get("QUASAR_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                                  project=os.environ.get("QUASAR_PROJECT", "quasar"),
+                                  cluster=os.environ.get("QUASAR_REDIS_CLUSTER", "") in ("1", "true", "yes"))
+
+    def resolve(name: str, version: int | None) -> tuple[object, int]:
+        found = registry.signal(name, version)
+        return found.signal, found.version
+
+    tokens = [t.strip() for t in os.environ.get("QUASAR_AUTH_TOKENS", "").split(",") if t.strip()]
+    return create_app(resolve=resolve, store=store, max_entities=_int_env("QUASAR_MAX_ENTITIES", 1000),  # type: ignore[arg-type]
+                      auth_tokens=tokens, close_store=True)

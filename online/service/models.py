@@ -1,0 +1,93 @@
+"""Request and response bodies of the feature service (they are also its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+#: A join key value: an int64 or a string, never a float or a bool.
+Key = StrictInt | StrictStr
+_SIGNAL = r"^[A-Za-z_][A-Za-z0-9_]*(@[0-9]+)?$"
+
+
+class FeaturesRequest(BaseModel):
+    """``{"entities": {"user_id": [1, 2]}, "features": ["user_engagement:ctr_7d"]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entities: dict[str, list[Key]] = Field(
+        description="Join key -> keys, one per entity row; every join key the features need, all of one length",
+        examples=[{"user_id": [1, 2]}])
+    features: list[StrictStr] = Field(
+        min_length=1, description="'signal', 'signal:feature' or 'signal@version:feature'",
+        examples=[["user_engagement:ctr_7d"]])
+    full_feature_names: StrictBool = Field(False, description="Name columns '<signal>__<feature>'")
+
+
+class FeastFeaturesRequest(BaseModel):
+    """Feast's ``get-online-features`` body: ``{"features": ["view:feature"], "entities": {...}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[StrictStr] = Field(min_length=1, description="'view:feature' references (a view is a signal)")
+    entities: dict[str, list[Key]] = Field(description="Join key -> keys, one per entity row")
+    full_feature_names: StrictBool = False
+    feature_service: StrictStr | None = Field(None, description="Not supported: list the features instead")
+
+
+class Metadata(BaseModel):
+    feature_names: list[str]
+
+
+class FeatureColumn(BaseModel):
+    """One column over the entity rows. Values are JSON: vectors and id lists are lists, weighted id lists
+    lists of ``{"id", "weight"}``, timestamps ISO-8601 UTC strings, NaN and ±inf null."""
+
+    values: list[Any]
+    statuses: list[Literal["PRESENT", "NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE"]]
+    event_timestamps: list[str]
+
+
+class FeaturesResponse(BaseModel):
+    """Feast's response shape: the join keys first, then the features in request order."""
+
+    metadata: Metadata
+    results: list[FeatureColumn]
+
+
+class PushRequest(BaseModel):
+    """Rows of one signal (its latest version, or ``name@version``) to write, newer event time wins."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signal: StrictStr = Field(pattern=_SIGNAL, description="'signal' or 'signal@version'",
+                              examples=["user_engagement"])
+    rows: list[dict[str, Any]] = Field(
+        description="Rows of the join key, event_timestamp (ISO-8601; naive is UTC), created_timestamp "
+                    "(optional) and every feature (null for a missing value)")
+    to: Literal["online", "online_and_offline"] = "online"
+
+
+class PushResponse(BaseModel):
+    signal: str
+    version: int
+    rows: int = Field(description="Rows received")
+    written: int = Field(description="Rows written online (not older than what was stored)")
+    offline: bool = Field(description="Whether the rows were appended to the offline store too")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "unavailable"]
+    online_store: str = Field(description="'ok' or why it cannot be reached")
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="The error class, e.g. NotFoundError, RequestError")
+    message: str = Field(description="What is wrong, naming the signal, feature, key or column")
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer."""
+
+    error: ErrorDetail

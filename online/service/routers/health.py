@@ -1,0 +1,51 @@
+"""``GET /healthz`` (is the online store reachable?) and ``GET /metrics`` (Prometheus text)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from online.service.context import ServiceContext
+from online.service.errors import JSONResponse
+from online.service.models import HealthResponse
+from signals.errors import QuasarError
+
+PING_TIMEOUT_S = 2.0
+
+
+async def store_health(ctx: ServiceContext) -> str:
+    """``"ok"`` when the online store answers a ping within ``PING_TIMEOUT_S``, else why not."""
+    try:
+        await asyncio.wait_for(ctx.store.ping(), PING_TIMEOUT_S)
+    except TimeoutError:
+        reason = f"no answer within {PING_TIMEOUT_S:g} s"
+    except (QuasarError, OSError) as exc:
+        reason = str(exc) or type(exc).__name__
+    else:
+        return "ok"
+    ctx.metrics.redis_errors.labels("health").inc()
+    return reason
+
+
+def health_router(ctx: ServiceContext) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", response_model=HealthResponse,  # type: ignore[misc]
+                responses={503: {"model": HealthResponse, "description": "The online store cannot be reached"}})
+    async def healthz() -> Response:
+        """200 when the online store answers; 503 (same body, with the reason) when it does not."""
+        reason = await store_health(ctx)
+        ok = reason == "ok"
+        return JSONResponse({"status": "ok" if ok else "unavailable", "online_store": reason},
+                            status_code=200 if ok else 503)
+
+    @router.get("/metrics", response_class=Response,  # type: ignore[misc]
+                responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}})
+    async def metrics() -> Response:
+        """Request counts and latency histograms by route and status, entity rows read, Redis errors."""
+        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,89 @@
+"""``POST /v1/push``: rows of a signal written to the online store (newer event time wins), and on request
+appended to the offline store through the service's offline-push callback."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.to_thread
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from online.push import validate_push_rows
+from online.service.context import ServiceContext
+from online.service.errors import JSONResponse
+from online.service.models import ErrorResponse, PushRequest, PushResponse
+from signals.errors import RequestError, SchemaError, TooManyEntitiesError
+from signals.signal import Signal
+from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from signals.ufr.types import Timestamp
+from store.dataset import parse_feature_ref
+
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 413, 422, 502, 503)}
+
+
+def timestamp_columns(signal: Signal) -> list[str]:
+    """Columns whose JSON values are ISO-8601 strings: the event and created times, Timestamp features."""
+    return [EVENT_TIMESTAMP, CREATED_TIMESTAMP, *(n for n, t in signal.schema if isinstance(t, Timestamp))]
+
+
+def parse_timestamp(value: Any, signal: Signal, column: str, row: int) -> datetime | None:
+    """An ISO-8601 string as an aware datetime (naive is UTC); null stays None."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise SchemaError(f"signal {signal.name}: column {column!r} row {row}: give an ISO-8601 string such as "
+                          f"'2026-01-01T12:00:00Z', not {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise SchemaError(f"signal {signal.name}: column {column!r} row {row}: {value!r} is not an ISO-8601 "
+                          "timestamp such as '2026-01-01T12:00:00Z'") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+
+
+def rows_from_json(signal: Signal, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """JSON rows with their timestamp strings parsed; everything else is checked by ``validate_push_rows``."""
+    stamps = timestamp_columns(signal)
+    out = []
+    for i, row in enumerate(rows):
+        fixed = dict(row)
+        for column in stamps:
+            if column in fixed:
+                fixed[column] = parse_timestamp(fixed[column], signal, column, i)
+        out.append(fixed)
+    return out
+
+
+def push_router(ctx: ServiceContext) -> APIRouter:
+    router = APIRouter(tags=["push"])
+
+    @router.post("/v1/push", response_model=PushResponse, responses=ERRORS)  # type: ignore[misc]
+    async def push(body: PushRequest) -> Response:
+        """Write rows of a signal online (a row older than the stored one for its key is skipped), and with
+        ``"to": "online_and_offline"`` append them to the offline store too (online first, so a retry after
+        an offline failure converges: the online write is idempotent)."""
+        if len(body.rows) > ctx.max_push_rows:
+            raise TooManyEntitiesError(f"rows: {len(body.rows)} rows pushed; this service takes at most "
+                                       f"{ctx.max_push_rows} per request")
+        ref = parse_feature_ref(body.signal)
+        if body.to == "online_and_offline" and ctx.offline_push is None:
+            raise RequestError('to: "online_and_offline" needs the offline store, but this service was started '
+                               'without offline push; push "to": "online" or start it with offline push')
+        await ctx.resolver.prefetch([(ref.signal, ref.version)])
+        signal, version = ctx.resolver.get(ref.signal, ref.version)
+        if not signal.online:
+            raise RequestError(f"signal {signal.name!r} is not an online signal: declare it with online=True to "
+                               "push rows to it")
+        table = validate_push_rows(signal, rows_from_json(signal, body.rows))
+        written = await ctx.store.write(signal, version, table)
+        offline = False
+        if body.to == "online_and_offline" and ctx.offline_push is not None and table.num_rows:
+            await anyio.to_thread.run_sync(ctx.offline_push, signal, version, table)
+            offline = True
+        return JSONResponse({"signal": signal.name, "version": version, "rows": table.num_rows,
+                             "written": written, "offline": offline})
+
+    return router
