@@ -34,10 +34,9 @@ import numpy as np
 import pyarrow as pa
 import redis
 import torch
-from online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
-from signals.ufr.tensors import InputSpec
 
 from examples.ranker import Ranker
+from online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
 from serving_adapters.bundle import BundleSpec, InputColumn, save_bundle
 from serving_adapters.device import choose_device, device_name
 from serving_adapters.features import assemble_feature_table, build_request_batch, check_keys, fetch_online
@@ -56,6 +55,7 @@ from signals import (
     WeightedIdList,
     signal,
 )
+from signals.ufr.tensors import InputSpec
 
 PROJECT = "benchscorer"
 USERS, PINS, CANDIDATES, DIM = 10_000, 100_000, 100, 16

@@ -22,10 +22,10 @@ from fixtures.serving import (
     serving,
     write_world,
 )
-from online.redis_store import AsyncRedisOnlineStore
 from prometheus_client.parser import text_string_to_metric_families
 
 from examples.ranker import Ranker
+from online.redis_store import AsyncRedisOnlineStore
 from serving_adapters.bundle import InputColumn, save_bundle
 from serving_adapters.features import assemble_feature_table, build_request_batch, check_keys, fetch_online
 from serving_adapters.models import ModelRegistry
@@ -85,9 +85,19 @@ def test_fetched_rows_equal_the_offline_rows_and_missing_values_are_masked(scori
         assert table.equals(reference_table(scoring_world, user, pins)), (user, pins)
     # the last user was never written: every request-side value is missing, so masked, never a present 0
     unknown = build_request_batch(loaded, tables[-1])
-    for column in ("score_user_stats__taste",):
-        assert not unknown.masks[column].any()
+    for column in ("clicks", "ctr", "active", "taste", "recent"):
+        assert not unknown.masks[f"score_user_stats__{column}"].any()
+    for i, name in enumerate(unknown.dense_names):
+        if name.startswith("score_user_stats__"):
+            assert not unknown.dense_mask[:, i].any() and not unknown.dense[:, i].any()
+    assert unknown.id_lists["score_user_stats__recent"].values.numel() == 0
     assert tables[-1].column("score_user_stats__clicks").null_count == 3
+    # and a present value is never masked: the masks are exactly the non-null slots of the fetched rows
+    for table in tables:
+        batch = build_request_batch(loaded, table)
+        for name in table.column_names:
+            expected = torch.tensor(table.column(name).is_valid().to_pylist())
+            assert torch.equal(batch.masks[name], expected), name
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_scores(scoring_world: ScoringWorld,
