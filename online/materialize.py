@@ -156,9 +156,9 @@ def latest_per_entity(rows: pa.Table, join_key: str) -> pa.Table:
     larger ``__quasar_position`` (the later row in plan order)."""
     if rows.num_rows <= 1:
         return rows
+    # nulls sort last (Arrow's default, whatever the order): a null created_timestamp loses every tie
     order = pc.sort_indices(rows, sort_keys=[(join_key, "ascending"), (EVENT_TIMESTAMP, "descending"),
-                                             (CREATED_TIMESTAMP, "descending"), (_POSITION, "descending")],
-                            null_placement="at_end")
+                                             (CREATED_TIMESTAMP, "descending"), (_POSITION, "descending")])
     keys = rows.column(join_key).take(order).combine_chunks()
     first = np.ones(len(keys), dtype=bool)
     first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)

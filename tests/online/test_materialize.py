@@ -1,0 +1,240 @@
+"""Materialization from real Iceberg tables into a real Redis: the latest row per entity against a plain Python
+reference, incremental runs, no-op re-runs, interrupted runs that converge, and the run log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from fixtures.online import dump_redis, ol_all_types, ol_offline_only, ol_short, random_rows
+
+from online.materialize import files_to_read, materialize, state_key
+from online.redis_store import RedisOnlineStore
+from online.store import FeatureStatus, OnlineColumns, OnlineStore
+from registry import Registry
+from signals.errors import RequestError, StoreError
+from signals.signal import Signal
+from signals.ufr.codec import encode
+from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from store.arrow_types import to_storage
+from store.tables import OfflineStore
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    reg = Registry.open(f"sqlite:///{tmp_path / 'registry.db'}")
+    reg.register_definitions([ol_all_types.entity], [ol_all_types.source],
+                             [ol_all_types, ol_short, ol_offline_only], module="fixtures.online")
+    yield reg
+    reg.close()
+
+
+def day_rows(sig: Signal, first_day: int, days: int, *, n: int = 160, keys: int = 30, seed: int = 0) -> pa.Table:
+    """``n`` random rows over ``days`` days from ``T0 + first_day``; event times on the hour, so one key often
+    has several rows at one time, told apart by created_timestamp (null, the oldest, at most once per tie)."""
+    rng = np.random.default_rng(seed)
+    key_values = [int(k) for k in rng.integers(1, keys + 1, n)]
+    hours = rng.integers(0, 24 * days, n)
+    times = [T0 + first_day * DAY + timedelta(hours=int(h)) for h in hours]
+    created: list[datetime | None] = [T0 + timedelta(seconds=int(s)) for s in rng.permutation(n)]
+    seen = set()
+    for i in range(n):
+        if rng.random() < 0.3 and (key_values[i], times[i]) not in seen:
+            created[i] = None
+            seen.add((key_values[i], times[i]))
+    return random_rows(sig, key_values, times=times, created=created, seed=seed)
+
+
+def reference(tables: list[pa.Table], sig: Signal) -> pa.Table:
+    """The latest row per key, by a plain loop: latest event time, then larger created time (null oldest)."""
+    rows = pa.concat_tables(tables)
+    best: dict[Any, tuple[Any, int]] = {}
+    keys = rows.column(sig.entity.join_key).to_pylist()
+    times = rows.column(EVENT_TIMESTAMP).cast(pa.int64()).to_pylist()
+    created = rows.column(CREATED_TIMESTAMP).cast(pa.int64()).to_pylist()
+    for i, key in enumerate(keys):
+        rank = (times[i], -(2**63) if created[i] is None else created[i])
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, i)
+    return rows.take(pa.array(sorted(i for _, i in best.values()), pa.int64()))
+
+
+def expected_dump(project: str, sig: Signal, latest: pa.Table, version: int = 1) -> dict[bytes, dict[bytes, bytes]]:
+    records = encode(sig.schema, latest)
+    keys = latest.column(sig.entity.join_key).to_pylist()
+    field = f"{sig.name}@{version}".encode()
+    return {f"{project}:{sig.entity.name}:{k}".encode(): {field: r} for k, r in zip(keys, records, strict=True)}
+
+
+def redis_state(url: str, project: str) -> dict[bytes, dict[bytes, bytes]]:
+    prefix = f"{project}:".encode()
+    return {k: v for k, v in dump_redis(url).items() if k.startswith(prefix)}
+
+
+def write_days(offline: OfflineStore, sig: Signal, rows: pa.Table, first_day: int, days: int) -> None:
+    offline.replace_window(sig, 1, rows, T0 + first_day * DAY, T0 + (first_day + days) * DAY)
+
+
+def test_latest_row_per_entity_incremental_runs_and_no_ops(offline_store: OfflineStore, registry: Registry,
+                                                           redis_url: str) -> None:
+    online = RedisOnlineStore(redis_url, project="mat")
+    first = day_rows(ol_all_types, 0, 3, seed=1)
+    write_days(offline_store, ol_all_types, first, 0, 3)
+    files = offline_store.plan_files("ol_all_types", 1)
+    result = materialize(signal=ol_all_types, version=1, offline=offline_store, online=online, state=registry,
+                         batch_rows=40)
+    latest = reference([first], ol_all_types)
+    assert redis_state(redis_url, "mat") == expected_dump("mat", ol_all_types, latest)
+    assert (result.rows_read, result.files_read, result.incremental) == (160, len(files), False)
+    assert result.entities == latest.num_rows <= result.rows_written    # small batches: a key may be written twice
+    assert result.snapshot_id == offline_store.current_snapshot_id("ol_all_types", 1)
+    assert registry.get_state(state_key("ol_all_types", 1)) == {"snapshot_id": result.snapshot_id,
+                                                                "files": sorted(files)}
+
+    # nothing new: a no-op that reads nothing
+    again = materialize(signal=ol_all_types, version=1, offline=offline_store, online=online, state=registry)
+    assert (again.rows_read, again.files_read, again.rows_written, again.entities) == (0, 0, 0, 0)
+    assert again.incremental and again.snapshot_id == result.snapshot_id
+
+    # two new days: only their files are read
+    second = day_rows(ol_all_types, 3, 2, seed=2)
+    write_days(offline_store, ol_all_types, second, 3, 2)
+    new_files = sorted(set(offline_store.plan_files("ol_all_types", 1)) - set(files))
+    step = materialize(signal=ol_all_types, version=1, offline=offline_store, online=online, state=registry,
+                       batch_rows=1000)
+    assert (step.rows_read, step.files_read, step.incremental) == (160, len(new_files), True)
+    assert step.rows_written <= step.entities                        # one batch: each key once, if newer
+    assert redis_state(redis_url, "mat") == expected_dump("mat", ol_all_types, reference([first, second],
+                                                                                          ol_all_types))
+    # reading online with "now" just after the data gives the same rows, every one present or a null value
+    latest = reference([first, second], ol_all_types)
+    keys = latest.column("user_id").to_pylist()
+    (got,) = online.read([(ol_all_types, 1)], keys, now_us=int((T0 + 5 * DAY).timestamp() * 1e6))
+    assert got.table.select(["clicks", "name", "recent"]).equals(latest.select(["clicks", "name", "recent"]))
+    assert set(got.status["clicks"].tolist()) <= {FeatureStatus.PRESENT, FeatureStatus.NULL_VALUE}
+
+    # re-backfilling one old day reads that day's files only
+    redo = day_rows(ol_all_types, 1, 1, seed=3)
+    write_days(offline_store, ol_all_types, redo, 1, 1)
+    step = materialize(signal=ol_all_types, version=1, offline=offline_store, online=online, state=registry)
+    assert step.rows_read == redo.num_rows
+    runs = registry.runs("ol_all_types", kind="materialize")
+    assert [r.status for r in runs] == ["succeeded"] * 4
+    assert runs[0].snapshot_id == step.snapshot_id and runs[0].details["rows_read"] == redo.num_rows
+    online.close()
+
+
+def test_an_appended_tie_rereads_its_partition(offline_store: OfflineStore, registry: Registry,
+                                               redis_url: str) -> None:
+    """A file appended next to a materialized one, holding a row at the same event time but created earlier:
+    the incremental run reads the whole partition and keeps the row a full run keeps."""
+    online = RedisOnlineStore(redis_url, project="tie")
+    t = T0 + timedelta(hours=5)
+    rows = random_rows(ol_short, [1, 2], times=[t, t], created=[T0 + DAY, None], seed=4)
+    write_days(offline_store, ol_short, rows, 0, 1)
+    materialize(signal=ol_short, version=1, offline=offline_store, online=online, state=registry)
+    extra = random_rows(ol_short, [1, 2], times=[t, t], created=[T0, T0], seed=5)
+    offline_store.table("ol_short", 1).append(to_storage(extra, ol_short))
+    groups = files_to_read(offline_store.plan_files("ol_short", 1),
+                           set(registry.get_state(state_key("ol_short", 1))["files"]))
+    step = materialize(signal=ol_short, version=1, offline=offline_store, online=online, state=registry)
+    assert step.files_read == sum(len(g) for g in groups) >= 2 and step.rows_read == 4
+    # key 1: its first row was created later and stays; key 2: the null created_timestamp is the oldest
+    latest = pa.concat_tables([rows.slice(0, 1), extra.slice(1, 1)])
+    assert redis_state(redis_url, "tie") == expected_dump("tie", ol_short, latest)
+    assert latest.equals(reference([rows, extra], ol_short))
+    online.close()
+
+
+class Interrupted(Exception):
+    pass
+
+
+class FailingStore(OnlineStore):
+    """A real store whose ``write`` is cut off after ``calls`` successful calls (a run killed midway)."""
+
+    def __init__(self, inner: RedisOnlineStore, calls: int) -> None:
+        self.inner, self.calls = inner, calls
+
+    def write(self, signal: Signal, version: int, rows: pa.Table) -> int:
+        if self.calls == 0:
+            raise Interrupted("killed")
+        self.calls -= 1
+        return self.inner.write(signal, version, rows)
+
+    def read(self, signal_versions: Any, keys: Any) -> list[OnlineColumns]:
+        return self.inner.read(signal_versions, keys)
+
+    def ping(self) -> None:
+        self.inner.ping()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_interrupted_run_then_a_rerun_equals_one_clean_run(offline_store: OfflineStore, registry: Registry,
+                                                              redis_url: str) -> None:
+    first, second = day_rows(ol_all_types, 0, 3, seed=6, n=300), day_rows(ol_all_types, 3, 2, seed=7, n=300)
+    clean = RedisOnlineStore(redis_url, project="clean")
+    broken = RedisOnlineStore(redis_url, project="broken")
+    write_days(offline_store, ol_all_types, first, 0, 3)
+
+    class CleanState:                      # the clean run keeps its watermark apart from the broken one's
+        def __init__(self) -> None:
+            self.state: dict[str, Any] = {}
+
+        def get_state(self, key: str) -> dict[str, Any] | None:
+            return self.state.get(key)
+
+        def set_state(self, key: str, value: dict[str, Any]) -> None:
+            self.state[key] = value
+
+        def start_run(self, **_: Any) -> int:
+            return 0
+
+        def finish_run(self, run_id: int, **_: Any) -> None:
+            pass
+
+    clean_state = CleanState()
+    for stage in (first, second):
+        if stage is second:
+            write_days(offline_store, ol_all_types, second, 3, 2)
+        materialize(signal=ol_all_types, version=1, offline=offline_store, online=clean, state=clean_state,
+                    batch_rows=30)
+        before = registry.get_state(state_key("ol_all_types", 1))
+        with pytest.raises(StoreError, match=r"materializing signal ol_all_types v1 failed: Interrupted: killed"):
+            materialize(signal=ol_all_types, version=1, offline=offline_store, online=FailingStore(broken, 1),
+                        state=registry, batch_rows=30)
+        assert registry.get_state(state_key("ol_all_types", 1)) == before        # the watermark did not move
+        partial = redis_state(redis_url, "broken")
+        rerun = materialize(signal=ol_all_types, version=1, offline=offline_store, online=broken, state=registry,
+                            batch_rows=30)
+        assert rerun.rows_read == stage.num_rows
+        final = redis_state(redis_url, "broken")
+        assert partial != final                          # the interrupted run had written only part of it
+        assert {k.replace(b"broken:", b"clean:", 1): v for k, v in final.items()} == redis_state(redis_url, "clean")
+    runs = registry.runs("ol_all_types", kind="materialize")
+    assert [r.status for r in runs] == ["succeeded", "failed", "succeeded", "failed"]
+    assert "Interrupted: killed" in runs[1].details["error"]
+    clean.close()
+    broken.close()
+
+
+def test_offline_only_and_never_backfilled_signals(offline_store: OfflineStore, registry: Registry,
+                                                   online_store: RedisOnlineStore) -> None:
+    with pytest.raises(RequestError, match="signal 'ol_offline_only' is not an online signal"):
+        materialize(signal=ol_offline_only, version=1, offline=offline_store, online=online_store, state=registry)
+    result = materialize(signal=ol_short, version=1, offline=offline_store, online=online_store, state=registry)
+    assert (result.snapshot_id, result.rows_written, result.files_read) == (None, 0, 0)
+    assert registry.get_state(state_key("ol_short", 1)) is None
+    with pytest.raises(Exception, match="batch_rows must be a positive int"):
+        materialize(signal=ol_short, version=1, offline=offline_store, online=online_store, state=registry,
+                    batch_rows=0)
