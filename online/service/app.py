@@ -72,10 +72,10 @@ def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int =
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(Exception, handle_unexpected)
-    app.include_router(features_router(ctx))
-    app.include_router(push_router(ctx))
-    app.include_router(health_router(ctx))
-    known = frozenset(getattr(r, "path", "") for r in app.routes)
+    routers = [features_router(ctx), push_router(ctx), health_router(ctx)]
+    for router in routers:
+        app.include_router(router)
+    known = frozenset(getattr(r, "path", "") for r in [*app.routes, *(r for x in routers for r in x.routes)]) - {""}
     app.add_middleware(BearerAuthMiddleware, tokens=tuple(auth_tokens))      # inner: runs after metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known)  # outer: sees every answer
     return app
