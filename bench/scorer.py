@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -35,12 +33,14 @@ import pyarrow as pa
 import redis
 import torch
 
+from bench.common import machine_line, markdown_table, write_results
 from examples.ranker import Ranker
 from online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
 from serving_adapters.bundle import BundleSpec, InputColumn, save_bundle
 from serving_adapters.device import choose_device, device_name
 from serving_adapters.features import assemble_feature_table, build_request_batch, check_keys, fetch_online
 from serving_adapters.models import LoadedModel, ModelRegistry, static_resolver
+from serving_adapters.runner import ModelRunner
 from serving_adapters.service import create_scoring_app
 from signals import (
     Entity,
@@ -59,7 +59,6 @@ from signals.ufr.tensors import InputSpec
 
 PROJECT = "benchscorer"
 USERS, PINS, CANDIDATES, DIM = 10_000, 100_000, 100, 16
-RESULTS = Path(__file__).parent / "RESULTS.md"
 SECTION = "## Scorer (bench/scorer.py)"
 
 b_user = Entity(name="user", join_key="user_id")
@@ -145,7 +144,7 @@ def save_ranker(folder: Path, seed: int = 0) -> None:
                                     for r in refs))
     inputs = tuple(InputColumn(column=column(r), ref=r.replace(":", "@1:"), role="request") for r in REQUEST)
     inputs += tuple(InputColumn(column=column(r), ref=r.replace(":", "@1:"), role="candidate") for r in CANDIDATE)
-    kwargs = {"dense_dim": sum(t.is_scalar for _, t in spec.features),
+    kwargs: dict[str, Any] = {"dense_dim": sum(t.is_scalar for _, t in spec.features),
               "vector_pair": ["user_profile__taste", "pin_profile__embedding"], "id_list": "user_recent_pins__recent_pins"}
     torch.manual_seed(seed)
     bundle = BundleSpec(name="ranker", model_class="examples.ranker:Ranker", model_kwargs=kwargs, spec=spec,
@@ -271,18 +270,16 @@ async def limits(models: ModelRegistry, url: str, device: torch.device, seconds:
     while time.perf_counter() < end:
         await build(CANDIDATES)
     out = {"fetch_p50_ms": float(np.percentile(fetch_ms, 50))}
-    module = loaded.bundle.model.to(device)
+    runner = ModelRunner(device)        # the scorer's own model call: threads, pinned copy, forward, copy back
     for rows in (CANDIDATES, 32 * CANDIDATES):
-        batch = (await build(rows)).to(device)
-        with torch.inference_mode():
-            for _ in range(5):
-                module(batch)
-            calls, end = 0, time.perf_counter() + seconds / 4
-            while time.perf_counter() < end:
-                module(batch).cpu()
-                calls += 1
-        out[f"model_{rows}_cand_per_s"] = calls * rows / (seconds / 4)
-    loaded.bundle.model.to("cpu")
+        batch = await build(rows)
+        for _ in range(5):
+            runner(loaded, [batch])
+        calls, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds / 4:
+            runner(loaded, [batch])
+            calls += 1
+        out[f"model_{rows}_cand_per_s"] = calls * rows / (time.perf_counter() - started)
     close = getattr(store, "aclose", None) or getattr(store, "close", None)
     if close is not None:
         result = close()
@@ -317,31 +314,20 @@ async def bench(url: str, folder: Path, device: torch.device, clients: Sequence[
 
 
 def table(runs: list[Run]) -> str:
-    head = ("| clients | batching | requests/s | candidates/s | p50 ms | p99 ms | fetch p50 ms | queue p50 ms "
-            "| model p50 ms | requests per model call |")
-    lines = [head, "|" + "---|" * 10]
+    headers = ["clients", "batching", "requests/s", "candidates/s", "p50 ms", "p99 ms", "fetch p50 ms",
+               "queue p50 ms", "model p50 ms", "requests per model call"]
+    rows: list[list[Any]] = []
     for r in runs:
+        mode = "on" if r.batching else "off"
         if not r.requests:
-            lines.append(f"| {r.clients} | {'on' if r.batching else 'off'} | 0 | 0 | - | - | - | - | - | - |")
+            rows.append([r.clients, mode, 0, 0, "-", "-", "-", "-", "-", "-"])
             continue
         p = np.percentile
         rps = r.requests / r.seconds
-        lines.append(f"| {r.clients} | {'on' if r.batching else 'off'} | {rps:,.0f} | {rps * CANDIDATES:,.0f} | "
-                     f"{p(r.latency_ms, 50):.2f} | {p(r.latency_ms, 99):.2f} | {p(r.fetch_ms, 50):.2f} | "
-                     f"{p(r.queue_ms, 50):.2f} | {p(r.model_ms, 50):.2f} | {np.mean(r.per_call):.1f} |")
-    return "\n".join(lines)
-
-
-def write_results(text: str, path: Path = RESULTS) -> None:
-    """Replace (or append) this benchmark's section of RESULTS.md, leaving the other sections alone."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text.rstrip("\n") + "\n" + (old[end:] if end >= 0 else "")
-    path.write_text(new)
+        rows.append([r.clients, mode, f"{rps:,.0f}", f"{rps * CANDIDATES:,.0f}", f"{p(r.latency_ms, 50):.2f}",
+                     f"{p(r.latency_ms, 99):.2f}", f"{p(r.fetch_ms, 50):.2f}", f"{p(r.queue_ms, 50):.2f}",
+                     f"{p(r.model_ms, 50):.2f}", f"{np.mean(r.per_call):.1f}"])
+    return markdown_table(headers, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -351,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per setting (default 0.5)")
     parser.add_argument("--clients", default="1,8,32", help="concurrent clients per setting (default 1,8,32)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--no-write", action="store_true", help=f"print only; do not update {RESULTS.name}")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
     args = parser.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",") if c]
     device = choose_device(args.device)
@@ -371,8 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = "\n".join([
         SECTION, "",
         f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d}; device **{device}** = {device_name(device)}; "
-        f"{os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-        f"{platform.python_implementation()} {platform.python_version()}).",
+        f"{machine_line()}; torch {torch.__version__}, the scorer's intra-op threads: "
+        f"{ModelRunner(device).cpu_threads or 'default'}).",
         "",
         f"Requests of {CANDIDATES} candidates (7 user inputs from 4 signals, 3 pin inputs from 2 signals; "
         f"{USERS:,} users and {PINS:,} pins online) through the scoring app in process; each client sends its "
@@ -388,8 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ])
     print(report)
     if not args.no_write:
-        write_results(report)
-        print(f"wrote the '{SECTION[3:]}' section of {RESULTS}", file=sys.stderr)
+        write_results(SECTION, report)
+        print(f"wrote the '{SECTION[3:]}' section of bench/RESULTS.md", file=sys.stderr)
     return 1 if errors else 0
 
 

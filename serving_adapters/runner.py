@@ -7,14 +7,15 @@ with ``non_blocking=True`` copies; the scores come back to the CPU as one float3
 from __future__ import annotations
 
 import copy
+import os
 import weakref
 from abc import ABC, abstractmethod
 
 import torch
-from signals.ufr.tensors import FeatureBatch, collate_feature_batches
 
 from serving_adapters.models import LoadedModel
 from signals.errors import ServingError
+from signals.ufr.tensors import FeatureBatch, collate_feature_batches
 
 
 class ScorerBackend(ABC):
@@ -28,10 +29,22 @@ class ScorerBackend(ABC):
 
 
 class ModelRunner(ScorerBackend):
-    """The torch backend: eager modules on one device (a device copy per model, cached)."""
+    """The torch backend: eager modules on one device (a device copy per model, cached).
 
-    def __init__(self, device: torch.device) -> None:
+    On the CPU, torch's intra-op threads are set (from the worker thread, on its first call) to
+    ``cpu_threads``, by default one less than the cores: the event loop needs a core for the feature fetch,
+    and an OpenMP team with more threads than free cores stalls at its barriers (a 0.7 ms forward took
+    5-15 ms on a busy 2-core machine). Note that torch applies this to threads started later, too.
+    """
+
+    def __init__(self, device: torch.device, *, cpu_threads: int | None = None) -> None:
         self.device = device
+        if cpu_threads is None and device.type == "cpu":
+            cpu_threads = max(1, (os.cpu_count() or 1) - 1)
+        if cpu_threads is not None and cpu_threads < 1:
+            raise ServingError(f"cpu_threads must be at least 1, got {cpu_threads}")
+        self.cpu_threads = cpu_threads if device.type == "cpu" else None
+        self._configured = False
         self._modules: weakref.WeakKeyDictionary[LoadedModel, torch.nn.Module] = weakref.WeakKeyDictionary()
 
     def module(self, model: LoadedModel) -> torch.nn.Module:
@@ -47,6 +60,10 @@ class ModelRunner(ScorerBackend):
 
     def __call__(self, model: LoadedModel, batches: list[FeatureBatch]) -> list[torch.Tensor]:
         """Scores of each batch, in order, as CPU float32 tensors of its rows."""
+        if not self._configured:
+            if self.cpu_threads is not None:
+                torch.set_num_threads(self.cpu_threads)
+            self._configured = True
         sizes = [b.size for b in batches]
         batch = batches[0] if len(batches) == 1 else collate_feature_batches(batches)
         if self.device.type == "cuda":

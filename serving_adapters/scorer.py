@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from signals.ufr.tensors import FeatureBatch
 
 from serving_adapters.batching import CallInfo, DynamicBatcher
 from serving_adapters.device import choose_device, device_name
@@ -23,6 +22,7 @@ from serving_adapters.features import (
 from serving_adapters.metrics import ScorerMetrics
 from serving_adapters.models import LoadedModel, ModelRegistry
 from serving_adapters.runner import ModelRunner, ScorerBackend
+from signals.ufr.tensors import FeatureBatch
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,14 @@ class Scorer:
     def __init__(self, *, models: ModelRegistry, store: AsyncOnlineReader, device: str | torch.device | None = None,
                  max_batch_rows: int = 4096, max_wait_ms: float = 2.0, batching: bool = True,
                  max_candidates: int = 10_000, metrics: ScorerMetrics | None = None,
-                 backend: ScorerBackend | None = None) -> None:
+                 backend: ScorerBackend | None = None, cpu_threads: int | None = None) -> None:
         self.models = models
         self.store = store
         self.device = backend.device if backend is not None else choose_device(device)
         self.device_name = device_name(self.device)
         self.max_candidates = max_candidates
         self.metrics = metrics if metrics is not None else ScorerMetrics()
-        self.runner = backend if backend is not None else ModelRunner(self.device)
+        self.runner = backend if backend is not None else ModelRunner(self.device, cpu_threads=cpu_threads)
         self.batcher: DynamicBatcher[LoadedModel, FeatureBatch, torch.Tensor] = DynamicBatcher(
             self.runner, max_batch_rows=max_batch_rows, max_wait_ms=max_wait_ms, enabled=batching,
             on_call=self._observe_call)

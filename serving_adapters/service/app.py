@@ -22,16 +22,19 @@ from signals.errors import QuasarError
 
 def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_tokens: Sequence[str] = (),
                        max_batch_rows: int = 4096, max_wait_ms: float = 2.0, device: str | torch.device | None = None,
-                       batching: bool = True, max_candidates: int = 10_000) -> FastAPI:
+                       batching: bool = True, max_candidates: int = 10_000,
+                       cpu_threads: int | None = None) -> FastAPI:
     """A FastAPI app scoring ``models`` with features from ``store`` (an async online store).
 
     ``device`` defaults to ``cuda`` when available, else ``cpu``. With ``auth_tokens``, ``/v1/score``
     needs ``Authorization: Bearer <token>`` (``/healthz`` and ``/metrics`` stay open for probes).
+    On the CPU, ``cpu_threads`` sets torch's intra-op threads (default: cores - 1, see ``ModelRunner``).
     The store belongs to the caller: the app does not close it.
     """
     metrics = ScorerMetrics()
     scorer = Scorer(models=models, store=store, device=device, max_batch_rows=max_batch_rows,
-                    max_wait_ms=max_wait_ms, batching=batching, max_candidates=max_candidates, metrics=metrics)
+                    max_wait_ms=max_wait_ms, batching=batching, max_candidates=max_candidates, metrics=metrics,
+                    cpu_threads=cpu_threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
