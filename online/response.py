@@ -7,10 +7,11 @@ The response is what Feast clients read from ``get-online-features``::
 
 one result per column over the requested entity rows in request order: the join keys first (statuses
 PRESENT, event timestamps of the epoch, as Feast does), then the features in request order. Values are
-Python objects built once per column by Arrow's ``to_pylist``: vectors and id lists are lists, weighted id
-lists are lists of ``{"id": .., "weight": ..}``, timestamps are timezone-aware datetimes (ISO-8601 strings
-once rendered by ``online.service``), float32 values are their exact float64 widening. A value that is
-NOT_FOUND, NULL_VALUE or OUTSIDE_MAX_AGE is None.
+Python objects built once per column (Arrow's ``to_pylist``, numpy's ``tolist``), ready for JSON: vectors and
+id lists are lists, weighted id lists are lists of ``{"id": .., "weight": ..}``, float32 values are their
+exact float64 widening, and timestamps (event timestamps and Timestamp features) are ISO-8601 UTC strings
+with microseconds, ``2026-01-02T03:04:05.678901Z``. A value that is NOT_FOUND, NULL_VALUE or
+OUTSIDE_MAX_AGE is None; NaN stays NaN here (``online.service`` renders it as null).
 """
 
 from __future__ import annotations
@@ -27,14 +28,13 @@ from online.store import AsyncOnlineStore, FeatureStatus, OnlineColumns, OnlineS
 from signals.entity import Entity
 from signals.errors import DatasetError, RequestError, TooManyEntitiesError
 from signals.signal import Signal
-from signals.ufr.types import TIMESTAMP_ARROW
 from store.dataset import parse_feature_ref
 
 Resolve = Callable[[str, int | None], tuple[Signal, int]]
 
 #: Status names by ``FeatureStatus`` code, for turning a uint8 code column into names in one numpy take.
 STATUS_NAMES = np.array([s.name for s in sorted(FeatureStatus)], dtype=object)
-_EPOCH = pa.array([0], TIMESTAMP_ARROW).to_pylist()[0]
+EPOCH_ISO = "1970-01-01T00:00:00.000000Z"
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def build_response(plan: OnlinePlan, columns: Sequence[Sequence[OnlineColumns]])
     signal ``s``): Python lists built once per column, no per-value work beyond ``to_pylist``."""
     rows = plan.rows
     present = ["PRESENT"] * rows
-    epoch = [_EPOCH] * rows
+    epoch = [EPOCH_ISO] * rows
     results = [{"values": keys, "statuses": present, "event_timestamps": epoch} for keys in plan.join_keys.values()]
     times: dict[tuple[int, int], list[Any]] = {}
     for e, s, column in plan.outputs:
@@ -224,23 +224,42 @@ def build_response(plan: OnlinePlan, columns: Sequence[Sequence[OnlineColumns]])
 
 
 def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
-    """A feature column as Python values (float16 vectors widened exactly to float32 first)."""
+    """A feature column as Python values (float16 vectors widened exactly to float32 first, timestamps as
+    ISO strings)."""
     dtype = column.type
+    if pa.types.is_timestamp(dtype):
+        return timestamp_strings(column)
     if pa.types.is_fixed_size_list(dtype) and pa.types.is_float16(dtype.value_type):
         column = column.cast(pa.list_(pa.field("item", pa.float32(), nullable=False), dtype.list_size))
     values: list[Any] = column.to_pylist()
     return values
 
 
+def iso_strings(micros: np.ndarray) -> list[str]:
+    """Microseconds since the epoch as ISO-8601 UTC strings, formatted by numpy in one call."""
+    as_int = np.ascontiguousarray(micros, dtype=np.int64)
+    strings: list[str] = np.datetime_as_string(as_int.view("datetime64[us]"), unit="us", timezone="UTC").tolist()
+    return strings
+
+
+def timestamp_strings(column: pa.ChunkedArray | pa.Array) -> list[str | None]:
+    """A timestamp column (µs, UTC) as ISO strings, None where null."""
+    ints = column.cast(pa.int64())
+    values: list[str | None] = list(iso_strings(ints.fill_null(0).to_numpy()))
+    if ints.null_count:
+        for i in np.flatnonzero(ints.is_null().to_numpy(zero_copy_only=False)).tolist():
+            values[i] = None
+    return values
+
+
 def status_names(codes: np.ndarray) -> list[str]:
     """``FeatureStatus`` codes as names; all-PRESENT, the common case, without a gather."""
-    if not codes.any():
+    if not np.count_nonzero(codes):
         return ["PRESENT"] * len(codes)
     names: list[str] = STATUS_NAMES[codes].tolist()
     return names
 
 
-def event_timestamps(event_time_us: np.ndarray) -> list[Any]:
-    """Record event times (µs since the epoch; 0 where not found, i.e. the epoch) as UTC datetimes."""
-    values: list[Any] = pa.array(np.asarray(event_time_us, dtype=np.int64)).cast(TIMESTAMP_ARROW).to_pylist()
-    return values
+def event_timestamps(event_time_us: np.ndarray) -> list[str]:
+    """Record event times (µs since the epoch; 0, the epoch, where not found) as ISO-8601 UTC strings."""
+    return iso_strings(event_time_us)

@@ -17,7 +17,7 @@ from online.redis_store import RedisOnlineStore
 from online.response import plan_request, read_online_features
 from online.service.errors import ORJSON_OPTIONS
 
-EPOCH = "1970-01-01T00:00:00Z"
+EPOCH = "1970-01-01T00:00:00.000000Z"
 
 
 def call(redis_url: str, path: str, body: dict[str, Any], **options: Any) -> httpx.Response:
@@ -47,7 +47,7 @@ def test_every_ufr_type_has_its_json_form(world: str) -> None:
     assert values["score32"] == [0.25, None]                     # NaN is null
     assert values["score64"] == [1e-300, None]                   # inf is null
     assert values["label"] == ["héllo", ""]
-    assert values["seen_at"] == ["2026-01-02T03:04:05.678901Z", "1969-12-31T00:00:00Z"]
+    assert values["seen_at"] == ["2026-01-02T03:04:05.678901Z", "1969-12-31T00:00:00.000000Z"]
     assert values["taste"] == [[0.5, -1.0, 2.0], [None, 0.0, 1.0]]
     assert values["half"] == [[1.5, -2.0], [0.0, 65504.0]]      # float16 vectors as exact numbers
     assert values["recent"] == [[3, 1, 2], []]
@@ -196,6 +196,7 @@ def test_the_python_reader_gives_the_same_document(world: str) -> None:
     features = ["user_profile", "user_engagement@1:ctr_7d"]
     with RedisOnlineStore(world, project=PROJECT) as store:
         document = read_online_features(store, plan_request(entities, features, resolve))
-    assert isinstance(column(document, "seen_at")["values"][0], datetime)
+    assert column(document, "seen_at")["values"][0] == "2026-01-02T03:04:05.678901Z"
+    assert math.isnan(column(document, "score32")["values"][2])     # NaN in Python, null once rendered
     http = call(world, "/v1/features", {"entities": entities, "features": features}).json()
     assert orjson.loads(orjson.dumps(document, option=ORJSON_OPTIONS)) == http

@@ -39,12 +39,12 @@ def test_pushed_rows_of_every_type_read_back(redis_url: str) -> None:
     assert pushed.status_code == 200, pushed.text
     assert pushed.json() == {"signal": "user_profile", "version": 1, "rows": 2, "written": 2, "offline": False}
     body = read.json()
-    expected = {**PROFILE_ROW, "seen_at": "2026-02-28T22:59:59Z"}
+    expected = {**PROFILE_ROW, "seen_at": "2026-02-28T22:59:59.000000Z"}
     for name, value in expected.items():
         if name not in ("user_id", "event_timestamp"):
             assert column(body, name)["values"] == [value, None], name
             assert column(body, name)["statuses"] == ["PRESENT", "NULL_VALUE"], name
-    assert column(body, "flag")["event_timestamps"] == ["2026-03-01T10:00:00.000001Z", "2026-03-01T10:00:00Z"]
+    assert column(body, "flag")["event_timestamps"] == ["2026-03-01T10:00:00.000001Z", "2026-03-01T10:00:00.000000Z"]
 
 
 def test_newer_event_time_wins(redis_url: str) -> None:
@@ -60,7 +60,7 @@ def test_newer_event_time_wins(redis_url: str) -> None:
     assert second.status_code == 200 and second.json()["written"] == 0     # older: skipped, not an error
     assert again.json()["written"] == 1
     assert column(read.json(), "clicks")["values"] == [2, 1]
-    assert column(read.json(), "clicks")["event_timestamps"] == ["2030-01-02T00:00:00Z", "2030-01-01T00:00:00Z"]
+    assert column(read.json(), "clicks")["event_timestamps"] == ["2030-01-02T00:00:00.000000Z", "2030-01-01T00:00:00.000000Z"]
 
 
 def test_a_pinned_version_is_written_under_that_version(redis_url: str) -> None:
