@@ -189,6 +189,15 @@ def _join_keys(entities: Mapping[str, Sequence[Any]], reads: Mapping[str, Entity
 # --- reading --------------------------------------------------------------------------------------------------
 
 
+def online_features(store: OnlineStore, entities: Mapping[str, Sequence[Any]], features: Sequence[str],
+                    resolve: Resolve, *, full_feature_names: bool = False,
+                    max_entities: int | None = None) -> dict[str, Any]:
+    """Plan, read and build in one call: what ``Platform.online_features`` returns (the HTTP answer's shape)."""
+    plan = plan_request(entities, features, resolve, full_feature_names=full_feature_names,
+                        max_entities=max_entities)
+    return read_online_features(store, plan)
+
+
 def read_online_features(store: OnlineStore, plan: OnlinePlan) -> dict[str, Any]:
     """Read ``plan`` from a synchronous online store (one round trip per entity) and build the response."""
     columns = [store.read([(s.signal, s.version) for s in r.signals], r.keys) for r in plan.reads]

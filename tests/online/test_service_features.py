@@ -14,7 +14,7 @@ import pytest
 from fixtures.feature_service import FRESH, PROJECT, STALE, column, f32, iso, resolve, serve, write_world
 
 from online.redis_store import RedisOnlineStore
-from online.response import plan_request, read_online_features
+from online.response import online_features, plan_request, read_online_features
 from online.service.errors import ORJSON_OPTIONS
 
 EPOCH = "1970-01-01T00:00:00.000000Z"
@@ -196,6 +196,8 @@ def test_the_python_reader_gives_the_same_document(world: str) -> None:
     features = ["user_profile", "user_engagement@1:ctr_7d"]
     with RedisOnlineStore(world, project=PROJECT) as store:
         document = read_online_features(store, plan_request(entities, features, resolve))
+        again = online_features(store, entities, features, resolve)
+    assert orjson.dumps(again, option=ORJSON_OPTIONS) == orjson.dumps(document, option=ORJSON_OPTIONS)
     assert column(document, "seen_at")["values"][0] == "2026-01-02T03:04:05.678901Z"
     assert math.isnan(column(document, "score32")["values"][2])     # NaN in Python, null once rendered
     http = call(world, "/v1/features", {"entities": entities, "features": features}).json()

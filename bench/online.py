@@ -1,0 +1,602 @@
+"""Online serving benchmark: quasar against Feast 0.67 and a raw Redis pipeline, same data, one run.
+
+    python -m bench online [--http-seconds 10] [--connections 8] [--workers 1] [--materialize-rows 1000000]
+                           [--no-feast] [--no-http] [--no-materialize] [--no-write]
+
+One throwaway ``redis-server`` on a free port holds everything. 10,000 users have three signals (13
+features: float32, int64, float64, string, a 16-dim vector, an id list), written with
+``RedisOnlineStore.write`` for quasar and ``FeatureStore.write_to_online_store`` into a Feast repo made in code
+(file offline store, Redis online store on the same server). Then:
+
+* in process, 1 and 100 entities x 3 signals per call: quasar (``plan_request`` + ``RedisOnlineStore.read`` +
+  ``build_response``, what ``Platform.online_features`` does), a raw redis-py pipeline of ``HGETALL`` on the
+  same hashes (the limit: no decoding at all), and Feast ``get_online_features(...).to_dict()``; latency
+  percentiles over interleaved rounds, and the answers compared value by value;
+* over HTTP, the quasar service (``run_service``, ``app_from_env`` on a SQLite registry) against
+  ``feast serve`` with the same number of workers: a bounded asyncio load generator (keep-alive HTTP/1.1,
+  ``--connections`` connections, ``--http-seconds`` each) reports requests/s and p50/p99;
+* materialization of ``--materialize-rows`` rows of 100,000 users (8 float32 features): quasar's ``materialize``
+  from an Iceberg table against Feast's ``materialize`` from the same rows in Parquet (in a subprocess with a
+  time budget), and a sample of the written values compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal as signals_os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import redis
+
+from bench.common import machine_line, markdown_table, ratio, write_feature_parquet, write_results
+from online.materialize import materialize
+from online.redis_store import RedisOnlineStore
+from online.response import plan_request, read_online_features
+from signals import Entity, Float32, Float64, IdList, Int64, Signal, Source, String, Vector, signal
+
+SECTION = "## Online serving (bench/online.py)"
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "bench"
+USERS = 10_000
+SEED = 7
+SIZES = (1, 100)
+
+user = Entity(name="user", join_key="user_id")
+events = Source.parquet(name="bench_events", path="data/events/", timestamp="ts")
+
+
+@signal(entity=user, source=events, online=True, owner="bench",
+        features={"ctr_7d": Float32(), "clicks": Int64(), "dwell": Float64(), **{f"e{i}": Float32() for i in range(5)}})
+def user_engagement(batch: pa.Table) -> pa.Table:
+    """Engagement counters."""
+    return batch
+
+
+@signal(entity=user, source=events, online=True, owner="bench",
+        features={"country": String(), "age": Int64(), "taste": Vector(16)})
+def user_profile(batch: pa.Table) -> pa.Table:
+    """Profile and taste embedding."""
+    return batch
+
+
+@signal(entity=user, source=events, online=True, owner="bench", features={"recent_pins": IdList(), "score": Float32()})
+def user_recent(batch: pa.Table) -> pa.Table:
+    """Recently seen pins."""
+    return batch
+
+
+@signal(entity=user, source=events, online=True, owner="bench", features={f"f{i}": Float32() for i in range(8)})
+def user_stats(batch: pa.Table) -> pa.Table:
+    """Eight float32 features, for the materialization run."""
+    return batch
+
+
+SIGNALS = {s.name: s for s in (user_engagement, user_profile, user_recent)}
+QUASAR_REFS = list(SIGNALS)
+FEAST_REFS = [f"{s.name}:{n}" for s in SIGNALS.values() for n in s.schema.names]
+
+
+# --- data ---------------------------------------------------------------------------------------------------------
+
+
+def make_rows(seed: int) -> dict[str, pa.Table]:
+    """The three signals' rows for ``USERS`` users (one row each, event times in the last day, no nulls)."""
+    rng = np.random.default_rng(seed)
+    keys = pa.array(np.arange(USERS, dtype=np.int64))
+    now_us = int(time.time() // 60 * 60 * 10**6)
+    stamps = pa.array(now_us - rng.integers(0, 86_400 * 10**6, USERS), pa.timestamp("us", tz="UTC"))
+    base = {"user_id": keys, "event_timestamp": stamps, "created_timestamp": stamps}
+    engagement = {**base, "ctr_7d": pa.array(rng.random(USERS, dtype=np.float32)),
+                  "clicks": pa.array(rng.integers(0, 10_000, USERS)), "dwell": pa.array(rng.random(USERS) * 100),
+                  **{f"e{i}": pa.array(rng.random(USERS, dtype=np.float32)) for i in range(5)}}
+    taste = rng.standard_normal(USERS * 16).astype(np.float32)
+    profile = {**base, "country": pa.array(rng.choice(["US", "DE", "FR", "BR", "JP", "IN"], USERS)),
+               "age": pa.array(rng.integers(13, 90, USERS)),
+               "taste": pa.FixedSizeListArray.from_arrays(pa.array(taste), 16)}
+    lengths = rng.integers(0, 21, USERS)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    pins = pa.ListArray.from_arrays(pa.array(offsets), pa.array(rng.integers(0, 10**9, int(lengths.sum()))))
+    recent = {**base, "recent_pins": pins, "score": pa.array(rng.random(USERS, dtype=np.float32))}
+    return {"user_engagement": pa.table(engagement), "user_profile": pa.table(profile),
+            "user_recent": pa.table(recent)}
+
+
+def key_sets(size: int, count: int, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed + size)
+    return [rng.integers(0, USERS, size).tolist() for _ in range(count)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A throwaway redis-server on a free port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            return proc, port
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("redis-server did not start")
+
+
+# --- Feast ---------------------------------------------------------------------------------------------------------
+
+FEATURE_STORE_YAML = """project: {project}
+registry: {repo}/registry.db
+provider: local
+offline_store:
+  type: file
+online_store:
+  type: redis
+  connection_string: "127.0.0.1:{port}"
+entity_key_serialization_version: 3
+"""
+
+
+def feast_repo(repo: Path, port: int, project: str, views: dict[str, pa.Table], feast_types: dict[str, Any]) -> Any:
+    """A Feast repo in ``repo`` with one FeatureView per table (Parquet sources, no TTL), applied."""
+    from feast import Entity as FeastEntity
+    from feast import FeatureStore, FeatureView, Field, FileSource, ValueType
+
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / "feature_store.yaml").write_text(FEATURE_STORE_YAML.format(project=project, repo=repo, port=port))
+    entity = FeastEntity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
+    objects: list[Any] = [entity]
+    for name, table in views.items():
+        path = repo / f"{name}.parquet"
+        if not path.exists():
+            pq.write_table(table, path)
+        source = FileSource(name=f"{name}_source", path=str(path), timestamp_field="event_timestamp",
+                            created_timestamp_column="created_timestamp")
+        fields = [Field(name=n, dtype=feast_types[n]) for n in table.column_names
+                  if n not in ("user_id", "event_timestamp", "created_timestamp")]
+        objects.append(FeatureView(name=name, entities=[entity], ttl=timedelta(0), source=source, online=True,
+                                   schema=fields))
+    store = FeatureStore(repo_path=str(repo))
+    store.apply(objects)
+    return store
+
+
+def feast_types() -> dict[str, Any]:
+    import feast.types as ft
+
+    out: dict[str, Any] = {"ctr_7d": ft.Float32, "clicks": ft.Int64, "dwell": ft.Float64, "country": ft.String,
+                           "age": ft.Int64, "taste": ft.Array(ft.Float32), "recent_pins": ft.Array(ft.Int64),
+                           "score": ft.Float32}
+    return out | {f"e{i}": ft.Float32 for i in range(5)} | {f"f{i}": ft.Float32 for i in range(8)}
+
+
+# --- in-process reads ---------------------------------------------------------------------------------------------
+
+
+def resolve(name: str, version: int | None) -> tuple[Signal, int]:
+    return SIGNALS[name], 1
+
+
+def time_calls(fn: Callable[[list[int]], Any], keys: Sequence[list[int]], out: list[float]) -> None:
+    for k in keys:
+        start = time.perf_counter()
+        fn(k)
+        out.append(time.perf_counter() - start)
+
+
+def normalized(values: Sequence[Any]) -> list[Any]:
+    """Values with every float as float32 (both sides widen float32; float64 features compare at float32)."""
+    def one(v: Any) -> Any:
+        if isinstance(v, float):
+            return float(np.float32(v))
+        if isinstance(v, list):
+            return [one(x) for x in v]
+        return v
+    return [one(v) for v in values]
+
+
+def quasar_columns(body: dict[str, Any]) -> dict[str, list[Any]]:
+    return {n: normalized(r["values"]) for n, r in zip(body["metadata"]["feature_names"], body["results"],
+                                                        strict=True)}
+
+
+def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: int) -> tuple[list[list[Any]], str]:
+    """Latency of the three read paths per request size; returns table rows and the equality note."""
+    def quasar(keys: list[int]) -> Any:
+        return read_online_features(store, plan_request({"user_id": keys}, QUASAR_REFS, resolve))
+
+    def raw_pipeline(keys: list[int]) -> Any:
+        pipe = raw.pipeline(transaction=False)
+        for k in keys:
+            pipe.hgetall(f"{PROJECT}:user:{k}")
+        return pipe.execute()
+
+    def feast_read(keys: list[int]) -> Any:
+        return feast.get_online_features(features=FEAST_REFS, entity_rows={"user_id": keys}).to_dict()
+
+    contenders: dict[str, Callable[[list[int]], Any]] = {"raw": raw_pipeline, "quasar": quasar}
+    if feast is not None:
+        contenders["feast"] = feast_read
+    rows, notes = [], []
+    for size in SIZES:
+        calls = 300 if size == 1 else 60
+        sets = key_sets(size, calls * (rounds + 1), SEED)
+        lat: dict[str, list[float]] = {k: [] for k in contenders}
+        for rnd in range(rounds + 1):                       # round 0 warms up and is not counted
+            chunk = sets[rnd * calls:(rnd + 1) * calls]
+            for name, fn in contenders.items():
+                time_calls(fn, chunk, lat[name] if rnd else [])
+        if feast is not None:
+            sample = sets[0]
+            ours = quasar_columns(quasar(sample))
+            theirs = {n: normalized(v) for n, v in feast_read(sample).items()}
+            same = all(ours[n] == theirs[n] for n in theirs)
+            notes.append(f"{size} entities: quasar's and Feast's values {'identical' if same else 'DIFFER'} "
+                         f"({len(theirs)} columns)")
+        raw_p50 = float(np.percentile(lat["raw"], 50))
+        for name, label in (("raw", "raw redis-py pipeline HGETALL (the limit)"),
+                            ("quasar", "quasar RedisOnlineStore.read + response"),
+                            ("feast", "Feast 0.67 get_online_features().to_dict()")):
+            if name not in lat:
+                rows.append([f"{size}", label, "not run", "-", "-", "-", "-"])
+                continue
+            p50, p99 = (float(np.percentile(lat[name], q)) for q in (50, 99))
+            feast_p50 = float(np.percentile(lat["feast"], 50)) if "feast" in lat else None
+            rows.append([f"{size}", label, f"{p50 * 1e6:,.0f}", f"{p99 * 1e6:,.0f}",
+                         f"{1 / np.mean(lat[name]):,.0f}", ratio(p50, raw_p50), ratio(feast_p50, p50, 1)])
+    return rows, "; ".join(notes)
+
+
+# --- HTTP ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    requests: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+def http_request(port: int, path: str, body: bytes) -> bytes:
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    if "content-length" in headers:
+        return status, await reader.readexactly(int(headers["content-length"]))
+    chunks = []                                             # chunked transfer encoding
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+        chunks.append(await reader.readexactly(size + 2))
+        if size == 0:
+            return status, b"".join(c[:-2] for c in chunks)
+
+
+async def load(port: int, requests: Sequence[bytes], connections: int, seconds: float) -> Load:
+    """``connections`` keep-alive connections sending ``requests`` round robin for ``seconds``."""
+    latencies: list[float] = []
+    errors = [0]
+    deadline = time.perf_counter() + seconds
+
+    async def worker(i: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        j = i
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            writer.write(requests[j % len(requests)])
+            try:
+                status, _ = await read_response(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                errors[0] += 1
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                continue
+            latencies.append(time.perf_counter() - start)
+            errors[0] += status != 200
+            j += connections
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(connections)))
+    return Load(len(latencies), errors[0], time.perf_counter() - start, latencies)
+
+
+def wait_http(url: str, body: bytes, proc: subprocess.Popen[bytes], timeout: float = 90) -> dict[str, Any]:
+    """Poll until the server answers ``body`` with 200; its JSON answer."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
+        try:
+            response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
+            if response.status_code == 200:
+                answer: dict[str, Any] = response.json()
+                return answer
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url}: no answer within {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signals_os.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signals_os.SIGKILL)
+            proc.wait()
+
+
+def http_bench(folder: Path, port: int, feast_repo_path: Path | None, args: argparse.Namespace) -> tuple[list[list[Any]], str]:
+    """quasar's service and ``feast serve`` under the same load, one after the other."""
+    from registry.registry import Registry
+
+    registry_url = f"sqlite:///{folder / 'registry.db'}"
+    with Registry.open(registry_url) as registry:
+        registry.register_definitions([user], [events], list(SIGNALS.values()), module="bench.online")
+    servers: dict[str, tuple[list[str], dict[str, str], str]] = {}
+    q_port = free_port()
+    code = f"from online.service.runner import run_service; run_service(port={q_port}, workers={args.workers})"
+    servers["quasar"] = ([sys.executable, "-c", code], {"QUASAR_REGISTRY_URL": registry_url, "PYTHONPATH": str(ROOT),
+                         "QUASAR_REDIS_URL": f"redis://127.0.0.1:{port}/0", "QUASAR_PROJECT": PROJECT,
+                         "QUASAR_MAX_ENTITIES": "1000"}, "/v1/features")
+    if feast_repo_path is not None:
+        f_port = free_port()
+        feast_bin = str(Path(sys.executable).parent / "feast")
+        servers["feast"] = ([feast_bin, "-c", str(feast_repo_path), "serve", "-p", str(f_port), "-w", str(args.workers),
+                             "--no-access-log", "--max-requests", "100000000", "-r", "600"], {},
+                            "/get-online-features")
+    ports = {"quasar": q_port, **({"feast": f_port} if feast_repo_path is not None else {})}
+    results: dict[tuple[str, int], Load] = {}
+    answers: dict[tuple[str, int], dict[str, Any]] = {}
+    for name, (cmd, env, path) in servers.items():
+        proc = subprocess.Popen(cmd, cwd=folder, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            for size in SIZES:
+                refs = QUASAR_REFS if name == "quasar" else FEAST_REFS
+                bodies = [json.dumps({"entities": {"user_id": k}, "features": refs}).encode()
+                          for k in key_sets(size, 256, SEED + 1)]
+                answers[(name, size)] = wait_http(f"http://127.0.0.1:{ports[name]}{path}", bodies[0], proc)
+                requests = [http_request(ports[name], path, b) for b in bodies]
+                asyncio.run(load(ports[name], requests, args.connections, 1.0))            # warm-up
+                results[(name, size)] = asyncio.run(load(ports[name], requests, args.connections, args.http_seconds))
+                print(f"  HTTP {name} {size}: {results[(name, size)].rps:,.0f} req/s", file=sys.stderr)
+        finally:
+            stop(proc)
+    rows, notes = [], []
+    for size in SIZES:
+        for name, label in (("quasar", "quasar service (uvicorn)"), ("feast", "feast serve (gunicorn + uvicorn)")):
+            got = results.get((name, size))
+            if got is None:
+                rows.append([f"{size}", label, "not run", "-", "-", "-", "-"])
+                continue
+            other = results.get(("feast", size))
+            rows.append([f"{size}", label, f"{got.rps:,.0f}", f"{np.percentile(got.latencies, 50) * 1e3:.2f}",
+                         f"{np.percentile(got.latencies, 99) * 1e3:.2f}", f"{got.errors}",
+                         ratio(got.rps, other.rps if other else None, 1)])
+        if ("feast", size) in answers:
+            ours = quasar_columns(answers[("quasar", size)])
+            theirs = quasar_columns(answers[("feast", size)])
+            same = all(ours[n] == theirs[n] for n in theirs)
+            notes.append(f"{size} entities: the two services' answers {'agree' if same else 'DIFFER'}")
+    return rows, "; ".join(notes)
+
+
+# --- materialization -----------------------------------------------------------------------------------------------
+
+
+class MemoryState:
+    """Where quasar's materialize keeps its watermark and run log, in memory (the registry's role)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def get_state(self, key: str) -> dict[str, Any] | None:
+        return self.state.get(key)
+
+    def set_state(self, key: str, value: dict[str, Any]) -> None:
+        self.state[key] = value
+
+    def start_run(self, *, signal: str, version: int, kind: str, params: dict[str, Any] | None = None) -> int:
+        return 1
+
+    def finish_run(self, run_id: int, *, status: str, snapshot_id: int | None = None, rows: int | None = None,
+                   details: dict[str, Any] | None = None) -> None:
+        if status != "succeeded":
+            raise RuntimeError(f"materialize failed: {details}")
+
+
+SAMPLE_KEYS = list(range(0, 100_000, 1000))
+
+
+def feast_materialize_worker(folder: Path) -> None:
+    """In a subprocess: a Feast repo over the Parquet days, materialized into Redis once, timed; a sample read."""
+    warnings.filterwarnings("ignore")
+    params = json.loads((folder / "params.json").read_text())
+    data = pq.read_table(folder / "features")
+    store = feast_repo(folder / "feast_mat", params["port"], "benchmat", {"user_stats": data}, feast_types())
+    start = datetime.fromisoformat(params["start"])
+    began = time.perf_counter()
+    store.materialize(start, start + timedelta(days=params["days"] + 1))
+    seconds = time.perf_counter() - began
+    sample = store.get_online_features(features=[f"user_stats:f{i}" for i in range(8)],
+                                       entity_rows={"user_id": SAMPLE_KEYS}).to_dict()
+    (folder / "feast_mat.json").write_text(json.dumps({"seconds": seconds, "sample": sample}))
+
+
+def materialize_bench(folder: Path, port: int, rows: int, with_feast: bool, budget: float) -> tuple[list[list[Any]], str]:
+    from store.catalog import open_catalog
+    from store.tables import OfflineStore
+
+    data = write_feature_parquet(folder / "features", rows=rows, entities=100_000, features=8, days=30, seed=SEED)
+    table = pq.read_table(folder / "features").select(["user_id", "event_timestamp", "created_timestamp",
+                                                       *data.features])
+    offline = OfflineStore(open_catalog(uri=f"sqlite:///{folder / 'catalog.db'}", warehouse=str(folder / "wh")),
+                           namespace="signals", buckets=16)
+    offline.replace_window(user_stats, 1, table, data.start, data.start + timedelta(days=data.days))
+    print(f"  materialize: {data.rows:,} rows in Iceberg", file=sys.stderr)
+    with RedisOnlineStore(f"redis://127.0.0.1:{port}/0", project="benchmat") as online:
+        began = time.perf_counter()
+        result = materialize(signal=user_stats, version=1, offline=offline, online=online, state=MemoryState())
+        quasar_s = time.perf_counter() - began
+        ours = read_online_features(online, plan_request({"user_id": SAMPLE_KEYS}, ["user_stats"],
+                                                         lambda n, v: (user_stats, 1)))
+    print(f"  quasar materialize: {quasar_s:.1f} s", file=sys.stderr)
+    feast_s, note = None, "Feast not run"
+    if with_feast:
+        (folder / "params.json").write_text(json.dumps({"port": port, "start": data.start.isoformat(),
+                                                        "days": data.days}))
+        proc = subprocess.Popen([sys.executable, "-m", "bench.online", "--feast-materialize-worker", str(folder)],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            output, _ = proc.communicate(timeout=budget)
+            if proc.returncode == 0:
+                got = json.loads((folder / "feast_mat.json").read_text())
+                feast_s = got["seconds"]
+                theirs = {n: normalized(v) for n, v in got["sample"].items()}
+                same = all(quasar_columns(ours)[n] == theirs[n] for n in theirs)
+                note = f"a sample of {len(SAMPLE_KEYS)} users: values {'identical' if same else 'DIFFER'}"
+            else:
+                note = "Feast failed: " + " / ".join(output.decode(errors="replace").strip().splitlines()[-3:])
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signals_os.SIGKILL)
+            proc.communicate()
+            note = f"Feast timed out after {budget:.0f} s"
+        print(f"  Feast materialize: {feast_s if feast_s is not None else note}", file=sys.stderr)
+    rows_out = [["quasar materialize (Iceberg -> Redis)", f"{quasar_s:.1f}", f"{data.rows / quasar_s:,.0f}",
+                 f"{result.entities:,}", ratio(feast_s, quasar_s, 1)],
+                ["Feast 0.67 materialize (Parquet -> Redis)", f"{feast_s:.1f}" if feast_s else "-",
+                 f"{data.rows / feast_s:,.0f}" if feast_s else "-", "-", "1.0x" if feast_s else "-"]]
+    return rows_out, note
+
+
+# --- main ----------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench online", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--http-seconds", type=float, default=10.0, help="load per server and size (default 10)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default 8)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of each service (default 1)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the in-process reads (default 3)")
+    parser.add_argument("--materialize-rows", type=int, default=1_000_000, help="rows to materialize (default 1M)")
+    parser.add_argument("--feast-timeout", type=float, default=240.0, help="Feast materialize budget in s")
+    parser.add_argument("--no-feast", action="store_true", help="skip Feast")
+    parser.add_argument("--no-http", action="store_true", help="skip the HTTP load")
+    parser.add_argument("--no-materialize", action="store_true", help="skip materialization")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not update bench/RESULTS.md")
+    parser.add_argument("--feast-materialize-worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.feast_materialize_worker:
+        feast_materialize_worker(args.feast_materialize_worker)
+        return 0
+    warnings.filterwarnings("ignore")
+    command = "python -m bench online" + (" " + " ".join(argv) if argv else "")
+    with tempfile.TemporaryDirectory(prefix="quasar-bench-online-") as tmp:
+        folder = Path(tmp)
+        redis_proc, port = start_redis(folder)
+        try:
+            blocks = run_all(folder, port, args)
+        finally:
+            redis_proc.terminate()
+            redis_proc.wait()
+    block = "\n".join([SECTION, "", INTRO, "", f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d}; {machine_line()}).",
+                       "", *blocks])
+    print(block)
+    if not args.no_write:
+        write_results(SECTION, block)
+        print(f"wrote the '{SECTION[3:]}' section of bench/RESULTS.md", file=sys.stderr)
+    return 0
+
+
+def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
+    rows = make_rows(SEED)
+    with RedisOnlineStore(f"redis://127.0.0.1:{port}/0", project=PROJECT) as store:
+        for name, table in rows.items():
+            store.write(SIGNALS[name], 1, table)
+        feast = None
+        if not args.no_feast:
+            feast = feast_repo(folder / "feast_repo", port, PROJECT, rows, feast_types())
+            for name, table in rows.items():
+                feast.write_to_online_store(name, table.to_pandas())
+        print(f"  wrote {USERS:,} users x {len(rows)} signals (quasar{' and Feast' if feast else ''})", file=sys.stderr)
+        read_rows, read_note = in_process(store, redis.Redis(port=port), feast, args.rounds)
+    blocks = [f"### In-process reads: {len(FEAST_REFS)} features of 3 signals per entity", "",
+              f"Latency per call in µs over {args.rounds} interleaved rounds after a warm-up round (300 calls per "
+              "round for 1 entity, 60 for 100); keys drawn at random from the 10,000 users.", "",
+              markdown_table(["entities", "path", "p50 µs", "p99 µs", "calls/s", "p50 vs raw", "speed-up vs Feast"],
+                             read_rows), ""]
+    if read_note:
+        blocks += [f"Answers compared value by value (floats at float32): {read_note}.", ""]
+    if not args.no_http:
+        http_rows, http_note = http_bench(folder, port, None if args.no_feast else folder / "feast_repo", args)
+        blocks += [f"### HTTP: {args.connections} connections for {args.http_seconds:g} s per server and size, "
+                   f"{args.workers} worker(s) each", "",
+                   "An asyncio load generator in the bench process (keep-alive HTTP/1.1, pre-built requests over 256 "
+                   "key sets) shares the 2 cores with the server and Redis, so these are figures of the whole "
+                   "machine, the same for both servers.", "",
+                   markdown_table(["entities", "server", "requests/s", "p50 ms", "p99 ms", "errors", "vs Feast"],
+                                  http_rows), ""]
+        if http_note:
+            blocks += [f"Answers compared value by value (floats at float32): {http_note}.", ""]
+    if not args.no_materialize:
+        mat_rows, mat_note = materialize_bench(folder, port, args.materialize_rows, not args.no_feast,
+                                               args.feast_timeout)
+        blocks += [f"### Materialization: {args.materialize_rows:,} rows of 100,000 users, 8 float32 features", "",
+                   "The latest row per user written to Redis; quasar from an Iceberg table (16 key buckets, one "
+                   "partition per day), Feast from the same rows in daily Parquet files, each timed once.", "",
+                   markdown_table(["path", "seconds", "rows/s", "entities written", "speed-up vs Feast"], mat_rows),
+                   "", f"{mat_note}.", ""]
+    return blocks
+
+
+INTRO = """quasar's online path against Feast 0.67 on the same data in the same run, and against a raw redis-py
+pipeline (the limit: the same hashes fetched, nothing decoded). One throwaway `redis-server` holds both
+stores. Feast uses its Redis online store (`connection_string` to the same server), filled with
+`write_to_online_store` (reads) and `materialize` (materialization). quasar reads one hash per entity with
+one field per signal (a binary UFR record), one pipelined round trip for all signals of a request."""
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
