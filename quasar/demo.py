@@ -58,8 +58,8 @@ def step_dataset(project: Path, world: World) -> None:
     spine = make_spine(project, world.end - timedelta(days=7), world.end, rows=20_000)
     pq.write_table(spine, project / "spine.parquet")
     click.echo(f"spine: {spine.num_rows:,} impressions of the last week (user_id, pin_id, event_timestamp, label)")
-    quasar_cli(project, "dataset", "--spine", "spine.parquet", "--features", ",".join(ALL_FEATURES),
-               "--full-names", "--out", "train.parquet")
+    quasar_cli(project, "dataset", "--spine", str(project / "spine.parquet"), "--features", ",".join(ALL_FEATURES),
+               "--full-names", "--out", str(project / "train.parquet"))
     table = pq.read_table(project / "train.parquet")
     click.echo(f"columns: {', '.join(table.column_names)}")
     filled = {c: 1 - table[c].null_count / table.num_rows for c in table.column_names[4:]}

@@ -1,0 +1,61 @@
+"""``make_loader``: a DataLoader with sensible options for a ``FeatureDataset``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from signals.ufr.tensors import InputSpec
+from torch.utils.data import DataLoader
+
+from training_adapters.dataset import FeatureDataset, TrainingBatch, spec_from_schema
+from training_adapters.sources import ParquetSource, RowSource, TableSource, iceberg_source
+
+
+def _identity(batch: TrainingBatch) -> TrainingBatch:
+    return batch
+
+
+def as_source(data: Any) -> RowSource:
+    """An Arrow table, a Parquet path (file or folder), a list of Parquet files, or a pyiceberg table."""
+    if isinstance(data, RowSource):
+        return data
+    if isinstance(data, pa.Table):
+        return TableSource(data)
+    if isinstance(data, (str, Path)) or (isinstance(data, list) and all(isinstance(x, (str, Path)) for x in data)):
+        return ParquetSource(data)
+    if hasattr(data, "scan") and hasattr(data, "metadata"):
+        return iceberg_source(data)
+    raise TypeError(f"cannot read training rows from {type(data).__name__}")
+
+
+def make_loader(data: Any, *, features: Sequence[str] | None = None, spec: InputSpec | None = None,
+                labels: Sequence[str] = ("label",), batch_size: int = 1024, shuffle: bool = False,
+                shuffle_buffer: int = 65_536, seed: int = 0, drop_last: bool = False, num_workers: int | None = None,
+                pin_memory: bool | None = None, rank: int | None = None, world_size: int | None = None,
+                epoch: int = 0) -> DataLoader:  # type: ignore[type-arg]
+    """A DataLoader of ``TrainingBatch`` over ``data``.
+
+    Give ``spec`` (e.g. from a model bundle) or ``features`` (types inferred from the data); by default every
+    column but the labels, ``event_timestamp`` and join keys is a feature. Workers default to
+    ``min(4, cpus - 1)``; pinned memory defaults to on when CUDA is available.
+    """
+    import torch
+    source = as_source(data)
+    if spec is None:
+        if features is None:
+            skip = set(labels) | {"event_timestamp", "created_timestamp"}
+            features = [f for f in source.schema.names if f not in skip and not f.endswith("_id")]
+        spec = spec_from_schema(source.schema, features)
+    dataset = FeatureDataset(source, spec, labels=labels, batch_size=batch_size, shuffle=shuffle,
+                             shuffle_buffer=shuffle_buffer, seed=seed, drop_last=drop_last, rank=rank,
+                             world_size=world_size)
+    dataset.set_epoch(epoch)
+    workers = num_workers if num_workers is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
+    pin = torch.cuda.is_available() if pin_memory is None else pin_memory
+    return DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin,
+                      persistent_workers=False, collate_fn=_identity,
+                      prefetch_factor=4 if workers else None)
