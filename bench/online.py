@@ -49,6 +49,7 @@ from bench.common import machine_line, markdown_table, ratio, write_feature_parq
 from online.materialize import materialize
 from online.redis_store import RedisOnlineStore
 from online.response import plan_request, read_online_features
+from registry.registry import Registry
 from signals import Entity, Float32, Float64, IdList, Int64, Signal, Source, String, Vector, signal
 
 SECTION = "## Online serving (bench/online.py)"
@@ -63,7 +64,8 @@ events = Source.parquet(name="bench_events", path="data/events/", timestamp="ts"
 
 
 @signal(entity=user, source=events, online=True, owner="bench",
-        features={"ctr_7d": Float32(), "clicks": Int64(), "dwell": Float64(), **{f"e{i}": Float32() for i in range(5)}})
+        features={"ctr_7d": Float32(), "clicks": Int64(), "dwell": Float64(),
+                  **{f"e{i}": Float32() for i in range(5)}})
 def user_engagement(batch: pa.Table) -> pa.Table:
     """Engagement counters."""
     return batch
@@ -76,7 +78,8 @@ def user_profile(batch: pa.Table) -> pa.Table:
     return batch
 
 
-@signal(entity=user, source=events, online=True, owner="bench", features={"recent_pins": IdList(), "score": Float32()})
+@signal(entity=user, source=events, online=True, owner="bench",
+        features={"recent_pins": IdList(), "score": Float32()})
 def user_recent(batch: pa.Table) -> pa.Table:
     """Recently seen pins."""
     return batch
@@ -93,7 +96,7 @@ QUASAR_REFS = list(SIGNALS)
 FEAST_REFS = [f"{s.name}:{n}" for s in SIGNALS.values() for n in s.schema.names]
 
 
-# --- data ---------------------------------------------------------------------------------------------------------
+# --- data ---------------------------------------------------------------------------------------------------
 
 
 def make_rows(seed: int) -> dict[str, pa.Table]:
@@ -148,7 +151,7 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise SystemExit("redis-server did not start")
 
 
-# --- Feast ---------------------------------------------------------------------------------------------------------
+# --- Feast --------------------------------------------------------------------------------------------------
 
 FEATURE_STORE_YAML = """project: {project}
 registry: {repo}/registry.db
@@ -195,7 +198,7 @@ def feast_types() -> dict[str, Any]:
     return out | {f"e{i}": ft.Float32 for i in range(5)} | {f"f{i}": ft.Float32 for i in range(8)}
 
 
-# --- in-process reads ---------------------------------------------------------------------------------------------
+# --- in-process reads ---------------------------------------------------------------------------------------
 
 
 def resolve(name: str, version: int | None) -> tuple[Signal, int]:
@@ -230,6 +233,11 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
     def quasar(keys: list[int]) -> Any:
         return read_online_features(store, plan_request({"user_id": keys}, QUASAR_REFS, resolve))
 
+    versions = [(s, 1) for s in SIGNALS.values()]
+
+    def quasar_read(keys: list[int]) -> Any:
+        return store.read(versions, keys)
+
     def raw_pipeline(keys: list[int]) -> Any:
         pipe = raw.pipeline(transaction=False)
         for k in keys:
@@ -239,7 +247,7 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
     def feast_read(keys: list[int]) -> Any:
         return feast.get_online_features(features=FEAST_REFS, entity_rows={"user_id": keys}).to_dict()
 
-    contenders: dict[str, Callable[[list[int]], Any]] = {"raw": raw_pipeline, "quasar": quasar}
+    contenders: dict[str, Callable[[list[int]], Any]] = {"raw": raw_pipeline, "read": quasar_read, "quasar": quasar}
     if feast is not None:
         contenders["feast"] = feast_read
     rows, notes = [], []
@@ -260,6 +268,7 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
                          f"({len(theirs)} columns)")
         raw_p50 = float(np.percentile(lat["raw"], 50))
         for name, label in (("raw", "raw redis-py pipeline HGETALL (the limit)"),
+                            ("read", "quasar RedisOnlineStore.read alone (fetch + UFR decode)"),
                             ("quasar", "quasar RedisOnlineStore.read + response"),
                             ("feast", "Feast 0.67 get_online_features().to_dict()")):
             if name not in lat:
@@ -272,7 +281,7 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
     return rows, "; ".join(notes)
 
 
-# --- HTTP ----------------------------------------------------------------------------------------------------------
+# --- HTTP ---------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -298,14 +307,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-    if "content-length" in headers:
-        return status, await reader.readexactly(int(headers["content-length"]))
-    chunks = []                                             # chunked transfer encoding
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).strip(), 16)
-        chunks.append(await reader.readexactly(size + 2))
-        if size == 0:
-            return status, b"".join(c[:-2] for c in chunks)
+    return status, await reader.readexactly(int(headers["content-length"]))     # both servers send a length
 
 
 async def load(port: int, requests: Sequence[bytes], connections: int, seconds: float) -> Load:
@@ -366,13 +368,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def http_bench(folder: Path, port: int, feast_repo_path: Path | None, args: argparse.Namespace) -> tuple[list[list[Any]], str]:
+def http_bench(folder: Path, port: int, registry_url: str, feast_repo_path: Path | None,
+               args: argparse.Namespace) -> tuple[list[list[Any]], str]:
     """quasar's service and ``feast serve`` under the same load, one after the other."""
-    from registry.registry import Registry
-
-    registry_url = f"sqlite:///{folder / 'registry.db'}"
-    with Registry.open(registry_url) as registry:
-        registry.register_definitions([user], [events], list(SIGNALS.values()), module="bench.online")
     servers: dict[str, tuple[list[str], dict[str, str], str]] = {}
     q_port = free_port()
     code = f"from online.service.runner import run_service; run_service(port={q_port}, workers={args.workers})"
@@ -399,8 +397,9 @@ def http_bench(folder: Path, port: int, feast_repo_path: Path | None, args: argp
                 answers[(name, size)] = wait_http(f"http://127.0.0.1:{ports[name]}{path}", bodies[0], proc)
                 requests = [http_request(ports[name], path, b) for b in bodies]
                 asyncio.run(load(ports[name], requests, args.connections, 1.0))            # warm-up
-                results[(name, size)] = asyncio.run(load(ports[name], requests, args.connections, args.http_seconds))
-                print(f"  HTTP {name} {size}: {results[(name, size)].rps:,.0f} req/s", file=sys.stderr)
+                measured = asyncio.run(load(ports[name], requests, args.connections, args.http_seconds))
+                results[(name, size)] = measured
+                print(f"  HTTP {name} {size}: {measured.rps:,.0f} req/s", file=sys.stderr)
         finally:
             stop(proc)
     rows, notes = [], []
@@ -422,28 +421,7 @@ def http_bench(folder: Path, port: int, feast_repo_path: Path | None, args: argp
     return rows, "; ".join(notes)
 
 
-# --- materialization -----------------------------------------------------------------------------------------------
-
-
-class MemoryState:
-    """Where quasar's materialize keeps its watermark and run log, in memory (the registry's role)."""
-
-    def __init__(self) -> None:
-        self.state: dict[str, dict[str, Any]] = {}
-
-    def get_state(self, key: str) -> dict[str, Any] | None:
-        return self.state.get(key)
-
-    def set_state(self, key: str, value: dict[str, Any]) -> None:
-        self.state[key] = value
-
-    def start_run(self, *, signal: str, version: int, kind: str, params: dict[str, Any] | None = None) -> int:
-        return 1
-
-    def finish_run(self, run_id: int, *, status: str, snapshot_id: int | None = None, rows: int | None = None,
-                   details: dict[str, Any] | None = None) -> None:
-        if status != "succeeded":
-            raise RuntimeError(f"materialize failed: {details}")
+# --- materialization ----------------------------------------------------------------------------------------
 
 
 SAMPLE_KEYS = list(range(0, 100_000, 1000))
@@ -464,7 +442,8 @@ def feast_materialize_worker(folder: Path) -> None:
     (folder / "feast_mat.json").write_text(json.dumps({"seconds": seconds, "sample": sample}))
 
 
-def materialize_bench(folder: Path, port: int, rows: int, with_feast: bool, budget: float) -> tuple[list[list[Any]], str]:
+def materialize_bench(folder: Path, port: int, registry: Registry, rows: int, with_feast: bool,
+                      budget: float) -> tuple[list[list[Any]], str]:
     from store.catalog import open_catalog
     from store.tables import OfflineStore
 
@@ -477,7 +456,7 @@ def materialize_bench(folder: Path, port: int, rows: int, with_feast: bool, budg
     print(f"  materialize: {data.rows:,} rows in Iceberg", file=sys.stderr)
     with RedisOnlineStore(f"redis://127.0.0.1:{port}/0", project="benchmat") as online:
         began = time.perf_counter()
-        result = materialize(signal=user_stats, version=1, offline=offline, online=online, state=MemoryState())
+        result = materialize(signal=user_stats, version=1, offline=offline, online=online, state=registry)
         quasar_s = time.perf_counter() - began
         ours = read_online_features(online, plan_request({"user_id": SAMPLE_KEYS}, ["user_stats"],
                                                          lambda n, v: (user_stats, 1)))
@@ -510,7 +489,7 @@ def materialize_bench(folder: Path, port: int, rows: int, with_feast: bool, budg
     return rows_out, note
 
 
-# --- main ----------------------------------------------------------------------------------------------------------
+# --- main ---------------------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -541,8 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             redis_proc.terminate()
             redis_proc.wait()
-    block = "\n".join([SECTION, "", INTRO, "", f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d}; {machine_line()}).",
-                       "", *blocks])
+    stamp = f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d}; {machine_line()})."
+    block = "\n".join([SECTION, "", INTRO, "", stamp, "", *blocks])
     print(block)
     if not args.no_write:
         write_results(SECTION, block)
@@ -551,6 +530,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
+    registry_url = f"sqlite:///{folder / 'registry.db'}"
+    registry = Registry.open(registry_url)
+    registry.register_definitions([user], [events], [*SIGNALS.values(), user_stats], module="bench.online")
     rows = make_rows(SEED)
     with RedisOnlineStore(f"redis://127.0.0.1:{port}/0", project=PROJECT) as store:
         for name, table in rows.items():
@@ -570,7 +552,8 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
     if read_note:
         blocks += [f"Answers compared value by value (floats at float32): {read_note}.", ""]
     if not args.no_http:
-        http_rows, http_note = http_bench(folder, port, None if args.no_feast else folder / "feast_repo", args)
+        http_rows, http_note = http_bench(folder, port, registry_url,
+                                          None if args.no_feast else folder / "feast_repo", args)
         blocks += [f"### HTTP: {args.connections} connections for {args.http_seconds:g} s per server and size, "
                    f"{args.workers} worker(s) each", "",
                    "An asyncio load generator in the bench process (keep-alive HTTP/1.1, pre-built requests over 256 "
@@ -581,13 +564,14 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
         if http_note:
             blocks += [f"Answers compared value by value (floats at float32): {http_note}.", ""]
     if not args.no_materialize:
-        mat_rows, mat_note = materialize_bench(folder, port, args.materialize_rows, not args.no_feast,
+        mat_rows, mat_note = materialize_bench(folder, port, registry, args.materialize_rows, not args.no_feast,
                                                args.feast_timeout)
         blocks += [f"### Materialization: {args.materialize_rows:,} rows of 100,000 users, 8 float32 features", "",
                    "The latest row per user written to Redis; quasar from an Iceberg table (16 key buckets, one "
                    "partition per day), Feast from the same rows in daily Parquet files, each timed once.", "",
                    markdown_table(["path", "seconds", "rows/s", "entities written", "speed-up vs Feast"], mat_rows),
                    "", f"{mat_note}.", ""]
+    registry.close()
     return blocks
 
 

@@ -30,6 +30,7 @@ from online.service.routers.health import health_router
 from online.service.routers.push import push_router
 from online.store import AsyncOnlineStore
 from signals.errors import ConfigError, QuasarError
+from signals.signal import Signal
 
 DESCRIPTION = """Online features from the quasar online store, in the response shape Feast clients read.
 
@@ -102,10 +103,10 @@ def app_from_env() -> FastAPI:
                                   project=os.environ.get("QUASAR_PROJECT", "quasar"),
                                   cluster=os.environ.get("QUASAR_REDIS_CLUSTER", "") in ("1", "true", "yes"))
 
-    def resolve(name: str, version: int | None) -> tuple[object, int]:
+    def resolve(name: str, version: int | None) -> tuple[Signal, int]:
         found = registry.signal(name, version)
         return found.signal, found.version
 
     tokens = [t.strip() for t in os.environ.get("QUASAR_AUTH_TOKENS", "").split(",") if t.strip()]
-    return create_app(resolve=resolve, store=store, max_entities=_int_env("QUASAR_MAX_ENTITIES", 1000),  # type: ignore[arg-type]
+    return create_app(resolve=resolve, store=store, max_entities=_int_env("QUASAR_MAX_ENTITIES", 1000),
                       auth_tokens=tokens, close_store=True)
