@@ -25,6 +25,18 @@ local ttl = tonumber(ARGV[2])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local written = 0
+-- the key's absolute expiry in ms: -2 missing, -1 none (PEXPIRETIME is exact; Redis < 7 has only PTTL)
+local function expiry_of(key)
+  local at = redis.pcall('PEXPIRETIME', key)
+  if type(at) == 'number' then
+    return at
+  end
+  local pttl = redis.call('PTTL', key)
+  if pttl < 0 then
+    return pttl
+  end
+  return now + pttl
+end
 for i = 1, #KEYS do
   local key = KEYS[i]
   local record = ARGV[i + 2]
@@ -35,15 +47,12 @@ for i = 1, #KEYS do
     newer = struct.unpack('<i8', stored, {EVENT_TIME_OFFSET + 1}) <= event_time
   end
   if newer then
-    local pttl = redis.call('PTTL', key)
+    local current = expiry_of(key)
     redis.call('HSET', key, field, record)
     written = written + 1
     if ttl > 0 then
-      if pttl ~= -1 then
-        local at = math.max(math.floor(event_time / 1000) + 2 * ttl, now + ttl)
-        if pttl >= 0 then
-          at = math.max(at, now + pttl)
-        end
+      if current ~= -1 then
+        local at = math.max(math.floor(event_time / 1000) + 2 * ttl, now + ttl, current)
         redis.call('PEXPIREAT', key, string.format('%.0f', at))
       end
     else

@@ -3,6 +3,9 @@ reference, incremental runs, no-op re-runs, interrupted runs that converge, and 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -238,3 +241,53 @@ def test_offline_only_and_never_backfilled_signals(offline_store: OfflineStore, 
     with pytest.raises(Exception, match="batch_rows must be a positive int"):
         materialize(signal=ol_short, version=1, offline=offline_store, online=online_store, state=registry,
                     batch_rows=0)
+
+
+KILLED_CHILD = """
+import os, signal, sys
+from fixtures.online import ol_all_types
+from online.materialize import materialize
+from online.redis_store import RedisOnlineStore
+from registry import Registry
+from store.catalog import open_catalog
+from store.tables import OfflineStore
+
+catalog_uri, warehouse, registry_url, redis_url = sys.argv[1:5]
+offline = OfflineStore(open_catalog(uri=catalog_uri, warehouse=warehouse), namespace="signals", buckets=4)
+store = RedisOnlineStore(redis_url, project="killed")
+write = store.write
+calls = []
+
+def write_then_die(sig, version, rows):
+    if calls:
+        os.kill(os.getpid(), signal.SIGKILL)       # no exception handler, no run record, no state: a hard kill
+    calls.append(1)
+    return write(sig, version, rows)
+
+store.write = write_then_die
+materialize(signal=ol_all_types, version=1, offline=offline, online=store, state=Registry.open(registry_url),
+            batch_rows=20)
+"""
+
+
+def test_a_killed_process_then_a_rerun_equals_one_clean_run(tmp_path: Path, offline_store: OfflineStore,
+                                                            registry: Registry, redis_url: str) -> None:
+    rows = day_rows(ol_all_types, 0, 2, seed=8, n=200)
+    write_days(offline_store, ol_all_types, rows, 0, 2)
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_CHILD, f"sqlite:///{tmp_path / 'catalog' / 'catalog.db'}",
+         str(tmp_path / "warehouse"), registry.url, redis_url],
+        env={**os.environ, "PYTHONPATH": f"{root}:{root / 'tests'}"}, capture_output=True,
+        timeout=120)
+    assert child.returncode == -9, child.stderr.decode()[-2000:]
+    partial = redis_state(redis_url, "killed")
+    expected = expected_dump("killed", ol_all_types, reference([rows], ol_all_types))
+    assert partial and partial != expected and registry.get_state(state_key("ol_all_types", 1)) is None
+    assert registry.runs("ol_all_types", kind="materialize")[0].status == "running"
+    online = RedisOnlineStore(redis_url, project="killed")
+    rerun = materialize(signal=ol_all_types, version=1, offline=offline_store, online=online, state=registry,
+                        progress=True)
+    assert rerun.rows_read == 200 and not rerun.incremental
+    assert redis_state(redis_url, "killed") == expected
+    online.close()
