@@ -147,6 +147,14 @@ def test_older_writes_are_rejected_and_equal_times_replace(online_store: RedisOn
     assert online_store.write(ol_short, 1, burst.slice(0, 0)) == 0
 
 
+def test_a_stored_value_too_short_to_hold_a_time_is_replaced(online_store: RedisOnlineStore, redis_url: str) -> None:
+    redis.Redis.from_url(redis_url).hset("octest:user:1", "ol_short@1", b"junk")
+    rows = random_rows(ol_short, [1], times=[NOW - timedelta(hours=2)], null_fraction=0.0)
+    assert online_store.write(ol_short, 1, rows) == 1
+    (got,) = online_store.read([(ol_short, 1)], [1])
+    assert_same_rows(got, rows, ol_short)
+
+
 def test_expiry_is_set_from_the_ttl_and_never_shortened(online_store: RedisOnlineStore, redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     fresh, stale = NOW - timedelta(days=1), NOW - timedelta(days=10)

@@ -33,18 +33,6 @@ def test_stopped_redis_is_unavailable_and_the_same_store_recovers(redis_server: 
             store.write(ol_short, 1, rows)
         with pytest.raises(OnlineUnavailableError, match=where):
             store.ping()
-
-        async def down() -> None:
-            async_store = AsyncRedisOnlineStore(redis_url, project=ONLINE_PROJECT, socket_timeout=1.0)
-            try:
-                with pytest.raises(OnlineUnavailableError, match=where):
-                    await async_store.read([(ol_short, 1)], [1])
-                with pytest.raises(OnlineUnavailableError, match=where):
-                    await async_store.write(ol_short, 1, rows)
-            finally:
-                await async_store.close()
-
-        asyncio.run(down())
     finally:
         redis_server.start()
     # a fresh, empty server (and script cache): the same store object works again
@@ -53,6 +41,34 @@ def test_stopped_redis_is_unavailable_and_the_same_store_recovers(redis_server: 
     assert store.write(ol_short, 1, rows) == 2
     assert store.read([(ol_short, 1)], [1, 2])[0].table.column("count").to_pylist() == rows.column("count").to_pylist()
     store.close()
+
+
+def test_the_async_store_recovers_too(redis_server: RedisServer, redis_url: str) -> None:
+    rows = random_rows(ol_short, [1, 2], null_fraction=0.0)
+    where = f"online store at 127.0.0.1:{redis_server.port} is unreachable"
+
+    async def main() -> None:
+        store = AsyncRedisOnlineStore(redis_url, project=ONLINE_PROJECT, socket_timeout=1.0)
+        try:
+            assert await store.write(ol_short, 1, rows) == 2
+            redis_server.stop()
+            try:
+                with pytest.raises(OnlineUnavailableError, match=where):
+                    await store.read([(ol_short, 1)], [1])
+                with pytest.raises(OnlineUnavailableError, match=where):
+                    await store.write(ol_short, 1, rows)
+                with pytest.raises(OnlineUnavailableError, match=where):
+                    await store.ping()
+            finally:
+                redis_server.start()
+            await store.ping()
+            assert await store.write(ol_short, 1, rows) == 2
+            (got,) = await store.read([(ol_short, 1)], [1, 2])
+            assert got.table.column("count").to_pylist() == rows.column("count").to_pylist()
+        finally:
+            await store.close()
+
+    asyncio.run(main())
 
 
 @pytest.fixture
