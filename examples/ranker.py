@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from signals.ufr.tensors import FeatureBatch
 from torch import nn
+
+from signals.ufr.tensors import FeatureBatch
 
 
 class Ranker(nn.Module):

@@ -12,15 +12,16 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import torch
-from signals.ufr.tensors import InputSpec
 
 import quasar
 from examples.data import World, make_spine
 from examples.ranker import Ranker
 from serving_adapters.bundle import BundleSpec, InputColumn, save_bundle
+from signals.ufr.tensors import InputSpec
 from training_adapters import make_loader
 
 REQUEST = ["user_engagement:impressions_1d", "user_engagement:clicks_7d", "user_engagement:ctr_7d",
@@ -56,7 +57,7 @@ def train(project: Path, models: Path, *, epochs: int = 1, spine: pa.Table | Non
     spec = InputSpec(features=tuple((c, _ufr_type(table, c)) for c in columns))
     vector_pair = ("user_profile__taste", "pin_profile__embedding")
     dense = [c for c, t in spec.features if t.is_scalar]
-    model_kwargs = {"dense_dim": len(dense), "vector_pair": list(vector_pair), "id_list": "user_recent_pins__recent_pins"}
+    model_kwargs: dict[str, Any] = {"dense_dim": len(dense), "vector_pair": list(vector_pair), "id_list": "user_recent_pins__recent_pins"}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = Ranker(**model_kwargs).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -158,6 +158,62 @@ def dataset(ctx: click.Context, spine: str, features: str, out: str, engine: str
 
 
 @main.command()
+@click.argument("signals", nargs=-1)
+@click.option("--batch-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Rows per Redis write batch (bounds memory).")
+@click.pass_context
+@_fail_cleanly
+def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int) -> None:
+    """Write the latest row per entity of online signals (all by default) from Iceberg to Redis, incrementally."""
+    results = _platform(ctx).materialize(list(signals) or None, batch_rows=batch_rows, progress=True)
+    if not results:
+        click.echo("nothing to materialize: no online signal has offline data yet (run `quasar backfill`)")
+    for r in results:
+        mode = "incremental" if r.incremental else "full"
+        click.echo(f"materialized {r.signal} v{r.version} ({mode}): {r.rows_read:,} rows read from {r.files_read} "
+                   f"files, {r.entities:,} entities, {r.rows_written:,} records written, snapshot {r.snapshot_id}, "
+                   f"{r.duration_s:.2f}s")
+
+
+def _serve(ctx: click.Context, factory: str, host: str, port: int, workers: int) -> None:
+    import os
+
+    from online.service.runner import run_service
+    from quasar.services import PROJECT_ENV
+    project = str(Path(ctx.ensure_object(dict)["project"]).resolve())
+    os.environ[PROJECT_ENV] = project
+    factory_module, factory_name = factory.split(":")
+    getattr(__import__(factory_module, fromlist=[factory_name]), factory_name)   # fail here, not in a worker
+    click.echo(f"serving {project} on http://{host}:{port} ({workers} worker{'s' * (workers > 1)}); "
+               f"OpenAPI at http://{host}:{port}/docs", err=True)
+    run_service(factory, host=host, port=port, workers=workers, log_level="warning")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=6566, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@click.pass_context
+@_fail_cleanly
+def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
+    """Run the HTTP feature service: /v1/features, /get-online-features, /v1/push, /healthz, /metrics, /docs."""
+    from quasar.services import FEATURE_APP
+    _serve(ctx, FEATURE_APP, host, port, workers)
+
+
+@main.command(name="score-serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=6567, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@click.pass_context
+@_fail_cleanly
+def score_serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
+    """Run the scoring service: /v1/score with the bundles of [serving] models, /healthz, /metrics, /docs."""
+    from quasar.services import SCORING_APP
+    _serve(ctx, SCORING_APP, host, port, workers)
+
+
+@main.command()
 @click.option("--dir", "workdir", default=None, type=click.Path(file_okay=False),
               help="Where to build the demo project (default: a fresh temp folder).")
 @click.option("--keep", is_flag=True, help="Keep the temp folder afterwards.")

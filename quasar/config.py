@@ -67,6 +67,8 @@ class ServingConfig:
     models: str = "models"                                 # folder of model bundles
     max_batch_rows: int = 4096
     max_wait_ms: float = 2.0
+    batching: bool = True                                  # coalesce concurrent requests into one model call
+    device: str = ""                                       # "cuda", "cpu"; empty -> cuda when available
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,4 +172,7 @@ default = "local"                               # or "spark"
 
 [spark]
 master = "local[*]"
+
+[serving]
+models = "models"                               # folder of model bundles for quasar score-serve
 """

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import random
 import shlex
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
-from collections.abc import Callable
-from datetime import timedelta
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 
 import examples
 from examples.data import World, generate, make_spine
+from quasar.platform import Platform
+from signals.errors import QuasarError
 
 EXAMPLE_SIGNALS = Path(examples.__file__).parent / "signals"
 ALL_FEATURES = ["user_engagement", "pin_stats", "user_recent_pins", "pin_profile", "user_profile",
@@ -67,16 +79,136 @@ def step_dataset(project: Path, world: World) -> None:
     click.echo(table.slice(0, 3).select(table.column_names[:8]).to_pandas().to_string())
 
 
-STEPS: list[Step] = [step_project, step_backfill, step_dataset]
+def step_materialize(project: Path, world: World) -> None:
+    _heading("4. Materialize the online signals from Iceberg into Redis (incremental)")
+    quasar_cli(project, "materialize")
+    click.echo("a second run reads only what changed since the first, which is nothing:")
+    quasar_cli(project, "materialize", "user_engagement")
 
 
-def run_demo(workdir: Path | None = None, *, keep: bool = False, world: World = World()) -> Path:
+def step_serve(project: Path, world: World) -> None:
+    _heading("5. The HTTP feature service")
+    with _service(project, "serve") as url:
+        entities: dict[str, list[Any]] = {"user_id": [1, 2, 999_999]}
+        features = ["user_engagement:clicks_7d", "user_engagement:ctr_7d", "user_profile:country"]
+        body = {"entities": entities, "features": features}
+        click.secho(f"$ curl -s {url}/v1/features -d '{json.dumps(body)}'", fg="cyan")
+        answer = _post(f"{url}/v1/features", body)
+        names = answer["metadata"]["feature_names"]
+        for name, result in zip(names, answer["results"], strict=True):
+            cells = [f"{v!r:>8} {s}" for v, s in zip(result["values"], result["statuses"], strict=True)]
+            click.echo(f"  {name:<12} " + " | ".join(cells))
+        with Platform.open(project) as p:
+            same = p.online_features(entities, features) == answer
+        click.echo(f"Platform.online_features gives the same answer in-process: {same}")
+        push = {"signal": "user_profile", "rows": [{"user_id": 999_999, "event_timestamp": _now_iso(),
+                                                     "country": "FR", "taste": [0.0] * 16}]}
+        click.secho(f"$ curl -s {url}/v1/push -d '{{\"signal\": \"user_profile\", \"rows\": [...]}}'", fg="cyan")
+        click.echo(f"  {_post(f'{url}/v1/push', push)}")
+        after = _post(f"{url}/v1/features", {"entities": {"user_id": [999_999]},
+                                              "features": ["user_profile:country"]})
+        click.echo(f"  user 999999 country now: {after['results'][1]['values'][0]!r} "
+                   f"{after['results'][1]['statuses'][0]}")
+
+
+def step_train(project: Path, world: World) -> None:
+    _heading("6. Train the example ranker on a point-in-time dataset (quasar's PyTorch loader)")
+    from examples.train_ranker import train
+    spine = make_spine(project, world.end - timedelta(days=14), world.end, rows=40_000)
+    path = train(project, project / "models", spine=spine)
+    meta = json.loads((path / "bundle.json").read_text()) if (path / "bundle.json").exists() else {}
+    click.echo(f"saved the model bundle {path.name} to {path} "
+               f"(train loss {meta.get('metrics', {}).get('train_loss', float('nan')):.4f})")
+
+
+def step_score(project: Path, world: World) -> None:
+    _heading("7. The scoring service: features read at request time, scored by the ranker")
+    with _service(project, "score-serve") as url:
+        health = _get(f"{url}/healthz")
+        click.echo(f"scorer device: {health.get('device')}")
+        rng = random.Random(3)
+        for user in (1, 2, 3):
+            pins = rng.sample(range(world.pins), 5)
+            body = {"model": "ranker", "entities": {"user_id": [user]}, "candidates": {"pin_id": pins}}
+            click.secho(f"$ curl -s {url}/v1/score -d '{json.dumps(body)}'", fg="cyan")
+            scores = _post(f"{url}/v1/score", body)["scores"]
+            click.echo("  " + ", ".join(f"pin {p}: {s:.3f}" for p, s in zip(pins, scores, strict=True)))
+
+
+# --- running the services as a user would ------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _service(project: Path, command: str) -> Iterator[str]:
+    """``quasar <command>`` in a child process on a free port, until the block ends."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    args = [sys.executable, "-m", "quasar.cli", "-C", str(project), command, "--port", str(port)]
+    click.secho(f"$ quasar {command} --port {port} &", fg="cyan")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                out = proc.stdout.read() if proc.stdout else ""
+                raise QuasarError(f"quasar {command} exited with {proc.returncode}: {out.strip()[-2000:]}")
+            try:
+                _get(f"{url}/healthz")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise QuasarError(f"quasar {command} did not answer on {url} within 60 s") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return dict(json.loads(answer.read()))
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return dict(json.loads(answer.read()))
+    except urllib.error.HTTPError as exc:
+        raise QuasarError(f"POST {url} answered {exc.code}: {exc.read().decode()[:500]}") from exc
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+STEPS: list[Step] = [step_project, step_backfill, step_dataset, step_materialize, step_serve, step_train,
+                     step_score]
+
+
+def recent_world() -> World:
+    """The example world, ending at today's midnight (UTC), so its latest values are fresh online."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return World(start=today - timedelta(days=World().days))
+
+
+def run_demo(workdir: Path | None = None, *, keep: bool = False, world: World | None = None) -> Path:
     """Run every demo step in ``workdir`` (a fresh temp folder by default); return the project folder."""
     base = workdir or Path(tempfile.mkdtemp(prefix="quasar-demo-"))
     project = base / "project"
     if project.exists():
         shutil.rmtree(project)
     project.mkdir(parents=True)
+    world = world or recent_world()
     try:
         for step in STEPS:
             step(project.resolve(), world)

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quasar.config import Config, load_config
-from signals.errors import NotFoundError, QuasarError
+from signals.errors import ConfigError, NotFoundError, QuasarError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from torch.utils.data import DataLoader
+
+    from online.materialize import MaterializeResult
+    from online.store import OnlineStore
+    from registry import RegistrationReport, Registry, SignalVersion
+    from signals.signal import Signal
     from store.backfill import BackfillResult
     from store.dataset import DatasetResult
-    from store.tables import OfflineStore
-
-    from registry import RegistrationReport, Registry, SignalVersion
     from store.engines import Engine
+    from store.tables import OfflineStore
 
 
 class Platform:
@@ -55,6 +59,12 @@ class Platform:
         from store.tables import OfflineStore
         return OfflineStore(self.catalog, namespace=self.config.offline.namespace,
                             buckets=self.config.offline.buckets)
+
+    @cached_property
+    def online_store(self) -> OnlineStore:
+        from online.redis_store import RedisOnlineStore
+        on = self.config.online
+        return RedisOnlineStore(on.redis_url, project=self.config.project.name, cluster=on.cluster)
 
     def engine(self, name: str | None = None) -> Engine:
         """The engine called ``name`` (the configured default when None), created once and reused."""
@@ -113,6 +123,70 @@ class Platform:
         return build_training_dataset(spine, features, resolve=self._resolve, store_files=self._store_files,
                                       engine=self.engine(engine), full_names=full_names, progress=progress)
 
+    def loader(self, spine: Any, features: Sequence[str], *, labels: Sequence[str] = ("label",),
+               engine: str | None = None, **options: Any) -> DataLoader:  # type: ignore[type-arg]
+        """Feature references and a spine straight to a DataLoader of ``TrainingBatch``.
+
+        Builds the point-in-time dataset (full feature names) and streams it through ``make_loader``;
+        ``options`` go to ``make_loader`` (batch_size, shuffle, seed, drop_last, num_workers, ...).
+        """
+        from training_adapters import make_loader
+        table = self.training_dataset(spine, features, engine=engine, full_names=True)
+        spine_columns = set(_column_names(spine))
+        feature_columns = [c for c in table.column_names if c not in spine_columns]
+        return make_loader(table, features=feature_columns, labels=labels, **options)
+
+    # --- online services --------------------------------------------------------------------------
+    def materialize(self, signals: Sequence[str] | None = None, *, batch_rows: int = 100_000,
+                    progress: bool = False) -> list[MaterializeResult]:
+        """Write the latest row per entity of each online signal (all of them by default) to the online
+        store, reading only the Iceberg snapshots added since the last run."""
+        from online.materialize import materialize
+        if signals:
+            chosen = [self.registry.signal(name) for name in signals]
+        else:
+            chosen = [sv for sv in self.registry.signals() if sv.signal.online]
+        results = []
+        for sv in chosen:
+            if not signals and self.offline.current_snapshot_id(sv.name, sv.version) is None:
+                continue                                   # never backfilled: nothing to materialize yet
+            results.append(materialize(signal=sv.signal, version=sv.version, offline=self.offline,
+                                       online=self.online_store, state=self.registry, batch_rows=batch_rows,
+                                       progress=progress))
+        return results
+
+    def online_features(self, entities: Mapping[str, Sequence[Any]], features: Sequence[str], *,
+                        full_feature_names: bool = False) -> dict[str, Any]:
+        """The latest feature values of ``entities`` from the online store, in the HTTP response's shape."""
+        from online.response import online_features
+        return online_features(self.online_store, entities, features, self._resolve,
+                               full_feature_names=full_feature_names, max_entities=self.config.online.max_entities)
+
+    def push(self, signal: str, rows: Any, *, to: str = "online") -> int:
+        """Write ``rows`` of ``signal`` online (newer event time wins); ``to="online_and_offline"`` also
+        appends them to its Iceberg table. Returns the rows written online."""
+        from online.push import push, validate_push_rows
+        if to not in ("online", "online_and_offline"):
+            raise ConfigError(f"push to must be 'online' or 'online_and_offline', got {to!r}")
+        sv = self.registry.signal(signal)
+        if to == "online_and_offline":
+            table = validate_push_rows(sv.signal, rows)
+            written = push(signal=sv.signal, version=sv.version, rows=table, online=self.online_store)
+            self.push_offline(sv.signal, sv.version, table)
+            return written
+        return push(signal=sv.signal, version=sv.version, rows=rows, online=self.online_store)
+
+    def push_offline(self, signal: Signal, version: int, rows: pa.Table) -> None:
+        """Append validated pushed rows to the offline table (``created_timestamp`` = now where absent)."""
+        import pyarrow as pa
+
+        from signals.ufr.schema import CREATED_TIMESTAMP
+        from signals.ufr.types import TIMESTAMP_ARROW
+        if CREATED_TIMESTAMP not in rows.column_names:
+            now = pa.array([datetime.now(UTC)], TIMESTAMP_ARROW)
+            rows = rows.append_column(CREATED_TIMESTAMP, now.take(pa.array([0] * rows.num_rows, pa.int32())))
+        self.offline.append(signal, version, rows)
+
     # --- helpers ----------------------------------------------------------------------------------
     def _latest(self, name: str) -> tuple[Any, int]:
         sv = self.registry.signal(name)
@@ -152,6 +226,8 @@ class Platform:
         for eng in self._engines.values():
             eng.close()
         self._engines.clear()
+        if "online_store" in self.__dict__:
+            self.online_store.close()
         if "registry" in self.__dict__:
             self.registry.close()
 
@@ -160,3 +236,8 @@ class Platform:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _column_names(spine: Any) -> list[str]:
+    names = getattr(spine, "column_names", None)
+    return list(names) if names is not None else [str(c) for c in spine.columns]

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from signals.ufr.tensors import InputSpec
 
 from signals.errors import BundleError, NotFoundError
+from signals.ufr.tensors import InputSpec
 
 BUNDLE_FILE = "bundle.json"
 WEIGHTS_FILE = "model.pt"

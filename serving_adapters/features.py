@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-from signals.ufr.tensors import FeatureBatch, build_feature_batch
 
 from serving_adapters.models import LoadedModel, SignalRead
 from signals.entity import Entity
 from signals.errors import RequestError, ServingError, TooManyEntitiesError
 from signals.signal import Signal
+from signals.ufr.tensors import FeatureBatch, build_feature_batch
 
 Key = int | str
 _INT64 = (-(2**63), 2**63 - 1)

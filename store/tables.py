@@ -190,6 +190,34 @@ class OfflineStore:
         snapshot = table.current_snapshot()
         return None if snapshot is None else int(snapshot.snapshot_id)
 
+    def append(self, signal: Signal, version: int, rows: pa.Table) -> int | None:
+        """Append ``rows`` (UFR or storage types) in one commit, deleting nothing; returns the new snapshot id.
+
+        Used for pushed rows kept offline, so streaming signals stay point-in-time correct offline.
+        """
+        if EVENT_TIMESTAMP not in rows.column_names:
+            raise StoreError(f"signal {signal.name}: rows to store have no {EVENT_TIMESTAMP} column")
+        if rows.num_rows == 0:
+            return self.current_snapshot_id(signal.name, version)
+        stored = to_storage(rows, signal)
+        table = self.ensure_table(signal, version)
+        props = {"quasar.append": "push", "quasar.rows": str(stored.num_rows)}
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                tx = table.transaction()
+                _append_by_day(tx, table, stored, props)
+                tx.commit_transaction()
+                break
+            except Exception as exc:
+                if _is_commit_conflict(exc) and attempt < _COMMIT_ATTEMPTS:
+                    table = self.table(signal.name, version)
+                    continue
+                raise StoreError(f"signal {signal.name} v{version}: appending {stored.num_rows} rows to "
+                                 f"{'.'.join(self.identifier(signal.name, version))} failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        snapshot = table.current_snapshot()
+        return None if snapshot is None else int(snapshot.snapshot_id)
+
     @staticmethod
     def _commit_window(table: Any, stored: pa.Table, start: datetime, end: datetime, props: dict[str, str]) -> None:
         with warnings.catch_warnings():

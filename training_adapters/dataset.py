@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import torch
-from signals.ufr.tensors import FeatureBatch, InputSpec, build_feature_batch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from signals.errors import DefinitionError
 from signals.ufr.infer import infer_feature_type
+from signals.ufr.tensors import FeatureBatch, InputSpec, build_feature_batch
 from training_adapters.sources import Piece, RowSource, check_columns
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from signals.ufr.tensors import InputSpec
 from torch.utils.data import DataLoader
 
+from signals.ufr.tensors import InputSpec
 from training_adapters.dataset import FeatureDataset, TrainingBatch, spec_from_schema
 from training_adapters.sources import ParquetSource, RowSource, TableSource, iceberg_source
 
@@ -57,5 +57,5 @@ def make_loader(data: Any, *, features: Sequence[str] | None = None, spec: Input
     workers = num_workers if num_workers is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     return DataLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin,
-                      persistent_workers=False, collate_fn=_identity,
+                      persistent_workers=False, collate_fn=_identity,  # type: ignore[arg-type]
                       prefetch_factor=4 if workers else None)

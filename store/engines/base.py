@@ -57,7 +57,8 @@ class Engine(ABC):
         return False
 
     def close(self) -> None:
-        """Release engine resources (sessions, connections)."""
+        """Release engine resources (sessions, connections); nothing to release by default."""
+        return None
 
 
 ENGINES: dict[str, str] = {

@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 import schemathesis
-from fixtures.feature_service import LiveServer, live_app, write_world
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.case import Case
+
+from fixtures.feature_service import LiveServer, live_app, write_world
 
 # the schema is the app's own; a store that is never used does not connect, so nothing runs at import
 schema = schemathesis.openapi.from_dict(live_app("redis://127.0.0.1:9/0").openapi())

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
-from fixtures.online import dump_redis, ol_all_types, ol_offline_only, ol_short, random_rows
 
+from fixtures.online import dump_redis, ol_all_types, ol_offline_only, ol_short, random_rows
 from online.materialize import files_to_read, materialize, state_key
 from online.redis_store import RedisOnlineStore
 from online.store import FeatureStatus, OnlineColumns, OnlineStore

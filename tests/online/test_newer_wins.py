@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pyarrow as pa
 import redis
-from fixtures.online import NOW, ol_short
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fixtures.online import NOW, ol_short
 from online.redis_store import RedisOnlineStore
 from signals.ufr.codec import record_event_time_us
 from signals.ufr.schema import EVENT_TIMESTAMP

@@ -7,8 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from fixtures.online import NOW, ol_accounts, ol_all_types, ol_offline_only, ol_short, random_rows
 
+from fixtures.online import NOW, ol_accounts, ol_all_types, ol_offline_only, ol_short, random_rows
 from online.push import push, validate_push_rows
 from online.redis_store import RedisOnlineStore
 from signals.errors import RequestError, SchemaError

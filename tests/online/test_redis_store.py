@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import redis
+
 from fixtures.online import (
     NOW,
     ONLINE_PROJECT,
@@ -21,7 +22,6 @@ from fixtures.online import (
     ol_short,
     random_rows,
 )
-
 from online.keys import field_name
 from online.redis_store import KEYS_PER_CALL, AsyncRedisOnlineStore, RedisOnlineStore
 from online.store import FeatureStatus, OnlineColumns, load_online_store

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from fixtures.online import ONLINE_PROJECT, ol_short, random_rows
 from fixtures.redis_server import RedisServer, free_port
-
 from online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
 from signals.errors import OnlineUnavailableError
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from fixtures.feature_service import FRESH, PROJECT, STALE, column, f32, iso, resolve, serve, write_world
 
+from fixtures.feature_service import FRESH, PROJECT, STALE, column, f32, iso, resolve, serve, write_world
 from online.redis_store import RedisOnlineStore
 from online.response import online_features, plan_request, read_online_features
 from online.service.errors import ORJSON_OPTIONS

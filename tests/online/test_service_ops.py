@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from fixtures.feature_service import (
     PROJECT,
     LiveServer,
@@ -27,8 +29,6 @@ from fixtures.feature_service import (
     write_world,
 )
 from fixtures.redis_server import RedisServer, free_port
-from prometheus_client.parser import text_string_to_metric_families
-
 from online.service.runner import run_service
 from online.service.status import http_status
 from registry.registry import Registry

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
-from fixtures.feature_service import column, serve
 
+from fixtures.feature_service import column, serve
 from signals.signal import Signal
 
 PROFILE_ROW = {"user_id": 41, "event_timestamp": "2026-03-01T10:00:00.000001Z", "flag": True, "count": 2**60,

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures.registry_db import dump_tables, example_module, write_module
 
+from fixtures.registry_db import dump_tables, example_module, write_module
 from registry import Registry
 from signals.errors import RegistrationError
 

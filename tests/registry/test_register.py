@@ -9,9 +9,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from fixtures.registry_db import dump_tables, example_module, write_module
 from sqlalchemy import create_engine, select
 
+from fixtures.registry_db import dump_tables, example_module, write_module
 from quasar.describe import describe_signal
 from registry import Registry
 from registry.db import normalize_url

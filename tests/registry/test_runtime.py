@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from fixtures.registry_db import example_module, write_module
 
+from fixtures.registry_db import example_module, write_module
 from registry import Registry
 from signals.errors import DefinitionError, NotFoundError, QuasarError
 

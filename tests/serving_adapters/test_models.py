@@ -6,14 +6,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from fixtures.serving import SIGNALS, column_of, input_spec, ranker_spec, score_pin_stats, score_user_stats
-from signals.ufr.tensors import InputSpec
 
 from examples.ranker import Ranker
+from fixtures.serving import SIGNALS, column_of, input_spec, ranker_spec, score_pin_stats, score_user_stats
 from serving_adapters.bundle import InputColumn, save_bundle
 from serving_adapters.models import ModelRegistry, static_resolver
 from signals import Float64, Signal
 from signals.errors import BundleError, NotFoundError
+from signals.ufr.tensors import InputSpec
 
 RESOLVE = static_resolver({k: {1: s} for k, s in SIGNALS.items()})
 

@@ -11,6 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from prometheus_client.parser import text_string_to_metric_families
+
+from examples.ranker import Ranker
 from fixtures.redis_server import RedisServer
 from fixtures.serving import (
     SCORING_PROJECT,
@@ -22,9 +25,6 @@ from fixtures.serving import (
     serving,
     write_world,
 )
-from prometheus_client.parser import text_string_to_metric_families
-
-from examples.ranker import Ranker
 from online.redis_store import AsyncRedisOnlineStore
 from serving_adapters.bundle import InputColumn, save_bundle
 from serving_adapters.features import assemble_feature_table, build_request_batch, check_keys, fetch_online

@@ -18,8 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from fixtures.offline import random_events
 
+from fixtures.offline import random_events
 from signals import (
     Entity,
     Float32,

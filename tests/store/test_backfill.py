@@ -11,9 +11,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+
 from fixtures.offline import random_events, write_events
 from fixtures.registry_db import example_module, write_module
-
 from registry import Registry
 from signals import Entity, Float32, Int64, Source, aggregate, count, mean, signal
 from signals.errors import BackfillError

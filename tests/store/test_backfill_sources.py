@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixtures.offline import random_events, write_events
 
+from fixtures.offline import random_events, write_events
 from signals import Entity, Float64, Int64, Source, signal
 from signals.errors import StoreError
 from store.sources import SourceReader

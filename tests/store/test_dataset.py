@@ -12,8 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixtures.pit_data import SIGNALS, US, PitWorld, reference_pit
 
+from fixtures.pit_data import SIGNALS, US, PitWorld, reference_pit
 from signals import Entity, Int64, Signal, Source, signal
 from signals.errors import DatasetError, NotFoundError
 from store.dataset import DatasetResult, FeatureRef, build_training_dataset, parse_feature_ref

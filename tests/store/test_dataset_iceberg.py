@@ -9,8 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from fixtures.pit_data import BASE, SIGNALS, PitWorld, reference_pit
 
+from fixtures.pit_data import BASE, SIGNALS, PitWorld, reference_pit
 from signals import Signal
 from signals.errors import NotFoundError
 from signals.ufr.schema import EVENT_TIMESTAMP

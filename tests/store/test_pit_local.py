@@ -12,8 +12,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from fixtures.pit_data import BASE, SIGNALS, US, reference_pit, storage_type
 
+from fixtures.pit_data import BASE, SIGNALS, US, reference_pit, storage_type
 from signals.errors import DatasetError
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from signals.ufr.types import TIMESTAMP_ARROW

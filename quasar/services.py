@@ -1,0 +1,50 @@
+"""App factories for ``quasar serve`` and ``quasar score-serve``, built from a project's configuration.
+
+Each is a zero-argument factory (the project folder comes from ``QUASAR_PROJECT``), so uvicorn can build one
+app per worker process, each with its own Redis connections.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from quasar.platform import Platform
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+PROJECT_ENV = "QUASAR_PROJECT"
+FEATURE_APP = "quasar.services:feature_app"
+SCORING_APP = "quasar.services:scoring_app"
+
+
+def _platform() -> Platform:
+    return Platform.open(os.environ.get(PROJECT_ENV, "."))
+
+
+def _async_store(p: Platform):  # type: ignore[no-untyped-def]
+    from online.redis_store import AsyncRedisOnlineStore
+    on = p.config.online
+    return AsyncRedisOnlineStore(on.redis_url, project=p.config.project.name, cluster=on.cluster)
+
+
+def feature_app() -> FastAPI:
+    """The HTTP feature service of the project in ``$QUASAR_PROJECT`` (default: the current folder)."""
+    from online.service.app import create_app
+    p = _platform()
+    on = p.config.online
+    return create_app(resolve=p._resolve, store=_async_store(p), max_entities=on.max_entities,
+                      auth_tokens=on.auth_tokens, offline_push=p.push_offline, close_store=True)
+
+
+def scoring_app() -> FastAPI:
+    """The scoring service of the project in ``$QUASAR_PROJECT``: bundles from ``[serving] models``."""
+    from serving_adapters.models import ModelRegistry, registry_resolver
+    from serving_adapters.service.app import create_scoring_app
+    p = _platform()
+    sv = p.config.serving
+    models = ModelRegistry(p.config.path(sv.models), registry_resolver(p.registry))
+    return create_scoring_app(models=models, store=_async_store(p), auth_tokens=p.config.online.auth_tokens,
+                              max_batch_rows=sv.max_batch_rows, max_wait_ms=sv.max_wait_ms,
+                              device=sv.device or None, batching=sv.batching)
