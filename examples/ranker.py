@@ -11,7 +11,11 @@ from signals.ufr.tensors import FeatureBatch
 
 
 class Ranker(nn.Module):
-    """logit = MLP([dense, dense presence, taste . embedding, EmbeddingBag(recent pins)])."""
+    """logit = MLP([signed log of dense, dense presence, taste . embedding, EmbeddingBag(recent pins)]).
+
+    Dense inputs are counts and rates of very different scales; ``sign(x) * log1p(|x|)`` brings them to one
+    range inside the model, so training and serving apply exactly the same transform.
+    """
 
     def __init__(self, *, dense_dim: int, vector_pair: Sequence[str], id_list: str, buckets: int = 4096,
                  emb_dim: int = 8, hidden: int = 32) -> None:
@@ -28,5 +32,6 @@ class Ranker(nn.Module):
         affinity = (a * b).sum(dim=1) / a.shape[1] ** 0.5 * both
         ids = batch.id_lists[self.id_list]
         bag = self.bag(ids.values % self.buckets, ids.offsets)
-        x = torch.cat([batch.dense, batch.dense_mask.float(), affinity[:, None], both[:, None], bag], dim=1)
+        dense = torch.sign(batch.dense) * torch.log1p(batch.dense.abs())
+        x = torch.cat([dense, batch.dense_mask.float(), affinity[:, None], both[:, None], bag], dim=1)
         return self.mlp(x).squeeze(1)

@@ -73,7 +73,7 @@ def train(project: Path, models: Path, *, epochs: int = 1, spine: pa.Table | Non
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss) * batch.features.size
+            loss_sum += loss.item() * batch.features.size
             seen += batch.features.size
     inputs = tuple(InputColumn(column=column_name(r), ref=r, role="request") for r in refs_req) + tuple(
         InputColumn(column=column_name(r), ref=r, role="candidate") for r in refs_cand)

@@ -80,8 +80,13 @@ def state_key(signal: str, version: int) -> str:
 
 
 def materialize(*, signal: Signal, version: int, offline: OfflineStore, online: OnlineStore,
-                state: MaterializeState, batch_rows: int = 100_000, progress: bool = False) -> MaterializeResult:
-    """Write the latest row per entity of ``signal`` v``version`` to ``online``, from where the last run stopped."""
+                state: MaterializeState, batch_rows: int = 100_000, progress: bool = False,
+                full: bool = False) -> MaterializeResult:
+    """Write the latest row per entity of ``signal`` v``version`` to ``online``, from where the last run stopped.
+
+    ``full`` ignores the saved watermark and reads the whole current snapshot again (e.g. after the online
+    store lost its data); newer-wins writes make that safe at any time.
+    """
     if not signal.online:
         raise RequestError(f"signal {signal.name!r} is not an online signal: declare it with online=True to "
                            "materialize it")
@@ -89,7 +94,7 @@ def materialize(*, signal: Signal, version: int, offline: OfflineStore, online: 
         raise QuasarError(f"batch_rows must be a positive int, got {batch_rows!r}")
     started = time.monotonic()
     key = state_key(signal.name, version)
-    saved = state.get_state(key)
+    saved = None if full else state.get_state(key)
     snapshot = offline.current_snapshot_id(signal.name, version)
     run_id = state.start_run(signal=signal.name, version=version, kind="materialize",
                              params={"batch_rows": batch_rows,

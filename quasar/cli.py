@@ -161,11 +161,13 @@ def dataset(ctx: click.Context, spine: str, features: str, out: str, engine: str
 @click.argument("signals", nargs=-1)
 @click.option("--batch-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
               help="Rows per Redis write batch (bounds memory).")
+@click.option("--full", is_flag=True, help="Read the whole current snapshot again, not only what is new "
+              "(e.g. after Redis lost its data).")
 @click.pass_context
 @_fail_cleanly
-def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int) -> None:
+def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int, full: bool) -> None:
     """Write the latest row per entity of online signals (all by default) from Iceberg to Redis, incrementally."""
-    results = _platform(ctx).materialize(list(signals) or None, batch_rows=batch_rows, progress=True)
+    results = _platform(ctx).materialize(list(signals) or None, batch_rows=batch_rows, progress=True, full=full)
     if not results:
         click.echo("nothing to materialize: no online signal has offline data yet (run `quasar backfill`)")
     for r in results:

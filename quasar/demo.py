@@ -89,14 +89,17 @@ def step_materialize(project: Path, world: World) -> None:
 def step_serve(project: Path, world: World) -> None:
     _heading("5. The HTTP feature service")
     with _service(project, "serve") as url:
-        entities: dict[str, list[Any]] = {"user_id": [1, 2, 999_999]}
+        with Platform.open(project) as p:                  # two users whose profile is in the window
+            profiled = p.offline.read(p.registry.signal("user_profile").signal, 1, columns=["user_id"])
+        users = sorted(set(profiled.column("user_id").to_pylist()))[:2]
+        entities: dict[str, list[Any]] = {"user_id": [*users, 999_999]}
         features = ["user_engagement:clicks_7d", "user_engagement:ctr_7d", "user_profile:country"]
         body = {"entities": entities, "features": features}
         click.secho(f"$ curl -s {url}/v1/features -d '{json.dumps(body)}'", fg="cyan")
         answer = _post(f"{url}/v1/features", body)
         names = answer["metadata"]["feature_names"]
         for name, result in zip(names, answer["results"], strict=True):
-            cells = [f"{v!r:>8} {s}" for v, s in zip(result["values"], result["statuses"], strict=True)]
+            cells = [f"{v:>8.4g} {s}" if isinstance(v, float) else f"{v!r:>8} {s}" for v, s in zip(result["values"], result["statuses"], strict=True)]
             click.echo(f"  {name:<12} " + " | ".join(cells))
         with Platform.open(project) as p:
             same = p.online_features(entities, features) == answer

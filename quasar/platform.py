@@ -138,9 +138,9 @@ class Platform:
 
     # --- online services --------------------------------------------------------------------------
     def materialize(self, signals: Sequence[str] | None = None, *, batch_rows: int = 100_000,
-                    progress: bool = False) -> list[MaterializeResult]:
+                    progress: bool = False, full: bool = False) -> list[MaterializeResult]:
         """Write the latest row per entity of each online signal (all of them by default) to the online
-        store, reading only the Iceberg snapshots added since the last run."""
+        store, reading only the Iceberg snapshots added since the last run (everything with ``full``)."""
         from online.materialize import materialize
         if signals:
             chosen = [self.registry.signal(name) for name in signals]
@@ -152,7 +152,7 @@ class Platform:
                 continue                                   # never backfilled: nothing to materialize yet
             results.append(materialize(signal=sv.signal, version=sv.version, offline=self.offline,
                                        online=self.online_store, state=self.registry, batch_rows=batch_rows,
-                                       progress=progress))
+                                       progress=progress, full=full))
         return results
 
     def online_features(self, entities: Mapping[str, Sequence[Any]], features: Sequence[str], *,
