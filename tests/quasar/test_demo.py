@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from fixtures.redis_server import RedisServer
 
 from examples.data import World
+from fixtures.redis_server import RedisServer
 from quasar.cli import main
 from quasar.demo import STEPS
 
