@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from signals.errors import BundleError, NotFoundError
+from signals.errors import BundleError, ModelNotFoundError
 from signals.ufr.tensors import InputSpec
 
 BUNDLE_FILE = "bundle.json"
@@ -102,7 +102,7 @@ def load_bundle(folder: str | Path, name: str, map_location: str | torch.device 
     path = root / name
     if not (path / BUNDLE_FILE).exists():
         known = sorted(p.name for p in root.iterdir() if (p / BUNDLE_FILE).exists()) if root.is_dir() else []
-        raise NotFoundError(f"model {name!r} not found in {root}; known models: {', '.join(known) or 'none'}")
+        raise ModelNotFoundError(f"model {name!r} not found in {root}; known models: {', '.join(known) or 'none'}")
     try:
         spec = BundleSpec.from_dict(json.loads((path / BUNDLE_FILE).read_text()))
     except (KeyError, TypeError, ValueError) as exc:

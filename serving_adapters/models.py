@@ -17,7 +17,7 @@ from pathlib import Path
 
 from serving_adapters.bundle import Bundle, BundleSpec, InputColumn, load_bundle
 from signals.entity import Entity
-from signals.errors import BundleError, NotFoundError
+from signals.errors import BundleError, ModelNotFoundError, NotFoundError
 from signals.signal import Signal
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -196,7 +196,7 @@ class ModelRegistry:
         if found is not None:
             return found
         if not isinstance(name, str) or not _MODEL_NAME.match(name):
-            raise NotFoundError(f"model {name!r} not found: model names are letters, digits, '_', '.' and '-'")
+            raise ModelNotFoundError(f"model {name!r} not found: model names are letters, digits, '_', '.' and '-'")
         with self._lock:
             found = self._loaded.get(name)
             if found is None:

@@ -59,6 +59,10 @@ class NotFoundError(QuasarError, LookupError):
     """Something named does not exist (signal, feature, entity, version, model, run)."""
 
 
+class ModelNotFoundError(NotFoundError):
+    """No model bundle of that name (the scoring service answers 404)."""
+
+
 class SchemaError(QuasarError):
     """Data does not match a declared schema."""
 

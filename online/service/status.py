@@ -10,6 +10,7 @@ from signals.errors import (
     DatasetError,
     DefinitionError,
     DependencyMissingError,
+    ModelNotFoundError,
     NotFoundError,
     OnlineStoreError,
     OnlineUnavailableError,
@@ -28,7 +29,8 @@ HTTP_STATUS: tuple[tuple[type[QuasarError], int], ...] = (
     (TooManyEntitiesError, 413),     # more entity rows than the service answers per request
     (OnlineUnavailableError, 503),   # Redis cannot be reached: retry later
     (OnlineStoreError, 502),         # Redis answered something unusable
-    (NotFoundError, 422),            # unknown signal, feature, version, entity, model
+    (ModelNotFoundError, 404),       # no model bundle of that name (scoring service)
+    (NotFoundError, 422),            # unknown signal, feature, version or entity in a request
     (RequestError, 422),             # a malformed request: wrong join key, key type, reference syntax
     (SchemaMismatchError, 409),      # a stored record was written under another schema than the registry's
     (SchemaError, 422),              # pushed rows do not match the signal's schema

@@ -25,11 +25,6 @@ class ScoreResponse(BaseModel):
     scores: list[float]
 
 
-class ErrorResponse(BaseModel):
-    """Every error answer: the error's class and a message naming the problem."""
-
-    error: str
-    detail: str
 
 
 class ModelInfo(BaseModel):

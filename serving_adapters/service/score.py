@@ -7,13 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
+from online.service.models import ErrorResponse
 from serving_adapters.scorer import Scorer
 from serving_adapters.service.auth import bearer_auth
 from serving_adapters.service.errors import JSONResponse, quasar_error_response
-from serving_adapters.service.schemas import ErrorResponse, ScoreRequest, ScoreResponse
+from serving_adapters.service.schemas import ScoreRequest, ScoreResponse
 from signals.errors import NotFoundError, QuasarError
 
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 422, 503)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 503)}
 
 
 def score_router(scorer: Scorer, auth_tokens: tuple[str, ...]) -> APIRouter:

@@ -176,7 +176,7 @@ def test_empty_candidates_and_response_headers(scoring_world: ScoringWorld, scor
     ({"model": "ranker", "entities": {"user_id": [1]}}, 422, r"candidates: Field required"),
     ({"model": "ranker", "entities": {"user_id": [1]}, "candidates": {"pin_id": [1]}, "extra": 1}, 422,
      r"extra: Extra inputs are not permitted"),
-    ({"model": "ranker", "entities": {"user_id": [1]}, "candidates": {"pin_id": list(range(10_001))}}, 422,
+    ({"model": "ranker", "entities": {"user_id": [1]}, "candidates": {"pin_id": list(range(10_001))}}, 413,
      r"candidates.pin_id: 10001 candidates, more than the limit of 10000"),
 ])
 def test_bad_requests_name_the_problem(scoring_world: ScoringWorld, scoring_redis: str, payload: dict[str, Any],
@@ -187,8 +187,8 @@ def test_bad_requests_name_the_problem(scoring_world: ScoringWorld, scoring_redi
 
     response = asyncio.run(main())
     assert response.status_code == status, response.text
-    assert set(response.json()) == {"error", "detail"}
-    assert re.search(detail, response.json()["detail"]), response.json()
+    assert set(response.json()) == {"error"} and set(response.json()["error"]) == {"type", "message"}
+    assert re.search(detail, response.json()["error"]["message"]), response.json()
 
 
 def test_malformed_json_is_422(scoring_world: ScoringWorld, scoring_redis: str) -> None:
@@ -197,7 +197,7 @@ def test_malformed_json_is_422(scoring_world: ScoringWorld, scoring_redis: str) 
             return await client.post("/v1/score", content=b"{not json", headers={"content-type": "application/json"})
 
     response = asyncio.run(main())
-    assert response.status_code == 422 and "JSON" in response.json()["detail"]
+    assert response.status_code == 422 and "JSON" in response.json()["error"]["message"]
 
 
 def test_a_bundle_that_no_longer_matches_is_409_naming_the_mismatch(scoring_world: ScoringWorld,
@@ -215,10 +215,10 @@ def test_a_bundle_that_no_longer_matches_is_409_naming_the_mismatch(scoring_worl
                     await client.post("/v1/score", json=score_body(1, [1])))
 
     refused, fine = asyncio.run(main())
-    assert refused.status_code == 409 and refused.json()["error"] == "BundleError"
-    assert "model 'stale_ranker'" in refused.json()["detail"]
-    assert "score_user_stats@3:clicks" in refused.json()["detail"]
-    assert "current version of 'score_user_stats' is 1" in refused.json()["detail"]
+    assert refused.status_code == 409 and refused.json()["error"]["type"] == "BundleError"
+    assert "model 'stale_ranker'" in refused.json()["error"]["message"]
+    assert "score_user_stats@3:clicks" in refused.json()["error"]["message"]
+    assert "current version of 'score_user_stats' is 1" in refused.json()["error"]["message"]
     assert fine.status_code == 200
 
 
@@ -255,7 +255,7 @@ def test_redis_down_is_503_and_the_service_recovers(scoring_world: ScoringWorld,
 
     ok, down, health, again, healthy, metrics = asyncio.run(main())
     assert ok.status_code == 200
-    assert down.status_code == 503 and down.json()["error"] == "OnlineUnavailableError"
+    assert down.status_code == 503 and down.json()["error"]["type"] == "OnlineUnavailableError"
     assert health.status_code == 503 and health.json()["status"] == "unavailable"
     assert again.status_code == 200 and again.json() == ok.json()
     assert healthy.status_code == 200
@@ -275,7 +275,7 @@ def test_bearer_token_auth(scoring_world: ScoringWorld, scoring_redis: str) -> N
     none, wrong, basic, right, other, health = asyncio.run(main())
     for refused in (none, wrong, basic):
         assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
-        assert refused.json()["error"] == "Unauthorized"
+        assert refused.json()["error"]["type"] == "Unauthorized"
     assert right.status_code == 200 and other.status_code == 200 and right.json() == other.json()
     assert health.status_code == 200
 
