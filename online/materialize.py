@@ -14,6 +14,9 @@ by a new run reads the same files again and ends in exactly the state one uninte
 Memory stays bounded: files are read in record batches of ``batch_rows`` and reduced one partition (one
 day of one key bucket) at a time.
 
+A snapshot whose data-quality verdict (``store.gates``) is ``failed`` is refused with ValidationFailedError;
+one committed under the ``warn`` policy is materialized (a strict gate that fails never commits at all).
+
 A limit of newer-wins: when a backfill replaces a window so that an entity's latest row disappears or gets
 an older event time, the online store keeps the newer record it already has.
 """
@@ -38,6 +41,7 @@ from signals.errors import QuasarError, RequestError, SchemaError, StoreError
 from signals.signal import Signal
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from store.arrow_types import restore_ufr_types, storage_schema
+from store.gates import check_snapshot
 from store.tables import PROP_FINGERPRINT, OfflineStore
 
 _POSITION = "__quasar_position"
@@ -125,6 +129,7 @@ def _run(signal: Signal, version: int, offline: OfflineStore, online: OnlineStor
     if snapshot is None or (saved is not None and saved.get("snapshot_id") == snapshot):
         return 0, 0, 0, 0                                   # never backfilled, or nothing new
     _check_fingerprint(offline, signal, version)
+    check_snapshot(offline, signal.name, version, snapshot)       # a snapshot marked as failing its gate: refused
     files = offline.plan_files(signal.name, version, snapshot_id=snapshot)
     covered = set(saved.get("files", [])) if saved else set()
     groups = files_to_read(files, covered)

@@ -26,6 +26,8 @@ HTTP layers map them to status codes from one table (see ``quasar/errors.py``)::
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class QuasarError(Exception):
     """Root of every error quasar raises on purpose."""
@@ -84,7 +86,11 @@ class DatasetError(StoreError):
 
 
 class ValidationFailedError(QuasarError):
-    """A data-quality gate rejected a batch."""
+    """A data-quality gate rejected a batch; ``details`` holds what failed (JSON-safe, as the run log keeps it)."""
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details: dict[str, Any] = dict(details or {})
 
 
 class OnlineStoreError(QuasarError):

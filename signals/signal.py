@@ -24,8 +24,9 @@ from signals.aggregation import Aggregation
 from signals.durations import format_duration, parse_duration
 from signals.entity import Entity
 from signals.errors import DefinitionError
+from signals.expectations import check_expectations
 from signals.source import Source
-from signals.ufr.schema import FeatureSchema, check_name
+from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema, check_name
 
 Transform = Callable[[pa.Table], pa.Table]
 SignalKind = Literal["transform", "aggregation"]
@@ -76,7 +77,7 @@ class Signal:
     code: str = ""                                  # transform source, or aggregation spec as JSON
     aggregations: tuple[Aggregation, ...] = ()
     step: timedelta | None = None
-    expectations: tuple[Any, ...] = ()              # great-expectations Expectation objects (data-quality gates)
+    expectations: tuple[dict[str, Any], ...] = ()   # great-expectations Expectations, plain (signals.expectations)
     policy: str = "strict"
     transform: Transform | None = field(default=None, repr=False)
     module: str = ""                                # where it was defined: file path or module name
@@ -94,6 +95,9 @@ class Signal:
             raise DefinitionError(f"signal {self.name!r}: feature {clash.pop()!r} clashes with the join key")
         if self.kind == "aggregation" and (not self.aggregations or self.step is None):
             raise DefinitionError(f"signal {self.name!r}: an aggregation needs aggregations and a step")
+        columns = [self.entity.join_key, EVENT_TIMESTAMP, CREATED_TIMESTAMP, *self.schema.names]
+        object.__setattr__(self, "expectations",
+                           check_expectations(self.expectations, columns, f"signal {self.name!r}"))
 
     # --- identity -------------------------------------------------------------------------------
     @property
@@ -134,7 +138,7 @@ class Signal:
             "owner": self.owner, "description": self.description, "code": self.code,
             "aggregations": [a.to_dict() for a in self.aggregations],
             "step": format_duration(self.step) if self.step else None,
-            "expectations": [_expectation_to_dict(e) for e in self.expectations],
+            "expectations": [json.loads(json.dumps(e)) for e in self.expectations],
             "policy": self.policy, "module": self.module,
         }
 
@@ -147,7 +151,7 @@ class Signal:
             owner=data.get("owner", ""), description=data.get("description", ""), code=data.get("code", ""),
             aggregations=tuple(Aggregation.from_dict(a) for a in data.get("aggregations", [])),
             step=parse_duration(data.get("step"), "step"),
-            expectations=tuple(_expectation_from_dict(e) for e in data.get("expectations", [])),
+            expectations=tuple(data.get("expectations", [])),
             policy=data.get("policy", "strict"), transform=transform, module=data.get("module", ""),
         )
 
@@ -158,24 +162,11 @@ class Signal:
         return hash((self.name, self.definition_fingerprint))
 
 
-def _expectation_to_dict(exp: Any) -> dict[str, Any]:
-    if isinstance(exp, dict):
-        return exp
-    to_json = getattr(exp, "configuration", None)
-    if to_json is not None:
-        return {"type": to_json.type, "kwargs": dict(to_json.kwargs)}
-    raise DefinitionError(f"expectation {exp!r} is not a great-expectations Expectation")
-
-
-def _expectation_from_dict(data: dict[str, Any]) -> Any:
-    return data  # the gate rebuilds GX objects lazily; the registry keeps the plain form
-
-
 def _common(name: str, entity: Entity, source: Source, ttl: str | timedelta | None, online: bool,
             owner: str, expectations: Sequence[Any], policy: str) -> dict[str, Any]:
     check_name(name, "signal")
     return {"name": name, "entity": entity, "source": source, "ttl": parse_duration(ttl, f"signal {name!r} ttl"),
-            "online": bool(online), "owner": owner, "expectations": tuple(expectations), "policy": policy}
+            "online": bool(online), "owner": owner, "expectations": expectations, "policy": policy}
 
 
 def signal(*, entity: Entity, source: Source, features: Mapping[str, Any], ttl: str | timedelta | None = None,

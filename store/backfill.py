@@ -1,8 +1,10 @@
 """Backfill: compute a signal over whole days and replace those days of its Iceberg table in one commit.
 
 Read the source window (an aggregation reads ``max_window`` further back), compute with an engine, check
-the output, replace the window. Any failure leaves the table at its previous snapshot and raises
-``BackfillError``; the run log records every run, successful or not.
+the output, validate it against the signal's expectations (``store.gates``), replace the window. Any failure
+leaves the table at its previous snapshot and raises ``BackfillError`` (``ValidationFailedError`` when a
+strict gate refused the batch, which is then quarantined); the run log records every run, successful or not,
+with the gate's result.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
-from signals.errors import BackfillError, QuasarError
+from signals.errors import BackfillError, QuasarError, ValidationFailedError
 from signals.signal import Signal
 from store.engines.base import Engine
+from store.gates import enforce, snapshot_properties, validate_batch
 from store.output_check import check_output
 from store.sources import SourceReader
 from store.tables import OfflineStore
 
-STEPS = ("read source", "compute", "check output", "write")
+STEPS = ("read source", "compute", "check output", "validate", "write")
 
 
 class RunLog(Protocol):
@@ -46,6 +49,7 @@ class BackfillResult:
     snapshot_id: int | None
     run_id: int | None
     duration_s: float
+    validation: dict[str, Any] | None = None         # the gate's result (store.gates.GateResult.to_dict())
 
 
 def _to_datetime(value: Any, what: str) -> datetime:
@@ -125,7 +129,13 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
             rows = check_output(computed, signal, start_dt, end_dt)
             bar.update(1)
             step = STEPS[3]
-            snapshot_id = store.replace_window(signal, version, rows, start_dt, end_dt)
+            frame = engine.validation_frame(rows) if signal.expectations else None
+            gate = validate_batch(signal, version, rows, frame=frame)
+            enforce(gate, signal=signal, rows=rows, store=store, run_id=run_id)
+            bar.update(1)
+            step = STEPS[4]
+            snapshot_id = store.replace_window(signal, version, rows, start_dt, end_dt,
+                                               properties=snapshot_properties(gate, run_id))
             bar.update(1)
     except BaseException as exc:
         duration = time.perf_counter() - began
@@ -134,13 +144,17 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
             _record_failure(runs, run_id, exc, error, step, duration)
         if not isinstance(exc, Exception):
             raise                                       # KeyboardInterrupt and friends: recorded, not wrapped
+        if isinstance(exc, ValidationFailedError):
+            raise ValidationFailedError(error, details=exc.details) from exc
         raise BackfillError(error) from exc
     duration = time.perf_counter() - began
+    validation = gate.to_dict() if gate.outcomes else None
     if runs is not None and run_id is not None:
+        details: dict[str, Any] = {"duration_s": round(duration, 6), "source_rows": source_rows.num_rows}
         runs.finish_run(run_id, status="succeeded", snapshot_id=snapshot_id, rows=rows.num_rows,
-                        details={"duration_s": round(duration, 6), "source_rows": source_rows.num_rows})
+                        details={**details, "validation": validation} if validation else details)
     return BackfillResult(signal=signal.name, version=version, start=start_dt, end=end_dt, rows=rows.num_rows,
-                          snapshot_id=snapshot_id, run_id=run_id, duration_s=duration)
+                          snapshot_id=snapshot_id, run_id=run_id, duration_s=duration, validation=validation)
 
 
 def _describe(signal: Signal, version: int, start: datetime, end: datetime, step: str, exc: BaseException) -> str:
@@ -150,7 +164,8 @@ def _describe(signal: Signal, version: int, start: datetime, end: datetime, step
 
 
 def _record_failure(runs: RunLog, run_id: int, exc: BaseException, error: str, step: str, duration: float) -> None:
-    details = {"error": error, "error_type": type(exc).__name__, "step": step, "duration_s": round(duration, 6)}
+    details = {"error": error, "error_type": type(exc).__name__, "step": step, "duration_s": round(duration, 6),
+               **getattr(exc, "details", {})}          # a refused gate's validation and quarantine
     try:
         runs.finish_run(run_id, status="failed", details=details)
     except Exception as log_exc:  # the backfill's own error matters more than the log's

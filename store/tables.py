@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -160,10 +160,12 @@ class OfflineStore:
         return None if snapshot is None else int(snapshot.snapshot_id)
 
     # --- writing --------------------------------------------------------------------------------------
-    def replace_window(self, signal: Signal, version: int, rows: pa.Table, start: datetime, end: datetime) -> int | None:
+    def replace_window(self, signal: Signal, version: int, rows: pa.Table, start: datetime, end: datetime, *,
+                       properties: Mapping[str, str] | None = None) -> int | None:
         """Delete every row with ``start <= event_timestamp < end`` and append ``rows``, in one commit.
 
-        ``rows`` (UFR or storage types) must all lie in the window. Returns the new snapshot id.
+        ``rows`` (UFR or storage types) must all lie in the window. ``properties`` go into the snapshot's
+        summary (e.g. the data-quality verdict). Returns the new snapshot id.
         """
         start, end = as_utc(start, "start"), as_utc(end, "end")
         if end <= start:
@@ -175,7 +177,7 @@ class OfflineStore:
         self._check_rows(signal, stored, start, end)
         table = self.ensure_table(signal, version)
         window = f"[{start.isoformat()}, {end.isoformat()})"
-        props = {"quasar.window": window, "quasar.rows": str(stored.num_rows)}
+        props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(stored.num_rows)}
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
             try:
                 self._commit_window(table, stored, start, end, props)

@@ -56,6 +56,11 @@ class Engine(ABC):
     def supports_distributed(self) -> bool:
         return False
 
+    def validation_frame(self, rows: pa.Table) -> Any:
+        """A computed batch as the DataFrame the data-quality gate validates with great-expectations
+        (``store.gates``): pandas by default; an engine whose data lives elsewhere returns its own (Spark)."""
+        return rows.to_pandas()
+
     def close(self) -> None:
         """Release engine resources (sessions, connections); nothing to release by default."""
         return None
