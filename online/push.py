@@ -19,6 +19,7 @@ from signals.signal import Signal
 from signals.ufr.codec_arrow import coerce_feature
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from signals.ufr.types import TIMESTAMP_ARROW
+from store.row_checks import check_rows
 
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, TypeError,
                 ValueError)
@@ -36,7 +37,8 @@ def validate_push_rows(signal: Signal, rows: Any) -> pa.Table:
     """``rows`` (an Arrow table or record batch, a pandas DataFrame, or a list of dicts) as a table of the join
     key, ``event_timestamp``, ``created_timestamp`` when given, and the features, in UFR types.
 
-    A missing, unknown or mistyped column is a SchemaError naming it.
+    A missing, unknown or mistyped column is a SchemaError naming it; rows that break one of the signal's
+    row-level expectations (not-null, between, in-set: ``store.row_checks``) are a ValidationFailedError.
     """
     expected = _expected_columns(signal)
     if isinstance(rows, pa.RecordBatch):
@@ -56,7 +58,9 @@ def validate_push_rows(signal: Signal, rows: Any) -> pa.Table:
         if name not in columns:
             continue
         out[name] = _convert(signal, name, arrow_type, columns[name])
-    return pa.table(out, schema=pa.schema([pa.field(n, expected[n]) for n in out]))
+    table = pa.table(out, schema=pa.schema([pa.field(n, expected[n]) for n in out]))
+    check_rows(signal, table)
+    return table
 
 
 def _expected_columns(signal: Signal) -> dict[str, pa.DataType]:
