@@ -126,6 +126,10 @@ def load_async_online_store(kind: str, **options: Any) -> AsyncOnlineStore:
     return store
 
 
+_PRESENT, _NOT_FOUND, _NULL_VALUE, _OUTSIDE_MAX_AGE = (np.uint8(s) for s in (
+    FeatureStatus.PRESENT, FeatureStatus.NOT_FOUND, FeatureStatus.NULL_VALUE, FeatureStatus.OUTSIDE_MAX_AGE))
+
+
 def now_us() -> int:
     """The current time in microseconds since the epoch."""
     return time.time_ns() // 1000
@@ -140,25 +144,20 @@ def columns_from_records(signal: Signal, version: int, records: Sequence[bytes |
     """
     batch = decode(signal.schema, records, signal=signal.name)
     found = batch.found
-    stale = np.zeros(len(found), dtype=bool)
-    if signal.ttl is not None:
+    table = batch.table
+    fresh = found
+    codes = np.where(found, _PRESENT, _NOT_FOUND)
+    if signal.ttl is not None and found.any():
         ttl_us = signal.ttl // timedelta(microseconds=1)
         stale = found & ((now_us() if now is None else now) - batch.event_time_us > ttl_us)
-    table = batch.table
-    if stale.any():                  # null stale rows: take with a null index gives a null of any type
-        index = pa.array(np.arange(len(found), dtype=np.int64), mask=stale)
-        table = table.take(index)
-    base = np.where(found, FeatureStatus.PRESENT, FeatureStatus.NOT_FOUND).astype(np.uint8)
-    base[stale] = FeatureStatus.OUTSIDE_MAX_AGE
-    fresh = found & ~stale
-    status = {}
-    for name in signal.schema.names:
-        column = batch.table.column(name)
-        codes = base.copy()
-        if column.null_count:
-            nulls = column.is_null().to_numpy(zero_copy_only=False)
-            codes[fresh & nulls] = FeatureStatus.NULL_VALUE
-        status[name] = codes
+        if stale.any():              # null stale rows: take with a null index gives a null of any type
+            table = table.take(pa.array(np.arange(len(found), dtype=np.int64), mask=stale))
+            codes[stale] = _OUTSIDE_MAX_AGE
+            fresh = found & ~stale
+    # one status matrix for every feature at once: the row's status, NULL_VALUE where a fresh value is null
+    matrix = np.repeat(codes[None, :], len(signal.schema), axis=0)
+    matrix[(fresh[:, None] & ~batch.valid).T] = _NULL_VALUE
+    status = dict(zip(signal.schema.names, matrix, strict=True))
     return OnlineColumns(signal=signal.name, version=version, table=table, event_time_us=batch.event_time_us,
                          status=status)
 

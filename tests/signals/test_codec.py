@@ -255,6 +255,30 @@ def test_absent_records_decode_to_all_null_rows(data: st.DataObject) -> None:
     assert (decoded.event_time_us[~found] == 0).all()
 
 
+@SETTINGS
+@given(data=st.data())
+def test_the_small_batch_path_and_the_numpy_path_agree_bit_for_bit(data: st.DataObject) -> None:
+    """``decode`` takes a bytes-slicing path for a few records and a numpy path for more: forced onto each
+    in turn, the same records give identical tables (floats by their bits), times, found and valid flags."""
+    schema = data.draw(schemas())
+    table, _, _ = data.draw(tables(schema))
+    records: list[bytes | None] = list(encode(schema, table))
+    for at in sorted(data.draw(st.lists(st.integers(0, len(records)), max_size=3)), reverse=True):
+        records.insert(at, None)
+    small = decode(schema, records, signal="sig", small_batch=len(records))
+    numpy_path = decode(schema, records, signal="sig", small_batch=0)
+    small.table.validate(full=True)
+    assert_identical(small.table, numpy_path.table)
+    assert small.event_time_us.tolist() == numpy_path.event_time_us.tolist()
+    assert small.found.tolist() == numpy_path.found.tolist()
+    assert small.valid.shape == numpy_path.valid.shape == (len(records), len(schema))
+    assert small.valid.tolist() == numpy_path.valid.tolist()
+    nulls = np.array([[not v for v in table.column(name).is_valid().to_pylist()] for name in schema.names])
+    present = numpy_path.found
+    if len(schema):
+        assert (~numpy_path.valid[present]).T.tolist() == nulls.tolist()
+
+
 # ------------------------------------------------------------------------------------------ examples
 
 MIXED = FeatureSchema.of({

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import signals.ufr.codec as codec
 from signals.errors import SchemaError, SchemaMismatchError
 from signals.ufr.codec import HEADER_SIZE, MAGIC, decode, encode, record_event_time_us, record_fingerprint
 from signals.ufr.schema import FeatureSchema
@@ -104,6 +107,14 @@ def test_nulls_inside_lists_are_refused(column: str, array: pa.Array) -> None:
 # ------------------------------------------------------------------------------------------ decode
 
 
+@pytest.fixture(params=["small batch path", "numpy path"], autouse=True)
+def decode_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every decode test runs on both of ``codec.decode``'s paths: same checks, same messages."""
+    small = codec.SMALL_BATCH if request.param == "small batch path" else 0
+    monkeypatch.setitem(globals(), "decode", functools.partial(codec.decode, small_batch=small))
+    yield
+
+
 def test_fingerprint_mismatch_names_signal_fingerprints_and_fix() -> None:
     old = FeatureSchema.of({"clicks": Int64(), "ratio": Float64()})
     records = encode(old, pa.table({"clicks": [1], "ratio": [0.5], "event_timestamp": pa.array([5])}))
@@ -164,7 +175,7 @@ def test_header_readers_refuse_garbage() -> None:
             record_fingerprint(garbage)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_damage_never_decodes_silently_wrong(data: st.DataObject) -> None:
     """Cutting, extending or rewriting a record's header or counts raises SchemaError, never anything else."""
