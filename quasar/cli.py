@@ -137,6 +137,62 @@ def backfill(ctx: click.Context, signal: str, start: str, end: str, engine: str 
     for r in results:
         click.echo(f"backfilled {r.signal} v{r.version} [{r.start:%Y-%m-%d}, {r.end:%Y-%m-%d}): {r.rows} rows, "
                    f"snapshot {r.snapshot_id}, {r.duration_s:.2f}s")
+        if r.validation:
+            click.echo(f"  validation: {r.validation['summary']}", err=r.validation["verdict"] != "passed")
+
+
+@main.command()
+@click.argument("signal")
+@click.option("--start", required=True, help="First day (inclusive), e.g. 2026-01-01.")
+@click.option("--end", required=True, help="Last day (exclusive), e.g. 2026-02-01.")
+@click.option("--engine", default=None, help="local or spark (default: [engine] default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the validation result as JSON.")
+@click.pass_context
+@_fail_cleanly
+def validate(ctx: click.Context, signal: str, start: str, end: str, engine: str | None, as_json: bool) -> None:
+    """Run SIGNAL's data-quality gate on [start, end) without committing; exit 1 if a backfill would be refused."""
+    from quasar.quality import format_validation
+    checked = _platform(ctx).validate(signal, start, end, engine=engine)
+    result = checked.result
+    where = f"{result.signal} v{result.version} [{checked.start:%Y-%m-%d}, {checked.end:%Y-%m-%d}) (run {checked.run_id})"
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else "\n".join(format_validation(result, where)))
+    if result.verdict == "failed":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("signal")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_fail_cleanly
+def runs(ctx: click.Context, signal: str, limit: int, as_json: bool) -> None:
+    """List SIGNAL's recent runs (newest first) with their status and validation summaries."""
+    from quasar.quality import format_runs, run_rows
+    rows = run_rows(_platform(ctx).runs(signal, limit=limit))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo(f"signal {signal} has no runs yet: run `quasar backfill {signal}`")
+    else:
+        click.echo("\n".join(format_runs(rows)))
+
+
+@main.command()
+@click.argument("signal")
+@click.option("--sample", default=1000, show_default=True, type=click.IntRange(min=1), help="Entities to compare.")
+@click.option("--seed", default=None, type=int, help="Seed of the entity sample (default: a fresh one).")
+@click.option("--engine", default=None, help="Engine of the offline point-in-time read (local or spark).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_fail_cleanly
+def consistency(ctx: click.Context, signal: str, sample: int, seed: int | None, engine: str | None,
+                as_json: bool) -> None:
+    """Compare SIGNAL's online values with its offline values as of now on sampled entities: mismatch, missing
+    and extra rates per feature."""
+    from quasar.quality import format_consistency
+    report = _platform(ctx).consistency(signal, sample=sample, seed=seed, engine=engine)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else "\n".join(format_consistency(report)))
 
 
 @main.command()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from quasar.quality import last_validation
 from signals.durations import format_duration
+from signals.expectations import describe_expectation
 
 
 def describe_signal(registry: Any, name: str) -> dict[str, Any]:
@@ -34,6 +36,9 @@ def describe_signal(registry: Any, name: str) -> dict[str, Any]:
         "runs": [{"id": r.id, "kind": r.kind, "version": r.version, "status": r.status,
                   "started_at": r.started_at.isoformat(), "rows": r.rows, "snapshot_id": r.snapshot_id,
                   "duration_s": r.duration_s} for r in runs],
+        "expectations": [describe_expectation(e) for e in sig.expectations],
+        "policy": sig.policy,
+        "last_validation": last_validation(registry.runs(name, limit=50)),
     }
 
 
@@ -56,6 +61,15 @@ def format_description(d: dict[str, Any]) -> str:
     lines.append(f"  versions:    {versions}")
     lines.append(f"  upstream:    {', '.join(d['upstream']) or '-'}")
     lines.append(f"  downstream:  {', '.join(d['downstream']) or '-'}")
+    if d.get("expectations"):
+        lines.append(f"  expectations ({d['policy']}):")
+        lines += [f"    {e}" for e in d["expectations"]]
+    last = d.get("last_validation")
+    if last:
+        lines.append(f"  last validation: #{last['run_id']} {last['kind']} v{last['version']} {last['status']} at "
+                     f"{last['started_at']}: {last['summary']}")
+        if last.get("quarantine"):
+            lines.append(f"    quarantined {last['quarantine']['rows']} rows in {last['quarantine']['table']}")
     if d["runs"]:
         lines.append("  recent runs:")
         for r in d["runs"]:

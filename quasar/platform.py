@@ -15,14 +15,17 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from torch.utils.data import DataLoader
 
+    from online.consistency import ConsistencyReport
     from online.materialize import MaterializeResult
     from online.store import OnlineStore
     from registry import RegistrationReport, Registry, SignalVersion
+    from registry.records import RunRecord
     from signals.signal import Signal
     from store.backfill import BackfillResult
     from store.dataset import DatasetResult
     from store.engines import Engine
     from store.tables import OfflineStore
+    from store.validation import WindowValidation
 
 
 class Platform:
@@ -110,6 +113,23 @@ class Platform:
                                     engine=eng, sources=reader, runs=self.registry, progress=progress))
         return results
 
+    def validate(self, signal: str, start: str | datetime, end: str | datetime, *,
+                 engine: str | None = None) -> WindowValidation:
+        """Run ``signal``'s data-quality gate on the batch a backfill of ``[start, end)`` would write; commits
+        nothing, quarantines nothing; recorded in the run log as a ``validate`` run."""
+        from store.sources import SourceReader
+        from store.validation import validate_window
+        sv = self.registry.load_signal(signal)
+        reader = SourceReader(root=self.root, store=self.offline, catalog=self.catalog,
+                              upstream_versions={u: self._latest(u) for u in sv.signal.upstream})
+        return validate_window(signal=sv.signal, version=sv.version, start=start, end=end,
+                               engine=self.engine(engine), sources=reader, runs=self.registry)
+
+    def runs(self, signal: str, *, limit: int = 20) -> list[RunRecord]:
+        """Recent runs of ``signal`` (backfills, validations, materializations), newest first."""
+        self.registry.signal(signal)
+        return self.registry.runs(signal, limit=limit)
+
     # --- trainers ---------------------------------------------------------------------------------
     def training_dataset(self, spine: Any, features: Sequence[str], *, engine: str | None = None,
                          full_names: bool = False, progress: bool = False) -> pa.Table:
@@ -161,6 +181,20 @@ class Platform:
         from online.response import online_features
         return online_features(self.online_store, entities, features, self._resolve,
                                full_feature_names=full_feature_names, max_entities=self.config.online.max_entities)
+
+    def consistency(self, signal: str, *, sample: int = 1000, seed: int | None = None,
+                    engine: str | None = None) -> ConsistencyReport:
+        """Sample up to ``sample`` of ``signal``'s offline entities and compare their online values with the
+        offline values as of now: mismatch, missing and extra counts and rates per feature."""
+        from online.consistency import check_consistency, sample_keys
+        sv = self.registry.signal(signal)
+        key = sv.signal.entity.join_key
+        stored = self.offline.read(sv.signal, sv.version, columns=[key]).column(key)
+        keys = sample_keys(stored, sample, seed)
+        ref = f"{sv.name}@{sv.version}"
+        return check_consistency(signal=sv.signal, version=sv.version, keys=keys,
+                                 population=len(stored.unique()), online=self.online_store,
+                                 offline_as_of=lambda spine: self.training_dataset(spine, [ref], engine=engine))
 
     def push(self, signal: str, rows: Any, *, to: str = "online") -> int:
         """Write ``rows`` of ``signal`` online (newer event time wins); ``to="online_and_offline"`` also
