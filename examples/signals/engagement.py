@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import great_expectations as gx
 import pyarrow as pa
 import pyarrow.compute as pc
 from entities import events, pin, user  # a sibling module: registering a folder puts it on sys.path
@@ -17,6 +18,15 @@ user_engagement = aggregate(
         mean("clicked", "7d", name="ctr_7d"),
         mean("dwell_s", "1d", name="dwell_1d"),
     ],
+    # data-quality gates: every backfill validates its batch before committing (strict: refuse and quarantine)
+    expectations=[
+        gx.expectations.ExpectColumnValuesToBeBetween(column="ctr_7d", min_value=0, max_value=1),
+        gx.expectations.ExpectColumnValuesToBeBetween(column="impressions_1d", min_value=0),
+        gx.expectations.ExpectColumnValuesToNotBeNull(column="clicks_7d"),
+        gx.expectations.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "event_timestamp"]),
+        gx.expectations.ExpectTableRowCountToBeBetween(min_value=1),
+    ],
+    policy="strict",
 )
 
 pin_stats = aggregate(
