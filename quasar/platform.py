@@ -231,12 +231,12 @@ class Platform:
         return sv.signal, sv.version
 
     def _store_files(self, name: str, version: int, start: datetime | None,
-                     end: datetime | None) -> tuple[list[str], int | None]:
+                     end: datetime | None) -> tuple[list[str], int | None, int | None]:
         snapshot = self.offline.current_snapshot_id(name, version)
         if snapshot is None:
             raise NotFoundError(f"signal {name} v{version} has no offline data yet: run `quasar backfill {name}`")
         files = self.offline.plan_files(name, version, start=start, end=end, snapshot_id=snapshot)
-        return files, snapshot
+        return files, snapshot, self.offline.bucket_count(name, version)
 
     def _upstream_order(self, name: str) -> list[str]:
         """``name`` and everything it is computed from, upstream first."""

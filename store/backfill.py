@@ -134,8 +134,8 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
             enforce(gate, signal=signal, rows=rows, store=store, run_id=run_id)
             bar.update(1)
             step = STEPS[4]
-            snapshot_id = store.replace_window(signal, version, rows, start_dt, end_dt,
-                                               properties=snapshot_properties(gate, run_id))
+            snapshot_id = engine.write_window(store, signal, version, rows, start_dt, end_dt,
+                                              properties=snapshot_properties(gate, run_id))
             bar.update(1)
     except BaseException as exc:
         duration = time.perf_counter() - began

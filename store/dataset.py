@@ -35,7 +35,9 @@ from store.spine import (
 )
 
 Resolve = Callable[[str, int | None], tuple[Signal, int]]
-StoreFiles = Callable[[str, int, datetime | None, datetime | None], tuple[list[str], int | None]]
+# (files, snapshot id) or (files, snapshot id, bucket count of the table's bucket(N, key) partitioning)
+StoreFiles = Callable[[str, int, datetime | None, datetime | None],
+                      tuple[list[str], int | None] | tuple[list[str], int | None, int | None]]
 
 SOURCES_KEY = "quasar.sources"
 FEATURES_KEY = "quasar.features"
@@ -288,10 +290,12 @@ def _request(plan: SignalPlan, store_files: StoreFiles, lo: datetime | None,
         except OverflowError:
             start = None
         end = hi + timedelta(microseconds=1)
-    files, snapshot = store_files(sig.name, plan.version, start, end)
+    planned = store_files(sig.name, plan.version, start, end)
+    files, snapshot = planned[0], planned[1]
+    buckets = planned[2] if len(planned) > 2 else None
     return FeatureRequest(signal=sig.name, version=plan.version, join_keys=(sig.entity.join_key,),
                           features=tuple((c.feature, c.output) for c in plan.columns), schema=sig.schema,
-                          ttl=sig.ttl, files=tuple(files), snapshot_id=snapshot)
+                          ttl=sig.ttl, files=tuple(files), snapshot_id=snapshot, buckets=buckets)
 
 
 def _join_chunk(chunk: pa.Table, join_keys: JoinKeys, requests: Sequence[FeatureRequest],

@@ -21,6 +21,7 @@ from signals.errors import NotFoundError, StoreError
 from signals.signal import Signal
 from signals.ufr.schema import EVENT_TIMESTAMP
 from store.arrow_types import fix_pyiceberg_list_nulls, iceberg_schema, restore_ufr_types, to_storage
+from store.data_files import WrittenFile
 
 fix_pyiceberg_list_nulls()
 
@@ -30,6 +31,7 @@ PROP_FINGERPRINT = "quasar.schema_fingerprint"
 PROP_JOIN_KEY = "quasar.join_key"
 _DAY_MICROS = 86_400_000_000
 _COMMIT_ATTEMPTS = 5
+_NAME_MAPPING = "schema.name-mapping.default"
 
 
 def _is_commit_conflict(exc: BaseException) -> bool:
@@ -220,6 +222,53 @@ class OfflineStore:
         snapshot = table.current_snapshot()
         return None if snapshot is None else int(snapshot.snapshot_id)
 
+    def replace_window_files(self, signal: Signal, version: int, files: Sequence[WrittenFile], start: datetime,
+                             end: datetime, *, properties: Mapping[str, str] | None = None) -> int | None:
+        """``replace_window`` for Parquet files another writer (the Spark engine) put under the table's location.
+
+        Each file holds rows of one ``(day, bucket)`` partition, all in ``[start, end)``, with the table's column
+        names (field ids are optional: the table gets a name mapping). One commit deletes the window and adds
+        the files with statistics read from their footers; if it fails the files are not part of any snapshot
+        and the previous snapshot stays current. Returns the new snapshot id.
+        """
+        from store.data_files import data_files
+
+        start, end = as_utc(start, "start"), as_utc(end, "end")
+        if end <= start:
+            raise StoreError(f"signal {signal.name}: window end {end.isoformat()} is not after start "
+                             f"{start.isoformat()}")
+        table = self.ensure_table(signal, version)
+        window = f"[{start.isoformat()}, {end.isoformat()})"
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                built = data_files(table, files)
+                rows = sum(int(f.record_count) for f in built)
+                props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(rows)}
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                    tx = table.transaction()
+                    if table.metadata.name_mapping() is None:
+                        tx.set_properties(**{_NAME_MAPPING: table.schema().name_mapping.model_dump_json()})
+                    tx.delete(time_filter(EVENT_TIMESTAMP, start, end), snapshot_properties=props)
+                    with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+                        for data_file in built:
+                            append.append_data_file(data_file)
+                    tx.commit_transaction()
+                break
+            except Exception as exc:
+                if _is_commit_conflict(exc) and attempt < _COMMIT_ATTEMPTS:
+                    table = self.table(signal.name, version)
+                    continue
+                raise StoreError(f"signal {signal.name} v{version}: committing {len(files)} written file(s) for "
+                                 f"the window {window} to {'.'.join(self.identifier(signal.name, version))} "
+                                 f"failed: {type(exc).__name__}: {exc}") from exc
+        snapshot = table.current_snapshot()
+        return None if snapshot is None else int(snapshot.snapshot_id)
+
+    def location(self, signal: Signal, version: int) -> str:
+        """The table's base location (a URI, e.g. ``file:///warehouse/signals.db/x__v1``), creating the table."""
+        return str(self.ensure_table(signal, version).location())
+
     @staticmethod
     def _commit_window(table: Any, stored: pa.Table, start: datetime, end: datetime, props: dict[str, str]) -> None:
         with warnings.catch_warnings():
@@ -276,6 +325,16 @@ class OfflineStore:
             paths.append(local_path(task.file.file_path))
         return sorted(paths)
 
+    def bucket_count(self, signal_name: str, version: int) -> int | None:
+        """N of the table's ``bucket(N, join key)`` partition field (None if it has none)."""
+        from pyiceberg.transforms import BucketTransform
+
+        table = self.table(signal_name, version)
+        for spec_field in table.spec().fields:
+            if isinstance(spec_field.transform, BucketTransform):
+                return int(spec_field.transform.num_buckets)
+        return None
+
     # --- helpers --------------------------------------------------------------------------------------
     def _scan(self, table: Any, name: str, version: int, start: datetime | None, end: datetime | None,
               snapshot_id: int | None, selected: tuple[str, ...]) -> Any:
@@ -304,6 +363,10 @@ class OfflineStore:
         if stored is not None and stored != signal.schema.fingerprint_hex:
             raise StoreError(f"signal {signal.name} v{version}: its offline table was created for schema "
                              f"{stored}, but the signal's schema is {signal.schema.fingerprint_hex}")
+
+    def check_window_rows(self, signal: Signal, stored: pa.Table, start: datetime, end: datetime) -> None:
+        """Refuse storage-typed rows with a null key or time, or a time outside ``[start, end)``."""
+        self._check_rows(signal, stored, as_utc(start, "start"), as_utc(end, "end"))
 
     @staticmethod
     def _check_rows(signal: Signal, stored: pa.Table, start: datetime, end: datetime) -> None:

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
 from signals.errors import DependencyMissingError, QuasarError
 from signals.signal import Signal
 from signals.ufr.schema import FeatureSchema
+
+if TYPE_CHECKING:
+    from store.tables import OfflineStore
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class FeatureRequest:
     ttl: timedelta | None
     files: tuple[str, ...]                      # Parquet data files of the table snapshot (may be empty)
     snapshot_id: int | None = None
+    buckets: int | None = None                  # the table's bucket(N, key) count, when its files are bucketed
 
 
 class Engine(ABC):
@@ -60,6 +64,12 @@ class Engine(ABC):
         """A computed batch as the DataFrame the data-quality gate validates with great-expectations
         (``store.gates``): pandas by default; an engine whose data lives elsewhere returns its own (Spark)."""
         return rows.to_pandas()
+
+    def write_window(self, store: OfflineStore, signal: Signal, version: int, rows: pa.Table, start: datetime,
+                     end: datetime, *, properties: Mapping[str, str] | None = None) -> int | None:
+        """Replace the days ``[start, end)`` of the signal version's table with ``rows`` in one commit; returns the
+        new snapshot id. pyiceberg writes by default; an engine whose workers write the files overrides it."""
+        return store.replace_window(signal, version, rows, start, end, properties=properties)
 
     def close(self) -> None:
         """Release engine resources (sessions, connections); nothing to release by default."""

@@ -1,0 +1,173 @@
+"""The Spark engine: the local engine's answers, computed on a Spark cluster (``local[*]`` by default).
+
+* Transform signals run their Arrow function on Spark, grouped by the Iceberg bucket of the entity key
+  (``groupBy(...).applyInArrow``), so all rows of an entity meet in one call, in source order.
+* Windowed aggregations compile to Spark SQL (``store.engines.spark_agg``).
+* Point-in-time joins go bucket by bucket over the tables' ``bucket(N, key)`` files (``store.engines.spark_pit``).
+* Backfills are written by Spark as Parquet into the table's location and committed by pyiceberg in one
+  snapshot (``store.engines.spark_write``); the data-quality gate runs on a Spark DataFrame.
+
+The session is created once per engine and reused; ``close`` stops it only if this engine started it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from signals.errors import DefinitionError, StoreError
+from signals.signal import Signal
+from store.buckets import iceberg_buckets
+from store.engines.base import Engine, FeatureRequest
+from store.engines.spark_session import (
+    BLOB_SCHEMA,
+    build_session,
+    concat,
+    from_blobs,
+    restore,
+    spark_error,
+    spark_safe,
+    to_blobs,
+)
+from store.tables import OfflineStore
+
+ROW = "__quasar_row"
+GROUP = "__quasar_group"
+TRANSFORM_GROUPS = 64            # entity buckets a transform's source rows are spread over
+
+
+class SparkEngine(Engine):
+    """PySpark. ``master`` is ``local[*]``, ``spark://host:7077``, ``yarn`` or ``k8s://...``; ``conf`` is any
+    Spark configuration (``[spark.conf]`` in quasar.toml); ``session`` reuses a session you already have."""
+
+    name: ClassVar[str] = "spark"
+
+    def __init__(self, *, master: str = "local[*]", conf: Mapping[str, str] | None = None,
+                 session: Any = None, task_threads: int = 1) -> None:
+        self.master = master
+        self.conf = dict(conf or {})
+        self.task_threads = task_threads
+        self._session = session
+        self._owned = False
+        self._lock = threading.Lock()
+
+    @property
+    def session(self) -> Any:
+        """The engine's SparkSession, started on first use."""
+        with self._lock:
+            if self._session is None:
+                self._session, self._owned = build_session(self.master, self.conf)
+            return self._session
+
+    @property
+    def supports_distributed(self) -> bool:
+        return True
+
+    # --- compute ---------------------------------------------------------------------------------------
+    def compute(self, signal: Signal, source_rows: pa.Table, start: datetime, end: datetime) -> pa.Table:
+        if signal.kind == "aggregation":
+            from store.engines.spark_agg import compute_aggregation_spark
+
+            try:
+                return compute_aggregation_spark(self.session, signal, source_rows, start, end)
+            except StoreError:
+                raise
+            except Exception as exc:
+                if type(exc).__module__.startswith("pyspark"):
+                    raise StoreError(f"signal {signal.name}: computing its aggregations on Spark failed: "
+                                     f"{spark_error(exc)}") from exc
+                raise
+        if signal.transform is None:
+            raise DefinitionError(f"signal {signal.name} has no Python transform to run: load it from its "
+                                  f"module ({signal.module or 'unknown module'}) before computing")
+        return self._transform(signal, signal.transform, source_rows)
+
+    def _transform(self, signal: Signal, fn: Callable[[pa.Table], pa.Table], source_rows: pa.Table) -> pa.Table:
+        if source_rows.num_rows == 0:
+            result: pa.Table = fn(source_rows)        # no group to run on: the function still defines the schema
+            return result
+        key = signal.entity.join_key
+        if key in source_rows.column_names:
+            groups = iceberg_buckets(source_rows.column(key), TRANSFORM_GROUPS).astype(np.int64)
+        else:                                          # the key is derived inside the function: one group
+            groups = np.zeros(source_rows.num_rows, dtype=np.int64)
+        shipped = spark_safe(source_rows).append_column(ROW, pa.array(np.arange(source_rows.num_rows)))\
+            .append_column(GROUP, pa.array(groups))
+        frame = self.session.createDataFrame(shipped)
+        kernel = _transform_kernel(fn, source_rows.schema)
+        with _by_value(fn):
+            try:
+                blobs = frame.groupBy(GROUP).applyInArrow(kernel, BLOB_SCHEMA).toArrow()
+            except Exception as exc:
+                raise StoreError(f"signal {signal.name}: its transform failed on Spark: {spark_error(exc)}") from exc
+        return concat(from_blobs(blobs))
+
+    # --- point in time ---------------------------------------------------------------------------------
+    def point_in_time(self, spine: pa.Table, requests: Sequence[FeatureRequest]) -> pa.Table:
+        from store.engines.spark_pit import point_in_time_spark
+
+        return point_in_time_spark(self.session, spine, requests, threads=self.task_threads)
+
+    # --- gates and writes ------------------------------------------------------------------------------
+    def validation_frame(self, rows: pa.Table) -> Any:
+        """The batch as a Spark DataFrame: great-expectations validates it with its Spark datasource."""
+        return self.session.createDataFrame(spark_safe(rows))
+
+    def write_window(self, store: OfflineStore, signal: Signal, version: int, rows: pa.Table, start: datetime,
+                     end: datetime, *, properties: Mapping[str, str] | None = None) -> int | None:
+        from store.engines.spark_write import write_window_spark
+
+        return write_window_spark(self.session, store, signal, version, rows, start, end, properties=properties)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._session is not None and self._owned:
+                self._session.stop()
+            self._session, self._owned = None, False
+
+
+def _transform_kernel(fn: Callable[[pa.Table], pa.Table], schema: pa.Schema) -> Callable[[pa.Table], pa.Table]:
+    """The task run on one entity group: its source rows in source order and types, through the function."""
+
+    def kernel(part: pa.Table) -> pa.Table:
+        group = int(part.column(GROUP)[0].as_py())
+        part = part.take(pc.sort_indices(part.column(ROW)))
+        rows = restore(part.drop_columns([GROUP, ROW]), schema)
+        result = fn(rows)
+        if not isinstance(result, pa.Table):
+            raise TypeError(f"the transform returned {type(result).__name__}, not a pyarrow.Table")
+        return to_blobs(group, result)
+
+    return kernel
+
+
+class _by_value:
+    """Ship the transform's module by value: signal modules are loaded from files executors cannot import."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        import sys
+
+        self.module = sys.modules.get(getattr(fn, "__module__", "") or "")
+        self.registered = False
+
+    def __enter__(self) -> None:
+        from pyspark import cloudpickle
+
+        if self.module is not None and self.module.__name__ not in ("__main__", "builtins"):
+            try:
+                cloudpickle.register_pickle_by_value(self.module)
+                self.registered = True
+            except ValueError:
+                self.registered = False
+
+    def __exit__(self, *exc: object) -> None:
+        from pyspark import cloudpickle
+
+        if self.registered and self.module is not None:
+            cloudpickle.unregister_pickle_by_value(self.module)

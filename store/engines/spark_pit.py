@@ -1,0 +1,157 @@
+"""Point-in-time joins on Spark, bucket by bucket, with the local engine's semantics by construction.
+
+A signal's Iceberg table is partitioned by ``bucket(N, key)``, so every row of one key lives in the files of
+one bucket. The spine is routed to the same buckets (Iceberg's own Murmur3 transform, ``store.buckets``) and
+grouped on Spark; each task joins its spine rows with the files of its bucket alone, running the exact
+per-key kernel of ``store.pit_local`` (latest ``event_timestamp <= ts`` within the TTL, ties by
+``created_timestamp`` then file order). Only the spine moves; the feature table is never shuffled, and each
+task reads only its bucket's files (pruned to the spine's time range by pyiceberg's plan beforehand).
+
+Files that do not name their bucket (written by another tool, or plain Parquet) are joined in one group.
+Results come back as Arrow IPC and are put back in spine order, so types and values are the local engine's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from signals.errors import DatasetError, StoreError
+from signals.ufr.schema import EVENT_TIMESTAMP
+from signals.ufr.types import TIMESTAMP_ARROW
+from store.buckets import NULL_BUCKET, iceberg_buckets
+from store.engines.base import FeatureRequest
+from store.engines.spark_session import (
+    BLOB_SCHEMA,
+    concat,
+    from_blobs,
+    restore,
+    spark_error,
+    spark_safe,
+    to_blobs,
+)
+
+ROW = "__quasar_row"
+GROUP = "__quasar_group"
+
+
+def file_buckets(request: FeatureRequest) -> list[int] | None:
+    """The bucket of each of the request's files, from its partition path (``.../<key>_bucket=<b>/...``);
+    None when the table is not bucketed on a single key or any file does not say."""
+    if request.buckets is None or len(request.join_keys) != 1:
+        return None
+    pattern = re.compile(rf"/{re.escape(request.join_keys[0])}_bucket=(\d+)/")
+    buckets = []
+    for path in request.files:
+        found = pattern.search(path)
+        if found is None:
+            return None
+        buckets.append(int(found.group(1)))
+    return buckets
+
+
+def _routing(requests: Sequence[FeatureRequest]) -> int | None:
+    """N when every request's files are bucketed with the same N (rows can be routed by bucket), else None."""
+    counts = {r.buckets for r in requests if r.files}
+    if len(counts) != 1 or None in counts or any(r.files and file_buckets(r) is None for r in requests):
+        return None
+    (count,) = counts
+    return count
+
+
+def _kernel(slim_schema: pa.Schema, by_group: dict[int, list[FeatureRequest]],
+            threads: int) -> Callable[[pa.Table], pa.Table]:
+    """The task run on one group: the local kernel over the group's spine rows and the group's files."""
+
+    def kernel(part: pa.Table) -> pa.Table:
+        import duckdb
+
+        from store.pit_local import point_in_time_duckdb
+
+        group = int(part.column(GROUP)[0].as_py())
+        part = part.take(pc.sort_indices(part.column(ROW)))
+        rows = part.column(ROW)
+        spine = restore(part.drop_columns([GROUP, ROW]), slim_schema)
+        con = duckdb.connect(config={"threads": threads})
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            features = point_in_time_duckdb(con, spine, by_group.get(group, []))
+        finally:
+            con.close()
+        return to_blobs(group, features.append_column(ROW, rows))
+
+    return kernel
+
+
+def join_group(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest], *, threads: int = 1) -> pa.Table:
+    """The feature columns of ``requests`` (all on the same join keys) for every spine row, in spine order."""
+    keys = list(requests[0].join_keys)
+    n = spine.num_rows
+    if n == 0:
+        import duckdb
+
+        from store.pit_local import point_in_time_duckdb
+        with duckdb.connect() as con:
+            return point_in_time_duckdb(con, spine, requests)
+    slim = pa.table({**{k: spine.column(k) for k in keys},
+                     EVENT_TIMESTAMP: spine.column(EVENT_TIMESTAMP).cast(TIMESTAMP_ARROW)})
+    count = _routing(requests)
+    by_group: dict[int, list[FeatureRequest]] = defaultdict(list)
+    if count is None:
+        groups = np.zeros(n, dtype=np.int64)
+        by_group[0] = list(requests)
+    else:
+        groups = iceberg_buckets(slim.column(keys[0]), count).astype(np.int64)
+        for request in requests:
+            buckets = file_buckets(request) or []
+            files_of: dict[int, list[str]] = defaultdict(list)
+            for path, bucket in zip(request.files, buckets, strict=True):
+                files_of[bucket].append(path)
+            for bucket in set(groups.tolist()) - {NULL_BUCKET}:
+                by_group[bucket].append(replace(request, files=tuple(files_of.get(bucket, ()))))
+        for bucket in (NULL_BUCKET,):            # null keys match nothing: their group joins no files
+            by_group[bucket] = [replace(r, files=()) for r in requests]
+    shipped = spark_safe(slim).append_column(ROW, pa.array(np.arange(n, dtype=np.int64))) \
+        .append_column(GROUP, pa.array(groups))
+    frame = session.createDataFrame(shipped)
+    try:
+        blobs = frame.groupBy(GROUP).applyInArrow(_kernel(slim.schema, dict(by_group), threads), BLOB_SCHEMA) \
+            .toArrow()
+    except Exception as exc:
+        raise StoreError(f"point-in-time join on Spark of signal(s) "
+                         f"{', '.join(sorted({r.signal for r in requests}))} failed: {spark_error(exc)}") from exc
+    result = concat(from_blobs(blobs))
+    if result.num_rows != n:
+        raise StoreError(f"point-in-time join on Spark returned {result.num_rows} rows for {n} spine rows")
+    order = np.empty(n, dtype=np.int64)
+    order[result.column(ROW).to_numpy()] = np.arange(n, dtype=np.int64)
+    return result.drop_columns([ROW]).take(pa.array(order))
+
+
+def point_in_time_spark(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest], *,
+                        threads: int = 1) -> pa.Table:
+    """The output feature columns of ``requests`` for every row of ``spine``, in spine order, UFR-typed."""
+    from store.pit_local import _check_spine
+
+    _check_spine(spine, requests)
+    if not requests:
+        return pa.table({})
+    by_keys: dict[tuple[str, ...], list[FeatureRequest]] = defaultdict(list)
+    for request in requests:
+        by_keys[request.join_keys].append(request)
+    joined = {keys: join_group(session, spine, group, threads=threads) for keys, group in by_keys.items()}
+    columns: dict[str, pa.ChunkedArray] = {}
+    for request in requests:
+        table = joined[request.join_keys]
+        for _, name in request.features:
+            if name in columns:
+                raise DatasetError(f"output column {name!r} is requested twice")
+            columns[name] = table.column(name)
+    return pa.table(columns)
