@@ -71,6 +71,12 @@ class Engine(ABC):
         new snapshot id. pyiceberg writes by default; an engine whose workers write the files overrides it."""
         return store.replace_window(signal, version, rows, start, end, properties=properties)
 
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Release engine resources (sessions, connections); nothing to release by default."""
         return None

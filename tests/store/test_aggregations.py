@@ -38,7 +38,7 @@ from signals import (
 from signals.aggregation import Aggregation
 from signals.errors import DefinitionError, SchemaError, StoreError
 from signals.signal import Signal
-from store.engines import load_engine
+from store.engines import Engine, load_engine
 from store.engines.local import LocalEngine
 from store.engines.local_agg import micros
 
@@ -50,8 +50,12 @@ user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="events", path="data/events", timestamp="ts")
 
 
-@pytest.fixture(scope="module")
-def engine() -> Iterator[LocalEngine]:
+@pytest.fixture(scope="module", params=["local", pytest.param("spark", marks=pytest.mark.spark)])
+def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+    """Both engines, each against the same Python reference: Spark SQL must give the local engine's bits."""
+    if request.param == "spark":
+        yield request.getfixturevalue("spark_engine")
+        return
     eng = LocalEngine(threads=2)
     yield eng
     eng.close()
@@ -118,7 +122,7 @@ def reference(signal: Signal, source: pa.Table, start: datetime, end: datetime) 
     return out
 
 
-def computed(engine: LocalEngine, signal: Signal, source: pa.Table, start: datetime, end: datetime) -> list[dict]:
+def computed(engine: Engine, signal: Signal, source: pa.Table, start: datetime, end: datetime) -> list[dict]:
     table = engine.compute(signal, source, start, end)
     assert table.schema.field("event_timestamp").type == pa.timestamp("us", tz="UTC")
     for agg in signal.aggregations:
@@ -151,7 +155,7 @@ ODD = aggregate(name="odd", entity=user, source=events, step="1h", aggregations=
 
 @pytest.mark.parametrize("signal", [HOURLY, DAILY, ODD], ids=lambda s: s.name)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_random_data_matches_the_reference(engine: LocalEngine, signal: Signal, seed: int) -> None:
+def test_random_data_matches_the_reference(engine: Engine, signal: Signal, seed: int) -> None:
     # timestamps on whole quarter hours: ties for ``last`` and events exactly on step boundaries
     source = random_events(n=600, start=T0 - 7 * DAY, days=12, users=8, seed=seed, null_fraction=0.15,
                            step_us=900_000_000)
@@ -161,7 +165,7 @@ def test_random_data_matches_the_reference(engine: LocalEngine, signal: Signal, 
     assert_same(computed(engine, signal, source, start, end), want)
 
 
-def test_fine_timestamps_and_float32_sums(engine: LocalEngine) -> None:
+def test_fine_timestamps_and_float32_sums(engine: Engine) -> None:
     source = random_events(n=800, start=T0 - 2 * DAY, days=4, users=5, seed=7)
     start, end = T0, T0 + 2 * DAY
     assert_same(computed(engine, HOURLY, source, start, end), reference(HOURLY, source, start, end))
@@ -191,7 +195,7 @@ EDGE = aggregate(name="edge", entity=user, source=events, step="1h", aggregation
 ])
 
 
-def test_boundaries_ties_nulls_and_empty_windows(engine: LocalEngine) -> None:
+def test_boundaries_ties_nulls_and_empty_windows(engine: Engine) -> None:
     t = T0 + HOUR                      # a step time
     rows = [
         (1, t, 1.0),                   # exactly at T: not in row T, in row T + 1h
@@ -218,7 +222,7 @@ def test_boundaries_ties_nulls_and_empty_windows(engine: LocalEngine) -> None:
     assert out[(2, t + 2 * HOUR)]["count_1h"] == 0
 
 
-def test_steps_are_epoch_aligned_and_may_be_absent(engine: LocalEngine) -> None:
+def test_steps_are_epoch_aligned_and_may_be_absent(engine: Engine) -> None:
     weekly = aggregate(name="weekly", entity=user, source=events, step="7d", aggregations=[count("7d")])
     rows = [(1, T0 + DAY, 1.0), (1, T0 + 8 * DAY, 1.0)]
     # 2026-01-01 is day 20454 since the epoch, a multiple of 7: the steps are Jan 1, 8, 15
@@ -229,7 +233,7 @@ def test_steps_are_epoch_aligned_and_may_be_absent(engine: LocalEngine) -> None:
     assert [(r["event_timestamp"], r["count_7d"]) for r in out] == [(T0 + 7 * DAY, 1), (T0 + 14 * DAY, 1)]
 
 
-def test_string_keys_timestamps_and_empty_sources(engine: LocalEngine) -> None:
+def test_string_keys_timestamps_and_empty_sources(engine: Engine) -> None:
     pin = Entity(name="pin", join_key="pin_id", join_key_type="string")
     seen = aggregate(name="seen", entity=pin, source=Source.parquet(name="s", path="x", timestamp="when"),
                      step="1d", aggregations=[last("when", "1d", name="last_seen", dtype=Timestamp()),
@@ -244,7 +248,7 @@ def test_string_keys_timestamps_and_empty_sources(engine: LocalEngine) -> None:
     assert engine.compute(seen, source.slice(0, 0), T0, T0 + 2 * DAY).num_rows == 0
 
 
-def test_missing_source_column_is_named(engine: LocalEngine) -> None:
+def test_missing_source_column_is_named(engine: Engine) -> None:
     with pytest.raises(SchemaError, match="signal hourly: source events has no column 'dwell_s'"):
         engine.compute(HOURLY, pa.table({"user_id": [1], "ts": pa.array([T0], pa.timestamp("us", tz="UTC")),
                                          "clicked": [1], "item_id": [3]}), T0, T0 + DAY)

@@ -39,11 +39,12 @@ class Wiring:
         return SIGNALS[name], 1
 
     def store_files(self, name: str, version: int, start: datetime | None,
-                    end: datetime | None) -> tuple[list[str], int | None]:
+                    end: datetime | None) -> tuple[list[str], int | None, int | None]:
         snapshot = self.store.current_snapshot_id(name, version)
         if snapshot is None:
             raise NotFoundError(f"signal {name} v{version} has no offline data yet")
-        return self.store.plan_files(name, version, start=start, end=end, snapshot_id=snapshot), snapshot
+        files = self.store.plan_files(name, version, start=start, end=end, snapshot_id=snapshot)
+        return files, snapshot, self.store.bucket_count(name, version)
 
 
 @pytest.fixture
