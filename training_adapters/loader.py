@@ -7,7 +7,6 @@ tensor, which made worker loading 11-14x slower than one process.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,8 +68,15 @@ def make_loader(data: Any, *, features: Sequence[str] | None = None, spec: Input
     """A DataLoader of ``TrainingBatch`` over ``data``.
 
     Give ``spec`` (e.g. from a model bundle) or ``features`` (types inferred from the data); by default every
-    column but the labels, ``event_timestamp`` and join keys is a feature. Workers default to
-    ``min(4, cpus - 1)``; pinned memory defaults to on when CUDA is available.
+    column but the labels, ``event_timestamp`` and join keys is a feature. Pinned memory defaults to on when
+    CUDA is available.
+
+    ``num_workers`` defaults to 0 (batches built in this process), from measurement (``python -m bench
+    loader``, bench/RESULTS.md): on 2 cores, 1 or 2 workers were slower than none even with the packed
+    transfer, because a worker does all the work this process would (read, slice, build tensors) and adds
+    packing, a pipe and rebuilding, while this process mostly waits. Workers can pay off (not measured here)
+    when the training step itself keeps this process busy, e.g. a model on the CPU, and cores are spare:
+    pass ``num_workers`` then.
     """
     import torch
     source = as_source(data)
@@ -83,8 +89,8 @@ def make_loader(data: Any, *, features: Sequence[str] | None = None, spec: Input
                              shuffle_buffer=shuffle_buffer, seed=seed, drop_last=drop_last, rank=rank,
                              world_size=world_size)
     dataset.set_epoch(epoch)
-    workers = num_workers if num_workers is not None else max(0, min(4, (os.cpu_count() or 1) - 1))
+    workers = 0 if num_workers is None else num_workers
     pin = torch.cuda.is_available() if pin_memory is None else pin_memory
     return FeatureLoader(dataset, batch_size=None, num_workers=workers, pin_memory=pin,
-                      persistent_workers=False, collate_fn=_identity,  # type: ignore[arg-type]
-                      prefetch_factor=4 if workers else None)
+                         persistent_workers=False, collate_fn=_identity,  # type: ignore[arg-type]
+                         prefetch_factor=4 if workers else None)
