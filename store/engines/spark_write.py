@@ -2,7 +2,7 @@
 
 Rows get their Iceberg partition, ``day(event_timestamp)`` and ``bucket(N, key)`` (Iceberg's Murmur3, the
 transform pyiceberg applies), and Spark writes them ``partitionBy`` those two values, one folder per
-partition under ``<table>/data/spark-<uuid>/``. The files are then committed in one snapshot that replaces the
+partition under ``<table>/data/spark-<uuid>/`` (a partition may hold a file per Spark task). The files are then committed in one snapshot that replaces the
 window's days (``OfflineStore.replace_window_files``), so no Iceberg jar is needed. If anything fails before
 the commit lands, the written folder is deleted and the table stays at its previous snapshot.
 """
@@ -84,8 +84,9 @@ def write_window_spark(session: Any, store: OfflineStore, signal: Signal, versio
     target = f"{location}/data/spark-{uuid.uuid4().hex}"
     try:
         if keyed.num_rows:
-            frame = session.createDataFrame(spark_safe(keyed))
-            frame.repartition(DAY, BUCKET).write.partitionBy(DAY, BUCKET).parquet(target)
+            # clustered by partition here, so each Spark task writes few files and no shuffle is needed
+            clustered = keyed.sort_by([(DAY, "ascending"), (BUCKET, "ascending")])
+            session.createDataFrame(spark_safe(clustered)).write.partitionBy(DAY, BUCKET).parquet(target)
         files = _listed(target) if keyed.num_rows else []
         return store.replace_window_files(signal, version, files, start, end, properties=properties)
     except StoreError:
