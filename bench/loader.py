@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.rows:,} rows in {FILES} Parquet files ({size_mb:.0f} MiB), batch size {args.batch_size}; best of "
         f"{args.repeat} interleaved rounds after a warm-up, the naive loader timed once on its subset. 1-minute "
         f"load average {load_before[0]:.2f} before the run and {load_after[0]:.2f} after it, this benchmark "
-        "included.", "", table, "", HOW_TO_READ, *worker_note(variants),
+        "included." + load_note(load_before[0]), "", table, "", HOW_TO_READ, *worker_note(variants),
     ])
     print(body)
     for label, bad in problems.items():
@@ -309,6 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if any(problems.values()) else 0
 
 
+def load_note(before: float) -> str:
+    """A warning when other work was running as the benchmark started (the load after includes this run)."""
+    if before < (os.cpu_count() or 1) / 2:
+        return ""
+    return (" Other processes shared the machine during this run, so every figure here, the raw limit included, "
+            "is lower and noisier than on an idle machine: compare rows within this table, not with other runs.")
+
+
 def worker_note(variants: list[Variant]) -> list[str]:
     """A paragraph on DataLoader workers: how each worker count compares with one process, and why."""
     rate = {(v.shuffle, v.workers): v.rows / v.seconds for v in variants if v.shuffle is not None}
@@ -318,12 +326,12 @@ def worker_note(variants: list[Variant]) -> list[str]:
     parts = []
     for w in counts:
         ratios = [rate[(s, w)] / rate[(s, 0)] for s in (False, True) if (s, w) in rate]
-        parts.append(f"{w} worker{'s' * (w != 1)} {min(ratios):.2f}-{max(ratios):.2f}x")
+        parts.append(f"{w} worker{'s' * (w != 1)} " + " / ".join(f"{r:.2f}x" for r in ratios))
     faster = all(rate[k] >= rate[(k[0], 0)] for k in rate if k[1])
     verdict = ("at least as fast as one process in every case here" if faster else
                "slower than one process in at least one case here, so `make_loader` defaults to 0 workers")
     return ["", f"Workers: rows/s with DataLoader workers over rows/s in one process: {', '.join(parts)} "
-            f"(no shuffle - shuffle); {verdict}. Each batch crosses to the main process packed into one buffer "
+            f"(no shuffle / shuffle); {verdict}. Each batch crosses to the main process packed into one buffer "
             "(`training_adapters/packing.py`: one pickled numpy array and a small table of fields) and is rebuilt "
             "there as tensor views; before that, torch sent each of a batch's ~24 tensors as a shared-memory file "
             "descriptor with its own socket handshake, and 1 worker ran at 57,587-60,655 rows/s (11-14x slower "
