@@ -13,7 +13,9 @@ signals for the same spine (impressions of the last 7 days). Each is timed once,
 
 The Spark session is started once, before everything, and its start-up is reported on its own; a tiny
 warm-up world (5k events) then runs through both engines untimed, so Spark's Python workers, JVM code
-generation and DuckDB's first queries are warm. Per-size times therefore exclude start-up and first use.
+generation and DuckDB's first queries are warm (its figures are reported in the text). The projects set
+``spark.driver.memory`` (default 4g) in ``[spark.conf]``: with Spark's default 1g heap the large size's
+aggregation ran the driver out of Java heap. Per-size times therefore exclude start-up and first use.
 
 Checks: the two datasets must be equal (``Table.equals``), and each backfilled table, read back, must be equal
 to the other engine's once ``created_timestamp`` is dropped and rows are sorted by join key and time.
@@ -50,6 +52,7 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 SIZES = {"small": (100_000, 20_000), "medium": (400_000, 80_000), "large": (1_600_000, 320_000)}
 WARMUP = (5_000, 1_000)
 ORDER = ["user_engagement", "user_affinity", "pin_stats", "user_recent_pins", "pin_profile", "user_profile"]
+DRIVER_MEMORY = "4g"             # Spark's default 1g driver heap runs out on the large size's source rows
 PROJECT_VARS = ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT")
 
 
@@ -76,11 +79,14 @@ class EngineRun:
         return sum(self.backfill_s.values())
 
 
-def make_project(root: Path, world: World, data_from: Path | None = None) -> None:
-    """``quasar init``, the example signals, and the world's Parquet data (copied when already written)."""
+def make_project(root: Path, world: World, driver_memory: str, data_from: Path | None = None) -> None:
+    """``quasar init`` with the Spark driver's heap in ``[spark.conf]``, the example signals, and the world's
+    Parquet data (copied when already written)."""
     result = CliRunner().invoke(quasar.cli.main, ["init", str(root), "--name", "bench"])
     if result.exit_code != 0:
         raise RuntimeError(f"quasar init failed: {result.output}")
+    with (root / "quasar.toml").open("a") as toml:
+        toml.write(f'\n[spark.conf]\n"spark.driver.memory" = "{driver_memory}"\n')
     shutil.copytree(EXAMPLE_SIGNALS, root / "signals", ignore=shutil.ignore_patterns("__pycache__"))
     if data_from is None:
         generate(root, world)
@@ -120,12 +126,12 @@ class SizeRun:
         return not self.differences
 
 
-def run_size(size: str, events: int, spine_rows: int, folder: Path) -> SizeRun:
+def run_size(size: str, events: int, spine_rows: int, folder: Path, driver_memory: str) -> SizeRun:
     """Both engines on one world, each in its own project; the outputs compared."""
     world = world_for(events)
     start = time.perf_counter()
-    make_project(folder / "local", world)
-    make_project(folder / "spark", world, data_from=folder / "local")
+    make_project(folder / "local", world, driver_memory)
+    make_project(folder / "spark", world, driver_memory, data_from=folder / "local")
     spine = make_spine(folder / "local", world.end - timedelta(days=7), world.end, rows=spine_rows)
     print(f"  {size}: {world.events_per_day * world.days:,} events, {world.users:,} users, {world.pins:,} pins, "
           f"{spine.num_rows:,} spine rows, written in {time.perf_counter() - start:.1f} s", file=sys.stderr)
@@ -163,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench engines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="small,medium,large", help="comma-separated sizes (default all three)")
+    parser.add_argument("--driver-memory", default=DRIVER_MEMORY,
+                        help=f"spark.driver.memory in the projects' [spark.conf] (default {DRIVER_MEMORY})")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up world")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update bench/RESULTS.md")
     args = parser.parse_args(argv)
@@ -177,26 +185,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[SizeRun] = []
     with tempfile.TemporaryDirectory(prefix="quasar-bench-engines-") as tmp:
         folder = Path(tmp)
-        make_project(folder / "settings", world_for(WARMUP[0]))
+        make_project(folder / "settings", world_for(WARMUP[0]), args.driver_memory)
         session, startup_s = start_spark(folder / "settings")
-        print(f"  Spark session started in {startup_s:.1f} s", file=sys.stderr)
-        warmup_s = 0.0
+        heap = session.sparkContext._jvm.java.lang.Runtime.getRuntime().maxMemory() / 2**30
+        print(f"  Spark session started in {startup_s:.1f} s (driver heap {heap:.1f} GiB)", file=sys.stderr)
+        warm: SizeRun | None = None
         try:
             if not args.no_warmup:
                 (folder / "warmup").mkdir()
-                start = time.perf_counter()
-                warm = run_size("warm-up", *WARMUP, folder / "warmup")
-                warmup_s = time.perf_counter() - start
+                warm = run_size("warm-up", *WARMUP, folder / "warmup", args.driver_memory)
                 if not warm.identical:
                     print(f"  warm-up: engines differ: {', '.join(warm.differences)}", file=sys.stderr)
             for size in sizes:
                 (folder / size).mkdir()
-                results.append(run_size(size, *SIZES[size], folder / size))
+                results.append(run_size(size, *SIZES[size], folder / size, args.driver_memory))
                 shutil.rmtree(folder / size, ignore_errors=True)
         finally:
             session.stop()
     load_after = os.getloadavg()[0]
-    block = report(results, command, startup_s, warmup_s, load_before, load_after)
+    block = report(results, command, startup_s, warm, args.driver_memory, load_before, load_after)
     print(block)
     if not args.no_write:
         write_results(SECTION, block)
@@ -206,8 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 # --- reporting ---------------------------------------------------------------------------------------------------
 
-def report(results: Sequence[SizeRun], command: str, startup_s: float, warmup_s: float, load_before: float,
-           load_after: float) -> str:
+def report(results: Sequence[SizeRun], command: str, startup_s: float, warm: SizeRun | None, driver_memory: str,
+           load_before: float, load_after: float) -> str:
     """The RESULTS.md section: what is measured, the command, the table and the per-signal breakdown."""
     base = {e: (results[0].runs[e].backfill_total, results[0].runs[e].dataset_s) for e in ENGINES} if results else {}
     rows = []
@@ -232,18 +239,18 @@ def report(results: Sequence[SizeRun], command: str, startup_s: float, warmup_s:
     return "\n".join([
         SECTION, "",
         "The same backfill and the same point-in-time dataset on quasar's two engines: local (DuckDB, in "
-        "process) and Spark (PySpark `local[*]`, the project's default `[spark]` settings). Per size, one "
-        "seeded example world (`examples.data`, 20 days, one user per 50 events and one pin per 25) is written "
-        "into two project folders, one per engine. Each engine backfills the six example signals over the "
-        "whole window in dependency order (source read, compute, output check, data-quality gate, Iceberg "
-        "write; the sum is shown), then builds one training dataset of all six signals (`training_dataset`, "
-        "full names) for the same spine of impressions from the last 7 days. One timed run each, local first.",
+        "process) and Spark (PySpark `local[*]`, the default `[spark]` settings plus "
+        f"`spark.driver.memory = {driver_memory}` in `[spark.conf]`). Per size, one seeded example world "
+        "(`examples.data`, 20 days, one user per 50 events and one pin per 25) is written into two project "
+        "folders, one per engine. Each engine backfills the six example signals over the whole window in "
+        "dependency order (source read, compute, output check, data-quality gate, Iceberg write; the sum is "
+        "shown), then builds one training dataset of all six signals (`training_dataset`, full names) for "
+        "the same spine of impressions from the last 7 days. One timed run each, local first.",
         "",
         f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d}; {machine_line()}; pyspark "
         f"{_pyspark_version()}, Spark master `local[*]` = 2 cores). Spark session start-up (JVM and a first "
-        f"job): {startup_s:.1f} s, once, excluded from every row; then an untimed warm-up world of "
-        f"{WARMUP[0]:,} events through both engines ({warmup_s:.0f} s for both), so the rows exclude first use "
-        f"too. 1-minute load average {load_before:.2f} before the run and {load_after:.2f} after it, this "
+        f"job): {startup_s:.1f} s, once, excluded from every row; then {_warm_text(warm)} 1-minute load "
+        f"average {load_before:.2f} before the run and {load_after:.2f} after it, this "
         "benchmark included.",
         "",
         table, "",
@@ -254,6 +261,16 @@ def report(results: Sequence[SizeRun], command: str, startup_s: float, warmup_s:
         "Backfill seconds per signal:", "",
         per_signal, "",
     ])
+
+
+def _warm_text(warm: SizeRun | None) -> str:
+    if warm is None:
+        return "no warm-up (--no-warmup): the first size's rows include first use."
+    local, spark = warm.runs["local"], warm.runs["spark"]
+    return (f"an untimed warm-up world of {warm.events:,} events through both engines (backfill: local "
+            f"{local.backfill_total:.1f} s, Spark {spark.backfill_total:.1f} s; dataset: local "
+            f"{local.dataset_s:.1f} s, Spark {spark.dataset_s:.1f} s; identical: "
+            f"{'yes' if warm.identical else 'NO'}), so the rows exclude first use too.")
 
 
 def _pyspark_version() -> str:
