@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +101,22 @@ def _append_by_day(tx: Any, table: Any, stored: pa.Table, props: dict[str, str])
                 append.append_data_file(data_file)
 
 
+def _window(signal: Signal, start: datetime, end: datetime) -> tuple[datetime, datetime, str]:
+    """``start`` and ``end`` in UTC, refused unless end > start, and the window as text for messages."""
+    start, end = as_utc(start, "start"), as_utc(end, "end")
+    if end <= start:
+        raise StoreError(f"signal {signal.name}: window end {end.isoformat()} is not after start "
+                         f"{start.isoformat()}")
+    return start, end, f"[{start.isoformat()}, {end.isoformat()})"
+
+
+def _delete_window(tx: Any, start: datetime, end: datetime, props: Mapping[str, str]) -> None:
+    """Delete the rows with ``start <= event_timestamp < end`` in the transaction (an empty window is fine)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+        tx.delete(time_filter(EVENT_TIMESTAMP, start, end), snapshot_properties=dict(props))
+
+
 class OfflineStore:
     """Signal tables in an Iceberg catalog: create, replace a window atomically, read, plan files."""
 
@@ -169,30 +185,20 @@ class OfflineStore:
         ``rows`` (UFR or storage types) must all lie in the window. ``properties`` go into the snapshot's
         summary (e.g. the data-quality verdict). Returns the new snapshot id.
         """
-        start, end = as_utc(start, "start"), as_utc(end, "end")
-        if end <= start:
-            raise StoreError(f"signal {signal.name}: window end {end.isoformat()} is not after start "
-                             f"{start.isoformat()}")
+        start, end, window = _window(signal, start, end)
         if EVENT_TIMESTAMP not in rows.column_names:
             raise StoreError(f"signal {signal.name}: rows to store have no {EVENT_TIMESTAMP} column")
         stored = to_storage(rows, signal)
         self._check_rows(signal, stored, start, end)
-        table = self.ensure_table(signal, version)
-        window = f"[{start.isoformat()}, {end.isoformat()})"
         props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(stored.num_rows)}
-        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
-            try:
-                self._commit_window(table, stored, start, end, props)
-                break
-            except Exception as exc:
-                if _is_commit_conflict(exc) and attempt < _COMMIT_ATTEMPTS:
-                    table = self.table(signal.name, version)      # another writer won: redo on its snapshot
-                    continue
-                raise StoreError(f"signal {signal.name} v{version}: writing the window {window} to "
-                                 f"{'.'.join(self.identifier(signal.name, version))} failed: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-        snapshot = table.current_snapshot()
-        return None if snapshot is None else int(snapshot.snapshot_id)
+
+        def commit(table: Any) -> None:
+            tx = table.transaction()
+            _delete_window(tx, start, end, props)
+            _append_by_day(tx, table, stored, props)
+            tx.commit_transaction()
+
+        return self._commit(signal, version, commit, f"writing the window {window} to")
 
     def append(self, signal: Signal, version: int, rows: pa.Table) -> int | None:
         """Append ``rows`` (UFR or storage types) in one commit, deleting nothing; returns the new snapshot id.
@@ -204,23 +210,14 @@ class OfflineStore:
         if rows.num_rows == 0:
             return self.current_snapshot_id(signal.name, version)
         stored = to_storage(rows, signal)
-        table = self.ensure_table(signal, version)
         props = {"quasar.append": "push", "quasar.rows": str(stored.num_rows)}
-        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
-            try:
-                tx = table.transaction()
-                _append_by_day(tx, table, stored, props)
-                tx.commit_transaction()
-                break
-            except Exception as exc:
-                if _is_commit_conflict(exc) and attempt < _COMMIT_ATTEMPTS:
-                    table = self.table(signal.name, version)
-                    continue
-                raise StoreError(f"signal {signal.name} v{version}: appending {stored.num_rows} rows to "
-                                 f"{'.'.join(self.identifier(signal.name, version))} failed: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-        snapshot = table.current_snapshot()
-        return None if snapshot is None else int(snapshot.snapshot_id)
+
+        def commit(table: Any) -> None:
+            tx = table.transaction()
+            _append_by_day(tx, table, stored, props)
+            tx.commit_transaction()
+
+        return self._commit(signal, version, commit, f"appending {stored.num_rows} rows to")
 
     def replace_window_files(self, signal: Signal, version: int, files: Sequence[WrittenFile], start: datetime,
                              end: datetime, *, properties: Mapping[str, str] | None = None) -> int | None:
@@ -233,50 +230,45 @@ class OfflineStore:
         """
         from store.data_files import data_files
 
-        start, end = as_utc(start, "start"), as_utc(end, "end")
-        if end <= start:
-            raise StoreError(f"signal {signal.name}: window end {end.isoformat()} is not after start "
-                             f"{start.isoformat()}")
-        table = self.ensure_table(signal, version)
-        window = f"[{start.isoformat()}, {end.isoformat()})"
-        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
-            try:
-                built = data_files(table, files)
-                rows = sum(int(f.record_count) for f in built)
-                props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(rows)}
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-                    tx = table.transaction()
-                    if table.metadata.name_mapping() is None:
-                        tx.set_properties(**{_NAME_MAPPING: table.schema().name_mapping.model_dump_json()})
-                    tx.delete(time_filter(EVENT_TIMESTAMP, start, end), snapshot_properties=props)
-                    with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
-                        for data_file in built:
-                            append.append_data_file(data_file)
-                    tx.commit_transaction()
-                break
-            except Exception as exc:
-                if _is_commit_conflict(exc) and attempt < _COMMIT_ATTEMPTS:
-                    table = self.table(signal.name, version)
-                    continue
-                raise StoreError(f"signal {signal.name} v{version}: committing {len(files)} written file(s) for "
-                                 f"the window {window} to {'.'.join(self.identifier(signal.name, version))} "
-                                 f"failed: {type(exc).__name__}: {exc}") from exc
-        snapshot = table.current_snapshot()
-        return None if snapshot is None else int(snapshot.snapshot_id)
+        start, end, window = _window(signal, start, end)
+
+        def commit(table: Any) -> None:
+            built = data_files(table, files)
+            rows = sum(int(f.record_count) for f in built)
+            props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(rows)}
+            tx = table.transaction()
+            if table.metadata.name_mapping() is None:
+                tx.set_properties(**{_NAME_MAPPING: table.schema().name_mapping.model_dump_json()})
+            _delete_window(tx, start, end, props)
+            with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+                for data_file in built:
+                    append.append_data_file(data_file)
+            tx.commit_transaction()
+
+        return self._commit(signal, version, commit,
+                            f"committing {len(files)} written file(s) for the window {window} to")
 
     def location(self, signal: Signal, version: int) -> str:
         """The table's base location (a URI, e.g. ``file:///warehouse/signals.db/x__v1``), creating the table."""
         return str(self.ensure_table(signal, version).location())
 
-    @staticmethod
-    def _commit_window(table: Any, stored: pa.Table, start: datetime, end: datetime, props: dict[str, str]) -> None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-            tx = table.transaction()
-            tx.delete(time_filter(EVENT_TIMESTAMP, start, end), snapshot_properties=props)
-            _append_by_day(tx, table, stored, props)
-            tx.commit_transaction()
+    def _commit(self, signal: Signal, version: int, commit: Callable[[Any], None], what: str) -> int | None:
+        """Run ``commit(table)`` (one transaction) on the signal version's table, created if missing; when another
+        writer commits first, redo it on that writer's snapshot. Returns the new snapshot id."""
+        table = self.ensure_table(signal, version)
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                commit(table)
+                break
+            except Exception as exc:
+                if _is_commit_conflict(exc) and attempt < _COMMIT_ATTEMPTS:
+                    table = self.table(signal.name, version)      # another writer won: redo on its snapshot
+                    continue
+                raise StoreError(f"signal {signal.name} v{version}: {what} "
+                                 f"{'.'.join(self.identifier(signal.name, version))} failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        snapshot = table.current_snapshot()
+        return None if snapshot is None else int(snapshot.snapshot_id)
 
     # --- reading --------------------------------------------------------------------------------------
     def read(self, signal: Signal, version: int, *, start: datetime | None = None, end: datetime | None = None,
