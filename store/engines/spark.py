@@ -19,26 +19,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from signals.errors import DefinitionError, StoreError
 from signals.signal import Signal
 from store.buckets import iceberg_buckets
 from store.engines.base import Engine, FeatureRequest
-from store.engines.spark_session import (
-    BLOB_SCHEMA,
-    build_session,
-    concat,
-    from_blobs,
-    restore,
-    spark_error,
-    spark_safe,
-    to_blobs,
-)
+from store.engines.spark_session import build_session, concat, run_grouped, spark_error, spark_safe
 from store.tables import OfflineStore
 
-ROW = "__quasar_row"
-GROUP = "__quasar_group"
 TRANSFORM_GROUPS = 64            # entity buckets a transform's source rows are spread over
 
 
@@ -97,16 +85,11 @@ class SparkEngine(Engine):
             groups = iceberg_buckets(source_rows.column(key), TRANSFORM_GROUPS).astype(np.int64)
         else:                                          # the key is derived inside the function: one group
             groups = np.zeros(source_rows.num_rows, dtype=np.int64)
-        shipped = spark_safe(source_rows).append_column(ROW, pa.array(np.arange(source_rows.num_rows)))\
-            .append_column(GROUP, pa.array(groups))
-        frame = self.session.createDataFrame(shipped)
-        kernel = _transform_kernel(fn, source_rows.schema)
         with _by_value(fn):
             try:
-                blobs = frame.groupBy(GROUP).applyInArrow(kernel, BLOB_SCHEMA).toArrow()
+                return concat(run_grouped(self.session, source_rows, groups, _transform_kernel(fn)))
             except Exception as exc:
                 raise StoreError(f"signal {signal.name}: its transform failed on Spark: {spark_error(exc)}") from exc
-        return concat(from_blobs(blobs))
 
     # --- point in time ---------------------------------------------------------------------------------
     def point_in_time(self, spine: pa.Table, requests: Sequence[FeatureRequest]) -> pa.Table:
@@ -132,17 +115,14 @@ class SparkEngine(Engine):
             self._session, self._owned = None, False
 
 
-def _transform_kernel(fn: Callable[[pa.Table], pa.Table], schema: pa.Schema) -> Callable[[pa.Table], pa.Table]:
-    """The task run on one entity group: its source rows in source order and types, through the function."""
+def _transform_kernel(fn: Callable[[pa.Table], pa.Table]) -> Callable[[int, pa.Table, pa.ChunkedArray], pa.Table]:
+    """The task run on one entity group: its source rows, in source order and types, through the function."""
 
-    def kernel(part: pa.Table) -> pa.Table:
-        group = int(part.column(GROUP)[0].as_py())
-        part = part.take(pc.sort_indices(part.column(ROW)))
-        rows = restore(part.drop_columns([GROUP, ROW]), schema)
+    def kernel(group: int, rows: pa.Table, positions: pa.ChunkedArray) -> pa.Table:
         result = fn(rows)
         if not isinstance(result, pa.Table):
             raise TypeError(f"the transform returned {type(result).__name__}, not a pyarrow.Table")
-        return to_blobs(group, result)
+        return result
 
     return kernel
 

@@ -21,25 +21,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from signals.errors import DatasetError, StoreError
 from signals.ufr.schema import EVENT_TIMESTAMP
 from signals.ufr.types import TIMESTAMP_ARROW
 from store.buckets import NULL_BUCKET, iceberg_buckets
 from store.engines.base import FeatureRequest
-from store.engines.spark_session import (
-    BLOB_SCHEMA,
-    concat,
-    from_blobs,
-    restore,
-    spark_error,
-    spark_safe,
-    to_blobs,
-)
-
-ROW = "__quasar_row"
-GROUP = "__quasar_group"
+from store.engines.spark_session import ROW, concat, run_grouped, spark_error
 
 
 def file_buckets(request: FeatureRequest) -> list[int] | None:
@@ -66,26 +54,23 @@ def _routing(requests: Sequence[FeatureRequest]) -> int | None:
     return count
 
 
-def _kernel(slim_schema: pa.Schema, by_group: dict[int, list[FeatureRequest]],
-            threads: int) -> Callable[[pa.Table], pa.Table]:
+def _local_join(spine: pa.Table, requests: Sequence[FeatureRequest], threads: int) -> pa.Table:
+    """``store.pit_local``'s kernel on an in-memory DuckDB: the join every group runs."""
+    import duckdb
+
+    from store.pit_local import point_in_time_duckdb
+
+    with duckdb.connect(config={"threads": threads}) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return point_in_time_duckdb(con, spine, requests)
+
+
+def _kernel(by_group: dict[int, list[FeatureRequest]],
+            threads: int) -> Callable[[int, pa.Table, pa.ChunkedArray], pa.Table]:
     """The task run on one group: the local kernel over the group's spine rows and the group's files."""
 
-    def kernel(part: pa.Table) -> pa.Table:
-        import duckdb
-
-        from store.pit_local import point_in_time_duckdb
-
-        group = int(part.column(GROUP)[0].as_py())
-        part = part.take(pc.sort_indices(part.column(ROW)))
-        rows = part.column(ROW)
-        spine = restore(part.drop_columns([GROUP, ROW]), slim_schema)
-        con = duckdb.connect(config={"threads": threads})
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            features = point_in_time_duckdb(con, spine, by_group.get(group, []))
-        finally:
-            con.close()
-        return to_blobs(group, features.append_column(ROW, rows))
+    def kernel(group: int, spine: pa.Table, positions: pa.ChunkedArray) -> pa.Table:
+        return _local_join(spine, by_group.get(group, []), threads).append_column(ROW, positions)
 
     return kernel
 
@@ -95,11 +80,7 @@ def join_group(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest]
     keys = list(requests[0].join_keys)
     n = spine.num_rows
     if n == 0:
-        import duckdb
-
-        from store.pit_local import point_in_time_duckdb
-        with duckdb.connect() as con:
-            return point_in_time_duckdb(con, spine, requests)
+        return _local_join(spine, requests, threads)
     slim = pa.table({**{k: spine.column(k) for k in keys},
                      EVENT_TIMESTAMP: spine.column(EVENT_TIMESTAMP).cast(TIMESTAMP_ARROW)})
     count = _routing(requests)
@@ -116,18 +97,13 @@ def join_group(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest]
                 files_of[bucket].append(path)
             for bucket in set(groups.tolist()) - {NULL_BUCKET}:
                 by_group[bucket].append(replace(request, files=tuple(files_of.get(bucket, ()))))
-        for bucket in (NULL_BUCKET,):            # null keys match nothing: their group joins no files
-            by_group[bucket] = [replace(r, files=()) for r in requests]
-    shipped = spark_safe(slim).append_column(ROW, pa.array(np.arange(n, dtype=np.int64))) \
-        .append_column(GROUP, pa.array(groups))
-    frame = session.createDataFrame(shipped)
+        by_group[NULL_BUCKET] = [replace(r, files=()) for r in requests]   # null keys match nothing
     try:
-        blobs = frame.groupBy(GROUP).applyInArrow(_kernel(slim.schema, dict(by_group), threads), BLOB_SCHEMA) \
-            .toArrow()
+        results = run_grouped(session, slim, groups, _kernel(dict(by_group), threads))
     except Exception as exc:
         raise StoreError(f"point-in-time join on Spark of signal(s) "
                          f"{', '.join(sorted({r.signal for r in requests}))} failed: {spark_error(exc)}") from exc
-    result = concat(from_blobs(blobs))
+    result = concat(results)
     if result.num_rows != n:
         raise StoreError(f"point-in-time join on Spark returned {result.num_rows} rows for {n} spine rows")
     order = np.empty(n, dtype=np.int64)

@@ -11,14 +11,18 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from signals.errors import DependencyMissingError, StoreError
 
 BLOB_SCHEMA = "group long, part long, ipc binary"
+ROW = "__quasar_row"                                # a shipped row's position in the driver's table
+GROUP = "__quasar_group"                            # the group a shipped row is processed in
 BLOB_ROWS = 65_536                                  # rows per IPC blob: keeps each far below Spark's 2 GiB limit
 
 DEFAULT_CONF: dict[str, str] = {
@@ -130,3 +134,21 @@ def spark_error(exc: BaseException) -> str:
             return tail[-1].strip()
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return first[:500]
+
+
+def run_grouped(session: Any, table: pa.Table, groups: np.ndarray,
+                fn: Callable[[int, pa.Table, pa.ChunkedArray], pa.Table]) -> list[pa.Table]:
+    """Run ``fn(group, rows, positions)`` on Spark once per group of ``table``'s rows (``groupBy``
+    + ``applyInArrow``): ``rows`` in table order and in ``table``'s own types, ``positions`` their row numbers
+    in ``table``. Returns the results, exact (Arrow IPC), ordered by group."""
+    schema = table.schema
+    shipped = spark_safe(table).append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64))) \
+        .append_column(GROUP, pa.array(np.asarray(groups, dtype=np.int64)))
+
+    def kernel(part: pa.Table) -> pa.Table:
+        group = int(part.column(GROUP)[0].as_py())
+        part = part.take(pc.sort_indices(part.column(ROW)))
+        return to_blobs(group, fn(group, restore(part.drop_columns([GROUP, ROW]), schema), part.column(ROW)))
+
+    blobs = session.createDataFrame(shipped).groupBy(GROUP).applyInArrow(kernel, BLOB_SCHEMA).toArrow()
+    return from_blobs(blobs)
