@@ -289,12 +289,24 @@ def _primitive(arrow_type: pa.DataType, data: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(arrow_type, length, [None, pa.py_buffer(data)], null_count=0)
 
 
-def valid_utf8(column: pa.Array) -> bool:
+def _valid_utf8(column: pa.Array) -> bool:
     try:
         column.validate(full=True)
     except pa.ArrowInvalid:
         return False
     return True
+
+
+def string_column(arrow_type: pa.DataType, n: int, validity: pa.Buffer | None, offsets: pa.Buffer,
+                  chars: bytes | np.ndarray, nulls: int, signal: str, name: str) -> pa.Array:
+    """A decoded string column, refused (naming the first bad record) unless every value is valid UTF-8."""
+    column = pa.Array.from_buffers(arrow_type, n, [validity, offsets, pa.py_buffer(chars)], null_count=nulls)
+    try:
+        column.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        bad = next(i for i in range(n) if not _valid_utf8(column.slice(i, 1)))
+        raise corrupt(signal, bad, f"string feature {name!r} is not valid UTF-8") from exc
+    return column
 
 
 def _decode_slot(slot: Slot, fixed: np.ndarray, valid: np.ndarray, counts: np.ndarray | None, buf: np.ndarray,
@@ -317,13 +329,7 @@ def _decode_slot(slot: Slot, fixed: np.ndarray, valid: np.ndarray, counts: np.nd
     offsets = offsets_buffer(counts, slot.name)
     if slot.kind == "string":
         chars = gather_items(buf, cursor, counts, 1)
-        column = pa.Array.from_buffers(arrow_type, n, [validity, offsets, pa.py_buffer(chars)], null_count=nulls)
-        try:
-            column.validate(full=True)
-        except pa.ArrowInvalid as exc:
-            bad = next(i for i in range(n) if not valid_utf8(column.slice(i, 1)))
-            raise corrupt(signal, bad, f"string feature {slot.name!r} is not valid UTF-8") from exc
-        return column, cursor + counts
+        return string_column(arrow_type, n, validity, offsets, chars, nulls, signal, slot.name), cursor + counts
     ids = _primitive(pa.int64(), gather_items(buf, cursor, counts, 8))
     cursor = cursor + 8 * counts
     if slot.kind == "ids":

@@ -15,7 +15,7 @@ from itertools import accumulate
 import numpy as np
 import pyarrow as pa
 
-from signals.ufr.codec import corrupt, fingerprint_mismatch, offsets_buffer, valid_utf8
+from signals.ufr.codec import corrupt, fingerprint_mismatch, offsets_buffer, string_column
 from signals.ufr.codec_layout import (
     EVENT_TIME_OFFSET,
     FINGERPRINT_OFFSET,
@@ -137,13 +137,7 @@ def _column(slot: Slot, arrow_types: list[pa.DataType], fixed: list[bytes], vali
     offsets = pa.py_buffer(struct.pack(f"<{n + 1}i", *accumulate(counts, initial=0)))
     if slot.kind == "string":
         chars = _payload(records, cursor, counts, 1)
-        column = pa.Array.from_buffers(arrow_type, n, [validity, offsets, pa.py_buffer(chars)], null_count=nulls)
-        try:
-            column.validate(full=True)
-        except pa.ArrowInvalid as exc:
-            bad = next(i for i in range(n) if not valid_utf8(column.slice(i, 1)))
-            raise corrupt(signal, bad, f"string feature {slot.name!r} is not valid UTF-8") from exc
-        return column
+        return string_column(arrow_type, n, validity, offsets, chars, nulls, signal, slot.name)
     ids_bytes = _payload(records, cursor, counts, 8)
     ids = pa.Array.from_buffers(pa.int64(), len(ids_bytes) // 8, [None, pa.py_buffer(ids_bytes)], null_count=0)
     if slot.kind == "ids":
