@@ -4,7 +4,6 @@ layout, newer-wins and expiry, the asyncio twin, and a one-node cluster."""
 from __future__ import annotations
 
 import asyncio
-import math
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +19,7 @@ from fixtures.online import (
     ol_all_types,
     ol_no_ttl,
     ol_short,
+    plain,
     random_rows,
 )
 from online.keys import field_name
@@ -39,22 +39,11 @@ def _us(t: Any) -> int:
     return int(pa.scalar(t, TIMESTAMP_ARROW).cast(pa.int64()).as_py())
 
 
-def _plain(value: Any) -> Any:
-    """Python values with NaN made comparable."""
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def assert_same_rows(got: OnlineColumns, rows: pa.Table, signal: Any) -> None:
     """``got`` holds exactly ``rows``' features, bit for bit (floats by their bytes, through the codec)."""
     schema = signal.schema
     assert got.table.schema.equals(schema.arrow_schema())
-    assert _plain(got.table.to_pylist()) == _plain(rows.select(schema.names).to_pylist())
+    assert plain(got.table.to_pylist()) == plain(rows.select(schema.names).to_pylist())
     stamped = got.table.append_column(EVENT_TIMESTAMP, pa.array(got.event_time_us, pa.int64()))
     assert encode(schema, stamped) == encode(schema, rows)
     assert got.event_time_us.tolist() == rows.column(EVENT_TIMESTAMP).cast(pa.int64()).to_pylist()
@@ -253,7 +242,7 @@ def test_async_store_reads_and_writes_like_the_sync_one(online_store: RedisOnlin
     assert_same_rows(got, pa.concat_tables([rows, more]), ol_all_types)
     assert set(short.status["count"].tolist()) == {N}
     (sync,) = online_store.read([(ol_all_types, 1)], list(range(80)))
-    assert sync.table.equals(got.table) or _plain(sync.table.to_pylist()) == _plain(got.table.to_pylist())
+    assert sync.table.equals(got.table) or plain(sync.table.to_pylist()) == plain(got.table.to_pylist())
 
 
 def test_cluster_mode_groups_keys_by_slot(redis_cluster_url: str) -> None:
@@ -279,5 +268,5 @@ def test_cluster_mode_groups_keys_by_slot(redis_cluster_url: str) -> None:
 
     (acct,) = asyncio.run(main())
     assert acct.status["balance"].tolist()[2] == N
-    assert _plain(acct.table.slice(0, 2).to_pylist()) == _plain(
+    assert plain(acct.table.slice(0, 2).to_pylist()) == plain(
         accounts.take(pa.array([2, 0])).select(["balance", "tags"]).to_pylist())

@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 
 import quasar
-from fixtures.online import random_rows
+from fixtures.online import plain, random_rows
 from quasar.cli import main
 from signals.ufr.codec import encode
 from signals.ufr.schema import EVENT_TIMESTAMP
@@ -44,16 +44,6 @@ def every_type(batch: pa.Table) -> pa.Table:
 '''
 TTL = timedelta(days=2)
 KEYS = 300
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def _times(rng: np.random.Generator, n: int, now: datetime) -> list[datetime]:
@@ -105,7 +95,7 @@ def test_online_values_equal_offline_values_as_of_now(project: Path) -> None:
         # online, in process: bit for bit where present, null everywhere else
         (got,) = p.online_store.read([(sig, 1)], asked)
         names = sig.schema.names
-        assert _plain(got.table.to_pylist()) == _plain(as_of_now.select(names).to_pylist())
+        assert plain(got.table.to_pylist()) == plain(as_of_now.select(names).to_pylist())
         fresh = [k for k in asked if k in latest
                  and stored.column(EVENT_TIMESTAMP)[latest[k]].as_py() >= now - TTL]
         expected_rows = stored.take(pa.array([latest[k] for k in fresh]))
