@@ -53,7 +53,7 @@ def point_in_time_duckdb(con: duckdb.DuckDBPyConnection, spine: pa.Table,
 
     ``spine`` holds the requests' join key columns and ``event_timestamp`` (any other column is ignored).
     """
-    _check_spine(spine, requests)
+    check_spine(spine, requests)
     columns: dict[str, pa.ChunkedArray] = {}
     keys = sorted({k for r in requests for k in r.join_keys})
     try:
@@ -80,7 +80,8 @@ def point_in_time_duckdb(con: duckdb.DuckDBPyConnection, spine: pa.Table,
     return pa.table(columns) if columns else pa.table({})
 
 
-def _check_spine(spine: pa.Table, requests: Sequence[FeatureRequest]) -> None:
+def check_spine(spine: pa.Table, requests: Sequence[FeatureRequest]) -> None:
+    """Refuse a spine without a timestamp ``event_timestamp`` or without a requested join key column."""
     if EVENT_TIMESTAMP not in spine.column_names:
         raise DatasetError(f"the spine has no {EVENT_TIMESTAMP!r} column (columns: {spine.column_names})")
     if not pa.types.is_timestamp(spine.schema.field(EVENT_TIMESTAMP).type):

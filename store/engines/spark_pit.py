@@ -114,9 +114,9 @@ def join_group(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest]
 def point_in_time_spark(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest], *,
                         threads: int = 1) -> pa.Table:
     """The output feature columns of ``requests`` for every row of ``spine``, in spine order, UFR-typed."""
-    from store.pit_local import _check_spine
+    from store.pit_local import check_spine
 
-    _check_spine(spine, requests)
+    check_spine(spine, requests)
     if not requests:
         return pa.table({})
     by_keys: dict[tuple[str, ...], list[FeatureRequest]] = defaultdict(list)
