@@ -31,6 +31,7 @@ from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
 Transform = Callable[[pa.Table], pa.Table]
 SignalKind = Literal["transform", "aggregation"]
 POLICIES = ("strict", "warn")
+SCOPES = ("entity", "window")       # what one call of a transform sees: one entity group's rows, or the window's
 
 
 def _hash(*parts: Any) -> str:
@@ -81,6 +82,7 @@ class Signal:
     policy: str = "strict"
     transform: Transform | None = field(default=None, repr=False)
     module: str = ""                                # where it was defined: file path or module name
+    scope: str = "entity"                           # a transform's call: per entity (default) or the whole window
 
     def __post_init__(self) -> None:
         check_name(self.name, "signal")
@@ -90,6 +92,11 @@ class Signal:
             raise DefinitionError(f"signal {self.name!r}: source must be a Source, got {self.source!r}")
         if self.policy not in POLICIES:
             raise DefinitionError(f"signal {self.name!r}: policy must be 'strict' or 'warn', got {self.policy!r}")
+        if self.scope not in SCOPES:
+            raise DefinitionError(f"signal {self.name!r}: scope must be 'entity' or 'window', got {self.scope!r}")
+        if self.kind == "aggregation" and self.scope != "entity":
+            raise DefinitionError(f"signal {self.name!r}: an aggregation is per entity by definition; scope is "
+                                  "for transforms")
         clash = {self.entity.join_key} & set(self.schema.names)
         if clash:
             raise DefinitionError(f"signal {self.name!r}: feature {clash.pop()!r} clashes with the join key")
@@ -115,10 +122,11 @@ class Signal:
 
     @property
     def definition_fingerprint(self) -> str:
-        """What makes a new version: schema, code, entity, source, step. Owner, TTL, online, description
+        """What makes a new version: schema, code, entity, source, step, scope. Owner, TTL, online, description
         and expectations change in place."""
         return _hash(self.schema.fingerprint_hex, self.code_fingerprint, self.entity.to_dict(),
-                     self.source.to_dict(), format_duration(self.step) if self.step else None)
+                     self.source.to_dict(), format_duration(self.step) if self.step else None,
+                     *(() if self.scope == "entity" else (("scope", self.scope),)))  # default: versions kept
 
     @property
     def max_window(self) -> timedelta | None:
@@ -139,7 +147,7 @@ class Signal:
             "aggregations": [a.to_dict() for a in self.aggregations],
             "step": format_duration(self.step) if self.step else None,
             "expectations": [json.loads(json.dumps(e)) for e in self.expectations],
-            "policy": self.policy, "module": self.module,
+            "policy": self.policy, "module": self.module, "scope": self.scope,
         }
 
     @classmethod
@@ -153,6 +161,7 @@ class Signal:
             step=parse_duration(data.get("step"), "step"),
             expectations=tuple(data.get("expectations", [])),
             policy=data.get("policy", "strict"), transform=transform, module=data.get("module", ""),
+            scope=data.get("scope", "entity"),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -171,11 +180,15 @@ def _common(name: str, entity: Entity, source: Source, ttl: str | timedelta | No
 
 def signal(*, entity: Entity, source: Source, features: Mapping[str, Any], ttl: str | timedelta | None = None,
            online: bool = False, owner: str = "", name: str | None = None, description: str | None = None,
-           expectations: Sequence[Any] = (), policy: str = "strict") -> Callable[[Transform], Signal]:
+           expectations: Sequence[Any] = (), policy: str = "strict",
+           scope: str = "entity") -> Callable[[Transform], Signal]:
     """Decorate ``fn(batch: pa.Table) -> pa.Table`` as a transform signal.
 
-    The function gets the source rows of the backfill window and returns rows of the entity's join key,
-    ``event_timestamp`` and the declared features (``created_timestamp`` optional).
+    The function gets source rows of the backfill window and returns rows of the entity's join key,
+    ``event_timestamp`` and the declared features (``created_timestamp`` optional). With ``scope="entity"``
+    (the default) each call gets all rows of some entity keys, in source order, and must not look across
+    entities; ``scope="window"`` gets the whole window in one call (a share of the day's total, a rank). Both
+    engines call it over the same groups, so its values never depend on the engine.
     """
 
     def wrap(fn: Transform) -> Signal:
@@ -185,7 +198,7 @@ def signal(*, entity: Entity, source: Source, features: Mapping[str, Any], ttl: 
         doc = description if description is not None else inspect.getdoc(fn) or ""
         return Signal(kind="transform", schema=FeatureSchema.of(features, f"signal {sig_name!r} features"),
                       description=doc.strip().splitlines()[0] if doc.strip() else "",
-                      code=transform_code(fn), transform=fn, module=getattr(fn, "__module__", ""),
+                      code=transform_code(fn), transform=fn, module=getattr(fn, "__module__", ""), scope=scope,
                       **_common(sig_name, entity, source, ttl, online, owner, expectations, policy))
 
     return wrap
