@@ -135,7 +135,7 @@ def check_output(rows: Any, signal: Signal, start: datetime, end: datetime, *,
     event time inside ``[start, end)``; every declared feature present and exactly convertible to its UFR
     type. Extra columns are dropped; ``created_timestamp`` (``created``, default now) fills in where absent.
     """
-    table = _as_table(rows, signal)
+    table = as_table(rows, signal)
     start, end = as_utc(start, "start"), as_utc(end, "end")
     dupes = sorted(n for n, c in Counter(table.column_names).items() if c > 1)
     if dupes:
@@ -173,7 +173,8 @@ def check_output(rows: Any, signal: Signal, start: datetime, end: datetime, *,
     return pa.Table.from_arrays([key_col, ts, made, *features], schema=schema)
 
 
-def _as_table(rows: Any, signal: Signal) -> pa.Table:
+def as_table(rows: Any, signal: Signal) -> pa.Table:
+    """A transform's output as a table: a pyarrow Table, RecordBatch or pandas DataFrame (both engines, every call)."""
     if isinstance(rows, pa.Table):
         return rows
     if isinstance(rows, pa.RecordBatch):

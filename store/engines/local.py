@@ -1,7 +1,8 @@
 """The local engine: DuckDB in-process, one connection per engine.
 
-Transform signals run their Python function on the source rows; aggregation signals run as DuckDB SQL
-(``store.engines.local_agg``); point-in-time joins are ``store.pit_local``'s.
+Transform signals run their Python function over the groups of ``store.engines.groups`` (one call per entity
+bucket by default, one over the window with ``scope="window"``: the Spark engine's groups); aggregation
+signals run as DuckDB SQL (``store.engines.local_agg``); point-in-time joins are ``store.pit_local``'s.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow as pa
 from signals.errors import DefinitionError, StoreError
 from signals.signal import Signal
 from store.engines.base import Engine, FeatureRequest
+from store.engines.groups import call_per_group
 from store.engines.local_agg import compute_aggregation
 
 
@@ -34,6 +36,7 @@ class LocalEngine(Engine):
         self.database = database
         self.lock = threading.RLock()          # a DuckDB connection serves one query at a time
         self._connection: duckdb.DuckDBPyConnection | None = None
+        self.last_transform_groups: int | None = None   # calls the last transform took (its groups)
 
     @property
     def connection(self) -> duckdb.DuckDBPyConnection:
@@ -54,7 +57,7 @@ class LocalEngine(Engine):
             return self._connection
 
     def compute(self, signal: Signal, source_rows: pa.Table, start: datetime, end: datetime) -> pa.Table:
-        """A transform's rows from its function; an aggregation's rows from DuckDB SQL."""
+        """A transform's rows from its function, called per group; an aggregation's rows from DuckDB SQL."""
         if signal.kind == "aggregation":
             with self.lock:
                 try:
@@ -65,7 +68,7 @@ class LocalEngine(Engine):
         if signal.transform is None:
             raise DefinitionError(f"signal {signal.name} has no Python transform to run: load it from its "
                                   f"module ({signal.module or 'unknown module'}) before computing")
-        result: pa.Table = signal.transform(source_rows)
+        result, self.last_transform_groups = call_per_group(signal, signal.transform, source_rows)
         return result
 
     def point_in_time(self, spine: pa.Table, requests: Sequence[FeatureRequest]) -> pa.Table:

@@ -1,7 +1,8 @@
 """The Spark engine: the local engine's answers, computed on a Spark cluster (``local[*]`` by default).
 
-* Transform signals run their Arrow function on Spark, grouped by the Iceberg bucket of the entity key
-  (``groupBy(...).applyInArrow``), so all rows of an entity meet in one call, in source order.
+* Transform signals run their Arrow function on Spark over the groups of ``store.engines.groups``, the local
+  engine's groups (``groupBy(group).applyInArrow``, a task per group): by default one per Iceberg bucket of the
+  entity key, so all rows of an entity meet in one call, in source order; ``scope="window"`` is one task.
 * Windowed aggregations compile to Spark SQL (``store.engines.spark_agg``).
 * Point-in-time joins go bucket by bucket over the tables' ``bucket(N, key)`` files (``store.engines.spark_pit``).
 * Backfills are written by Spark as Parquet into the table's location and committed by pyiceberg in one
@@ -17,17 +18,14 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-import numpy as np
 import pyarrow as pa
 
 from signals.errors import DefinitionError, StoreError
 from signals.signal import Signal
-from store.buckets import iceberg_buckets
 from store.engines.base import Engine, FeatureRequest
-from store.engines.spark_session import build_session, concat, run_grouped, spark_error, spark_safe
+from store.engines.groups import call, concat, transform_groups
+from store.engines.spark_session import build_session, run_grouped, spark_error, spark_safe
 from store.tables import OfflineStore
-
-TRANSFORM_GROUPS = 64            # entity buckets a transform's source rows are spread over
 
 
 class SparkEngine(Engine):
@@ -44,6 +42,8 @@ class SparkEngine(Engine):
         self._session = session
         self._owned = False
         self._lock = threading.Lock()
+        self.last_transform_groups: int | None = None   # Spark tasks (groups) the last transform ran as
+        self.last_join_groups: int | None = None        # Spark tasks (groups) the last point-in-time join ran as
 
     @property
     def session(self) -> Any:
@@ -78,18 +78,16 @@ class SparkEngine(Engine):
 
     def _transform(self, signal: Signal, fn: Callable[[pa.Table], pa.Table], source_rows: pa.Table) -> pa.Table:
         if source_rows.num_rows == 0:
-            result: pa.Table = fn(source_rows)        # no group to run on: the function still defines the schema
-            return result
-        key = signal.entity.join_key
-        if key in source_rows.column_names:
-            groups = iceberg_buckets(source_rows.column(key), TRANSFORM_GROUPS).astype(np.int64)
-        else:                                          # the key is derived inside the function: one group
-            groups = np.zeros(source_rows.num_rows, dtype=np.int64)
+            self.last_transform_groups = 1            # no group to run on: the function still defines the schema
+            return call(signal, fn, source_rows)
         with _by_value(fn):
             try:
-                return concat(run_grouped(self.session, source_rows, groups, _transform_kernel(fn)))
+                results = run_grouped(self.session, source_rows, transform_groups(signal, source_rows),
+                                      _transform_kernel(signal, fn))
             except Exception as exc:
                 raise StoreError(f"signal {signal.name}: its transform failed on Spark: {spark_error(exc)}") from exc
+        self.last_transform_groups = len(results)
+        return concat(results)
 
     # --- point in time ---------------------------------------------------------------------------------
     def point_in_time(self, spine: pa.Table, requests: Sequence[FeatureRequest]) -> pa.Table:
@@ -115,14 +113,12 @@ class SparkEngine(Engine):
             self._session, self._owned = None, False
 
 
-def _transform_kernel(fn: Callable[[pa.Table], pa.Table]) -> Callable[[int, pa.Table, pa.ChunkedArray], pa.Table]:
-    """The task run on one entity group: its source rows, in source order and types, through the function."""
+def _transform_kernel(signal: Signal, fn: Callable[[pa.Table], pa.Table]
+                      ) -> Callable[[int, pa.Table, pa.ChunkedArray], pa.Table]:
+    """The task run on one group: its source rows, in source order and types, through the function."""
 
     def kernel(group: int, rows: pa.Table, positions: pa.ChunkedArray) -> pa.Table:
-        result = fn(rows)
-        if not isinstance(result, pa.Table):
-            raise TypeError(f"the transform returned {type(result).__name__}, not a pyarrow.Table")
-        return result
+        return call(signal, fn, rows)
 
     return kernel
 

@@ -27,7 +27,8 @@ from signals.ufr.schema import EVENT_TIMESTAMP
 from signals.ufr.types import TIMESTAMP_ARROW
 from store.buckets import NULL_BUCKET, iceberg_buckets
 from store.engines.base import FeatureRequest
-from store.engines.spark_session import ROW, concat, run_grouped, spark_error
+from store.engines.groups import concat
+from store.engines.spark_session import ROW, run_grouped, spark_error
 
 
 def file_buckets(request: FeatureRequest) -> list[int] | None:

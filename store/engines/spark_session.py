@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -117,11 +117,6 @@ def from_blobs(blobs: pa.Table) -> list[pa.Table]:
                        strict=True))
     ipc = blobs.column("ipc")
     return [pa.ipc.open_stream(ipc[i].as_py()).read_all() for _, _, i in order]
-
-
-def concat(tables: Iterable[pa.Table]) -> pa.Table:
-    """Results of several groups as one table (a column all null in one group takes the others' type)."""
-    return pa.concat_tables(list(tables), promote_options="default")
 
 
 def spark_error(exc: BaseException) -> str:

@@ -1,0 +1,73 @@
+"""The groups a transform is called over, one definition for both engines, so its values cannot depend on one.
+
+A transform signal's contract is its ``scope`` (``signals.signal``):
+
+* ``"entity"`` (the default): the window's source rows are split by the Iceberg bucket of the entity key
+  (``TRANSFORM_GROUPS`` buckets, ``store.buckets``); the transform is called once per non-empty bucket with all
+  of that bucket's rows in source order, so every row of a key meets in one call. It must not look across
+  entities; if it does anyway, both engines still give the same answer, because the groups are the same.
+* ``"window"``: one group, the whole window in one call (a share of the day's total, a rank).
+
+A source without the join key column (the key is derived inside the function) is one group too. Results are
+concatenated in ascending group order (the null-key group, ``NULL_BUCKET``, first), rows in the order each
+call returned them. The local engine runs the groups in a loop (``call_per_group``); Spark runs one task per
+group (``groupBy(group).applyInArrow``) and orders the results the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from signals.signal import Signal
+from store.buckets import iceberg_buckets
+from store.output_check import as_table
+
+TRANSFORM_GROUPS = 64            # entity buckets a transform's source rows are spread over
+
+
+def transform_groups(signal: Signal, rows: pa.Table) -> np.ndarray:
+    """The group (int64) of every source row for one call of ``signal``'s transform."""
+    key = signal.entity.join_key
+    if signal.scope == "window" or key not in rows.column_names:
+        return np.zeros(rows.num_rows, dtype=np.int64)
+    return iceberg_buckets(rows.column(key), TRANSFORM_GROUPS).astype(np.int64)
+
+
+def split(rows: pa.Table, groups: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
+    """``(group, rows of the group in table order)`` in ascending group order: one stable sort and one take of
+    the whole table, then zero-copy slices (one group: the table itself)."""
+    if rows.num_rows == 0:
+        return
+    first = groups[0]
+    if (groups == first).all():
+        yield int(first), rows
+        return
+    order = np.argsort(groups, kind="stable")
+    ordered, keys = rows.take(pa.array(order)), groups[order]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield int(keys[start]), ordered.slice(start, end - start)
+
+
+def call(signal: Signal, fn: Callable[[pa.Table], pa.Table], rows: pa.Table) -> pa.Table:
+    """One call of a transform, its output as a table (a Table, RecordBatch or pandas DataFrame is accepted,
+    anything else refused: ``store.output_check.as_table``, the same on both engines)."""
+    return as_table(fn(rows), signal)
+
+
+def concat(tables: Iterable[pa.Table]) -> pa.Table:
+    """Results of several groups as one table (a column all null in one group takes the others' type)."""
+    return pa.concat_tables(list(tables), promote_options="default")
+
+
+def call_per_group(signal: Signal, fn: Callable[[pa.Table], pa.Table], rows: pa.Table) -> tuple[pa.Table, int]:
+    """The transform over its groups in this process, and how many calls that took. An empty window is one
+    call (the function still defines the schema)."""
+    if rows.num_rows == 0:
+        return call(signal, fn, rows), 1
+    results = [call(signal, fn, part) for _, part in split(rows, transform_groups(signal, rows))]
+    return concat(results), len(results)
