@@ -39,6 +39,10 @@ class Entity:
     def arrow_key_type(self) -> pa.DataType:
         return JOIN_KEY_TYPES[self.join_key_type]
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that say which entity this is (part of its signals' versions); the description is not."""
+        return {"name": self.name, "join_key": self.join_key, "join_key_type": self.join_key_type}
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "join_key": self.join_key, "join_key_type": self.join_key_type,
                 "description": self.description}

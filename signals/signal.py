@@ -8,11 +8,10 @@ Two forms share one object:
 
 from __future__ import annotations
 
-import ast
+import dataclasses
 import hashlib
 import inspect
 import json
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,6 +24,7 @@ from signals.durations import format_duration, parse_duration
 from signals.entity import Entity
 from signals.errors import DefinitionError
 from signals.expectations import check_expectations
+from signals.fingerprint import transform_code
 from signals.source import Source
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema, check_name
 
@@ -37,29 +37,6 @@ SCOPES = ("entity", "window")       # what one call of a transform sees: one ent
 def _hash(*parts: Any) -> str:
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def transform_code(fn: Callable[..., Any]) -> str:
-    """The code of a transform, part of the signal's version identity: the function from its ``def`` on,
-    without decorators (owner, TTL, ... change in place) and without its docstring (the description)."""
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError) as exc:
-        raise DefinitionError(f"cannot read the source of transform {getattr(fn, '__name__', fn)!r}: "
-                              "define it in a .py file") from exc
-    try:
-        node = ast.parse(source).body[0]
-    except (SyntaxError, IndexError):
-        return source                      # e.g. a lambda inside a larger expression: keep the raw text
-    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return source
-    lines = source.splitlines()
-    keep = range(node.lineno - 1, node.end_lineno or len(lines))     # from the def line: no decorators
-    doc = node.body[0] if ast.get_docstring(node, clean=False) is not None else None
-    if doc is not None and doc.lineno == node.lineno:
-        doc = None                                                     # a one-line def: keep it whole
-    drop = range(doc.lineno - 1, doc.end_lineno or doc.lineno) if doc is not None else range(0)
-    return "\n".join(lines[i] for i in keep if i not in drop) + "\n"
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -75,7 +52,7 @@ class Signal:
     online: bool = False
     owner: str = ""
     description: str = ""
-    code: str = ""                                  # transform source, or aggregation spec as JSON
+    code: str = ""                                  # canonical code (signals.fingerprint), or aggregation spec
     aggregations: tuple[Aggregation, ...] = ()
     step: timedelta | None = None
     expectations: tuple[dict[str, Any], ...] = ()   # great-expectations Expectations, plain (signals.expectations)
@@ -122,11 +99,21 @@ class Signal:
 
     @property
     def definition_fingerprint(self) -> str:
-        """What makes a new version: schema, code, entity, source, step, scope. Owner, TTL, online, description
-        and expectations change in place."""
-        return _hash(self.schema.fingerprint_hex, self.code_fingerprint, self.entity.to_dict(),
-                     self.source.to_dict(), format_duration(self.step) if self.step else None,
+        """What makes a new version, i.e. what the signal computes: its features (schema), its code (the
+        transform's normalised code with the helpers and constants it uses, or the aggregation spec), the
+        identity of its entity and source, its step and scope. Owner, TTL, online, descriptions and
+        expectations are metadata: they change in place."""
+        return _hash(self.schema.fingerprint_hex, self.code_fingerprint, self.entity.identity(),
+                     self.source.identity(), format_duration(self.step) if self.step else None,
                      *(() if self.scope == "entity" else (("scope", self.scope),)))  # default: versions kept
+
+    def with_fresh_code(self) -> Signal:
+        """This signal with its code read again from its transform: registration calls it once the module has
+        run, so helpers and constants defined below the signal count too."""
+        if self.kind != "transform" or self.transform is None:
+            return self
+        code = transform_code(self.transform)
+        return self if code == self.code else dataclasses.replace(self, code=code)
 
     @property
     def max_window(self) -> timedelta | None:

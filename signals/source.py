@@ -52,6 +52,12 @@ class Source:
         return cls(name=name or f"{up}_output", kind="signal", upstream=up, timestamp="event_timestamp",
                    description=description)
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that say which rows this source reads (part of its signals' versions); the description
+        is not."""
+        return {"name": self.name, "kind": self.kind, "timestamp": self.timestamp, "path": self.path,
+                "table": self.table, "upstream": self.upstream}
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "timestamp": self.timestamp, "path": self.path,
                 "table": self.table, "upstream": self.upstream, "description": self.description}
