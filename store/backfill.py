@@ -1,10 +1,13 @@
 """Backfill: compute a signal over whole days and replace those days of its Iceberg table in one commit.
 
-Read the source window (an aggregation reads ``max_window`` further back), compute with an engine, check
+Read the source window (an aggregation reads ``max_window`` and one step further back), compute with an engine, check
 the output, validate it against the signal's expectations (``store.gates``), replace the window. Any failure
 leaves the table at its previous snapshot and raises ``BackfillError`` (``ValidationFailedError`` when a
 strict gate refused the batch, which is then quarantined); the run log records every run, successful or not,
 with the gate's result.
+
+An aggregation's re-backfill also replaces the later days whose windows hold the replaced days' events
+(``affected_end``), so a late event or a correction reaches every row it belongs to.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
+from signals.aggregation import reach
 from signals.errors import BackfillError, QuasarError, ValidationFailedError
 from signals.signal import Signal
 from store.engines.base import Engine
@@ -83,10 +87,34 @@ def parse_window(start: Any, end: Any) -> tuple[datetime, datetime]:
     return bounds
 
 
+def _reach(signal: Signal) -> timedelta | None:
+    if signal.kind != "aggregation" or signal.step is None or signal.max_window is None:
+        return None
+    return reach(signal.step, signal.max_window)
+
+
 def source_window(signal: Signal, start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The source rows a backfill of ``[start, end)`` needs: an aggregation looks back its longest window."""
-    look_back = signal.max_window if signal.kind == "aggregation" else None
+    """The source rows a backfill of ``[start, end)`` needs: an aggregation looks back as far as an event's rows
+    reach (its longest window and the step where that window empties, ``signals.aggregation.reach``)."""
+    look_back = _reach(signal)
     return (start - look_back if look_back else start), end
+
+
+def affected_end(signal: Signal, version: int, start: datetime, end: datetime, store: OfflineStore) -> datetime:
+    """The end of the days a backfill of ``[start, end)`` must replace.
+
+    An aggregation's rows after ``end`` hold the events of ``[start, end)`` in their windows (up to ``reach``
+    past them), so re-backfilling days (a late event, a correction) also recomputes those later days, as far
+    as the table already covers them: never beyond what was backfilled before, so no day nobody asked for is
+    written. Transforms only ever replace ``[start, end)``.
+    """
+    look_ahead = _reach(signal)
+    covered = store.backfilled_until(signal.name, version) if look_ahead else None
+    if look_ahead is None or covered is None or covered <= end:
+        return end
+    last_reached = end - timedelta(microseconds=1) + look_ahead
+    reached_end = datetime(last_reached.year, last_reached.month, last_reached.day, tzinfo=UTC) + timedelta(days=1)
+    return max(end, min(reached_end, covered))
 
 
 def source_columns(signal: Signal) -> list[str] | None:
@@ -113,6 +141,7 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
              sources: SourceReader, runs: RunLog | None = None, progress: bool = False) -> BackfillResult:
     """Compute ``signal`` v``version`` for the days in ``[start, end)`` and replace them in its table."""
     start_dt, end_dt = parse_window(start, end)
+    end_dt = affected_end(signal, version, start_dt, end_dt, store)
     began = time.perf_counter()
     params = {"start": start_dt.isoformat(), "end": end_dt.isoformat(), "engine": engine.name}
     run_id = runs.start_run(signal=signal.name, version=version, kind="backfill", params=params) if runs else None

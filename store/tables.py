@@ -177,6 +177,23 @@ class OfflineStore:
         snapshot = table.current_snapshot()
         return None if snapshot is None else int(snapshot.snapshot_id)
 
+    def backfilled_until(self, signal_name: str, version: int) -> datetime | None:
+        """The latest end of a window backfilled into the table (from its snapshots' ``quasar.window``), or None.
+
+        A backfill uses it to recompute the later days an aggregation's windows reach, as far as they exist."""
+        from pyiceberg.table.snapshots import ancestors_of
+
+        try:
+            table = self.table(signal_name, version)
+        except NotFoundError:
+            return None
+        ends = []
+        for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+            window = snapshot.summary.get("quasar.window") if snapshot.summary is not None else None
+            if window:
+                ends.append(datetime.fromisoformat(window.strip("[)").split(", ")[1]))
+        return max(ends, default=None)
+
     # --- writing --------------------------------------------------------------------------------------
     def replace_window(self, signal: Signal, version: int, rows: pa.Table, start: datetime, end: datetime, *,
                        properties: Mapping[str, str] | None = None) -> int | None:

@@ -1,9 +1,16 @@
 """Windowed aggregations in DuckDB, with exactly the semantics of ``signals.aggregation``.
 
-Each source row contributes to the step times ``T`` with ``ts < T <= ts + max_window`` inside the backfill
-window; rows are joined to those steps (``range()`` + ``unnest``) and grouped by ``(key, T)``, each
-aggregation filtering its own window ``T - window <= ts``. A group exists only where some row falls in the
-longest window, which is exactly when an entity gets a row. Times are integer microseconds throughout.
+Each source row contributes to the step times ``T`` with ``ts < T <= ts + reach`` inside the backfill window
+(``reach`` = the longest window plus one step, ``signals.aggregation.reach``); rows are joined to those steps
+(``range()`` + ``unnest``) and grouped by ``(key, T)``, each aggregation filtering its own window
+``T - window <= ts``. A group exists only where some row falls in the longest window or in the step before
+it, which is exactly when an entity gets a row (the last such row is the one whose windows are all empty).
+Times are integer microseconds throughout.
+
+The SQL yields each result in its natural type (BIGINT counts and integer sums, DOUBLE float sums and means,
+the column's own type for min, max and last); ``result_columns`` then casts to the declared dtypes with
+Arrow's checked cast, shared with the Spark engine, so a value that does not fit exactly is refused the same
+way on both engines instead of being rounded by one and truncated by the other.
 
 Floating-point sums add values in ``(ts, value)`` order, so results are deterministic run to run whatever
 the thread count (and a plain reference can match them bit for bit); integer sums are exact. ``last``
@@ -18,15 +25,13 @@ from datetime import UTC, datetime
 import duckdb
 import pyarrow as pa
 
-from signals.aggregation import Aggregation
+from signals.aggregation import Aggregation, reach
 from signals.errors import SchemaError
 from signals.signal import Signal
 from signals.ufr.schema import EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW, Bool, FeatureType, Float32, Float64, Int64, Timestamp
+from signals.ufr.types import TIMESTAMP_ARROW, String
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SQL_TYPES: dict[type[FeatureType], str] = {Int64: "BIGINT", Float32: "FLOAT", Float64: "DOUBLE", Bool: "BOOLEAN",
-                                             Timestamp: "BIGINT"}
 
 
 def micros(value: datetime | object) -> int:
@@ -97,24 +102,22 @@ def _agg_expr(agg: Aggregation, col: str | None, col_type: pa.DataType | None) -
     rank = f"_r{col[2:]}" if col else ""
     fn = agg.function
     if fn == "count":
-        inner = f"count({col or '*'}) FILTER (WHERE {cond})"
+        inner = f"CAST(count({col or '*'}) FILTER (WHERE {cond}) AS BIGINT)"
     elif fn in ("sum", "mean"):
         assert col is not None and col_type is not None
         if pa.types.is_floating(col_type):
             total = f"sum(CAST({col} AS DOUBLE) ORDER BY {rank}) FILTER (WHERE {cond})"
-        elif pa.types.is_boolean(col_type):
-            total = f"sum(CAST({col} AS BIGINT)) FILTER (WHERE {cond})"
         else:
-            total = f"sum({col}) FILTER (WHERE {cond})"
-        inner = total if fn == "sum" else f"CAST({total} AS DOUBLE) / count({col}) FILTER (WHERE {cond})"
+            total = f"CAST(sum(CAST({col} AS BIGINT)) FILTER (WHERE {cond}) AS BIGINT)"
+        inner = f"coalesce({total}, 0)" if fn == "sum" else \
+            f"CAST({total} AS DOUBLE) / count({col}) FILTER (WHERE {cond})"
     elif fn in ("min", "max"):
         inner = f"{fn}({col}) FILTER (WHERE {cond})"
     elif fn == "last":
         inner = f"arg_max({col}, {rank}) FILTER (WHERE {col} IS NOT NULL AND {cond})"
     else:  # pragma: no cover - Aggregation validates its function
         raise SchemaError(f"aggregation {agg.name}: unknown function {fn!r}")
-    assert agg.dtype is not None
-    return f'CAST({inner} AS {_SQL_TYPES[type(agg.dtype)]}) AS "{agg.name}"'
+    return f'{inner} AS "{agg.name}"'
 
 
 def aggregation_sql(signal: Signal, events: pa.Table, view: str, start: datetime, end: datetime) -> str | None:
@@ -125,7 +128,7 @@ def aggregation_sql(signal: Signal, events: pa.Table, view: str, start: datetime
     value). One global rank per column is far cheaper than ordering inside every group.
     """
     assert signal.step is not None and signal.max_window is not None
-    step_us, max_w = micros(signal.step), micros(signal.max_window)
+    step_us, max_w = micros(signal.step), micros(reach(signal.step, signal.max_window))
     first, last = step_bounds(start, end, step_us)
     if first > last:
         return None
@@ -152,6 +155,51 @@ def aggregation_sql(signal: Signal, events: pa.Table, view: str, start: datetime
     """
 
 
+def check_column_types(signal: Signal, events: pa.Table) -> None:
+    """Refuse, before any SQL runs, an aggregation whose column cannot give its function or its dtype."""
+    names = {c: f"_c{i}" for i, c in enumerate(columns_of(signal))}
+    for agg in signal.aggregations:
+        if agg.column is None:
+            continue
+        col_type = events.schema.field(names[agg.column]).type
+        text = pa.types.is_string(col_type) or pa.types.is_large_string(col_type)
+        numeric = pa.types.is_integer(col_type) or pa.types.is_floating(col_type) or pa.types.is_boolean(col_type)
+        where = f"signal {signal.name}: aggregation {agg.name!r} over source column {agg.column!r} ({col_type})"
+        if agg.function in ("sum", "mean") and not numeric:
+            raise SchemaError(f"{where}: a {agg.function} needs a numeric or boolean column")
+        if agg.function in ("min", "max", "last") and text != isinstance(agg.dtype, String):
+            hint = "declare dtype=String()" if text else "String() holds text columns only"
+            raise SchemaError(f"{where} cannot be stored as {agg.dtype}: {hint}")
+
+
+def result_columns(signal: Signal, result: pa.Table) -> list[pa.ChunkedArray]:
+    """The aggregations' result columns (natural types, by name) in their declared dtypes, cast exactly.
+
+    Arrow's checked cast refuses a float that is not a whole number as an integer and an integer a float
+    cannot hold; the error names the aggregation and the first value that does not fit.
+    """
+    columns = []
+    for agg in signal.aggregations:
+        assert agg.dtype is not None
+        column, target = result.column(agg.name), agg.dtype.arrow_type()
+        try:
+            columns.append(column.cast(target, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SchemaError(f"signal {signal.name}: aggregation {agg.name!r} gives {column.type} values that "
+                              f"its dtype {agg.dtype} cannot hold exactly ({_first_misfit(column, target)}); "
+                              "declare a dtype that holds them (e.g. Float64()) instead of rounding") from exc
+    return columns
+
+
+def _first_misfit(column: pa.ChunkedArray, target: pa.DataType) -> str:
+    for value in column.to_pylist():
+        try:
+            pa.array([value], column.type).cast(target, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return f"e.g. {value!r}"
+    return "a value does not fit"
+
+
 def output_schema(signal: Signal) -> pa.Schema:
     """Key, event_timestamp and the aggregations in their dtypes (no created_timestamp: the backfill adds it)."""
     fields = [pa.field(signal.entity.join_key, signal.entity.arrow_key_type, nullable=False),
@@ -165,6 +213,7 @@ def compute_aggregation(connection: duckdb.DuckDBPyConnection, signal: Signal, s
     """Rows of an aggregation signal stamped at its steps in ``[start, end)`` (see the module docstring)."""
     schema = output_schema(signal)
     events = prepare_events(signal, source_rows)
+    check_column_types(signal, events)
     view = f"quasar_events_{uuid.uuid4().hex[:12]}"
     sql = aggregation_sql(signal, events, view, start, end)
     if sql is None:
@@ -175,8 +224,5 @@ def compute_aggregation(connection: duckdb.DuckDBPyConnection, signal: Signal, s
     finally:
         connection.unregister(view)
     columns = [result.column("_k").cast(signal.entity.arrow_key_type),
-               result.column("_step").cast(TIMESTAMP_ARROW)]
-    for agg in signal.aggregations:
-        assert agg.dtype is not None
-        columns.append(result.column(agg.name).cast(agg.dtype.arrow_type()))
+               result.column("_step").cast(TIMESTAMP_ARROW), *result_columns(signal, result)]
     return pa.Table.from_arrays(columns, schema=schema)

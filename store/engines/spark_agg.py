@@ -1,6 +1,7 @@
 """Windowed aggregations as Spark SQL, with exactly the semantics (and the bits) of ``store.engines.local_agg``.
 
-Each event joins the step times ``T`` with ``ts < T <= ts + max_window`` inside the backfill window
+Each event joins the step times ``T`` with ``ts < T <= ts + reach`` (the longest window plus one step, where an
+entity's windows empty) inside the backfill window
 (``explode(sequence(...))``), rows are grouped by ``(key, T)`` and every aggregation filters its own window
 ``T - window <= ts``. Float sums add their values in ``(ts, value)`` order (``aggregate`` over the sorted
 values), as the local engine does, so both engines give the same floats; ``last`` takes the value of the
@@ -15,32 +16,35 @@ from typing import Any
 
 import pyarrow as pa
 
-from signals.aggregation import Aggregation
+from signals.aggregation import Aggregation, reach
 from signals.errors import SchemaError
 from signals.signal import Signal
-from signals.ufr.types import TIMESTAMP_ARROW, Bool, FeatureType, Float32, Float64, Int64, Timestamp
-from store.engines.local_agg import columns_of, micros, output_schema, prepare_events, step_bounds
-
-_SQL_TYPES: dict[type[FeatureType], str] = {Int64: "BIGINT", Float32: "FLOAT", Float64: "DOUBLE", Bool: "BOOLEAN",
-                                             Timestamp: "BIGINT"}
+from signals.ufr.types import TIMESTAMP_ARROW
+from store.engines.local_agg import (
+    check_column_types,
+    columns_of,
+    micros,
+    output_schema,
+    prepare_events,
+    result_columns,
+    step_bounds,
+)
 
 
 def _agg_expr(agg: Aggregation, col: str | None, col_type: pa.DataType | None) -> str:
     cond = f"_t >= _step - {micros(agg.window)}L"
     fn = agg.function
     if fn == "count":
-        inner = f"count({col or 1}) FILTER (WHERE {cond})"
+        inner = f"CAST(count({col or 1}) FILTER (WHERE {cond}) AS BIGINT)"
     elif fn in ("sum", "mean"):
         assert col is not None and col_type is not None
         if pa.types.is_floating(col_type):
             ordered = f"array_sort(collect_list(named_struct('t', _t, 'v', {col})) " \
                       f"FILTER (WHERE {col} IS NOT NULL AND {cond}))"
             total = f"aggregate({ordered}, CAST(NULL AS DOUBLE), (acc, x) -> coalesce(acc, 0D) + CAST(x.v AS DOUBLE))"
-        elif pa.types.is_boolean(col_type):
-            total = f"sum(CAST({col} AS BIGINT)) FILTER (WHERE {cond})"
         else:
-            total = f"sum({col}) FILTER (WHERE {cond})"
-        inner = total if fn == "sum" else \
+            total = f"CAST(sum(CAST({col} AS BIGINT)) FILTER (WHERE {cond}) AS BIGINT)"
+        inner = f"coalesce({total}, 0)" if fn == "sum" else \
             f"CAST({total} AS DOUBLE) / nullif(count({col}) FILTER (WHERE {cond}), 0)"
     elif fn in ("min", "max"):
         inner = f"{fn}({col}) FILTER (WHERE {cond})"
@@ -48,15 +52,14 @@ def _agg_expr(agg: Aggregation, col: str | None, col_type: pa.DataType | None) -
         inner = f"max_by({col}, named_struct('t', _t, 'v', {col})) FILTER (WHERE {col} IS NOT NULL AND {cond})"
     else:  # pragma: no cover - Aggregation validates its function
         raise SchemaError(f"aggregation {agg.name}: unknown function {fn!r}")
-    assert agg.dtype is not None
-    return f"CAST({inner} AS {_SQL_TYPES[type(agg.dtype)]}) AS `{agg.name}`"
+    return f"{inner} AS `{agg.name}`"
 
 
 def aggregation_sql(signal: Signal, events: pa.Table, view: str, start: datetime, end: datetime) -> str | None:
     """The Spark SQL computing ``signal`` over ``[start, end)`` from the prepared events view; None if no step
     fits the window."""
     assert signal.step is not None and signal.max_window is not None
-    step_us, max_w = micros(signal.step), micros(signal.max_window)
+    step_us, max_w = micros(signal.step), micros(reach(signal.step, signal.max_window))
     first, last = step_bounds(start, end, step_us)
     if first > last:
         return None
@@ -88,6 +91,7 @@ def compute_aggregation_spark(session: Any, signal: Signal, source_rows: pa.Tabl
 
     schema = output_schema(signal)
     events = prepare_events(signal, source_rows)
+    check_column_types(signal, events)
     view = f"quasar_events_{uuid.uuid4().hex[:12]}"
     sql = aggregation_sql(signal, events, view, start, end)
     if sql is None or events.num_rows == 0:
@@ -98,8 +102,5 @@ def compute_aggregation_spark(session: Any, signal: Signal, source_rows: pa.Tabl
     finally:
         session.catalog.dropTempView(view)
     columns = [result.column("_k").cast(signal.entity.arrow_key_type),
-               result.column("_step").cast(pa.int64()).cast(TIMESTAMP_ARROW)]
-    for agg in signal.aggregations:
-        assert agg.dtype is not None
-        columns.append(result.column(agg.name).cast(agg.dtype.arrow_type()))
+               result.column("_step").cast(pa.int64()).cast(TIMESTAMP_ARROW), *result_columns(signal, result)]
     return pa.Table.from_arrays(columns, schema=schema)

@@ -1,8 +1,8 @@
 """Windowed aggregations of the local engine against a plain Python reference, compared exactly.
 
 The reference follows the docstring of ``signals.aggregation`` line by line: step-aligned stamps in
-``[start, end)``, windows ``[T - w, T)``, a row when the longest window is non-empty, count 0 and other
-functions null on empty windows, nulls ignored, ``last`` at the latest ts with ties to the larger value.
+``[start, end)``, windows ``[T - w, T)``, a row when the longest window is non-empty and one more at the
+step where it empties, count and sum 0 and other functions null on empty windows, nulls ignored, ``last`` at the latest ts with ties to the larger value.
 Floating sums add values in ``(ts, value)`` order, as the engine documents.
 """
 
@@ -25,6 +25,7 @@ from signals import (
     Float32,
     Int64,
     Source,
+    String,
     Timestamp,
     aggregate,
     count,
@@ -79,6 +80,8 @@ def _aggregate(agg: Aggregation, rows: list[dict[str, Any]], ts: str) -> Any:
     values = [v for _, v in pairs]
     if agg.function == "count":
         return len(values)
+    if agg.function == "sum" and not values:
+        return 0                                 # an empty window sums to 0, like a count
     if not values:
         return None
     if agg.function in ("sum", "mean"):
@@ -111,7 +114,8 @@ def reference(signal: Signal, source: pa.Table, start: datetime, end: datetime) 
     out = []
     for k in sorted(by_key):
         for stamp in range(first, micros(end), step):
-            if not any(stamp - longest <= r[ts] < stamp for r in by_key[k]):
+            # a row while the longest window holds an event, and one more at the step where it empties
+            if not any(stamp - longest - step <= r[ts] < stamp for r in by_key[k]):
                 continue
             row: dict[str, Any] = {key: k, "event_timestamp": datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
                 microseconds=stamp)}
@@ -212,12 +216,13 @@ def test_boundaries_ties_nulls_and_empty_windows(engine: Engine) -> None:
                                 "x_sum_1h": 7.0, "x_mean_2h": 3.5, "x_last_1h": 5.0, "x_last_2h": 5.0}
     assert out[(1, t + HOUR)] == {"user_id": 1, "event_timestamp": t + HOUR, "count_1h": 1, "x_count_2h": 3,
                                   "x_sum_1h": 1.0, "x_mean_2h": 8.0 / 3, "x_last_1h": 1.0, "x_last_2h": 1.0}
-    # only the 2h window still holds the T event: count 0 and nulls in the 1h window
+    # only the 2h window still holds the T event: count and sum 0, nulls elsewhere in the 1h window
     assert out[(1, t + 2 * HOUR)] == {"user_id": 1, "event_timestamp": t + 2 * HOUR, "count_1h": 0,
-                                      "x_count_2h": 1, "x_sum_1h": None, "x_mean_2h": 1.0, "x_last_1h": None,
+                                      "x_count_2h": 1, "x_sum_1h": 0.0, "x_mean_2h": 1.0, "x_last_1h": None,
                                       "x_last_2h": 1.0}
+    # only a null value: the sum of no values is 0, mean and last have none
     assert out[(2, t + HOUR)] == {"user_id": 2, "event_timestamp": t + HOUR, "count_1h": 1,
-                                  "x_count_2h": 0, "x_sum_1h": None, "x_mean_2h": None, "x_last_1h": None,
+                                  "x_count_2h": 0, "x_sum_1h": 0.0, "x_mean_2h": None, "x_last_1h": None,
                                   "x_last_2h": None}
     assert out[(2, t + 2 * HOUR)]["count_1h"] == 0
 
@@ -273,3 +278,55 @@ def test_transforms_run_their_function_and_engines_load_by_name() -> None:
     eng.close()
     with pytest.raises(StoreError, match="threads must be a positive int"):
         LocalEngine(threads=0)
+
+
+# --- types: exact or refused, strings kept (issue 13, bug 5) ------------------------------------------------
+def test_a_fractional_result_in_an_integer_dtype_is_refused_on_every_engine(engine: Engine) -> None:
+    """DuckDB used to round 0.6 to 1 and Spark to truncate it to 0; both now refuse, naming the value."""
+    lossy = aggregate(name="lossy", entity=user, source=events, step="1d",
+                      aggregations=[sum_("x", "1d", name="x_sum", dtype=Int64()),
+                                    max_("x", "1d", name="x_max", dtype=Int64())])
+    with pytest.raises(SchemaError, match=r"aggregation 'x_sum' gives double values .* int64 .*e\.g\. 0\.6"):
+        engine.compute(lossy, _source([(1, T0 + HOUR, 0.6), (2, T0 + HOUR, 2.0)]), T0, T0 + 2 * DAY)
+    whole = engine.compute(lossy, _source([(1, T0 + HOUR, 3.0), (1, T0 + 2 * HOUR, 2.0)]), T0, T0 + 3 * DAY)
+    assert whole.column("x_sum").to_pylist() == [5, 0] and whole.column("x_max").to_pylist() == [3, None]
+
+
+def test_last_min_and_max_keep_string_columns(engine: Engine) -> None:
+    words = aggregate(name="words", entity=user, source=events, step="1d", aggregations=[
+        last("x", "1d", name="x_last", dtype=String()), min_("x", "1d", name="x_min", dtype=String()),
+        max_("x", "2d", name="x_max", dtype=String())])
+    source = _source([(1, T0 + HOUR, "b"), (1, T0 + 2 * HOUR, "a"), (1, T0 + 2 * HOUR, "c"),
+                      (2, T0 + HOUR, None)], value_type=pa.string())
+    out = engine.compute(words, source, T0, T0 + 4 * DAY)
+    assert out.schema.field("x_last").type == pa.string()
+    assert out.to_pylist() == [
+        {"user_id": 1, "event_timestamp": T0 + DAY, "x_last": "c", "x_min": "a", "x_max": "c"},
+        {"user_id": 1, "event_timestamp": T0 + 2 * DAY, "x_last": None, "x_min": None, "x_max": "c"},
+        {"user_id": 1, "event_timestamp": T0 + 3 * DAY, "x_last": None, "x_min": None, "x_max": None},
+        {"user_id": 2, "event_timestamp": T0 + DAY, "x_last": None, "x_min": None, "x_max": None},
+        {"user_id": 2, "event_timestamp": T0 + 2 * DAY, "x_last": None, "x_min": None, "x_max": None},
+        {"user_id": 2, "event_timestamp": T0 + 3 * DAY, "x_last": None, "x_min": None, "x_max": None},
+    ]
+
+
+def test_string_columns_need_a_string_dtype(engine: Engine) -> None:
+    default = aggregate(name="texts", entity=user, source=events, step="1d", aggregations=[last("x", "1d")])
+    source = _source([(1, T0 + HOUR, "b")], value_type=pa.string())
+    with pytest.raises(SchemaError, match=r"aggregation 'x_last_1d' over source column 'x' \(string\) cannot be "
+                                          r"stored as float64: declare dtype=String\(\)"):
+        engine.compute(default, source, T0, T0 + DAY)
+    summed = aggregate(name="texts", entity=user, source=events, step="1d", aggregations=[sum_("x", "1d")])
+    with pytest.raises(SchemaError, match="a sum needs a numeric or boolean column"):
+        engine.compute(summed, source, T0, T0 + DAY)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: Aggregation(function="mean", column="x", window="1d", dtype=Int64()),
+     r"a mean is stored as Float64\(\) or Float32\(\), not int64"),
+    (lambda: Aggregation(function="count", window="1d", dtype=Float32()), r"a count is stored as Int64\(\)"),
+    (lambda: sum_("x", "1d", dtype=String()), r"a sum is stored as Int64\(\) or Float64\(\) or Float32\(\)"),
+])
+def test_dtypes_that_cannot_hold_a_function_are_refused_at_definition(make: Any, message: str) -> None:
+    with pytest.raises(DefinitionError, match=message):
+        make()
