@@ -4,9 +4,14 @@ The Spark engine routes spine rows and computed rows to the bucket their Iceberg
 compute exactly the transform pyiceberg applies when it writes (Murmur3 x86 32-bit of the key's Iceberg
 binary form, ``& 0x7FFFFFFF``, modulo N). pyiceberg-core's vectorised kernel does it; pyiceberg's per-value
 transform is the fallback.
+
+``path_bucket`` reads a data file's bucket from its partition folder, in both layouts the product writes:
+pyiceberg's ``<key>_bucket=<b>`` and the Spark writer's ``__quasar_bucket=<b>`` (``store.engines.spark_write``).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +19,7 @@ import pyarrow as pa
 from signals.errors import StoreError
 
 NULL_BUCKET = -1                    # where a null key goes: it matches nothing
+SPARK_BUCKET_FOLDER = "__quasar_bucket"   # the Spark writer's bucket partition folder: __quasar_bucket=<b>
 
 
 def iceberg_buckets(keys: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
@@ -50,3 +56,10 @@ def _per_value(array: pa.Array, buckets: int) -> np.ndarray:
 
     fn = BucketTransform(buckets).transform(LongType() if pa.types.is_int64(array.type) else StringType())
     return np.array([NULL_BUCKET if v is None else fn(v) for v in array.to_pylist()], dtype=np.int32)
+
+
+def path_bucket(path: str, key: str) -> int | None:
+    """The bucket a data file's partition folder names (``.../<key>_bucket=<b>/...`` as pyiceberg writes it,
+    ``.../__quasar_bucket=<b>/...`` as the Spark engine does), or None when its path names no bucket."""
+    found = re.search(rf"/(?:{re.escape(key)}_bucket|{SPARK_BUCKET_FOLDER})=(\d+)/", path)
+    return int(found.group(1)) if found is not None else None

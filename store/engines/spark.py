@@ -93,7 +93,8 @@ class SparkEngine(Engine):
     def point_in_time(self, spine: pa.Table, requests: Sequence[FeatureRequest]) -> pa.Table:
         from store.engines.spark_pit import point_in_time_spark
 
-        return point_in_time_spark(self.session, spine, requests, threads=self.task_threads)
+        result, self.last_join_groups = point_in_time_spark(self.session, spine, requests, threads=self.task_threads)
+        return result
 
     # --- gates and writes ------------------------------------------------------------------------------
     def validation_frame(self, rows: pa.Table) -> Any:

@@ -7,13 +7,14 @@ per-key kernel of ``store.pit_local`` (latest ``event_timestamp <= ts`` within t
 ``created_timestamp`` then file order). Only the spine moves; the feature table is never shuffled, and each
 task reads only its bucket's files (pruned to the spine's time range by pyiceberg's plan beforehand).
 
+A file's bucket is the one its partition folder names, in both layouts the product writes (pyiceberg's and the
+Spark writer's, ``store.buckets.path_bucket``); the engine counts the tasks a join ran as (``last_join_groups``).
 Files that do not name their bucket (written by another tool, or plain Parquet) are joined in one group.
 Results come back as Arrow IPC and are put back in spine order, so types and values are the local engine's.
 """
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -25,24 +26,24 @@ import pyarrow as pa
 from signals.errors import DatasetError, StoreError
 from signals.ufr.schema import EVENT_TIMESTAMP
 from signals.ufr.types import TIMESTAMP_ARROW
-from store.buckets import NULL_BUCKET, iceberg_buckets
+from store.buckets import NULL_BUCKET, iceberg_buckets, path_bucket
 from store.engines.base import FeatureRequest
 from store.engines.groups import concat
 from store.engines.spark_session import ROW, run_grouped, spark_error
 
 
 def file_buckets(request: FeatureRequest) -> list[int] | None:
-    """The bucket of each of the request's files, from its partition path (``.../<key>_bucket=<b>/...``);
-    None when the table is not bucketed on a single key or any file does not say."""
+    """The bucket of each of the request's files, from its partition folder in either layout the product
+    writes (``store.buckets.path_bucket``: pyiceberg's ``<key>_bucket=<b>``, the Spark writer's
+    ``__quasar_bucket=<b>``); None when the table is not bucketed on a single key or any file does not say."""
     if request.buckets is None or len(request.join_keys) != 1:
         return None
-    pattern = re.compile(rf"/{re.escape(request.join_keys[0])}_bucket=(\d+)/")
     buckets = []
     for path in request.files:
-        found = pattern.search(path)
-        if found is None:
+        bucket = path_bucket(path, request.join_keys[0])
+        if bucket is None or not 0 <= bucket < request.buckets:
             return None
-        buckets.append(int(found.group(1)))
+        buckets.append(bucket)
     return buckets
 
 
@@ -76,12 +77,14 @@ def _kernel(by_group: dict[int, list[FeatureRequest]],
     return kernel
 
 
-def join_group(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest], *, threads: int = 1) -> pa.Table:
-    """The feature columns of ``requests`` (all on the same join keys) for every spine row, in spine order."""
+def join_group(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest], *,
+               threads: int = 1) -> tuple[pa.Table, int]:
+    """The feature columns of ``requests`` (all on the same join keys) for every spine row, in spine order, and
+    the number of Spark tasks (groups) the join ran as."""
     keys = list(requests[0].join_keys)
     n = spine.num_rows
     if n == 0:
-        return _local_join(spine, requests, threads)
+        return _local_join(spine, requests, threads), 0
     slim = pa.table({**{k: spine.column(k) for k in keys},
                      EVENT_TIMESTAMP: spine.column(EVENT_TIMESTAMP).cast(TIMESTAMP_ARROW)})
     count = _routing(requests)
@@ -109,26 +112,27 @@ def join_group(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest]
         raise StoreError(f"point-in-time join on Spark returned {result.num_rows} rows for {n} spine rows")
     order = np.empty(n, dtype=np.int64)
     order[result.column(ROW).to_numpy()] = np.arange(n, dtype=np.int64)
-    return result.drop_columns([ROW]).take(pa.array(order))
+    return result.drop_columns([ROW]).take(pa.array(order)), len(results)
 
 
 def point_in_time_spark(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest], *,
-                        threads: int = 1) -> pa.Table:
-    """The output feature columns of ``requests`` for every row of ``spine``, in spine order, UFR-typed."""
+                        threads: int = 1) -> tuple[pa.Table, int]:
+    """The output feature columns of ``requests`` for every row of ``spine``, in spine order, UFR-typed, and
+    the number of Spark tasks (groups) the joins ran as, over all join key sets."""
     from store.pit_local import check_spine
 
     check_spine(spine, requests)
     if not requests:
-        return pa.table({})
+        return pa.table({}), 0
     by_keys: dict[tuple[str, ...], list[FeatureRequest]] = defaultdict(list)
     for request in requests:
         by_keys[request.join_keys].append(request)
     joined = {keys: join_group(session, spine, group, threads=threads) for keys, group in by_keys.items()}
     columns: dict[str, pa.ChunkedArray] = {}
     for request in requests:
-        table = joined[request.join_keys]
+        table = joined[request.join_keys][0]
         for _, name in request.features:
             if name in columns:
                 raise DatasetError(f"output column {name!r} is requested twice")
             columns[name] = table.column(name)
-    return pa.table(columns)
+    return pa.table(columns), sum(tasks for _, tasks in joined.values())
