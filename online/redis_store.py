@@ -34,13 +34,15 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from online.keys import check_project, column_keys, entity_keys, field_name
-from online.lua import NEWER_WINS, NEWER_WINS_SHA
+from online.keys import check_project, column_keys, entity_keys, field_name, key_prefix
+from online.lua import ANY, NEWER, NEWER_WINS, NEWER_WINS_SHA
 from online.store import AsyncOnlineStore, OnlineColumns, OnlineStore, columns_from_records
 from signals.errors import OnlineStoreError, OnlineUnavailableError, QuasarError, RequestError
+from signals.ordering import created_us, rank_bytes
 from signals.signal import Signal
 from signals.ufr.codec import encode
-from signals.ufr.codec_arrow import find_column
+from signals.ufr.codec_arrow import event_times_us, find_column
+from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 
 #: Keys per EVALSHA call of the newer-wins script, and EVALSHA calls per pipelined round trip.
 KEYS_PER_CALL = 1000
@@ -53,10 +55,11 @@ _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, Try
 
 @dataclass(frozen=True)
 class WriteCall:
-    """One EVALSHA of the newer-wins script: its keys and their records."""
+    """One EVALSHA of the newer-wins script: its keys, their records and their floors (``online.lua``)."""
 
     keys: list[str]
     records: list[bytes]
+    floors: list[bytes]
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,13 @@ class WritePlan:
     field: str
     ttl_ms: int                  # 0: the signal has no TTL
     calls: list[WriteCall]
+    reset: bool = False          # re-apply expiry to every key (a TTL change)
 
     def args(self, call: WriteCall) -> tuple[Any, ...]:
         """The EVALSHA command of ``call``."""
-        return ("EVALSHA", NEWER_WINS_SHA, len(call.keys), *call.keys, self.field, self.ttl_ms, *call.records)
+        pairs = [part for pair in zip(call.records, call.floors, strict=True) for part in pair]
+        return ("EVALSHA", NEWER_WINS_SHA, len(call.keys), *call.keys, self.field, self.ttl_ms,
+                "r" if self.reset else "", *pairs)
 
     def round_trips(self) -> Iterator[list[WriteCall]]:
         it = iter(self.calls)
@@ -75,14 +81,14 @@ class WritePlan:
             yield chunk
 
 
-def plan_write(project: str, signal: Signal, version: int, rows: pa.Table, *, cluster: bool) -> WritePlan:
-    """Encode ``rows`` and split them into script calls (in cluster mode, each call's keys share one slot)."""
-    ttl_ms = int(signal.ttl.total_seconds() * 1000) if signal.ttl is not None else 0
-    plan = WritePlan(field=field_name(signal.name, version), ttl_ms=ttl_ms, calls=[])
-    if rows.num_rows == 0:
-        return plan
-    keys = column_keys(project, signal.entity, find_column(rows, signal.entity.join_key, "join key"))
-    records = encode(signal.schema, rows)
+def _ttl_ms(signal: Signal) -> int:
+    return int(signal.ttl.total_seconds() * 1000) if signal.ttl is not None else 0
+
+
+def _plan(signal: Signal, version: int, keys: list[str], records: list[bytes], floors: list[bytes], *,
+          cluster: bool, reset: bool = False) -> WritePlan:
+    """Split per-key (record, floor) pairs into script calls (in cluster mode, each call's keys share a slot)."""
+    plan = WritePlan(field=field_name(signal.name, version), ttl_ms=_ttl_ms(signal), calls=[], reset=reset)
     if not cluster:
         order: list[int] | range = range(len(keys))
         groups = [order]
@@ -93,8 +99,39 @@ def plan_write(project: str, signal: Signal, version: int, rows: pa.Table, *, cl
     for group in groups:
         for lo in range(0, len(group), KEYS_PER_CALL):
             part = group[lo:lo + KEYS_PER_CALL]
-            plan.calls.append(WriteCall([keys[i] for i in part], [records[i] for i in part]))
+            plan.calls.append(WriteCall([keys[i] for i in part], [records[i] for i in part],
+                                        [floors[i] for i in part]))
     return plan
+
+
+def plan_write(project: str, signal: Signal, version: int, rows: pa.Table, *, cluster: bool) -> WritePlan:
+    """Encode ``rows`` and plan their newer-wins writes."""
+    if rows.num_rows == 0:
+        return WritePlan(field=field_name(signal.name, version), ttl_ms=_ttl_ms(signal), calls=[])
+    keys = column_keys(project, signal.entity, find_column(rows, signal.entity.join_key, "join key"))
+    return _plan(signal, version, keys, encode(signal.schema, rows), [NEWER] * len(keys), cluster=cluster)
+
+
+def plan_mirror(project: str, signal: Signal, version: int, rows: pa.Table, absent: Sequence[Any],
+                floors: pa.Table | None, *, cluster: bool, reset: bool) -> WritePlan:
+    """Plan ``OnlineStore.mirror``: each row's record and each absent key's deletion, with their floors."""
+    join_key = signal.entity.join_key
+    keys = column_keys(project, signal.entity, find_column(rows, join_key, "join key")) if rows.num_rows else []
+    records = encode(signal.schema, rows) if rows.num_rows else []
+    gone = entity_keys(project, signal.entity, list(absent))
+    if floors is None:
+        floor_of: dict[str, bytes] = {}
+        default = ANY
+    else:
+        floor_keys = column_keys(project, signal.entity, find_column(floors, join_key, "join key"))
+        events = event_times_us(floors, EVENT_TIMESTAMP)
+        made = created_us(floors.column(CREATED_TIMESTAMP) if CREATED_TIMESTAMP in floors.column_names else None,
+                          floors.num_rows)
+        floor_of = {k: rank_bytes(e, c) for k, e, c in zip(floor_keys, events.tolist(), made.tolist(), strict=True)}
+        default = NEWER
+    every = keys + gone
+    return _plan(signal, version, every, records + [b""] * len(gone), [floor_of.get(k, default) for k in every],
+                 cluster=cluster, reset=reset)
 
 
 @dataclass(frozen=True)
@@ -125,6 +162,28 @@ def finish_read(plan: ReadPlan, replies: Sequence[Sequence[bytes | None]], now_u
         raise OnlineStoreError(f"the online store answered {len(replies)} rows for {len(plan.keys)} keys")
     return [columns_from_records(signal, version, [row[j] for row in replies], now=now_us)
             for j, (signal, version) in enumerate(plan.signal_versions)]
+
+
+def _counts(replies: Sequence[Any]) -> tuple[int, int]:
+    """(records written, fields deleted) summed over the script's replies."""
+    return sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def join_keys(keys: Sequence[bytes | str], prefix: str, signal: Signal) -> list[Any]:
+    """The join key values of hash keys ``<prefix><key>`` (int64 entities: those that read as integers)."""
+    out: list[Any] = []
+    for raw in keys:
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        value = key[len(prefix):]
+        if signal.entity.join_key_type == "string":
+            out.append(value)
+        elif value.lstrip("-").isdigit() and str(int(value)) == value:
+            out.append(int(value))
+    return out
 
 
 # --- connections and errors -----------------------------------------------------------------------------------
@@ -212,15 +271,46 @@ class RedisOnlineStore(OnlineStore):
 
     def write(self, signal: Signal, version: int, rows: pa.Table) -> int:
         plan = plan_write(self.project, signal, version, rows, cluster=self.cluster)
-        return sum(self._round_trip(plan, calls) for calls in plan.round_trips())
+        return sum(self._round_trip(plan, calls)[0] for calls in plan.round_trips())
 
-    def _round_trip(self, plan: WritePlan, calls: list[WriteCall]) -> int:
+    def mirror(self, signal: Signal, version: int, rows: pa.Table, *, absent: Sequence[Any] = (),
+               floors: pa.Table | None = None, reset_expiry: bool = False) -> tuple[int, int]:
+        plan = plan_mirror(self.project, signal, version, rows, absent, floors, cluster=self.cluster,
+                           reset=reset_expiry)
+        written = deleted = 0
+        for calls in plan.round_trips():
+            w, d = self._round_trip(plan, calls)
+            written, deleted = written + w, deleted + d
+        return written, deleted
+
+    def scan(self, signal: Signal, version: int, *, count: int = 1000) -> Iterator[list[Any]]:
+        prefix = key_prefix(self.project, signal.entity)
+        field = field_name(signal.name, version)
+        try:
+            batch: list[bytes] = []
+            for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=count):
+                batch.append(key)
+                if len(batch) >= count:
+                    yield self._holding(batch, prefix, field, signal)
+                    batch = []
+            if batch:
+                yield self._holding(batch, prefix, field, signal)
+        except (RedisError, RedisClusterException) as exc:
+            raise self._target.error(exc) from exc
+
+    def _holding(self, keys: list[bytes], prefix: str, field: str, signal: Signal) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hexists(key, field)
+        return join_keys([k for k, has in zip(keys, pipe.execute(), strict=True) if has], prefix, signal)
+
+    def _round_trip(self, plan: WritePlan, calls: list[WriteCall]) -> tuple[int, int]:
         for attempt in range(2):
             try:
                 pipe = self.client.pipeline(transaction=False)
                 for call in calls:
                     pipe.execute_command(*plan.args(call))
-                return sum(int(n) for n in pipe.execute())
+                return _counts(pipe.execute())
             except NoScriptError as exc:          # a fresh or restarted server: load the script, do it again
                 if attempt:
                     raise self._target.error(exc) from exc
@@ -299,16 +389,16 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
         plan = plan_write(self.project, signal, version, rows, cluster=self.cluster)
         written = 0
         for calls in plan.round_trips():
-            written += await self._round_trip(plan, calls)
+            written += (await self._round_trip(plan, calls))[0]
         return written
 
-    async def _round_trip(self, plan: WritePlan, calls: list[WriteCall]) -> int:
+    async def _round_trip(self, plan: WritePlan, calls: list[WriteCall]) -> tuple[int, int]:
         for attempt in range(2):
             try:
                 pipe = self.client.pipeline(transaction=False)
                 for call in calls:
                     pipe.execute_command(*plan.args(call))
-                return sum(int(n) for n in await pipe.execute())
+                return _counts(await pipe.execute())
             except NoScriptError as exc:
                 if attempt:
                     raise self._target.error(exc) from exc

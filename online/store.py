@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import IntEnum
@@ -54,8 +54,25 @@ class OnlineStore(ABC):
 
     @abstractmethod
     def write(self, signal: Signal, version: int, rows: pa.Table) -> int:
-        """Write rows (join key, event_timestamp, features in UFR types), newer event time wins per key;
-        returns how many rows were written, i.e. not rejected as older than what is stored."""
+        """Write rows (join key, event_timestamp, optional created_timestamp, features in UFR types); per key
+        the winning row by ``signals.ordering`` stays. Returns how many rows were written, i.e. not rejected
+        as older than what is stored."""
+
+    @abstractmethod
+    def mirror(self, signal: Signal, version: int, rows: pa.Table, *, absent: Sequence[Any] = (),
+               floors: pa.Table | None = None, reset_expiry: bool = False) -> tuple[int, int]:
+        """Make entities' records mirror the offline truth: ``rows`` are their winning rows, ``absent`` the
+        join keys that have none any more. Returns (records written, fields deleted).
+
+        ``floors`` None (an exact rebuild): each row replaces what is stored and each absent key's field is
+        deleted. Otherwise ``floors`` (join key, event_timestamp, created_timestamp) gives each key the rank
+        of the newest offline row that is gone: a stored record not above it is replaced (or deleted), one
+        above it was written online only and stays unless the new row wins by ``signals.ordering``.
+        ``reset_expiry`` re-applies the signal's TTL to every given key (``online.lua``)."""
+
+    @abstractmethod
+    def scan(self, signal: Signal, version: int, *, count: int = 1000) -> Iterator[list[Any]]:
+        """The join key values of every entity holding a record of ``signal`` v``version``, in batches."""
 
     @abstractmethod
     def read(self, signal_versions: Sequence[tuple[Signal, int]], keys: Sequence[Any]) -> list[OnlineColumns]:

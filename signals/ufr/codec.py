@@ -5,8 +5,10 @@ Record layout (little-endian); everything before the variable section has one si
     0        MAGIC (0x51, b"Q")
     1        FORMAT_VERSION
     2..9     schema fingerprint (``FeatureSchema.fingerprint``)
-    10..17   event time, int64 microseconds since the epoch (read by the Redis newer-wins script)
-    18..     validity bitmap, ceil(n/8) bytes, bit i (LSB first) set = feature i present
+    10..17   event time, int64 microseconds since the epoch
+    18..25   created time, int64 microseconds, ``signals.ordering.NULL_CREATED_US`` (int64 min) when null;
+             with the event time, the rank the Redis newer-wins script compares (``signals.ordering``)
+    26..     validity bitmap, ceil(n/8) bytes, bit i (LSB first) set = feature i present
     ...      fixed section, schema order: Bool 1 byte, Int64/Timestamp/Float64 8, Float32 4,
              Vector(dim) dim * itemsize, String/IdList/WeightedIdList a uint32 count
     ...      variable section, schema order: String utf-8 bytes, IdList int64 ids,
@@ -25,9 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from signals.errors import SchemaError, SchemaMismatchError
+from signals.ordering import NULL_CREATED_US, created_us
 from signals.ufr.codec_arrow import coerce_feature, event_times_us, find_column
 from signals.ufr.codec_layout import (
     COUNT_DTYPE,
+    CREATED_TIME_OFFSET,
     EVENT_TIME_OFFSET,
     FINGERPRINT_OFFSET,
     FORMAT_VERSION,
@@ -41,12 +45,12 @@ from signals.ufr.codec_layout import (
     layout_of,
     scatter_items,
 )
-from signals.ufr.schema import EVENT_TIMESTAMP, FeatureSchema
+from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
 from signals.ufr.types import WEIGHTED_ID_STRUCT
 
 __all__ = [
-    "EVENT_TIME_OFFSET", "FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "DecodedBatch", "decode", "encode",
-    "record_event_time_us", "record_fingerprint",
+    "CREATED_TIME_OFFSET", "EVENT_TIME_OFFSET", "FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "DecodedBatch", "decode",
+    "encode", "record_created_time_us", "record_event_time_us", "record_fingerprint",
 ]
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
@@ -63,25 +67,32 @@ class DecodedBatch:
     event_time_us: np.ndarray  # int64, 0 where the record was None
     found: np.ndarray  # bool, False where the record was None (absent in the online store)
     valid: np.ndarray  # bool [records, features]: the value is present (False for absent records)
+    created_time_us: np.ndarray  # int64, NULL_CREATED_US where null or the record was None
 
 
 # ---------------------------------------------------------------------------------------------- encode
 
 
 def encode(schema: FeatureSchema, table: pa.Table | pa.RecordBatch, *,
-           event_time_column: str = EVENT_TIMESTAMP) -> list[bytes]:
-    """One UFR record per row of ``table`` (its feature columns by name; other columns are ignored)."""
+           event_time_column: str = EVENT_TIMESTAMP, created_time_column: str = CREATED_TIMESTAMP) -> list[bytes]:
+    """One UFR record per row of ``table`` (its feature columns by name; other columns are ignored).
+
+    The created time comes from ``created_time_column`` when the table has it, else it is null (the oldest).
+    """
     layout = layout_of(schema)
     arrays = [coerce_feature(s.name, find_column(table, s.name, "feature"), s.ftype) for s in layout.slots]
     times = event_times_us(table, event_time_column)
     n = table.num_rows
+    made = created_us(find_column(table, created_time_column, "created time")
+                      if created_time_column in table.schema.names else None, n)
     if n == 0:
         return []
     fixed = np.zeros((n, layout.fixed_size), dtype=np.uint8)
     fixed[:, 0] = MAGIC
     fixed[:, 1] = FORMAT_VERSION
     fixed[:, FINGERPRINT_OFFSET:EVENT_TIME_OFFSET] = np.frombuffer(layout.fingerprint, dtype=np.uint8)
-    fixed[:, EVENT_TIME_OFFSET:HEADER_SIZE] = times.astype("<i8").view(np.uint8).reshape(n, 8)
+    fixed[:, EVENT_TIME_OFFSET:CREATED_TIME_OFFSET] = times.astype("<i8").view(np.uint8).reshape(n, 8)
+    fixed[:, CREATED_TIME_OFFSET:HEADER_SIZE] = made.astype("<i8").view(np.uint8).reshape(n, 8)
     valid = np.ones((n, layout.n_features), dtype=bool)
     payloads: list[_Payload] = []
     for slot, arr in zip(layout.slots, arrays, strict=True):
@@ -174,8 +185,8 @@ def decode(schema: FeatureSchema, records: Sequence[bytes | None], *, signal: st
     n = len(records)
     if 0 < n <= small_batch:
         from signals.ufr.codec_small import decode_small
-        table, times, found_small, valid_small = decode_small(layout, records, signal)
-        return DecodedBatch(table, times, found_small, valid_small)
+        table, times, found_small, valid_small, made = decode_small(layout, records, signal)
+        return DecodedBatch(table, times, found_small, valid_small, made)
     found = np.fromiter((r is not None for r in records), dtype=bool, count=n)
     lengths = np.fromiter((0 if r is None else len(r) for r in records), dtype=np.int64, count=n)
     buf = np.frombuffer(b"".join([r for r in records if r is not None]), dtype=np.uint8)
@@ -192,8 +203,11 @@ def decode(schema: FeatureSchema, records: Sequence[bytes | None], *, signal: st
                                       signal)
         columns.append(column)
     table = pa.Table.from_arrays(columns, schema=layout.arrow_schema)
-    times = np.ascontiguousarray(fixed[:, EVENT_TIME_OFFSET:HEADER_SIZE]).view("<i8").reshape(n).astype(np.int64)
-    return DecodedBatch(table, times, found, valid)
+    times = np.ascontiguousarray(fixed[:, EVENT_TIME_OFFSET:CREATED_TIME_OFFSET]).view("<i8").reshape(n).astype(
+        np.int64)
+    made = np.ascontiguousarray(fixed[:, CREATED_TIME_OFFSET:HEADER_SIZE]).view("<i8").reshape(n).astype(np.int64)
+    made[~found] = NULL_CREATED_US
+    return DecodedBatch(table, times, found, valid, made)
 
 
 def corrupt(signal: str, index: int, problem: str) -> SchemaError:
@@ -357,7 +371,14 @@ def _check_header(record: bytes) -> None:
 def record_event_time_us(record: bytes) -> int:
     """The event time stamped into a record, in microseconds since the epoch."""
     _check_header(record)
-    return int.from_bytes(record[EVENT_TIME_OFFSET:HEADER_SIZE], "little", signed=True)
+    return int.from_bytes(record[EVENT_TIME_OFFSET:CREATED_TIME_OFFSET], "little", signed=True)
+
+
+def record_created_time_us(record: bytes) -> int | None:
+    """The created time stamped into a record, in microseconds since the epoch; None when it is null."""
+    _check_header(record)
+    made = int.from_bytes(record[CREATED_TIME_OFFSET:HEADER_SIZE], "little", signed=True)
+    return None if made == NULL_CREATED_US else made
 
 
 def record_fingerprint(record: bytes) -> bytes:

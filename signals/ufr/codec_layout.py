@@ -29,11 +29,12 @@ from signals.ufr.types import (
     WeightedIdList,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the header holds the created time too
 MAGIC = 0x51  # b"Q"
 FINGERPRINT_OFFSET = 2
 EVENT_TIME_OFFSET = 10
-HEADER_SIZE = 18
+CREATED_TIME_OFFSET = 18
+HEADER_SIZE = 26
 COUNT_DTYPE = np.dtype("<u4")
 _MAX_COUNT = int(np.iinfo(np.uint32).max)
 

@@ -15,8 +15,10 @@ from itertools import accumulate
 import numpy as np
 import pyarrow as pa
 
+from signals.ordering import NULL_CREATED_US
 from signals.ufr.codec import corrupt, fingerprint_mismatch, offsets_buffer, string_column
 from signals.ufr.codec_layout import (
+    CREATED_TIME_OFFSET,
     EVENT_TIME_OFFSET,
     FINGERPRINT_OFFSET,
     FORMAT_VERSION,
@@ -64,8 +66,9 @@ def _check(layout: Layout, records: Sequence[bytes | None], signal: str) -> list
 
 
 def decode_small(layout: Layout, records: Sequence[bytes | None],
-                 signal: str) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
-    """(table, event times in µs (0 where absent), found, valid) of a few records; see ``codec.decode``."""
+                 signal: str) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(table, event times in µs (0 where absent), found, valid, created times in µs (``NULL_CREATED_US`` where
+    null or absent)) of a few records; see ``codec.decode``."""
     n = len(records)
     _check(layout, records, signal)
     zeros = bytes(layout.fixed_size)
@@ -93,11 +96,14 @@ def decode_small(layout: Layout, records: Sequence[bytes | None],
     columns = [_column(slot, arrow_types, fixed, valid[slot.index], counts.get(slot.index), records, cursor, signal)
                for slot in layout.slots]
     table = pa.Table.from_arrays(columns, schema=layout.arrow_schema)
-    times = np.array([int.from_bytes(f[EVENT_TIME_OFFSET:HEADER_SIZE], "little", signed=True) for f in fixed],
-                     dtype=np.int64)
+    times = np.array([int.from_bytes(f[EVENT_TIME_OFFSET:CREATED_TIME_OFFSET], "little", signed=True)
+                      for f in fixed], dtype=np.int64)
+    made = np.array([NULL_CREATED_US if r is None else int.from_bytes(f[CREATED_TIME_OFFSET:HEADER_SIZE], "little",
+                                                                      signed=True)
+                     for r, f in zip(records, fixed, strict=True)], dtype=np.int64)
     found = np.array([r is not None for r in records], dtype=bool)
     matrix = np.array([valid[s.index] for s in layout.slots], dtype=bool).T.reshape(n, len(layout.slots))
-    return table, times, found, matrix
+    return table, times, found, matrix, made
 
 
 def _payload(records: Sequence[bytes | None], cursor: list[int], counts: list[int], itemsize: int) -> bytes:

@@ -173,6 +173,15 @@ class FailingStore(OnlineStore):
         self.calls -= 1
         return self.inner.write(signal, version, rows)
 
+    def mirror(self, signal: Signal, version: int, rows: pa.Table, **options: Any) -> tuple[int, int]:
+        if self.calls == 0:
+            raise Interrupted("killed")
+        self.calls -= 1
+        return self.inner.mirror(signal, version, rows, **options)
+
+    def scan(self, signal: Signal, version: int, *, count: int = 1000) -> Any:
+        return self.inner.scan(signal, version, count=count)
+
     def read(self, signal_versions: Any, keys: Any) -> list[OnlineColumns]:
         return self.inner.read(signal_versions, keys)
 

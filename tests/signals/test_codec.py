@@ -13,12 +13,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from signals.ufr.codec import (
+    CREATED_TIME_OFFSET,
     EVENT_TIME_OFFSET,
     FORMAT_VERSION,
     HEADER_SIZE,
     MAGIC,
     decode,
     encode,
+    record_created_time_us,
     record_event_time_us,
     record_fingerprint,
 )
@@ -384,11 +386,28 @@ def test_wire_format_is_the_documented_layout() -> None:
                             "v": [[1.0, 2.0]], "b": [True], "gone": [None], "t": [-5]}, [1_700_000_000_000_001])
     (record,) = encode(schema, table)
     expected = (bytes([MAGIC, FORMAT_VERSION]) + schema.fingerprint + struct.pack("<q", 1_700_000_000_000_001)
+                + struct.pack("<q", -(2**63))          # no created_timestamp column: null, the oldest
                 + bytes([0b0111_1111, 0b0000_0001])  # 9 features: all present but "gone" (bit 7)
                 + struct.pack("<qIfIIffBdq", 7, 3, 1.5, 1, 2, 1.0, 2.0, 1, 0.0, -5)
                 + "hé".encode() + struct.pack("<qf", 3, 0.25) + struct.pack("<qq", 1, -2))
     assert record == expected
-    assert HEADER_SIZE == 18 and EVENT_TIME_OFFSET == 10
+    assert (HEADER_SIZE, EVENT_TIME_OFFSET, CREATED_TIME_OFFSET, FORMAT_VERSION) == (26, 10, 18, 2)
+
+
+@pytest.mark.parametrize("n", [3, 40], ids=["small batch path", "numpy path"])
+def test_created_time_is_in_the_header_and_read_back_on_both_paths(n: int) -> None:
+    """The header's created time (issue 13): a value, a null (int64 min), extremes; absent records read as null."""
+    schema = FeatureSchema.of({"x": Int64()})
+    made = [None, -(2**63) + 1, 2**63 - 1, 0, 1_767_225_600_000_001] * n
+    table = pa.table({"x": list(range(len(made))), "event_timestamp": pa.array([5] * len(made), pa.int64()),
+                      "created_timestamp": pa.array(made, pa.int64()).cast(TIMESTAMP_ARROW)})[:n]
+    records = encode(schema, table)
+    assert [record_created_time_us(r) for r in records] == made[:n]
+    assert [struct.unpack_from("<q", r, CREATED_TIME_OFFSET)[0] for r in records] == [
+        -(2**63) if m is None else m for m in made[:n]]
+    decoded = decode(schema, [*records, None])
+    assert decoded.created_time_us.tolist() == [-(2**63) if m is None else m for m in made[:n]] + [-(2**63)]
+    assert decoded.table.column("x").to_pylist() == [*range(n), None]
 
 
 def test_record_batches_and_compatible_types_are_accepted() -> None:

@@ -145,8 +145,8 @@ def _corrupt_cases() -> list[tuple[str, bytes, str]]:
     bad_utf8 = bytearray(good)
     bad_utf8[fixed_size] = 0xFF  # the first payload byte: row 0's name "a"
     return [
-        ("empty", b"", "shorter than the 18-byte header"),
-        ("short header", good[:HEADER_SIZE - 1], "shorter than the 18-byte header"),
+        ("empty", b"", "shorter than the 26-byte header"),
+        ("short header", good[:HEADER_SIZE - 1], "shorter than the 26-byte header"),
         ("bad magic", b"X" + good[1:], "not the UFR magic"),
         ("bad version", good[:1] + bytes([9]) + good[2:], "format version 9"),
         ("short fixed part", good[:fixed_size - 1], "truncated"),
