@@ -147,6 +147,7 @@ def exec_file(file: Path, module_name: str | None, folders: list[Path]) -> Modul
     sys.modules[name] = module          # dataclasses, typing and pickling look the module up by name
     try:
         spec.loader.exec_module(module)
+        _refresh_code(module)
     except SyntaxError as exc:
         where = f"{exc.filename or file}:{exc.lineno}" if exc.lineno else str(exc.filename or file)
         raise RegistrationError(f"{where}: syntax error: {exc.msg}") from exc
@@ -158,6 +159,14 @@ def exec_file(file: Path, module_name: str | None, folders: list[Path]) -> Modul
         else:
             sys.modules.pop(name, None)
     return module
+
+
+def _refresh_code(module: ModuleType) -> None:
+    """Re-read each top-level signal's code now that the whole module has run (and its sibling modules are
+    still importable), so helpers and constants defined below a signal are part of its version."""
+    for var, obj in list(vars(module).items()):
+        if isinstance(obj, Signal):
+            setattr(module, var, obj.with_fresh_code())
 
 
 def _problem(exc: BaseException) -> str:

@@ -132,6 +132,13 @@ runs = Table(
     Index("ix_quasar_runs_signal", "signal_name", "id"),
 )
 
+promotions = Table(
+    "quasar_promotions", metadata,                        # versions promoted to serve explicitly
+    Column("signal_name", NAME, ForeignKey("quasar_signals.name"), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("promoted_at", UTCDateTime, nullable=False),
+)
+
 state = Table(
     "quasar_state", metadata,
     Column("key", String(500), primary_key=True),

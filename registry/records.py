@@ -39,13 +39,61 @@ class RunRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SignalChange:
+    """What one registration did to one signal, and what a new version needs before it serves.
+
+    ``status``: ``"new"`` (its first version), ``"new version"`` (what it computes changed), ``"metadata
+    updated"`` (descriptions, owner, TTL, ... changed in place: ``changed`` names them) or ``"unchanged"``.
+    ``needs``: the runs a new version needs before unpinned references resolve to it (``"backfill"``, and
+    ``"materialize"`` for an online signal). ``serving``: for a new version, the version that keeps serving
+    meanwhile.
+    """
+
+    name: str
+    status: str
+    version: int
+    needs: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    serving: int | None = None
+    note: str = ""
+
+    @property
+    def summary(self) -> str:
+        """One line for people, e.g. ``user_clicks v2: new version; needs backfill, materialize ...``."""
+        text = f"{self.name} v{self.version}: {self.status}"
+        if self.changed:
+            text += f" ({', '.join(self.changed)})"
+        if self.note:
+            text += f"; {self.note}"
+        if self.needs:
+            text += f"; needs {', '.join(self.needs)}"
+            if self.serving is not None and self.serving != self.version:
+                text += (f" before it serves (serving stays v{self.serving} until then, or "
+                         f"`quasar promote {self.name}@{self.version}`)")
+        return text
+
+
+@dataclass(frozen=True, kw_only=True)
+class Serving:
+    """The version unpinned references to a signal resolve to, and why (see ``Registry.serving``)."""
+
+    name: str
+    version: int
+    reason: str
+    promoted: bool = False
+    latest: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class RegistrationReport:
-    """What registering a module did, as lines like ``"entity user"`` or ``"signal user_engagement v2"``."""
+    """What registering a module did: lines like ``"entity user"`` or ``"signal user_engagement v2"`` per
+    outcome, and one ``SignalChange`` per signal (``signals``) with what a new version needs."""
 
     module: str
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    signals: list[SignalChange] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:

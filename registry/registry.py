@@ -24,7 +24,9 @@ from registry.loader import (
     resolve_files,
     top_level,
 )
-from registry.records import RegistrationReport, RunRecord, SignalVersion
+from registry.records import RegistrationReport, RunRecord, Serving, SignalVersion
+from registry.schemes import same_meaning
+from registry.serving import serving_versions
 from registry.writer import apply_registration, plain
 from signals.entity import Entity
 from signals.errors import DefinitionError, NotFoundError, QuasarError, RegistrationError
@@ -68,8 +70,8 @@ class Registry:
         """Register already-built definitions, with the same checks and all-or-nothing write as ``register``."""
         found: list[Found] = [Found(e, f"entity {e.name!r} of {module}") for e in entities]
         found += [Found(s, f"source {s.name!r} of {module}") for s in sources]
-        found += [Found(dataclasses.replace(s, module=s.module or module), f"signal {s.name!r} of {module}")
-                  for s in signals]
+        found += [Found(dataclasses.replace(s, module=s.module or module).with_fresh_code()
+                        if isinstance(s, Signal) else s, f"signal {s.name!r} of {module}") for s in signals]
         bad = [f for f in found if not isinstance(f.obj, Entity | Source | Signal)]
         if bad:
             raise RegistrationError(f"cannot register {module}: {bad[0].obj!r} is not an Entity, Source or Signal")
@@ -134,20 +136,60 @@ class Registry:
 
     def signal(self, name: str, version: int | None = None) -> SignalVersion:
         """Signal ``name`` at ``version`` (latest when None); NotFoundError names what exists."""
+        return _version(self._version_row(name, version))
+
+    def _version_row(self, name: str, version: int | None) -> Any:
         rows = self._version_rows(name)
         if not rows:
             raise NotFoundError(self._unknown_signal(name))
         if version is None:
-            return _version(rows[-1])
+            return rows[-1]
         for row in rows:
             if row.version == version:
-                return _version(row)
+                return row
         have = ", ".join(f"v{r.version}" for r in rows)
         raise NotFoundError(f"signal {name!r} has no version {version}; it has {have}")
 
+    # --- serving versions -----------------------------------------------------------------------------------
+    def resolve(self, name: str, version: int | None = None) -> SignalVersion:
+        """What a feature reference means: ``signal@version`` that version, an unpinned ``signal`` its serving
+        version (``serving``). Every reader (datasets, online reads, the HTTP service) resolves through here."""
+        if version is not None:
+            return self.signal(name, version)
+        return self.signal(name, self.serving(name).version)
+
+    def serving(self, name: str) -> Serving:
+        """The version unpinned references to ``name`` resolve to: the promoted one if any, else the newest whose
+        backfill (and, online, materialization) succeeded, else the newest (``registry.serving``)."""
+        with transaction(self._engine) as conn:
+            found = serving_versions(conn, [name]).get(name)
+        if found is None:
+            raise NotFoundError(self._unknown_signal(name))
+        return found
+
+    def serving_versions(self) -> dict[str, Serving]:
+        """The serving version of every signal, by name."""
+        with transaction(self._engine) as conn:
+            return serving_versions(conn)
+
+    def promote(self, name: str, version: int | None) -> Serving:
+        """Make ``version`` of ``name`` its serving version until the next promotion (it need not have completed
+        a backfill: the operator decides); ``None`` returns to the automatic rule. NotFoundError names the
+        versions that exist."""
+        if version is not None:
+            self.signal(name, version)
+        else:
+            self.signal(name)
+        with transaction(self._engine, write=True) as conn:
+            conn.execute(delete(m.promotions).where(m.promotions.c.signal_name == name))
+            if version is not None:
+                conn.execute(insert(m.promotions).values(signal_name=name, version=version, promoted_at=utc_now()))
+        return self.serving(name)
+
     def _version_rows(self, name: str) -> list[Any]:
         sv = m.signal_versions
-        query = (select(sv.c.signal_name, sv.c.version, sv.c.definition, sv.c.created_at, m.signals.c.latest_version)
+        query = (select(sv.c.signal_name, sv.c.version, sv.c.definition, sv.c.created_at, m.signals.c.latest_version,
+                        sv.c.definition_fingerprint)
                  .join(m.signals, m.signals.c.name == sv.c.signal_name)
                  .where(sv.c.signal_name == name).order_by(sv.c.version))
         with transaction(self._engine) as conn:
@@ -179,12 +221,13 @@ class Registry:
 
         DefinitionError when that module's code no longer matches the version (the author must register).
         """
-        found = self.signal(name, version)
+        row = self._version_row(name, version)
+        found = _version(row)
         recorded = found.signal
         if recorded.kind == "aggregation":
             return found
         loaded = _import_signal(recorded.module, name, found.version)
-        if loaded.definition_fingerprint != recorded.definition_fingerprint:
+        if not same_meaning(row.definition, row.definition_fingerprint, loaded):
             raise DefinitionError(f"signal {name}: the code in {recorded.module} changed since version "
                                   f"{found.version} was registered; run quasar register")
         return dataclasses.replace(found, signal=dataclasses.replace(recorded, transform=loaded.transform))

@@ -1,8 +1,10 @@
 """Writing one registration: read the registry's state, validate against it, then insert or update rows.
 
-Runs inside the caller's transaction, so a failure at any point writes nothing. Versioning: a new
-``definition_fingerprint`` makes version N+1; any other change (owner, TTL, online, description,
-expectations, policy, module) updates the latest version's row in place; no change writes nothing.
+Runs inside the caller's transaction, so a failure at any point writes nothing. Versioning: a signal that
+computes something else (a new ``definition_fingerprint``, compared under the scheme the latest version was
+stored with: ``registry.schemes``) makes version N+1; any other change (owner, TTL, online, descriptions,
+expectations, policy, module) updates the latest version's row in place; no change writes nothing. Each
+signal's outcome is reported as a ``SignalChange``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from sqlalchemy import Connection, insert, select, update
 
 from registry import models as m
 from registry.loader import Found
-from registry.records import RegistrationReport
+from registry.records import RegistrationReport, SignalChange
+from registry.schemes import SCHEME, SCHEME_KEY, same_meaning, scheme_of, stamp
+from registry.serving import needs, serving_versions
 from registry.validate import Definitions, RegistryState, validate
 from signals.entity import Entity
 from signals.signal import Signal
@@ -95,7 +99,7 @@ def version_fields(sig: Signal, now: datetime) -> dict[str, Any]:
     """The columns of a signal version row that a registration may write."""
     return {
         "kind": sig.kind, "entity_name": sig.entity.name, "source_name": sig.source.name,
-        "definition": plain(sig.to_dict()), "schema": plain(sig.schema.to_dict()),
+        "definition": stamp(plain(sig.to_dict())), "schema": plain(sig.schema.to_dict()),
         "schema_fingerprint": sig.schema.fingerprint_hex, "code_fingerprint": sig.code_fingerprint,
         "definition_fingerprint": sig.definition_fingerprint, "owner": sig.owner,
         "ttl_seconds": int(sig.ttl.total_seconds()) if sig.ttl else None, "online": sig.online,
@@ -111,19 +115,43 @@ def _write_signal(conn: Connection, sig: Signal, now: datetime, report: Registra
         conn.execute(insert(m.signals).values(name=sig.name, latest_version=1, created_at=now))
         _insert_version(conn, sig, 1, fields, now)
         report.created.append(f"signal {sig.name} v1")
+        report.signals.append(SignalChange(name=sig.name, status="new", version=1, needs=needs(sig.online)))
         return
     old = conn.execute(select(sv.c.definition, sv.c.definition_fingerprint)
                        .where(sv.c.signal_name == sig.name, sv.c.version == latest)).one()
-    if old.definition_fingerprint != sig.definition_fingerprint:
+    if not same_meaning(old.definition, old.definition_fingerprint, sig):
+        serving = serving_versions(conn, [sig.name])[sig.name].version
         version = latest + 1
         _insert_version(conn, sig, version, fields, now)
         conn.execute(update(m.signals).where(m.signals.c.name == sig.name).values(latest_version=version))
         report.created.append(f"signal {sig.name} v{version}")
+        report.signals.append(SignalChange(name=sig.name, status="new version", version=version,
+                                           needs=needs(sig.online), serving=serving))
     elif old.definition != fields["definition"]:
         conn.execute(update(sv).where(sv.c.signal_name == sig.name, sv.c.version == latest).values(**fields))
         report.updated.append(f"signal {sig.name} v{latest}")
+        restamped = scheme_of(old.definition) != SCHEME
+        report.signals.append(SignalChange(
+            name=sig.name, status="metadata updated", version=latest,
+            changed=_changed(old.definition, fields["definition"], skip=("code", SCHEME_KEY) if restamped else ()),
+            note=f"re-stamped with fingerprint scheme {SCHEME}" if restamped else ""))
     else:
         report.unchanged.append(f"signal {sig.name} v{latest}")
+        report.signals.append(SignalChange(name=sig.name, status="unchanged", version=latest))
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any], *, skip: tuple[str, ...] = ()) -> list[str]:
+    """The metadata fields that differ, named for people (``entity description`` for the entity's)."""
+    names = []
+    for key in sorted(set(old) | set(new)):
+        if key in skip or old.get(key) == new.get(key):
+            continue
+        if key in ("entity", "source") and isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            inner = sorted(k for k in set(old[key]) | set(new[key]) if old[key].get(k) != new[key].get(k))
+            names += [f"{key} {k}" for k in inner]
+        else:
+            names.append(key)
+    return names
 
 
 def _insert_version(conn: Connection, sig: Signal, version: int, fields: dict[str, Any], now: datetime) -> None:

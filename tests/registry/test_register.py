@@ -52,7 +52,7 @@ def test_register_a_module_records_entities_sources_and_signals(registry: Regist
     assert sig.ttl == timedelta(days=7) and sig.module == str(path)
     assert sig.description == "Clicks and scaled dwell per event."
     assert sig.schema.names == ["clicks", "dwell"] and sig.transform is None
-    assert "pc.multiply(batch[\"dwell_s\"], 1.0)" in sig.code
+    assert "pc.multiply(batch['dwell_s'], 1.0)" in sig.code          # normalised code: quotes as ast.unparse writes them
     activity = registry.signal("user_activity").signal
     assert activity.kind == "aggregation" and activity.step == timedelta(days=1)
     assert [a.name for a in activity.aggregations] == ["events_1d", "dwell_7d"]
@@ -69,7 +69,7 @@ def test_a_version_row_keeps_definition_schema_fingerprints_and_lineage_fields(r
         row = conn.execute(select(signal_versions).where(signal_versions.c.signal_name == "user_score")).one()
     engine.dispose()
     assert row.version == 1 and row.kind == "transform"
-    assert row.definition == sig.to_dict()
+    assert row.definition == {**sig.to_dict(), "fingerprint_scheme": 2}     # registry.schemes.SCHEME
     assert row.schema == sig.schema.to_dict()
     assert row.schema_fingerprint == sig.schema.fingerprint_hex
     assert row.code_fingerprint == sig.code_fingerprint
@@ -271,6 +271,6 @@ def test_an_edited_sibling_is_imported_fresh(registry: Registry, tmp_path: Path,
     assert "entities" not in sys.modules
     write_module(folder / "entities.py", entities.replace("@DESC@", "A People."))   # same size, same second
     report = registry.register(stats)
-    assert report.updated == ["entity user"] and report.created == ["signal n v2"]
+    assert report.updated == ["entity user", "signal n v1"] and report.created == []   # a description: metadata
     assert registry.entity("user").description == "A People."
     assert registry.signal("n").signal.entity.description == "A People."
