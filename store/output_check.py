@@ -133,7 +133,9 @@ def check_output(rows: Any, signal: Signal, start: datetime, end: datetime, *,
 
     Join key and ``event_timestamp`` must be present, non-null and of an exactly convertible type, every
     event time inside ``[start, end)``; every declared feature present and exactly convertible to its UFR
-    type. Extra columns are dropped; ``created_timestamp`` (``created``, default now) fills in where absent.
+    type. Extra columns are dropped. ``created_timestamp``: a column the transform returns is kept as it is, its
+    nulls included (a null created time is the oldest, ``signals.ordering``); without one, every row gets
+    ``created`` (default now), the run time.
     """
     table = as_table(rows, signal)
     start, end = as_utc(start, "start"), as_utc(end, "end")
@@ -160,9 +162,8 @@ def check_output(rows: Any, signal: Signal, start: datetime, end: datetime, *,
                                               f"{ts[row].as_py().isoformat()}")
 
     run_time = pa.scalar(as_utc(created or datetime.now(UTC)), TIMESTAMP_ARROW)
-    if CREATED_TIMESTAMP in table.column_names:
+    if CREATED_TIMESTAMP in table.column_names:      # given: kept as it is, a null is the oldest (signals.ordering)
         made = check.timestamps(CREATED_TIMESTAMP, check.column(CREATED_TIMESTAMP))
-        made = made.fill_null(run_time) if made.null_count else made
     else:
         made = pa.chunked_array([pa.nulls(table.num_rows, TIMESTAMP_ARROW).fill_null(run_time)],
                                 type=TIMESTAMP_ARROW)

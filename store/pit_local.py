@@ -3,9 +3,10 @@
 The exact semantics (the Spark engine and the tests' Python reference follow them too):
 
 * For a spine row ``(key, ts)`` and one requested signal, the candidate rows are that signal's rows with the
-  same join key(s) and ``event_timestamp <= ts``. The winner has the latest ``event_timestamp``; ties go to
-  the larger ``created_timestamp`` (a null ``created_timestamp`` is older than any other), then to the row
-  that comes last in the request's ``files`` order (later file, then later row in the file): the last write.
+  same join key(s) and ``event_timestamp <= ts``. The winner is ``signals.ordering``'s: the latest
+  ``event_timestamp``; ties go to the larger ``created_timestamp`` (a null one is ``NULL_CREATED_US``, older
+  than any other), then to the row that comes last in the request's ``files`` order (later file, then later
+  row in the file): the last write. Materialization and the Redis script apply the same rule.
 * No candidate, or a winner with ``ts - event_timestamp > ttl``, gives nulls (a row exactly ``ttl`` old is
   kept). A winner whose feature value is null gives null: it never falls back to an older row.
 * Every spine row comes back exactly once, in spine order, duplicates included; a null key or time matches
@@ -32,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from signals.errors import DatasetError, StoreError
+from signals.ordering import NULL_CREATED_US
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
 from signals.ufr.types import TIMESTAMP_ARROW
 from store.arrow_types import restore_ufr_types
@@ -44,7 +46,7 @@ _SPINE_VIEW = "__quasar_spine"
 _MATCHED_VIEW = "__quasar_matched"
 _TIED_VIEW = "__quasar_tied"
 _MAX = 9223372036854775807          # int64 max: the spine side of the ordering struct sorts after any row
-_MIN = -9223372036854775807         # a null created_timestamp sorts before any real one
+_MIN = NULL_CREATED_US              # a null created_timestamp sorts before any real one (signals.ordering)
 
 
 def point_in_time_duckdb(con: duckdb.DuckDBPyConnection, spine: pa.Table,
@@ -177,7 +179,7 @@ class _Sql:
     def exact(self) -> str:
         """The tied rows again, ordered by (event us, created us, file position), over their keys' rows only."""
         ets, keys = _ident(EVENT_TIMESTAMP), ", ".join(self.keys)
-        order_f = (f"{{'e': epoch_us({ets}), 'c': coalesce(epoch_us({_ident(CREATED_TIMESTAMP)}), {_MIN}), "
+        order_f = (f"{{'e': epoch_us({ets}), 'c': coalesce(epoch_us({_ident(CREATED_TIMESTAMP)}), ({_MIN})::BIGINT), "
                    "'p': (file_index::BIGINT << 40) + file_row_number}")
         order_s = f"{{'e': epoch_us({ets}), 'c': {_MAX}, 'p': {_MAX}}}"
         on_keys = " AND ".join(f"r.{k} = k.{k}" for k in self.keys)
