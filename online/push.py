@@ -3,7 +3,8 @@
 ``validate_push_rows`` is the check alone, so the facade can append the same validated table to the
 offline store. A pushed row must give the join key, ``event_timestamp`` and every feature (a missing value
 is a null, never an absent column, so a push cannot silently blank a feature); ``created_timestamp`` may be
-given. Naive timestamps are taken as UTC.
+given. Times are timestamps or ISO-8601 strings, read by the one time rule (``signals.times``: an offset is
+honoured, a naive time is UTC).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pyarrow as pa
 from online.store import OnlineStore
 from signals.errors import RequestError, SchemaError
 from signals.signal import Signal
+from signals.times import parse_times, utc_column
 from signals.ufr.codec_arrow import coerce_feature
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from signals.ufr.types import TIMESTAMP_ARROW
@@ -101,6 +103,8 @@ def _columns_of_dicts(signal: Signal, rows: Sequence[Any], expected: dict[str, p
     columns = {}
     for name in names:
         values = [row[name] for row in rows]
+        if pa.types.is_timestamp(expected[name]):         # ISO strings and datetimes by the one time rule
+            values = parse_times(values, f"signal {signal.name}: column {name!r}")
         try:                  # inferred first: pyarrow would truncate 1.5 given int64 as the type
             column = pa.array(values)
         except _CAST_ERRORS:
@@ -127,6 +131,8 @@ def _has_null_type(t: pa.DataType) -> bool:
 def _convert(signal: Signal, name: str, arrow_type: pa.DataType, column: Any) -> Any:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if pa.types.is_timestamp(arrow_type) and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        column = utc_column(column, f"signal {signal.name}: column {name!r}")
     if name in signal.schema.names:
         return coerce_feature(name, column, signal.schema.type_of(name))
     where = f"signal {signal.name}: column {name!r}"

@@ -70,7 +70,7 @@ def _row(**changes: Any) -> dict[str, Any]:
     ([_row(count="three")], r"feature column 'count' has Arrow type string"),
     ([_row(count=1.5)], r"feature column 'count' of Arrow type double cannot be cast safely"),
     ([_row(user_id="u1")], r"column 'user_id' has Arrow type string, but user keys are int64"),
-    ([_row(event_timestamp="yesterday")], r"column 'event_timestamp' has Arrow type string"),
+    ([_row(event_timestamp="yesterday")], r"column 'event_timestamp' row 0: 'yesterday' is not an ISO-8601 time"),
     ([_row(event_timestamp=None)], r"column 'event_timestamp' has 1 null value"),
     ([_row(user_id=None)], r"column 'user_id' has 1 null value"),
     ([_row(), "not a row"], r"row 1 is a str"),

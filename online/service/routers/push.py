@@ -4,7 +4,7 @@ appended to the offline store through the service's offline-push callback."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -15,8 +15,9 @@ from online.push import validate_push_rows
 from online.service.context import ServiceContext
 from online.service.errors import JSONResponse
 from online.service.models import ErrorResponse, PushRequest, PushResponse
-from signals.errors import RequestError, SchemaError, TooManyEntitiesError
+from signals.errors import RequestError, TooManyEntitiesError
 from signals.signal import Signal
+from signals.times import parse_time
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from signals.ufr.types import Timestamp
 from store.dataset import parse_feature_ref
@@ -30,18 +31,11 @@ def timestamp_columns(signal: Signal) -> list[str]:
 
 
 def parse_timestamp(value: Any, signal: Signal, column: str, row: int) -> datetime | None:
-    """An ISO-8601 string as an aware datetime (naive is UTC); null stays None."""
-    if value is None or isinstance(value, datetime):
-        return value
-    if not isinstance(value, str):
-        raise SchemaError(f"signal {signal.name}: column {column!r} row {row}: give an ISO-8601 string such as "
-                          f"'2026-01-01T12:00:00Z', not {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise SchemaError(f"signal {signal.name}: column {column!r} row {row}: {value!r} is not an ISO-8601 "
-                          "timestamp such as '2026-01-01T12:00:00Z'") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+    """An ISO-8601 string as an aware UTC datetime by the one time rule (``signals.times``: naive is UTC);
+    null stays None."""
+    if value is None:
+        return None
+    return parse_time(value, f"signal {signal.name}: column {column!r} row {row}")
 
 
 def rows_from_json(signal: Signal, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
