@@ -9,12 +9,14 @@ total) gives identical tables on the local and the Spark engine either way, beca
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from fixtures.offline import random_events
+from registry import Registry
 from signals import Entity, Float64, Int64, Signal, Source, signal
 from signals.errors import DefinitionError
 from store.buckets import iceberg_buckets
@@ -142,6 +144,13 @@ def test_scope_is_validated_round_trips_and_is_part_of_the_version() -> None:
     assert signal(**base)(f).definition_fingerprint != signal(**base, scope="window")(f).definition_fingerprint
     with pytest.raises(DefinitionError, match=r"scope must be 'entity' or 'window', got 'day'"):
         signal(**base, scope="day")(f)
+
+
+def test_the_registry_keeps_the_scope(tmp_path: Path) -> None:
+    with Registry.open(f"sqlite:///{tmp_path / 'registry.db'}") as registry:
+        registry.register_definitions([user], [events], [day_share, running_clicks], module="tests.transform_scope")
+        assert registry.signal("day_share").signal.scope == "window"
+        assert registry.signal("running_clicks").signal.scope == "entity"
 
 
 # --- both engines --------------------------------------------------------------------------------------
