@@ -79,10 +79,12 @@ def register(ctx: click.Context, targets: tuple[str, ...]) -> None:
     p = _platform(ctx)
     for target in targets:
         report = p.register(target)
-        for line in report.created:
-            click.echo(f"  created    {line}")
-        for line in report.updated:
-            click.echo(f"  updated    {line}")
+        for what, lines in (("created", report.created), ("updated", report.updated)):
+            for line in lines:
+                if not line.startswith("signal "):
+                    click.echo(f"  {what:<10} {line}")
+        for change in report.signals:               # unchanged / metadata updated / new version N, and its needs
+            click.echo(f"  {change.summary}")
         click.echo(f"registered {report.module}: {len(report.created)} created, {len(report.updated)} updated, "
                    f"{len(report.unchanged)} unchanged")
 
@@ -92,19 +94,23 @@ def register(ctx: click.Context, targets: tuple[str, ...]) -> None:
 @click.pass_context
 @_fail_cleanly
 def ls_(ctx: click.Context, as_json: bool) -> None:
-    """List registered signals (latest versions)."""
-    rows = [{"name": sv.name, "version": sv.version, "kind": sv.signal.kind, "entity": sv.signal.entity.name,
-             "features": len(sv.signal.schema), "online": sv.signal.online, "owner": sv.signal.owner}
-            for sv in _platform(ctx).ls()]
+    """List registered signals: latest version, serving version (what unpinned references read), kind, ..."""
+    p = _platform(ctx)
+    serving = p.serving_versions()
+    rows = [{"name": sv.name, "version": sv.version, "serving": serving[sv.name].version, "kind": sv.signal.kind,
+             "entity": sv.signal.entity.name, "features": len(sv.signal.schema), "online": sv.signal.online,
+             "owner": sv.signal.owner}
+            for sv in p.ls()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo("no signals registered: run `quasar register <file or folder>`")
         return
-    header = {"name": "SIGNAL", "version": "VERSION", "kind": "KIND", "entity": "ENTITY", "features": "FEATURES",
-              "online": "ONLINE", "owner": "OWNER"}
-    table = [header] + [{**r, "version": f"v{r['version']}", "online": "yes" if r["online"] else "no"} for r in rows]
+    header = {"name": "SIGNAL", "version": "VERSION", "serving": "SERVING", "kind": "KIND", "entity": "ENTITY",
+              "features": "FEATURES", "online": "ONLINE", "owner": "OWNER"}
+    table = [header] + [{**r, "version": f"v{r['version']}", "serving": f"v{r['serving']}",
+                         "online": "yes" if r["online"] else "no"} for r in rows]
     widths = {k: max(len(str(r[k])) for r in table) for k in header}
     for r in table:
         click.echo("  ".join(f"{r[k]!s:<{widths[k]}}" for k in header).rstrip())
@@ -120,6 +126,22 @@ def describe(ctx: click.Context, signal: str, as_json: bool) -> None:
     from quasar.describe import format_description
     d = _platform(ctx).describe(signal)
     click.echo(json.dumps(d, indent=2) if as_json else format_description(d))
+
+
+@main.command()
+@click.argument("ref", metavar="SIGNAL@VERSION")
+@click.option("--auto", is_flag=True, help="Drop the promotion: serve the newest version whose backfill and "
+              "materialization completed.")
+@click.pass_context
+@_fail_cleanly
+def promote(ctx: click.Context, ref: str, auto: bool) -> None:
+    """Serve SIGNAL@VERSION to unpinned references (datasets, online reads, HTTP) until the next promotion."""
+    from store.dataset import parse_feature_ref
+    parsed = parse_feature_ref(ref)
+    if parsed.feature is not None or (parsed.version is None) != auto:
+        raise click.UsageError("give SIGNAL@VERSION (e.g. user_engagement@2), or SIGNAL --auto")
+    serving = _platform(ctx).promote(parsed.signal, parsed.version)
+    click.echo(f"{serving.name} serves v{serving.version} ({serving.reason})")
 
 
 @main.command()

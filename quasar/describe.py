@@ -14,10 +14,12 @@ def describe_signal(registry: Any, name: str) -> dict[str, Any]:
     latest = registry.signal(name)
     sig = latest.signal
     runs = registry.runs(name, limit=5)
+    serving = registry.serving(name)
     return {
         "name": sig.name,
         "kind": sig.kind,
         "version": latest.version,
+        "serving": {"version": serving.version, "reason": serving.reason, "promoted": serving.promoted},
         "owner": sig.owner,
         "description": sig.description,
         "entity": sig.entity.to_dict(),
@@ -53,6 +55,7 @@ def format_description(d: dict[str, Any]) -> str:
         f"  ttl:         {d['ttl'] or 'none'}    online: {'yes' if d['online'] else 'no'}"
         + (f"    step: {d['step']}" if d["step"] else ""),
         f"  module:      {d['module'] or '-'}",
+        f"  serving:     v{d['serving']['version']} ({d['serving']['reason']})",
         "  schema:",
     ]
     width = max(len(f["name"]) for f in d["schema"])

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from online.materialize import MaterializeResult
     from online.store import OnlineStore
     from registry import RegistrationReport, Registry, SignalVersion
-    from registry.records import RunRecord
+    from registry.records import RunRecord, Serving
     from signals.signal import Signal
     from store.backfill import BackfillResult
     from store.dataset import DatasetResult
@@ -90,6 +90,15 @@ class Platform:
     def ls(self) -> list[SignalVersion]:
         """The latest version of every registered signal."""
         return self.registry.signals()
+
+    def serving_versions(self) -> dict[str, Serving]:
+        """Each signal's serving version (what unpinned references resolve to) and why, by name."""
+        return self.registry.serving_versions()
+
+    def promote(self, signal: str, version: int | None) -> Serving:
+        """Serve ``version`` of ``signal`` to unpinned references, offline and online, until the next promotion;
+        ``None`` returns to the rule (the newest version whose backfill and materialization completed)."""
+        return self.registry.promote(signal, version)
 
     def describe(self, name: str) -> dict[str, Any]:
         """Schema, versions, lineage and recent runs of one signal."""
@@ -162,10 +171,7 @@ class Platform:
         """Write the latest row per entity of each online signal (all of them by default) to the online
         store, reading only the Iceberg snapshots added since the last run (everything with ``full``)."""
         from online.materialize import materialize
-        if signals:
-            chosen = [self.registry.signal(name) for name in signals]
-        else:
-            chosen = [sv for sv in self.registry.signals() if sv.signal.online]
+        chosen = [self.registry.signal(name) for name in signals] if signals else self._online_versions()
         results = []
         for sv in chosen:
             if not signals and self.offline.current_snapshot_id(sv.name, sv.version) is None:
@@ -202,7 +208,7 @@ class Platform:
         from online.push import push, validate_push_rows
         if to not in ("online", "online_and_offline"):
             raise ConfigError(f"push to must be 'online' or 'online_and_offline', got {to!r}")
-        sv = self.registry.signal(signal)
+        sv = self.registry.resolve(signal)                 # the serving version, as the HTTP push resolves it
         if to == "online_and_offline":
             table = validate_push_rows(sv.signal, rows)
             written = push(signal=sv.signal, version=sv.version, rows=table, online=self.online_store)
@@ -227,8 +233,25 @@ class Platform:
         return sv.signal, sv.version
 
     def _resolve(self, name: str, version: int | None) -> tuple[Any, int]:
-        sv = self.registry.signal(name, version)
+        """A reference's signal version: pinned as given, unpinned the serving version (datasets, online reads
+        and the HTTP service all resolve through here)."""
+        sv = self.registry.resolve(name, version)
         return sv.signal, sv.version
+
+    def _online_versions(self) -> list[SignalVersion]:
+        """What a plain ``materialize`` keeps fresh: the latest version of every online signal, and its serving
+        version when that is another one (still answering unpinned reads until the latest completes)."""
+        serving = self.registry.serving_versions()
+        chosen = []
+        for sv in self.registry.signals():
+            current = serving.get(sv.name)
+            if current is not None and current.version != sv.version:
+                old = self.registry.signal(sv.name, current.version)
+                if old.signal.online:
+                    chosen.append(old)
+            if sv.signal.online:
+                chosen.append(sv)
+        return chosen
 
     def _store_files(self, name: str, version: int, start: datetime | None,
                      end: datetime | None) -> tuple[list[str], int | None, int | None]:

@@ -3,8 +3,9 @@ to, offline and online alike.
 
 The rule, once: a version promoted explicitly (``quasar promote signal@N``) serves until the next promotion;
 otherwise the newest version whose backfill succeeded and, for an online signal, whose materialization
-succeeded too (from the run log); when no version has, the newest (so a signal that was never computed fails
-as it always did). Registering a new version therefore never takes features away from a running service: it
+succeeded too (from the run log); when no version has, the newest with a backfill (an online signal that was
+backfilled but not yet materialized), else the newest (so a signal that was never computed fails as it
+always did). Registering a new version therefore never takes features away from a running service: it
 serves once it has data offline and online.
 """
 
@@ -59,6 +60,10 @@ def choose(name: str, versions: Sequence[tuple[int, bool]], completed: set[tuple
         if all((version, kind) in completed for kind in needs(online)):
             return Serving(name=name, version=version, latest=latest,
                            reason=f"newest version with {' and '.join(needs(online))} completed")
+    for version, _ in reversed(versions):      # none complete: one with offline data still beats none
+        if (version, "backfill") in completed:
+            return Serving(name=name, version=version, latest=latest,
+                           reason="newest version with a backfill completed (materialize pending)")
     online = versions[-1][1]
     what = "backfill and materialize" if online else "a backfill"
     return Serving(name=name, version=latest, reason=f"newest version (none has completed {what})", latest=latest)

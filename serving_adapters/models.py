@@ -96,10 +96,11 @@ def static_resolver(signals: Mapping[str, Mapping[int, Signal]]) -> Resolver:
 
 
 def registry_resolver(registry: object) -> Resolver:
-    """A resolver over a ``registry.Registry`` (anything with ``signal(name, version) -> SignalVersion``)."""
+    """A resolver over a ``registry.Registry`` (anything with ``resolve(name, version) -> SignalVersion``;
+    an unpinned reference gets the serving version)."""
 
     def resolve(name: str, version: int | None) -> tuple[Signal, int]:
-        found = registry.signal(name, version)  # type: ignore[attr-defined]
+        found = registry.resolve(name, version)  # type: ignore[attr-defined]
         return found.signal, int(found.version)
 
     return resolve

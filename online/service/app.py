@@ -104,7 +104,7 @@ def app_from_env() -> FastAPI:
                                   cluster=os.environ.get("QUASAR_REDIS_CLUSTER", "") in ("1", "true", "yes"))
 
     def resolve(name: str, version: int | None) -> tuple[Signal, int]:
-        found = registry.signal(name, version)
+        found = registry.resolve(name, version)       # unpinned: the serving version
         return found.signal, found.version
 
     tokens = [t.strip() for t in os.environ.get("QUASAR_AUTH_TOKENS", "").split(",") if t.strip()]

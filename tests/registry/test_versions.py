@@ -136,12 +136,14 @@ def test_serving_version_is_the_newest_completed_or_the_promoted_one(registry: R
     registry.register(module(tmp_path, FACTOR="2.0"))
     assert registry.serving("user_dwell").version == 2
     _finish(registry, "user_dwell", 1, "backfill")
-    assert registry.serving("user_dwell").version == 2            # v1 is online: it needs a materialize too
+    assert registry.serving("user_dwell").reason == "newest version with a backfill completed (materialize pending)"
+    assert registry.serving("user_dwell").version == 1            # offline data beats none
     _finish(registry, "user_dwell", 1, "materialize")
     serving = registry.serving("user_dwell")
     assert (serving.version, serving.reason) == (1, "newest version with backfill and materialize completed")
     assert registry.resolve("user_dwell").version == 1 and registry.resolve("user_dwell", 2).version == 2
     _finish(registry, "user_dwell", 2, "backfill")
+    assert registry.serving("user_dwell").version == 1            # v2 is online: it needs a materialize too
     _finish(registry, "user_dwell", 2, "materialize", status="failed")
     assert registry.serving("user_dwell").version == 1            # a failed run completes nothing
     _finish(registry, "user_dwell", 2, "materialize")
