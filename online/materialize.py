@@ -1,33 +1,54 @@
-"""Materialization: the latest row per entity of a signal version's Iceberg table, written to the online store.
+"""Materialization: the online store mirrors each entity's offline latest-as-of-now row of a signal version.
 
-Incremental: the state key ``materialize:<signal>@<version>`` remembers the snapshot last materialized and
-the data files it covered. A new run plans the current snapshot and reads only the files not covered yet,
-together with the older files of the same partitions, so that ties on the event time break exactly as a
-full run would. Nothing new is a no-op.
+The row an entity serves is the winner by ``signals.ordering`` (event time, then created time, a null created
+time the oldest, then the later row in plan order) among its rows with ``event_timestamp <= now``: exactly
+what the point-in-time join gives a training spine stamped now. A row stamped in the future is not served
+before its time; the state remembers the files holding such rows, and the first run after they are due
+reads them again.
 
-Which row wins for an entity is the offline rule (``store.pit_local``): the latest ``event_timestamp``, ties
-to the larger ``created_timestamp`` (null is oldest), then to the last row in plan order. Across runs and
-partitions the online store's newer-wins write keeps the latest event time, so re-writing is harmless.
+State: the key ``materialize:<signal>@<version>`` holds the snapshot last materialized, the data files it
+covered, the TTL and the record format it wrote with, and the files holding future rows. A run compares the
+current snapshot's files with the covered ones:
 
-Safe to interrupt: the online store is written first and the state saved last, so a killed run followed
-by a new run reads the same files again and ends in exactly the state one uninterrupted run gives.
-Memory stays bounded: files are read in record batches of ``batch_rows`` and reduced one partition (one
-day of one key bucket) at a time.
+* **added** files (and due future ones): their partitions (one day of one key bucket) are read whole and each
+  partition's winners written newer-wins, so an appended tie breaks exactly as a full run breaks it;
+* **removed** files (a backfill replaced days, or deleted rows): they are still readable (Iceberg keeps them
+  for the older snapshots), so the run reads them to find the entities they held and, per entity, the newest
+  removed row (its *floor*). Each such entity's winner is computed again over the current files of its key
+  bucket, and written as a correction: a stored record not above the floor is replaced by the new winner,
+  or its field deleted when the entity has no row any more, so a value that changed, vanished or moved to
+  an earlier event time reaches Redis.
+
+**Full** (``full=True``, ``quasar materialize --full``): an exact rebuild. Per key bucket, every entity's
+winner replaces what is stored; then the online keys are scanned and the field of every entity without an
+offline row is deleted. A changed TTL (re-registering a signal updates it in place, same version) or
+online records of an older format also trigger a rebuild, which re-applies expiry to every key
+(``online.lua``), earlier or later than before.
+
+**Push** (``online.push``) writes online only, newer-wins. A pushed value newer than every offline row of
+its entity stays through incremental runs, corrections included: a correction replaces a stored record only
+when it is not above the floor, i.e. when offline once had a row at least as new. A full rebuild (and so a
+TTL change) makes online exactly offline: pushed values that are not in the offline table are dropped. To
+keep pushed rows through rebuilds, push them to the offline store too (``Platform.push(..., to=
+"online_and_offline")``).
+
+Safe to interrupt: the online store is written first and the state saved last, so a killed run followed by
+a new run reads the same files again, and every write above is idempotent. Memory stays bounded: files are
+read in record batches of ``batch_rows``; winners are held one partition (added files) or one key bucket
+(corrections, rebuilds) at a time, plus the floors of the corrected entities and, during a rebuild's scan,
+the join keys of the version's offline entities.
 
 A snapshot whose data-quality verdict (``store.gates``) is ``failed`` is refused with ValidationFailedError;
 one committed under the ``warn`` policy is materialized (a strict gate that fails never commits at all).
-
-A limit of newer-wins: when a backfill replaces a window so that an entity's latest row disappears or gets
-an older event time, the online store keeps the newer record it already has.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,13 +59,17 @@ import pyarrow.parquet as pq
 from online.keys import field_name
 from online.store import OnlineStore
 from signals.errors import QuasarError, RequestError, SchemaError, StoreError
+from signals.ordering import latest_per_entity as _latest
 from signals.signal import Signal
+from signals.ufr.codec import FORMAT_VERSION
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from store.arrow_types import restore_ufr_types, storage_schema
+from store.buckets import iceberg_buckets
 from store.gates import check_snapshot
-from store.tables import PROP_FINGERPRINT, OfflineStore
+from store.tables import PROP_FINGERPRINT, OfflineStore, local_path
 
 _POSITION = "__quasar_position"
+Keep = Callable[[pa.Table], pa.Array]
 
 
 class MaterializeState(Protocol):
@@ -62,9 +87,9 @@ class MaterializeState(Protocol):
 
 @dataclass(frozen=True, kw_only=True)
 class MaterializeResult:
-    """What one materialization did. ``rows_written`` counts records not rejected as older than the stored
-    ones; ``entities`` the distinct entities among the rows read; ``incremental`` whether an earlier run's
-    state was there to start from."""
+    """What one materialization did. ``rows_written`` counts records written (not rejected as older than the
+    stored ones), ``rows_deleted`` fields deleted; ``entities`` the distinct entities written or corrected;
+    ``incremental`` whether it started from an earlier run's state (False for a first run or a rebuild)."""
 
     signal: str
     version: int
@@ -76,6 +101,8 @@ class MaterializeResult:
     rows_read: int = 0
     files_read: int = 0
     run_id: int | None = None
+    rows_deleted: int = 0
+    rebuilt: bool = False
 
 
 def state_key(signal: str, version: int) -> str:
@@ -83,28 +110,43 @@ def state_key(signal: str, version: int) -> str:
     return f"materialize:{field_name(signal, version)}"
 
 
+def latest_per_entity(rows: pa.Table, join_key: str) -> pa.Table:
+    """One row per join key by ``signals.ordering``, plan order given by ``__quasar_position``."""
+    return _latest(rows, join_key, position=_POSITION)
+
+
+def ttl_ms(signal: Signal) -> int:
+    """The TTL the online keys are written with, in ms (0: none)."""
+    return int(signal.ttl.total_seconds() * 1000) if signal.ttl is not None else 0
+
+
 def materialize(*, signal: Signal, version: int, offline: OfflineStore, online: OnlineStore,
                 state: MaterializeState, batch_rows: int = 100_000, progress: bool = False,
-                full: bool = False) -> MaterializeResult:
-    """Write the latest row per entity of ``signal`` v``version`` to ``online``, from where the last run stopped.
-
-    ``full`` ignores the saved watermark and reads the whole current snapshot again (e.g. after the online
-    store lost its data); newer-wins writes make that safe at any time.
-    """
+                full: bool = False, now: datetime | None = None) -> MaterializeResult:
+    """Make ``online`` mirror the latest row per entity of ``signal`` v``version`` as of ``now`` (default: the
+    clock), from where the last run stopped; ``full`` rebuilds the version's online state exactly."""
     if not signal.online:
         raise RequestError(f"signal {signal.name!r} is not an online signal: declare it with online=True to "
                            "materialize it")
     if not isinstance(batch_rows, int) or batch_rows <= 0:
         raise QuasarError(f"batch_rows must be a positive int, got {batch_rows!r}")
     started = time.monotonic()
+    now_us = time.time_ns() // 1000 if now is None else int(now.timestamp() * 1_000_000)
     key = state_key(signal.name, version)
-    saved = None if full else state.get_state(key)
+    saved = state.get_state(key)
     snapshot = offline.current_snapshot_id(signal.name, version)
+    rebuild = full or (saved is not None and (saved.get("ttl_ms", ttl_ms(signal)) != ttl_ms(signal)
+                                              or saved.get("format") != FORMAT_VERSION))
     run_id = state.start_run(signal=signal.name, version=version, kind="materialize",
-                             params={"batch_rows": batch_rows,
+                             params={"batch_rows": batch_rows, "full": rebuild,
                                      "from_snapshot": saved.get("snapshot_id") if saved else None})
+    run = _Run(signal, version, offline, online, batch_rows, now_us)
     try:
-        result = _run(signal, version, offline, online, state, key, saved, snapshot, batch_rows, progress)
+        rebuild = run.go(saved, snapshot, rebuild, progress)
+        if run.files is not None:
+            state.set_state(key, {"snapshot_id": snapshot, "files": sorted(f.path for f in run.files),
+                                  "ttl_ms": ttl_ms(signal), "format": FORMAT_VERSION,
+                                  "future": dict(sorted(run.future.items()))})
     except BaseException as exc:
         state.finish_run(run_id, status="failed", snapshot_id=snapshot,
                          details={"error": f"{type(exc).__name__}: {exc}"})
@@ -112,67 +154,228 @@ def materialize(*, signal: Signal, version: int, offline: OfflineStore, online: 
             raise
         raise StoreError(f"materializing signal {signal.name} v{version} failed: {type(exc).__name__}: {exc}") \
             from exc
-    rows_written, entities, rows_read, files_read = result
-    state.finish_run(run_id, status="succeeded", snapshot_id=snapshot, rows=rows_written,
-                     details={"entities": entities, "rows_read": rows_read, "files_read": files_read,
-                              "incremental": saved is not None})
-    return MaterializeResult(signal=signal.name, version=version, rows_written=rows_written, entities=entities,
-                             snapshot_id=snapshot, incremental=saved is not None,
-                             duration_s=time.monotonic() - started, rows_read=rows_read, files_read=files_read,
-                             run_id=run_id)
+    incremental = saved is not None and not rebuild
+    state.finish_run(run_id, status="succeeded", snapshot_id=snapshot, rows=run.written,
+                     details={"entities": run.entities(), "rows_read": run.rows_read, "files_read": run.files_read,
+                              "rows_deleted": run.deleted, "incremental": incremental, "rebuilt": rebuild})
+    return MaterializeResult(signal=signal.name, version=version, rows_written=run.written, entities=run.entities(),
+                             snapshot_id=snapshot, incremental=incremental, duration_s=time.monotonic() - started,
+                             rows_read=run.rows_read, files_read=run.files_read, run_id=run_id,
+                             rows_deleted=run.deleted, rebuilt=rebuild)
 
 
-def _run(signal: Signal, version: int, offline: OfflineStore, online: OnlineStore, state: MaterializeState,
-         key: str, saved: dict[str, Any] | None, snapshot: int | None, batch_rows: int,
-         progress: bool) -> tuple[int, int, int, int]:
-    """(rows written, entities, rows read, files read) of one run; saves the state after writing."""
-    if snapshot is None or (saved is not None and saved.get("snapshot_id") == snapshot):
-        return 0, 0, 0, 0                                   # never backfilled, or nothing new
-    _check_fingerprint(offline, signal, version)
-    check_snapshot(offline, signal.name, version, snapshot)       # a snapshot marked as failing its gate: refused
-    files = offline.plan_files(signal.name, version, snapshot_id=snapshot)
-    covered = set(saved.get("files", [])) if saved else set()
-    groups = files_to_read(files, covered)
-    writer = _Writer(online, signal, version, batch_rows)
-    with _bar(sum(len(g) for g in groups), f"materialize {signal.name}", progress) as bar:
-        for group in groups:
-            winners = None
-            for path in group:
-                for rows in _read_file(path, signal, batch_rows, writer):
-                    winners = latest_per_entity(rows if winners is None else pa.concat_tables([winners, rows]),
-                                                signal.entity.join_key)
-                bar.update(1)
+@dataclass(frozen=True)
+class DataFile:
+    """A data file of the snapshot: its path, its Iceberg partition and its key bucket (None: unknown)."""
+
+    path: str
+    partition: tuple[Any, ...]
+    bucket: int | None
+
+
+def plan(offline: OfflineStore, signal: Signal, version: int, snapshot: int) -> list[DataFile]:
+    """The snapshot's data files in plan order, with their partitions (from the Iceberg manifests)."""
+    from pyiceberg.transforms import BucketTransform
+
+    paths = offline.plan_files(signal.name, version, snapshot_id=snapshot)
+    table = offline.table(signal.name, version)
+    specs = table.specs()
+    info: dict[str, tuple[tuple[Any, ...], int | None]] = {}
+    for task in table.scan(snapshot_id=snapshot).plan_files():
+        spec = specs[task.file.spec_id]
+        values = tuple(task.file.partition[i] for i in range(len(spec.fields)))
+        buckets = [values[i] for i, f in enumerate(spec.fields) if isinstance(f.transform, BucketTransform)]
+        info[local_path(task.file.file_path)] = ((task.file.spec_id, *values),
+                                                 int(buckets[0]) if len(buckets) == 1 else None)
+    return [DataFile(p, *info.get(p, ((p,), None))) for p in paths]
+
+
+def files_to_read(files: list[DataFile], changed: set[str]) -> list[list[DataFile]]:
+    """The partitions (in plan order) holding a file in ``changed``, each whole, so that the winner of a tie
+    on the event time is the one a full run picks."""
+    by_partition: dict[tuple[Any, ...], list[DataFile]] = {}
+    for f in files:
+        by_partition.setdefault(f.partition, []).append(f)
+    return [group for group in by_partition.values() if any(f.path in changed for f in group)]
+
+
+class _Run:
+    """One materialization: what it read and wrote, and the state it leaves."""
+
+    def __init__(self, signal: Signal, version: int, offline: OfflineStore, online: OnlineStore, batch_rows: int,
+                 now_us: int) -> None:
+        self.signal, self.version, self.offline, self.online = signal, version, offline, online
+        self.batch_rows, self.now_us = batch_rows, now_us
+        self.join_key = signal.entity.join_key
+        self.written = self.deleted = self.rows_read = self.files_read = 0
+        self.keys: list[pa.Array] = []
+        self.files: list[DataFile] | None = None          # None: nothing to save
+        self.future: dict[str, int] = {}                   # file -> its earliest row after now (µs)
+        self.target = restore_ufr_types(pa.schema([*(pa.field(f.name, f.type) for f in storage_schema(signal)),
+                                                   pa.field(_POSITION, pa.int64())]).empty_table(),
+                                        signal.schema).schema
+
+    def entities(self) -> int:
+        if not self.keys:
+            return 0
+        return int(pc.count_distinct(pa.chunked_array(self.keys, type=self.keys[0].type)).as_py())
+
+    # --- the three parts of a run -----------------------------------------------------------------------------
+    def go(self, saved: dict[str, Any] | None, snapshot: int | None, rebuild: bool, progress: bool) -> bool:
+        """Run; returns whether it rebuilt (a correction whose removed files are gone falls back to a rebuild)."""
+        if snapshot is None:
+            return rebuild                                  # never backfilled
+        future = {p: int(t) for p, t in (saved or {}).get("future", {}).items()}
+        due = {p for p, t in future.items() if t <= self.now_us}
+        if not rebuild and saved is not None and saved.get("snapshot_id") == snapshot and not due:
+            return rebuild                                  # nothing new
+        _check_fingerprint(self.offline, self.signal, self.version)
+        check_snapshot(self.offline, self.signal.name, self.version, snapshot)
+        files = plan(self.offline, self.signal, self.version, snapshot)
+        current = {f.path for f in files}
+        with _bar(len(files), f"materialize {self.signal.name}", progress) as bar:
+            if rebuild:
+                self._rebuild(files, bar)
+            else:
+                covered = set(saved.get("files", [])) if saved else set()
+                removed = sorted(covered - current)
+                try:
+                    floors = self._floors(removed)
+                except FileNotFoundError:                   # an expired snapshot's files: rebuild instead
+                    self._rebuild(files, bar)
+                    rebuild = True
+                else:
+                    self.future = {p: t for p, t in future.items() if p in current and t > self.now_us}
+                    self._append(files, (current - covered) | (due & current), bar)
+                    if floors is not None:
+                        self._correct(files, floors, bar)
+        self.files = files
+        return rebuild
+
+    def _append(self, files: list[DataFile], changed: set[str], bar: Any) -> None:
+        """Newer-wins writes of the winners of every partition holding a changed file."""
+        pending: list[pa.Table] = []
+        rows = 0
+        for group in files_to_read(files, changed):
+            winners = self._winners(group, self._due, bar)
             if winners is not None:
-                writer.add(winners)
-        writer.flush()
-    state.set_state(key, {"snapshot_id": snapshot, "files": sorted(files)})
-    return writer.written, writer.entities(), writer.rows_read, sum(len(g) for g in groups)
+                pending.append(winners)
+                rows += winners.num_rows
+            if rows >= self.batch_rows:
+                self._write(pending)
+                pending, rows = [], 0
+        self._write(pending)
 
+    def _write(self, pending: list[pa.Table]) -> None:
+        if not pending:
+            return
+        rows = latest_per_entity(pa.concat_tables(pending), self.join_key)
+        self.keys.append(rows.column(self.join_key).combine_chunks())
+        self.written += self.online.write(self.signal, self.version, rows.drop_columns([_POSITION]))
 
-def files_to_read(files: list[str], covered: set[str]) -> list[list[str]]:
-    """The data files a run must read, grouped by partition (a file's folder), in plan order.
+    def _floors(self, removed: list[str]) -> pa.Table | None:
+        """Per entity of the removed files, its newest removed row as of now (join key and both times)."""
+        if not removed:
+            return None
+        winners = self._winners([DataFile(p, (p,), None) for p in removed], self._due, None)
+        if winners is None or winners.num_rows == 0:
+            return None
+        return winners.select([self.join_key, EVENT_TIMESTAMP, CREATED_TIMESTAMP])
 
-    A partition is read when it has a file not in ``covered``, and then whole, so the winner of a tie on
-    the event time is the one a full run picks.
-    """
-    by_partition: dict[str, list[str]] = {}
-    for path in files:
-        by_partition.setdefault(os.path.dirname(path), []).append(path)
-    return [group for group in by_partition.values() if any(p not in covered for p in group)]
+    def _correct(self, files: list[DataFile], floors: pa.Table, bar: Any) -> None:
+        """Each floored entity's winner over the current files of its bucket, written as a correction."""
+        for bucket, keys in self._by_bucket(floors.column(self.join_key), files):
+            group = [f for f in files if bucket is None or f.bucket is None or f.bucket == bucket]
+            wanted = pa.chunked_array([keys]).combine_chunks()
 
+            def keep(rows: pa.Table, wanted: pa.Array = wanted) -> pa.Array:
+                return pc.and_(self._due(rows), pc.is_in(rows.column(self.join_key), value_set=wanted))
 
-def latest_per_entity(rows: pa.Table, join_key: str) -> pa.Table:
-    """One row per join key: the latest event time, then the larger created time (null oldest), then the
-    larger ``__quasar_position`` (the later row in plan order)."""
-    if rows.num_rows <= 1:
-        return rows
-    # nulls sort last (Arrow's default, whatever the order): a null created_timestamp loses every tie
-    order = pc.sort_indices(rows, sort_keys=[(join_key, "ascending"), (EVENT_TIMESTAMP, "descending"),
-                                             (CREATED_TIMESTAMP, "descending"), (_POSITION, "descending")])
-    keys = rows.column(join_key).take(order).combine_chunks()
-    first = np.ones(len(keys), dtype=bool)
-    first[1:] = pc.not_equal(keys.slice(1), keys.slice(0, len(keys) - 1)).to_numpy(zero_copy_only=False)
-    return rows.take(order.filter(pa.array(first)))
+            winners = self._winners(group, keep, bar) or self.target.empty_table()
+            found = winners.column(self.join_key).combine_chunks()
+            absent = pc.filter(wanted, pc.invert(pc.is_in(wanted, value_set=found))).to_pylist()
+            mine = floors.filter(pc.is_in(floors.column(self.join_key), value_set=wanted))
+            self._mirror(winners, absent, mine, reset=False)
+            self.keys.append(wanted)
+
+    def _rebuild(self, files: list[DataFile], bar: Any) -> None:
+        """Every entity's winner replaces what is stored, bucket by bucket; entities without one are deleted."""
+        self.future = {}
+        offline_keys: list[pa.Array] = []
+        by_bucket: dict[int | None, list[DataFile]] = {}
+        for f in files:
+            by_bucket.setdefault(f.bucket, []).append(f)
+        if None in by_bucket and len(by_bucket) > 1:        # files of unknown bucket: all in one group
+            by_bucket = {None: files}
+        for group in by_bucket.values():
+            winners = self._winners(group, self._due, bar)
+            if winners is None or winners.num_rows == 0:
+                continue
+            keys = winners.column(self.join_key).combine_chunks()
+            offline_keys.append(keys)
+            self._mirror(winners, [], None, reset=True)
+            self.keys.append(keys)
+        known = pa.chunked_array(offline_keys, type=self.signal.entity.arrow_key_type).combine_chunks()
+        for batch in self.online.scan(self.signal, self.version):
+            values = pa.array(batch, self.signal.entity.arrow_key_type)
+            extra = pc.filter(values, pc.invert(pc.is_in(values, value_set=known))).to_pylist()
+            if extra:
+                self._mirror(self.target.empty_table(), extra, None, reset=False)
+
+    def _mirror(self, winners: pa.Table, absent: list[Any], floors: pa.Table | None, *, reset: bool) -> None:
+        for lo in range(0, max(winners.num_rows, 1), self.batch_rows):
+            rows = winners.slice(lo, self.batch_rows).drop_columns([_POSITION])
+            w, d = self.online.mirror(self.signal, self.version, rows, absent=absent if lo == 0 else (),
+                                      floors=floors, reset_expiry=reset)
+            self.written, self.deleted = self.written + w, self.deleted + d
+
+    def _by_bucket(self, keys: pa.ChunkedArray | pa.Array, files: list[DataFile]) -> Iterator[tuple[int | None,
+                                                                                                   pa.Array]]:
+        keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+        count = self.offline.bucket_count(self.signal.name, self.version)
+        if count is None or any(f.bucket is None for f in files):
+            yield None, keys
+            return
+        buckets = iceberg_buckets(keys, count)
+        for bucket in np.unique(buckets).tolist():
+            yield int(bucket), keys.filter(pa.array(buckets == bucket))
+
+    # --- reading ----------------------------------------------------------------------------------------------
+    def _due(self, rows: pa.Table) -> pa.Array:
+        return pc.less_equal(rows.column(EVENT_TIMESTAMP).cast(pa.int64()), self.now_us)
+
+    def _winners(self, files: Iterable[DataFile], keep: Keep, bar: Any) -> pa.Table | None:
+        """The winners among the kept rows of ``files`` (read in record batches); notes their future rows."""
+        winners = None
+        for f in files:
+            for rows in self._read(f.path):
+                times = rows.column(EVENT_TIMESTAMP).cast(pa.int64())
+                later = pc.filter(times, pc.greater(times, self.now_us))
+                if len(later):
+                    first = int(pc.min(later).as_py())
+                    self.future[f.path] = min(first, self.future.get(f.path, first))
+                rows = latest_per_entity(rows.filter(keep(rows)), self.join_key)
+                winners = rows if winners is None else latest_per_entity(pa.concat_tables([winners, rows]),
+                                                                         self.join_key)
+            self.files_read += 1
+            if bar is not None:
+                bar.update(1)
+        return winners
+
+    def _read(self, path: str) -> Iterator[pa.Table]:
+        """Record batches of one data file in UFR types, with their plan positions."""
+        stored = storage_schema(self.signal)
+        parquet = _open(path)
+        missing = [name for name in stored.names if name not in parquet.schema_arrow.names]
+        if missing:
+            raise StoreError(f"signal {self.signal.name}: data file {path} has no column(s) {missing}")
+        for batch in parquet.iter_batches(batch_size=self.batch_rows, columns=stored.names):
+            table = restore_ufr_types(pa.Table.from_batches([batch]), self.signal.schema)
+            n = table.num_rows
+            position = pa.array(np.arange(self.rows_read, self.rows_read + n, dtype=np.int64))
+            self.rows_read += n
+            columns = [_as_type(table.column(f.name), f.type, path) for f in self.target if f.name != _POSITION]
+            yield pa.Table.from_arrays([*columns, position], schema=self.target)
 
 
 def _check_fingerprint(offline: OfflineStore, signal: Signal, version: int) -> None:
@@ -191,25 +394,6 @@ def _open(path: str) -> pq.ParquetFile:
     return pq.ParquetFile(path)
 
 
-def _read_file(path: str, signal: Signal, batch_rows: int, writer: _Writer) -> Iterator[pa.Table]:
-    """Record batches of one data file in UFR types, each reduced to its latest row per entity."""
-    stored = storage_schema(signal)
-    target = pa.schema([*(pa.field(f.name, f.type) for f in stored), pa.field(_POSITION, pa.int64())])
-    target = restore_ufr_types(target.empty_table(), signal.schema).schema
-    parquet = _open(path)
-    missing = [name for name in stored.names if name not in parquet.schema_arrow.names]
-    if missing:
-        raise StoreError(f"signal {signal.name}: data file {path} has no column(s) {missing}")
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=stored.names):
-        table = restore_ufr_types(pa.Table.from_batches([batch]), signal.schema)
-        n = table.num_rows
-        position = pa.array(np.arange(writer.rows_read, writer.rows_read + n, dtype=np.int64))
-        writer.rows_read += n
-        columns = [_as_type(table.column(f.name), f.type, path) for f in target if f.name != _POSITION]
-        columns.append(position)
-        yield latest_per_entity(pa.Table.from_arrays(columns, schema=target), signal.entity.join_key)
-
-
 def _as_type(column: pa.ChunkedArray, arrow_type: pa.DataType, path: str) -> pa.ChunkedArray:
     if column.type == arrow_type:
         return column
@@ -218,39 +402,6 @@ def _as_type(column: pa.ChunkedArray, arrow_type: pa.DataType, path: str) -> pa.
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise StoreError(f"data file {path}: a column of type {column.type} does not read as {arrow_type}: "
                          f"{exc}") from exc
-
-
-class _Writer:
-    """Collects partitions' winners and writes them ``batch_rows`` at a time."""
-
-    def __init__(self, online: OnlineStore, signal: Signal, version: int, batch_rows: int) -> None:
-        self.online, self.signal, self.version, self.batch_rows = online, signal, version, batch_rows
-        self.pending: list[pa.Table] = []
-        self.pending_rows = 0
-        self.written = 0
-        self.rows_read = 0
-        self.keys: list[pa.ChunkedArray] = []
-
-    def add(self, winners: pa.Table) -> None:
-        self.pending.append(winners)
-        self.pending_rows += winners.num_rows
-        if self.pending_rows >= self.batch_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        join_key = self.signal.entity.join_key
-        rows = latest_per_entity(pa.concat_tables(self.pending), join_key)
-        self.pending, self.pending_rows = [], 0
-        self.keys.append(rows.column(join_key))
-        self.written += self.online.write(self.signal, self.version, rows.drop_columns([_POSITION]))
-
-    def entities(self) -> int:
-        if not self.keys:
-            return 0
-        chunks = [c for column in self.keys for c in column.chunks]
-        return int(pc.count_distinct(pa.chunked_array(chunks, type=self.keys[0].type)).as_py())
 
 
 class _bar:
@@ -267,4 +418,3 @@ class _bar:
 
     def __exit__(self, *exc: object) -> None:
         self._bar.close()
-

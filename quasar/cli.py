@@ -239,8 +239,8 @@ def dataset(ctx: click.Context, spine: str, features: str, out: str, engine: str
 @click.argument("signals", nargs=-1)
 @click.option("--batch-rows", default=100_000, show_default=True, type=click.IntRange(min=1),
               help="Rows per Redis write batch (bounds memory).")
-@click.option("--full", is_flag=True, help="Read the whole current snapshot again, not only what is new "
-              "(e.g. after Redis lost its data).")
+@click.option("--full", is_flag=True, help="Rebuild the online state exactly from the current snapshot: every "
+              "entity's latest row replaces what Redis holds, entities without offline rows are removed.")
 @click.pass_context
 @_fail_cleanly
 def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int, full: bool) -> None:
@@ -249,10 +249,10 @@ def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int, f
     if not results:
         click.echo("nothing to materialize: no online signal has offline data yet (run `quasar backfill`)")
     for r in results:
-        mode = "incremental" if r.incremental else "full"
+        mode = "rebuilt" if r.rebuilt else "incremental" if r.incremental else "full"
         click.echo(f"materialized {r.signal} v{r.version} ({mode}): {r.rows_read:,} rows read from {r.files_read} "
-                   f"files, {r.entities:,} entities, {r.rows_written:,} records written, snapshot {r.snapshot_id}, "
-                   f"{r.duration_s:.2f}s")
+                   f"files, {r.entities:,} entities, {r.rows_written:,} records written, {r.rows_deleted:,} "
+                   f"deleted, snapshot {r.snapshot_id}, {r.duration_s:.2f}s")
 
 
 def _serve(ctx: click.Context, factory: str, host: str, port: int, workers: int) -> None:

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from fixtures.online import dump_redis, ol_all_types, ol_offline_only, ol_short, random_rows
-from online.materialize import files_to_read, materialize, state_key
+from online.materialize import files_to_read, materialize, plan, state_key
 from online.redis_store import RedisOnlineStore
 from online.store import FeatureStatus, OnlineColumns, OnlineStore
 from registry import Registry
@@ -100,7 +101,8 @@ def test_latest_row_per_entity_incremental_runs_and_no_ops(offline_store: Offlin
     assert result.entities == latest.num_rows <= result.rows_written    # small batches: a key may be written twice
     assert result.snapshot_id == offline_store.current_snapshot_id("ol_all_types", 1)
     assert registry.get_state(state_key("ol_all_types", 1)) == {"snapshot_id": result.snapshot_id,
-                                                                "files": sorted(files)}
+                                                                "files": sorted(files), "ttl_ms": 7 * 86_400_000,
+                                                                "format": 2, "future": {}}
 
     # nothing new: a no-op that reads nothing
     again = materialize(signal=ol_all_types, version=1, offline=offline_store, online=online, state=registry)
@@ -124,14 +126,18 @@ def test_latest_row_per_entity_incremental_runs_and_no_ops(offline_store: Offlin
     assert got.table.select(["clicks", "name", "recent"]).equals(latest.select(["clicks", "name", "recent"]))
     assert set(got.status["clicks"].tolist()) <= {FeatureStatus.PRESENT, FeatureStatus.NULL_VALUE}
 
-    # re-backfilling one old day reads that day's files only
+    # re-backfilling one old day: a correction; Redis then holds exactly the new offline latest rows
     redo = day_rows(ol_all_types, 1, 1, seed=3)
     write_days(offline_store, ol_all_types, redo, 1, 1)
     step = materialize(signal=ol_all_types, version=1, offline=offline_store, online=online, state=registry)
-    assert step.rows_read == redo.num_rows
+    day_one = pc.equal(pc.floor_temporal(first.column(EVENT_TIMESTAMP), unit="day"), pa.scalar(T0 + DAY))
+    kept = first.filter(pc.invert(day_one))
+    assert step.rows_read >= redo.num_rows and step.incremental
+    assert redis_state(redis_url, "mat") == expected_dump("mat", ol_all_types, reference([kept, second, redo],
+                                                                                          ol_all_types))
     runs = registry.runs("ol_all_types", kind="materialize")
     assert [r.status for r in runs] == ["succeeded"] * 4
-    assert runs[0].snapshot_id == step.snapshot_id and runs[0].details["rows_read"] == redo.num_rows
+    assert runs[0].snapshot_id == step.snapshot_id and runs[0].details["rows_read"] == step.rows_read
     online.close()
 
 
@@ -146,8 +152,9 @@ def test_an_appended_tie_rereads_its_partition(offline_store: OfflineStore, regi
     materialize(signal=ol_short, version=1, offline=offline_store, online=online, state=registry)
     extra = random_rows(ol_short, [1, 2], times=[t, t], created=[T0, T0], seed=5)
     offline_store.table("ol_short", 1).append(to_storage(extra, ol_short))
-    groups = files_to_read(offline_store.plan_files("ol_short", 1),
-                           set(registry.get_state(state_key("ol_short", 1))["files"]))
+    files = plan(offline_store, ol_short, 1, offline_store.current_snapshot_id("ol_short", 1))
+    covered = set(registry.get_state(state_key("ol_short", 1))["files"])
+    groups = files_to_read(files, {f.path for f in files} - covered)
     step = materialize(signal=ol_short, version=1, offline=offline_store, online=online, state=registry)
     assert step.files_read == sum(len(g) for g in groups) >= 2 and step.rows_read == 4
     # key 1: its first row was created later and stays; key 2: the null created_timestamp is the oldest
