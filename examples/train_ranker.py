@@ -31,11 +31,11 @@ CANDIDATE = ["pin_stats:impressions_7d", "pin_stats:ctr_7d", "pin_profile:embedd
 
 
 def pinned_refs(p: quasar.Platform, refs: list[str]) -> list[str]:
-    """``signal:feature`` -> ``signal@<latest version>:feature``, so the bundle records exact versions."""
+    """``signal:feature`` -> ``signal@<serving version>:feature``, so the bundle records exact versions."""
     out = []
     for ref in refs:
         name, feature = ref.split(":")
-        out.append(f"{name}@{p.registry.signal(name).version}:{feature}")
+        out.append(f"{name}@{p.registry.resolve(name).version}:{feature}")
     return out
 
 

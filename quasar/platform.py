@@ -193,7 +193,7 @@ class Platform:
         """Sample up to ``sample`` of ``signal``'s offline entities and compare their online values with the
         offline values as of now: mismatch, missing and extra counts and rates per feature."""
         from online.consistency import check_consistency, sample_keys
-        sv = self.registry.signal(signal)
+        sv = self.registry.resolve(signal)                 # the serving version: what the service answers
         key = sv.signal.entity.join_key
         stored = self.offline.read(sv.signal, sv.version, columns=[key]).column(key)
         keys = sample_keys(stored, sample, seed)

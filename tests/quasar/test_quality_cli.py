@@ -106,7 +106,7 @@ def test_validate_backfill_runs_describe_and_policy(project: Path) -> None:
     # the same signal under warn: the same version, updated in place; the backfill commits and says so
     (project / "signals.py").write_text(MODULE.replace("@POLICY@", "warn"))
     registered = cli(project, "register", "signals.py")
-    assert "updated    signal user_clicks v1" in registered.output
+    assert "user_clicks v1: metadata updated (policy)" in registered.output
     warned = cli(project, "backfill", "user_clicks", *window)
     assert warned.exit_code == 0, warned.output
     assert "  validation: warned 1 of 3 expectations: expect_column_values_to_be_between" in warned.output
