@@ -7,9 +7,12 @@ read). Per feature and entity:
 * match: both have a value and the values are identical (NaN equals NaN);
 * mismatch: both have a value and they differ;
 * missing: offline has a value, online has none (never materialized, expired, lost);
-* extra: online has a value, offline has none (pushed online only, or a newer record a backfill replaced).
+* extra: online has a value, offline has none (pushed online only, an entity whose offline rows a backfill
+  deleted since the last materialization, a stray record).
 
-Rates are over the sampled entities. Entities are sampled from the offline table's distinct join keys.
+Rates are over the sampled entities. Entities are sampled from both sides: the offline table's distinct join
+keys, and (``online_sample``) the entities holding a record of the signal version online, found by scanning
+the online keys; so an entity that exists online only is compared too, and reported as extra.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class ConsistencyReport:
     population: int
     sampled: int
     features: tuple[FeatureConsistency, ...] = field(default_factory=tuple)
+    online_population: int | None = None            # entities holding a record online (None: not scanned)
 
     @property
     def consistent(self) -> bool:
@@ -83,7 +87,8 @@ class ConsistencyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"signal": self.signal, "version": self.version, "as_of": self.as_of.isoformat(),
-                "population": self.population, "sampled": self.sampled, "consistent": self.consistent,
+                "population": self.population, "online_population": self.online_population,
+                "sampled": self.sampled, "consistent": self.consistent,
                 "features": [f.to_dict() for f in self.features]}
 
 
@@ -98,12 +103,39 @@ def sample_keys(keys: pa.Array | pa.ChunkedArray, sample: int, seed: int | None 
     return sorted(distinct.to_pylist())
 
 
+def sample_online_keys(online: OnlineStore, signal: Signal, version: int, sample: int,
+                       seed: int | None = None) -> tuple[list[Any], int]:
+    """Up to ``sample`` entities holding a record of ``signal`` v``version`` online, drawn uniformly (a reservoir
+    over one scan of the online keys, so memory stays at ``sample``), sorted; and how many there are."""
+    if not isinstance(sample, int) or sample <= 0:
+        raise QuasarError(f"the sample size must be a positive int, got {sample!r}")
+    rng = np.random.default_rng(seed)
+    chosen: list[Any] = []
+    seen = 0
+    for batch in online.scan(signal, version):
+        for key in batch:
+            seen += 1
+            if len(chosen) < sample:
+                chosen.append(key)
+            else:
+                slot = int(rng.integers(0, seen))
+                if slot < sample:
+                    chosen[slot] = key
+    return sorted(chosen), seen
+
+
 def check_consistency(*, signal: Signal, version: int, keys: Sequence[Any], population: int,
                       offline_as_of: Callable[[pa.Table], pa.Table], online: OnlineStore,
-                      as_of: datetime | None = None) -> ConsistencyReport:
+                      as_of: datetime | None = None, online_sample: int = 0,
+                      seed: int | None = None) -> ConsistencyReport:
     """Compare ``online`` with ``offline_as_of(spine)`` (the features of each spine row, in spine order, named
-    as in the signal) for ``keys`` at ``as_of`` (default now)."""
+    as in the signal) for ``keys`` at ``as_of`` (default now), and for up to ``online_sample`` entities
+    sampled from the online keys (``sample_online_keys``)."""
     now = (as_of or datetime.now(UTC)).astimezone(UTC)
+    online_population = None
+    if online_sample:
+        extra_keys, online_population = sample_online_keys(online, signal, version, online_sample, seed)
+        keys = sorted(set(keys) | set(extra_keys))
     join_key = signal.entity.join_key
     spine = pa.table({join_key: pa.array(list(keys), signal.entity.arrow_key_type),
                       EVENT_TIMESTAMP: pa.array([now] * len(keys), TIMESTAMP_ARROW)})
@@ -115,7 +147,7 @@ def check_consistency(*, signal: Signal, version: int, keys: Sequence[Any], popu
     features = tuple(_compare(name, list(keys), offline.column(name).to_pylist(),
                               found.table.column(name).to_pylist()) for name in signal.schema.names)
     return ConsistencyReport(signal=signal.name, version=version, as_of=now, population=population,
-                             sampled=len(keys), features=features)
+                             sampled=len(keys), features=features, online_population=online_population)
 
 
 def _compare(name: str, keys: list[Any], offline: list[Any], online: list[Any]) -> FeatureConsistency:

@@ -190,8 +190,9 @@ class Platform:
 
     def consistency(self, signal: str, *, sample: int = 1000, seed: int | None = None,
                     engine: str | None = None) -> ConsistencyReport:
-        """Sample up to ``sample`` of ``signal``'s offline entities and compare their online values with the
-        offline values as of now: mismatch, missing and extra counts and rates per feature."""
+        """Sample up to ``sample`` of ``signal``'s offline entities and up to ``sample`` of its online ones, and
+        compare their online values with the offline values as of now: mismatch, missing and extra counts and
+        rates per feature (an entity online only is extra)."""
         from online.consistency import check_consistency, sample_keys
         sv = self.registry.resolve(signal)                 # the serving version: what the service answers
         key = sv.signal.entity.join_key
@@ -200,7 +201,8 @@ class Platform:
         ref = f"{sv.name}@{sv.version}"
         return check_consistency(signal=sv.signal, version=sv.version, keys=keys,
                                  population=len(stored.unique()), online=self.online_store,
-                                 offline_as_of=lambda spine: self.training_dataset(spine, [ref], engine=engine))
+                                 offline_as_of=lambda spine: self.training_dataset(spine, [ref], engine=engine),
+                                 online_sample=sample, seed=seed)
 
     def push(self, signal: str, rows: Any, *, to: str = "online") -> int:
         """Write ``rows`` of ``signal`` online (newer event time wins); ``to="online_and_offline"`` also

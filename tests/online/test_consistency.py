@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import redis
@@ -130,12 +131,46 @@ def test_consistency_after_materialization_and_after_changes(project: Path, redi
 
         # a sample: reproducible with a seed, drawn from the offline entities
         small = _cli(project, "--sample", "10", "--seed", "3")
-        assert (small["sampled"], small["population"]) == (10, USERS)
+        assert 10 <= small["sampled"] <= 20 and small["population"] == USERS      # 10 offline and 10 online keys
         assert small == {**_cli(project, "--sample", "10", "--seed", "3"), "as_of": small["as_of"]}
         text = CliRunner().invoke(main, ["-C", str(project), "consistency", "user_stats"])
         assert text.exit_code == 0
         assert f"{USERS} of {USERS} entities sampled, online differs from offline" in text.output
         assert "clicks" in text.output and "10.00%" in text.output            # 5 of 50 mismatched
+
+
+def test_entities_online_but_not_offline_are_extra(project: Path, redis_url: str) -> None:
+    """Issue 13: consistency sampled offline keys only, so an entity deleted offline was never reported."""
+    source = _source(np.random.default_rng(9))
+    (project / "data" / "events").mkdir(parents=True)
+    pq.write_table(source, project / "data" / "events" / "part-0.parquet")
+    day = NOW.replace(hour=0, minute=0, second=0)
+    with quasar.Platform.open(project) as p:
+        p.register("signals.py")
+        p.backfill("user_stats", day - timedelta(days=3), day + timedelta(days=1))
+        p.materialize()
+        assert p.consistency("user_stats").consistent
+        sig = p.registry.signal("user_stats").signal
+        p.online_store.write(sig, 1, pa.table({
+            "user_id": pa.array([1000], pa.int64()),
+            "event_timestamp": pa.array([NOW - timedelta(minutes=1)], pa.timestamp("us", "UTC")),
+            "clicks": pa.array([1], pa.int64()), "ctr": pa.array([0.5], pa.float32()), "country": ["FR"]}))
+        stray = p.consistency("user_stats")
+        assert stray.feature("clicks").extra == 1 and stray.online_population == USERS + 1
+        assert [e["key"] for e in stray.feature("clicks").examples] == [1000]
+
+        # re-backfill without users 1 and 2: before materializing, online still has them: extra
+        pq.write_table(source.filter(pc.greater(source.column("user_id"), 2)),
+                       project / "data" / "events" / "part-0.parquet")
+        p.backfill("user_stats", day - timedelta(days=3), day + timedelta(days=1))
+        before = p.consistency("user_stats")
+        assert before.feature("clicks").extra == 3 and before.feature("country").extra == 3
+        assert {e["key"] for e in before.feature("clicks").examples} == {1, 2, 1000}
+        p.materialize()
+        after = p.consistency("user_stats")
+        assert after.feature("clicks").extra == 1                                    # the pushed-like stray
+        p.materialize(full=True)
+        assert p.consistency("user_stats").consistent
 
 
 def test_sample_keys() -> None:
