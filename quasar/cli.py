@@ -249,7 +249,7 @@ def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int, f
     if not results:
         click.echo("nothing to materialize: no online signal has offline data yet (run `quasar backfill`)")
     for r in results:
-        mode = "rebuilt" if r.rebuilt else "incremental" if r.incremental else "full"
+        mode = "incremental" if r.incremental else "full"
         click.echo(f"materialized {r.signal} v{r.version} ({mode}): {r.rows_read:,} rows read from {r.files_read} "
                    f"files, {r.entities:,} entities, {r.rows_written:,} records written, {r.rows_deleted:,} "
                    f"deleted, snapshot {r.snapshot_id}, {r.duration_s:.2f}s")
