@@ -189,7 +189,10 @@ class _Unbound:
 
 
 def _collect(fn: Any, node: ast.AST | None, uses: dict[str, str], *, visited: set[int], owner: _Owner) -> None:
-    for name, value in _references(fn, node, owner).items():
+    module = getattr(fn, "__module__", None)
+    prefix = "" if module == owner.module or not module else f"{module}:"   # a sibling's names are its own
+    for bare, value in _references(fn, node, owner).items():
+        name = prefix + bare
         if name in uses:
             continue
         child = None
@@ -206,7 +209,8 @@ def _describe(name: str, value: Any, owner: _Owner, node: ast.AST | None) -> str
         return f"{name} = <undefined>"
     if isinstance(value, types.ModuleType):
         if "." not in name:
-            return f"import {value.__name__} as {name}"
+            return f"import {value.__name__} as {name.rpartition(':')[2]}" + (
+                f"  # in {name.rpartition(':')[0]}" if ":" in name else "")
         return f"{name} = <module {value.__name__}>"
     if owner.owns(value):
         if node is None:

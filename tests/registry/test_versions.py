@@ -218,3 +218,55 @@ def test_a_legacy_row_still_gets_a_new_version_when_the_transform_changed(regist
     _make_legacy(registry.url, "user_dwell", LEGACY_CODE.replace('batch["ts"]', 'batch["other_ts"]'))
     dwell = change(registry.register(module(tmp_path)), "user_dwell")
     assert (dwell.status, dwell.version) == ("new version", 2)
+
+
+SIBLING_SIGNAL = '''\
+import pyarrow as pa
+
+import helpers
+from helpers import shift
+from signals import Entity, Float64, Source, signal
+
+user = Entity(name="user", join_key="user_id")
+events = Source.parquet(name="events", path="data/events", timestamp="ts")
+
+
+@signal(entity=user, source=events, features={"a": Float64(), "b": Float64()})
+def user_helped(batch: pa.Table) -> pa.Table:
+    return pa.table({"user_id": batch["user_id"], "event_timestamp": batch["ts"],
+                     "a": helpers.scale(batch["dwell_s"]), "b": shift(batch["dwell_s"])})
+'''
+
+HELPERS = '''\
+import pyarrow.compute as pc
+
+SCALE = @SCALE@
+SHIFT = @SHIFT@
+
+
+def scale(column):
+    return pc.multiply(column, SCALE)
+
+
+def shift(column):
+    return pc.add(column, SHIFT)
+'''
+
+
+@pytest.mark.parametrize("changed", ["SCALE", "SHIFT"])
+def test_helpers_in_a_sibling_module_are_part_of_the_version(registry: Registry, tmp_path: Path,
+                                                             changed: str) -> None:
+    """``import helpers; helpers.scale(...)`` and ``from helpers import shift`` alike: the sibling's code and
+    constants count, as the transform's own module's do."""
+    folder = tmp_path / "sibling"
+    target = write_module(folder / "helped.py", SIBLING_SIGNAL)
+
+    def helpers(scale: str = "2", shift: str = "1") -> None:
+        write_module(folder / "helpers.py", HELPERS.replace("@SCALE@", scale).replace("@SHIFT@", shift))
+
+    helpers()
+    registry.register(target)
+    assert change(registry.register(target), "user_helped").status == "unchanged"
+    helpers(**{changed.lower(): "5"})
+    assert (change(registry.register(target), "user_helped").status, registry.signal("user_helped").version) == (
+        "new version", 2)
