@@ -17,7 +17,7 @@ OUTSIDE_MAX_AGE is None; NaN stays NaN here (``online.service`` renders it as nu
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,11 +26,9 @@ import pyarrow as pa
 
 from online.store import AsyncOnlineStore, FeatureStatus, OnlineColumns, OnlineStore
 from signals.entity import Entity
-from signals.errors import DatasetError, RequestError, TooManyEntitiesError
+from signals.errors import RequestError, TooManyEntitiesError
+from signals.refs import PlanErrors, Resolve, parse_feature_ref, plan_refs
 from signals.signal import Signal
-from store.dataset import parse_feature_ref
-
-Resolve = Callable[[str, int | None], tuple[Signal, int]]
 
 #: Status names by ``FeatureStatus`` code, for turning a uint8 code column into names in one numpy take.
 STATUS_NAMES = np.array([s.name for s in sorted(FeatureStatus)], dtype=object)
@@ -78,6 +76,10 @@ class OnlinePlan:
         return [*self.join_keys, *(c.output for _, _, c in self.outputs)]
 
 
+_PLAN_ERRORS = PlanErrors(syntax=RequestError, missing=RequestError,
+                          full_names_hint='set "full_feature_names": true to name columns <signal>__<feature>')
+
+
 def parse_refs(features: Sequence[str]) -> list[tuple[str, tuple[str, int | None, str | None]]]:
     """``(ref, (signal, version, feature))`` for each reference; bad syntax is a RequestError naming it."""
     if isinstance(features, str) or not isinstance(features, Sequence):
@@ -86,34 +88,34 @@ def parse_refs(features: Sequence[str]) -> list[tuple[str, tuple[str, int | None
         raise RequestError("features: the list is empty; ask for at least one 'signal:feature'")
     parsed = []
     for raw in features:
-        try:
-            ref = parse_feature_ref(raw)
-        except DatasetError as exc:
-            raise RequestError(str(exc)) from exc
+        ref = parse_feature_ref(raw, RequestError)
         parsed.append((raw, (ref.signal, ref.version, ref.feature)))
     return parsed
 
 
 def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str], resolve: Resolve, *,
                  full_feature_names: bool = False, max_entities: int | None = None) -> OnlinePlan:
-    """Check a request and plan its reads; every user mistake is a RequestError (or NotFoundError from
-    ``resolve``) that names the signal, feature or join key."""
+    """Check a request and plan its reads (output columns from ``signals.refs.plan_refs``, grouped by entity);
+    every user mistake is a RequestError (or NotFoundError from ``resolve``) that names the signal, feature
+    or join key."""
     if not isinstance(entities, Mapping):
         raise RequestError('entities: give a dict of join key -> list of keys, e.g. {"user_id": [1, 2]}')
-    parsed = parse_refs(features)
+    parse_refs(features)
     rows = _rows(entities, max_entities)
-    by_entity: dict[str, EntityRead] = {}
-    by_version: dict[tuple[str, int], tuple[int, int]] = {}
-    resolved: dict[tuple[str, int | None], tuple[Signal, int]] = {}
-    outputs: list[tuple[int, int, OutputColumn]] = []
-    named: dict[str, str] = {}
-    for raw, (name, version, feature) in parsed:
-        if (name, version) not in resolved:
-            resolved[(name, version)] = resolve(name, version)
-        sig, ver = resolved[(name, version)]
+
+    def resolve_online(name: str, version: int | None) -> tuple[Signal, int]:
+        sig, ver = resolve(name, version)
         if not sig.online:
             raise RequestError(f"signal {sig.name!r} is not served online: declare it with online=True and "
                                "materialize it")
+        return sig, ver
+
+    by_entity: dict[str, EntityRead] = {}
+    by_version: dict[tuple[str, int], tuple[int, int]] = {}
+    outputs: list[tuple[int, int, OutputColumn]] = []
+    named: dict[str, str] = {}
+    for planned in plan_refs(features, resolve_online, full_names=full_feature_names, errors=_PLAN_ERRORS):
+        sig, ver = planned.signal, planned.version
         if (sig.name, ver) not in by_version:
             entity_read = by_entity.get(sig.entity.name)
             if entity_read is None:
@@ -121,23 +123,10 @@ def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str],
             entity_read.signals.append(SignalRead(sig, ver))
             by_version[(sig.name, ver)] = (list(by_entity).index(sig.entity.name), len(entity_read.signals) - 1)
         e_index, s_index = by_version[(sig.name, ver)]
-        read = by_entity[sig.entity.name].signals[s_index]
-        names = sig.schema.names
-        if feature is not None and feature not in names:
-            raise RequestError(f"signal {sig.name!r} v{ver} has no feature {feature!r}; its features: "
-                               f"{', '.join(names)}")
-        for feat in [feature] if feature is not None else names:
-            if any(c.feature == feat for c in read.columns):
-                continue                                  # asked twice (e.g. 'sig' and 'sig:f'): one column
-            output = f"{sig.name}__{feat}" if full_feature_names else feat
-            if output in named:
-                hint = ("ask for one version of the signal" if full_feature_names
-                        else 'set "full_feature_names": true to name columns <signal>__<feature>')
-                raise RequestError(f"features {named[output]!r} and {raw!r} would both be named {output!r}: {hint}")
-            named[output] = raw
-            column = OutputColumn(raw, feat, output)
-            read.columns.append(column)
-            outputs.append((e_index, s_index, column))
+        column = OutputColumn(planned.ref, planned.feature, planned.output)
+        by_entity[sig.entity.name].signals[s_index].columns.append(column)
+        outputs.append((e_index, s_index, column))
+        named[planned.output] = planned.ref
     join_keys = _join_keys(entities, by_entity, named)
     for entity_read in by_entity.values():
         entity_read.keys = join_keys[entity_read.entity.join_key]

@@ -136,7 +136,7 @@ def describe(ctx: click.Context, signal: str, as_json: bool) -> None:
 @_fail_cleanly
 def promote(ctx: click.Context, ref: str, auto: bool) -> None:
     """Serve SIGNAL@VERSION to unpinned references (datasets, online reads, HTTP) until the next promotion."""
-    from store.dataset import parse_feature_ref
+    from signals.refs import parse_feature_ref
     parsed = parse_feature_ref(ref)
     if parsed.feature is not None or (parsed.version is None) != auto:
         raise click.UsageError("give SIGNAL@VERSION (e.g. user_engagement@2), or SIGNAL --auto")

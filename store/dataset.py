@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any
 import pyarrow as pa
 
 from signals.errors import DatasetError, NotFoundError, StoreError
+from signals.refs import FeatureRef, PlanErrors, Resolve, plan_refs
+from signals.refs import parse_feature_ref as refs_parse
 from signals.signal import Signal
 from signals.ufr.schema import FeatureSchema
 from store.engines.base import Engine, FeatureRequest
@@ -34,43 +35,12 @@ from store.spine import (
     time_range,
 )
 
-Resolve = Callable[[str, int | None], tuple[Signal, int]]
 # (files, snapshot id) or (files, snapshot id, bucket count of the table's bucket(N, key) partitioning)
 StoreFiles = Callable[[str, int, datetime | None, datetime | None],
                       tuple[list[str], int | None] | tuple[list[str], int | None, int | None]]
 
 SOURCES_KEY = "quasar.sources"
 FEATURES_KEY = "quasar.features"
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
-_REF = re.compile(rf"^(?P<signal>{_NAME})(?:@(?P<version>[0-9]+))?(?::(?P<feature>{_NAME}))?$")
-
-
-@dataclass(frozen=True, kw_only=True)
-class FeatureRef:
-    """``signal``, ``signal:feature``, ``signal@3`` or ``signal@3:feature``; None means latest / all."""
-
-    signal: str
-    version: int | None = None
-    feature: str | None = None
-
-    def __str__(self) -> str:
-        version = f"@{self.version}" if self.version is not None else ""
-        feature = f":{self.feature}" if self.feature is not None else ""
-        return f"{self.signal}{version}{feature}"
-
-
-def parse_feature_ref(ref: str) -> FeatureRef:
-    """Parse one feature reference; bad syntax is a ``DatasetError`` that shows the accepted forms."""
-    if not isinstance(ref, str):
-        raise DatasetError(f"a feature reference must be a string, got {ref!r}")
-    m = _REF.match(ref.strip())
-    if not m or (m["version"] is not None and int(m["version"]) < 1):
-        raise DatasetError(f"feature reference {ref!r} is invalid: use 'signal', 'signal:feature', "
-                           "'signal@3' or 'signal@3:feature' (versions start at 1)")
-    version = int(m["version"]) if m["version"] is not None else None
-    return FeatureRef(signal=m["signal"], version=version, feature=m["feature"])
-
-
 @dataclass(frozen=True, kw_only=True)
 class DatasetResult:
     """A built dataset and what it was read from: ``sources[signal] = {"version": v, "snapshot_id": s}``
@@ -184,37 +154,26 @@ class SignalPlan:
     columns: list[PlannedColumn] = field(default_factory=list)
 
 
+_PLAN_ERRORS = PlanErrors(syntax=DatasetError, missing=NotFoundError,
+                          full_names_hint="pass full_names=True to name columns <signal>__<feature>")
+
+
+def parse_feature_ref(ref: str) -> FeatureRef:
+    """Parse one feature reference (``signals.refs``); bad syntax is a ``DatasetError`` showing the forms."""
+    return refs_parse(ref, DatasetError)
+
+
 def plan_features(refs: Sequence[str], resolve: Resolve, *, full_names: bool = False) -> list[SignalPlan]:
-    """Resolve references to signal versions and output columns, in request order; names must not clash."""
+    """Resolve references to signal versions and output columns, in request order (``signals.refs.plan_refs``),
+    grouped by the signal version they read."""
     if isinstance(refs, str):
         refs = [refs]
     if not refs:
         raise DatasetError("no features requested: give at least one 'signal' or 'signal:feature'")
     plans: dict[tuple[str, int], SignalPlan] = {}
-    resolved: dict[tuple[str, int | None], tuple[Signal, int]] = {}
-    outputs: dict[str, str] = {}
-    for raw in refs:
-        ref = parse_feature_ref(raw)
-        key = (ref.signal, ref.version)
-        if key not in resolved:
-            resolved[key] = resolve(ref.signal, ref.version)
-        sig, version = resolved[key]
-        plan = plans.setdefault((sig.name, version), SignalPlan(sig, version))
-        names = sig.schema.names
-        if ref.feature is not None and ref.feature not in names:
-            raise NotFoundError(f"signal {sig.name!r} v{version} has no feature {ref.feature!r}; "
-                                f"its features: {', '.join(names)}")
-        for feature in [ref.feature] if ref.feature is not None else names:
-            if any(c.feature == feature for c in plan.columns):
-                continue  # asked twice (e.g. 'sig' and 'sig:f'): one column
-            output = f"{sig.name}__{feature}" if full_names else feature
-            if output in outputs:
-                hint = ("ask for one version" if full_names
-                        else "pass full_names=True to name columns <signal>__<feature>")
-                raise DatasetError(f"features {outputs[output]!r} and {raw!r} would both be named {output!r}: "
-                                   f"{hint}")
-            outputs[output] = raw
-            plan.columns.append(PlannedColumn(ref=raw, feature=feature, output=output))
+    for planned in plan_refs(refs, resolve, full_names=full_names, errors=_PLAN_ERRORS):
+        plan = plans.setdefault((planned.signal.name, planned.version), SignalPlan(planned.signal, planned.version))
+        plan.columns.append(PlannedColumn(ref=planned.ref, feature=planned.feature, output=planned.output))
     return list(plans.values())
 
 

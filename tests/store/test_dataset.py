@@ -129,7 +129,11 @@ def test_parse_feature_refs(ref: str, expected: FeatureRef) -> None:
     assert str(parse_feature_ref(ref)) == ref.strip()
 
 
-@pytest.mark.parametrize("ref", ["", "user stats", "user_stats:", "user_stats@:x", "user_stats@0", "user_stats@v2",
+def test_feast_version_syntax_is_the_same_reference() -> None:
+    assert parse_feature_ref("user_stats@v2:ctr") == FeatureRef(signal="user_stats", version=2, feature="ctr")
+
+
+@pytest.mark.parametrize("ref", ["", "user stats", "user_stats:", "user_stats@:x", "user_stats@0", "user_stats@v0",
                                  "user_stats:a:b", "1user", "user_stats@2@3", ":ctr"])
 def test_bad_feature_refs_are_dataset_errors(ref: str) -> None:
     with pytest.raises(DatasetError, match="is invalid: use 'signal', 'signal:feature'"):

@@ -16,11 +16,11 @@ from online.service.context import ServiceContext
 from online.service.errors import JSONResponse
 from online.service.models import ErrorResponse, PushRequest, PushResponse
 from signals.errors import RequestError, TooManyEntitiesError
+from signals.refs import parse_feature_ref
 from signals.signal import Signal
 from signals.times import parse_time
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from signals.ufr.types import Timestamp
-from store.dataset import parse_feature_ref
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 413, 422, 502, 503)}
 
@@ -62,7 +62,7 @@ def push_router(ctx: ServiceContext) -> APIRouter:
         if len(body.rows) > ctx.max_push_rows:
             raise TooManyEntitiesError(f"rows: {len(body.rows)} rows pushed; this service takes at most "
                                        f"{ctx.max_push_rows} per request")
-        ref = parse_feature_ref(body.signal)
+        ref = parse_feature_ref(body.signal, RequestError)
         if body.to == "online_and_offline" and ctx.offline_push is None:
             raise RequestError('to: "online_and_offline" needs the offline store, but this service was started '
                                'without offline push; push "to": "online" or start it with offline push')
