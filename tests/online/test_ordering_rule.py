@@ -9,6 +9,7 @@ so the row Redis kept can be named; it must be the Python rule's winner. Both a 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pyarrow as pa
 import redis
@@ -99,3 +100,53 @@ def test_beyond_two_to_the_53_microseconds_the_newer_row_wins(redis_url: str) ->
         assert got.table.column("tier")[0].as_py() == "1" and got.event_time_us[0] == newer
         redis.Redis.from_url(redis_url).flushall()
     store.close()
+
+
+# one mirror step: (key, record rank or None for "no offline row", floor: "newer" | "exact" | a rank)
+RANKS = st.tuples(EVENTS, CREATED)
+FLOORS = st.one_of(st.just("newer"), st.just("exact"), st.just("stored"), RANKS)    # "stored": the stored rank
+STEPS = st.lists(st.tuples(st.integers(0, 2), st.one_of(st.none(), RANKS), FLOORS), min_size=1, max_size=16)
+
+
+def _model(stored: tuple[tuple[int, int], int] | None, new: tuple[int, int] | None, value: int,
+           floor: Any) -> tuple[tuple[int, int], int] | None:
+    """What ``online.lua`` promises for one key: (rank, value) kept, or None."""
+    from signals.ordering import rank, wins
+
+    # a stored record not above the floor (rank <= floor) was derived from rows that are gone
+    replaceable = stored is None or floor == "exact" or (isinstance(floor, tuple) and stored[0] <= rank(*floor))
+    if new is not None:
+        r = rank(*new)
+        return (r, value) if replaceable or wins(r, stored[0] if stored else None) else stored
+    if replaceable and floor != "newer":
+        return None
+    return stored
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=STEPS)
+def test_corrections_and_rebuilds_keep_what_the_model_says(redis_url: str,
+                                                           steps: list[tuple[int, Any, Any]]) -> None:
+    project = f"mir{next(_examples)}"
+    store = RedisOnlineStore(redis_url, project=project)
+    model: dict[int, tuple[tuple[int, int], int] | None] = {}
+    try:
+        for i, (key, new, floor) in enumerate(steps):
+            if floor == "stored":                   # the edge: a floor equal to the stored record's rank
+                held = model.get(key)
+                floor = "newer" if held is None else (held[0][0], None if held[0][1] == -(2**63) else held[0][1])
+            rows = _rows(ol_no_ttl, [] if new is None else [(key, new[0], new[1], i)])
+            floors = None if floor == "exact" else _rows(ol_no_ttl, [] if floor == "newer" else
+                                                          [(key, floor[0], floor[1], -1)])
+            store.mirror(ol_no_ttl, 1, rows, absent=[key] if new is None else [], floors=floors)
+            model[key] = _model(model.get(key), new, i, floor)
+        (got,) = store.read([(ol_no_ttl, 1)], sorted(model))
+    finally:
+        store.close()
+    for j, key in enumerate(sorted(model)):
+        want = model[key]
+        if want is None:
+            assert got.event_time_us[j] == 0 and got.table.column("tier")[j].as_py() is None, (key, steps)
+        else:
+            assert got.table.column("tier")[j].as_py() == str(want[1]), (key, steps)
+            assert got.event_time_us[j] == want[0][0]
