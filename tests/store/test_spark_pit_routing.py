@@ -101,3 +101,25 @@ def test_the_spark_join_runs_one_task_per_bucket_on_tables_either_engine_wrote(
     buckets = set(iceberg_buckets(spine["user_id"], BUCKETS).tolist())
     assert len(buckets) == BUCKETS
     assert spark_engine.last_join_groups == BUCKETS                   # one task per bucket, not one for all
+
+
+def test_a_table_with_both_layouts_still_routes_by_bucket(world: dict[str, Any], spark_engine: SparkEngine) -> None:
+    """A Spark backfill, then rows pushed offline (appended by pyiceberg): files of both layouts in one table."""
+    store = world["stores"]["spark"]
+    _backfill(world, spark_engine, store)
+    when = START + timedelta(days=2, hours=5)
+    pushed = pa.table({"user_id": pa.array([3, 4, 5, 6], pa.int64()),
+                       "event_timestamp": pa.array([when] * 4, pa.timestamp("us", tz="UTC")),
+                       "created_timestamp": pa.array([when] * 4, pa.timestamp("us", tz="UTC")),
+                       "clicks": pa.array([70, 71, 72, 73], pa.int64()), "dwell": pa.array([1.0] * 4)})
+    store.append(user_clicks, 1, pushed)
+    files = store.plan_files(user_clicks.name, 1)
+    assert any("__quasar_bucket=" in f for f in files) and any("user_id_bucket=" in f for f in files)
+    spine = pa.table({"user_id": pa.array([3, 4, 5, 6, *range(1, 31)], pa.int64()),
+                      "event_timestamp": pa.array([when + timedelta(seconds=1)] * 34, pa.timestamp("us", tz="UTC"))})
+    with LocalEngine() as local:
+        want = _dataset(store, spine, local)
+    got = _dataset(store, spine, spark_engine)
+    assert got.equals(want)
+    assert got["clicks"].to_pylist()[:4] == [70, 71, 72, 73]
+    assert spark_engine.last_join_groups == len(set(iceberg_buckets(spine["user_id"], BUCKETS).tolist())) == BUCKETS
