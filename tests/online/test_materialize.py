@@ -307,3 +307,27 @@ def test_a_killed_process_then_a_rerun_equals_one_clean_run(tmp_path: Path, offl
     assert rerun.rows_read == 200 and not rerun.incremental
     assert redis_state(redis_url, "killed") == expected
     online.close()
+
+
+def test_an_interrupted_correction_then_a_rerun_equals_the_offline_truth(offline_store: OfflineStore,
+                                                                         registry: Registry, redis_url: str) -> None:
+    """A re-backfill that deletes and moves rows; the correcting run is cut off after one write, then re-run."""
+    first = day_rows(ol_all_types, 0, 3, seed=11, n=200)
+    write_days(offline_store, ol_all_types, first, 0, 3)
+    online = RedisOnlineStore(redis_url, project="redo")
+    materialize(signal=ol_all_types, version=1, offline=offline_store, online=online, state=registry, batch_rows=25)
+    redo = day_rows(ol_all_types, 2, 1, seed=12, n=20, keys=10)        # day 2 again: fewer keys, other rows
+    write_days(offline_store, ol_all_types, redo, 2, 1)
+    before = registry.get_state(state_key("ol_all_types", 1))
+    with pytest.raises(StoreError, match="Interrupted: killed"):
+        materialize(signal=ol_all_types, version=1, offline=offline_store, online=FailingStore(online, 1),
+                    state=registry, batch_rows=25)
+    assert registry.get_state(state_key("ol_all_types", 1)) == before
+    rerun = materialize(signal=ol_all_types, version=1, offline=offline_store, online=online, state=registry,
+                        batch_rows=25)
+    assert rerun.incremental
+    day_two = pc.equal(pc.floor_temporal(first.column(EVENT_TIMESTAMP), unit="day"), pa.scalar(T0 + 2 * DAY))
+    expected = expected_dump("redo", ol_all_types, reference([first.filter(pc.invert(day_two)), redo], ol_all_types))
+    assert redis_state(redis_url, "redo") == expected
+    assert len(expected) < len(set(first.column("user_id").to_pylist()))     # some entities were deleted
+    online.close()
