@@ -131,9 +131,10 @@ def _write_signal(conn: Connection, sig: Signal, now: datetime, report: Registra
         conn.execute(update(sv).where(sv.c.signal_name == sig.name, sv.c.version == latest).values(**fields))
         report.updated.append(f"signal {sig.name} v{latest}")
         restamped = scheme_of(old.definition) != SCHEME
+        changed = _changed(old.definition, fields["definition"], skip=("code", SCHEME_KEY) if restamped else ())
         report.signals.append(SignalChange(
-            name=sig.name, status="metadata updated", version=latest,
-            changed=_changed(old.definition, fields["definition"], skip=("code", SCHEME_KEY) if restamped else ()),
+            name=sig.name, status="metadata updated", version=latest, changed=changed,
+            needs=["materialize"] if "online" in changed and sig.online else [],     # newly online: fill Redis
             note=f"re-stamped with fingerprint scheme {SCHEME}" if restamped else ""))
     else:
         report.unchanged.append(f"signal {sig.name} v{latest}")

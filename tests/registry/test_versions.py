@@ -270,3 +270,12 @@ def test_helpers_in_a_sibling_module_are_part_of_the_version(registry: Registry,
     helpers(**{changed.lower(): "5"})
     assert (change(registry.register(target), "user_helped").status, registry.signal("user_helped").version) == (
         "new version", 2)
+
+
+def test_turning_a_signal_online_is_metadata_that_needs_a_materialize(registry: Registry, tmp_path: Path) -> None:
+    path = module(tmp_path)
+    registry.register(path)
+    path.write_text(path.read_text().replace('features={"n": Float64()}', 'online=True, features={"n": Float64()}'))
+    offline = change(registry.register(path), "user_offline")
+    assert (offline.status, offline.version, offline.changed, offline.needs) == (
+        "metadata updated", 1, ["online"], ["materialize"])
