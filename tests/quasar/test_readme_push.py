@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,7 +59,8 @@ def test_the_readme_push_example_runs_and_both_stores_hold_the_row(p: quasar.Pla
     assert '"event_timestamp": "2026-11-23T10:00:00Z"' in block           # the example this test is about
     exec(compile(block, str(README), "exec"), {"p": p})                    # the README, as written
     sv = p.registry.signal("user_profile")
-    (online,) = p.online_store.read([(sv.signal, sv.version)], [7], now_us=int(PUSHED.timestamp() * 1_000_000))
+    redis_store: Any = p.online_store                                      # read as of the pushed time
+    (online,) = redis_store.read([(sv.signal, sv.version)], [7], now_us=int(PUSHED.timestamp() * 1_000_000))
     assert online.table.column("country").to_pylist() == ["FR"]
     assert online.event_time_us.tolist() == [int(PUSHED.timestamp() * 1_000_000)]
     stored = p.offline.read(sv.signal, sv.version).filter(pc.field("user_id") == 7)

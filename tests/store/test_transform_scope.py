@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -140,7 +141,7 @@ def test_scope_is_validated_round_trips_and_is_part_of_the_version() -> None:
     def f(batch: pa.Table) -> pa.Table:
         return batch
 
-    base = dict(entity=user, source=events, features={"x": Int64()}, name="s")
+    base: dict[str, Any] = {"entity": user, "source": events, "features": {"x": Int64()}, "name": "s"}
     assert signal(**base)(f).definition_fingerprint != signal(**base, scope="window")(f).definition_fingerprint
     with pytest.raises(DefinitionError, match=r"scope must be 'entity' or 'window', got 'day'"):
         signal(**base, scope="day")(f)
