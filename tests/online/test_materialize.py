@@ -312,7 +312,8 @@ def test_a_killed_process_then_a_rerun_equals_one_clean_run(tmp_path: Path, offl
 def test_an_interrupted_correction_then_a_rerun_equals_the_offline_truth(offline_store: OfflineStore,
                                                                          registry: Registry, redis_url: str) -> None:
     """A re-backfill that deletes and moves rows; the correcting run is cut off after one write, then re-run."""
-    first = day_rows(ol_all_types, 0, 3, seed=11, n=200)
+    first = pa.concat_tables([day_rows(ol_all_types, 0, 2, seed=11, n=120, keys=20),
+                              day_rows(ol_all_types, 2, 1, seed=13, n=80, keys=40)])   # keys 21..40: day 2 only
     write_days(offline_store, ol_all_types, first, 0, 3)
     online = RedisOnlineStore(redis_url, project="redo")
     materialize(signal=ol_all_types, version=1, offline=offline_store, online=online, state=registry, batch_rows=25)
