@@ -131,7 +131,9 @@ def _write_signal(conn: Connection, sig: Signal, now: datetime, report: Registra
         conn.execute(update(sv).where(sv.c.signal_name == sig.name, sv.c.version == latest).values(**fields))
         report.updated.append(f"signal {sig.name} v{latest}")
         restamped = scheme_of(old.definition) != SCHEME
-        changed = _changed(old.definition, fields["definition"], skip=("code", SCHEME_KEY) if restamped else ())
+        # scope is identity (a change is a new version): it differs here only where an old row lacks it
+        changed = _changed(old.definition, fields["definition"],
+                           skip=("code", SCHEME_KEY, "scope") if restamped else ("scope",))
         report.signals.append(SignalChange(
             name=sig.name, status="metadata updated", version=latest, changed=changed,
             needs=["materialize"] if "online" in changed and sig.online else [],     # newly online: fill Redis

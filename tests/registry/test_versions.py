@@ -205,8 +205,8 @@ def test_a_legacy_row_is_restamped_in_place_when_nothing_changed(registry: Regis
     assert registry.load_signal("user_dwell").signal.transform is not None      # still loads before re-stamping
     report = registry.register(module(tmp_path, ENTITY_DESC="Another description."))
     dwell = change(report, "user_dwell")
-    assert (dwell.status, dwell.version) == ("metadata updated", 1)
-    assert "re-stamped" in dwell.summary
+    assert (dwell.status, dwell.version, dwell.changed) == ("metadata updated", 1, ["entity description"])
+    assert dwell.summary == "user_dwell v1: metadata updated (entity description); re-stamped with fingerprint scheme 2"
     assert "FACTOR = 1.5" in registry.signal("user_dwell").signal.code
     again = change(registry.register(module(tmp_path, ENTITY_DESC="Another description.")), "user_dwell")
     assert again.status == "unchanged"
