@@ -12,13 +12,21 @@ than writing their own parsing, so a time cannot mean one instant in one place a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
 from signals.errors import QuasarError, SchemaError
 from signals.ufr.types import TIMESTAMP_ARROW
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(value: datetime | timedelta) -> int:
+    """Integer microseconds: since the Unix epoch for a datetime (naive is UTC), or of a duration."""
+    delta = as_utc(value) - _EPOCH if isinstance(value, datetime) else value
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def as_utc(value: datetime) -> datetime:

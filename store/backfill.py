@@ -17,12 +17,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from signals.aggregation import reach
 from signals.errors import BackfillError, QuasarError, ValidationFailedError
 from signals.signal import Signal
+from signals.times import parse_time
 from store.engines.base import Engine
 from store.gates import enforce, snapshot_properties, validate_batch
 from store.output_check import check_output
@@ -57,19 +58,11 @@ class BackfillResult:
 
 
 def _to_datetime(value: Any, what: str) -> datetime:
-    if isinstance(value, datetime):
-        result = value
-    elif isinstance(value, date):
-        result = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        text = value.strip()
-        try:
-            result = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-        except ValueError as exc:
-            raise BackfillError(f"backfill {what} {value!r} is not a date: use YYYY-MM-DD") from exc
-    else:
-        raise BackfillError(f"backfill {what} must be a date, a datetime or an ISO string, got {value!r}")
-    return result.replace(tzinfo=UTC) if result.tzinfo is None else result.astimezone(UTC)
+    """A window bound by the one time rule (``signals.times``): dates, datetimes, ISO strings; naive is UTC."""
+    try:
+        return parse_time(value, f"backfill {what}", BackfillError)
+    except BackfillError as exc:
+        raise BackfillError(f"{exc}; a backfill {what} must be a date, e.g. 2026-01-01") from None
 
 
 def parse_window(start: Any, end: Any) -> tuple[datetime, datetime]:

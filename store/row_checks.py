@@ -12,7 +12,7 @@ pass. A test compares the verdicts with GX's on random rows.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from signals.errors import DefinitionError, ValidationFailedError
 from signals.expectations import ROW_LEVEL, describe_expectation
 from signals.signal import Signal
+from signals.times import parse_time
 
 EXAMPLES = 3
 
@@ -34,11 +35,7 @@ def _missing(column: pa.ChunkedArray) -> pa.ChunkedArray:
 def _scalar(value: Any, column: pa.ChunkedArray, where: str) -> pa.Scalar:
     target = column.type
     if pa.types.is_timestamp(target) and isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value)
-        except ValueError as exc:
-            raise DefinitionError(f"{where}: {value!r} is not an ISO-8601 time") from exc
-        value = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
+        value = parse_time(value, where, DefinitionError)
     try:
         return pa.scalar(value).cast(target) if not pa.types.is_floating(target) else pa.scalar(float(value), target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError, ValueError) as exc:

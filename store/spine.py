@@ -16,7 +16,6 @@ Join key columns must have the entity's key type: any integer type for ``int64``
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -24,10 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from signals.errors import DatasetError
+from signals.times import micros as to_micros
+from signals.times import parse_time
 from signals.ufr.schema import EVENT_TIMESTAMP
 from signals.ufr.types import TIMESTAMP_ARROW
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: join key column -> (Arrow key type, the entity it belongs to) for the entities a request needs.
 JoinKeys = Mapping[str, tuple[pa.DataType, str]]
@@ -161,14 +160,7 @@ def _parse_strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
     distinct = pc.unique(column)
     micros = []
     for text in distinct.to_pylist():
-        try:
-            value = datetime.fromisoformat(text.strip())
-        except ValueError as exc:
-            raise DatasetError(f"spine column {EVENT_TIMESTAMP!r}: {text!r} is not an ISO 8601 time "
-                               "(e.g. '2026-01-05T10:00:00Z')") from exc
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        micros.append((value - _EPOCH) // timedelta(microseconds=1))
+        micros.append(to_micros(parse_time(text, f"spine column {EVENT_TIMESTAMP!r}", DatasetError)))
     index = pc.index_in(column, value_set=distinct)
     return pa.chunked_array([pa.array(micros, pa.int64()).take(index.combine_chunks()).view(TIMESTAMP_ARROW)])
 

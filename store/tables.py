@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from signals.errors import NotFoundError, StoreError
 from signals.signal import Signal
+from signals.times import as_utc as utc
 from signals.ufr.schema import EVENT_TIMESTAMP
 from store.arrow_types import fix_pyiceberg_list_nulls, iceberg_schema, restore_ufr_types, to_storage
 from store.data_files import WrittenFile
@@ -46,10 +47,10 @@ def table_name(signal: str, version: int) -> str:
 
 
 def as_utc(value: datetime, what: str = "time") -> datetime:
-    """A timezone-aware UTC datetime; naive values are taken as UTC."""
+    """A timezone-aware UTC datetime by the one time rule (``signals.times``); naive values are UTC."""
     if not isinstance(value, datetime):
         raise StoreError(f"{what} must be a datetime, got {value!r}")
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return utc(value)
 
 
 def time_filter(column: str, start: datetime | None, end: datetime | None, *, naive: bool = False) -> Any:

@@ -20,7 +20,7 @@ breaks ties on ``ts`` by the larger value.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 import duckdb
 import pyarrow as pa
@@ -28,20 +28,9 @@ import pyarrow as pa
 from signals.aggregation import Aggregation, reach
 from signals.errors import SchemaError
 from signals.signal import Signal
+from signals.times import micros
 from signals.ufr.schema import EVENT_TIMESTAMP
 from signals.ufr.types import TIMESTAMP_ARROW, String
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def micros(value: datetime | object) -> int:
-    """Microseconds since the Unix epoch of an aware (or naive = UTC) datetime, or of a timedelta."""
-    if isinstance(value, datetime):
-        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
-        delta = aware - _EPOCH
-    else:
-        delta = value  # type: ignore[assignment]
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds  # type: ignore[attr-defined]
 
 
 def step_bounds(start: datetime, end: datetime, step_us: int) -> tuple[int, int]:

@@ -47,7 +47,7 @@ def test_dates_are_midnight_utc_and_iso_strings_are_parsed() -> None:
     strings = pa.table({"event_timestamp": ["2026-01-05T10:00:00Z", "2026-01-05T12:00:00+02:00",
                                             "2026-01-05 10:00:00.000001", "2026-01-05T10:00:00Z"]})
     assert _times(strings) == [T0, T0, T0 + timedelta(microseconds=1), T0]
-    with pytest.raises(DatasetError, match="'tomorrow' is not an ISO 8601 time"):
+    with pytest.raises(DatasetError, match="'tomorrow' is not an ISO-8601 time"):
         _times(pa.table({"event_timestamp": ["2026-01-05", "tomorrow"]}))
 
 
