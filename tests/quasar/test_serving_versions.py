@@ -147,7 +147,7 @@ def test_a_new_version_serves_only_once_backfilled_and_materialized(project: Pat
         assert online(p, "user_score@1:score") == scores(1.5)  # a pinned reference is unchanged
     assert http(project, monkeypatch) == scores(2.0)
 
-    assert "user_score serves v1 (promoted)" in cli(project, "promote", "user_score@1")
+    assert "user_score serves v1 (promoted)" in cli(project, "promote", "user_score@v1")   # Feast's syntax too
     with quasar.Platform.open(project) as p:
         assert offline(p) == online(p) == scores(1.5)
     assert http(project, monkeypatch) == scores(1.5)
@@ -157,6 +157,10 @@ def test_a_new_version_serves_only_once_backfilled_and_materialized(project: Pat
         project, "promote", "user_score", "--auto")
     with quasar.Platform.open(project) as p:
         assert p.promote("user_score", 1).version == 1 and offline(p) == scores(1.5)
+    assert "user_score serves v2 (promoted)" in cli(project, "promote", "user_score@2")
+    assert "give SIGNAL@VERSION" in cli(project, "promote", "user_score", code=2)          # no version, no --auto
+    assert "give SIGNAL@VERSION" in cli(project, "promote", "user_score@2:score", code=2)
+    assert cli(project, "promote", "user_score@x", code=1).startswith("error: feature reference 'user_score@x'")
 
 
 def test_register_says_unchanged_and_metadata_updated(project: Path) -> None:
