@@ -149,11 +149,11 @@ def test_full_rebuilds_exactly_and_drops_stray_entities(project: Path, redis_url
         sig = p.registry.signal("user_stats").signal
         # Redis changed behind the store's back: a stray entity, an older record, a newer wrong one
         p.online_store.write(sig, 1, pa.table({
-            "user_id": pa.array([77, 1], pa.int64()),
-            "event_timestamp": pa.array([NOW - timedelta(hours=1), NOW - timedelta(minutes=1)],
-                                        pa.timestamp("us", "UTC")),
-            "clicks": pa.array([7, 1000], pa.int64()), "country": pa.array(["XX", "XX"])}))
-        client = redis.Redis.from_url(redis_url)
+            "user_id": pa.array([77, 1, 3], pa.int64()),
+            "event_timestamp": pa.array([NOW - timedelta(hours=1), NOW - timedelta(minutes=1),
+                                         datetime(9999, 12, 31, tzinfo=UTC)], pa.timestamp("us", "UTC")),
+            "clicks": pa.array([7, 1000, 3], pa.int64()), "country": pa.array(["XX", "XX", "XX"])}))
+        client = redis.Redis.from_url(redis_url)                           # user 3: poisoned by year 9999
         client.hset("fix:user:4", FIELD, b"garbage")                        # a damaged record
         client.hset("fix:user:5", "other@1", b"kept")                       # another signal's field stays
         client.close()
@@ -278,3 +278,23 @@ def test_a_ttl_change_re_applies_expiry_on_the_next_materialize(project: Path, r
         p.materialize()
         assert _pexpiretime(redis_url, 1) == event_ms + 2 * 3_600_000
         assert_mirrors(p, redis_url, [1, 2, 3])
+
+
+def test_records_of_the_older_format_are_rewritten_by_a_rebuild(project: Path, redis_url: str) -> None:
+    """Upgrading from format 1 (no created time in the header): the first run rebuilds, every record readable."""
+    write_source(project, FIRST)
+    with quasar.Platform.open(project) as p:
+        p.register("signals.py")
+        p.backfill("user_stats", D0, END)
+        p.materialize()
+        key = state_key("user_stats", 1)
+        old = p.registry.get_state(key)
+        p.registry.set_state(key, {"snapshot_id": old["snapshot_id"], "files": old["files"]})   # an old state
+        client = redis.Redis.from_url(redis_url)
+        for k, record in fields(redis_url).items():                          # format 1: 18-byte header
+            client.hset(f"fix:user:{k}", FIELD, record[:1] + b"\x01" + record[2:18] + record[26:])
+        client.close()
+        (result,) = p.materialize()
+        assert result.rebuilt and result.rows_written == 5
+        assert_mirrors(p, redis_url, KEYS, absent=(6,))
+        assert p.registry.get_state(key)["format"] == 2
