@@ -270,3 +270,31 @@ def test_cluster_mode_groups_keys_by_slot(redis_cluster_url: str) -> None:
     assert acct.status["balance"].tolist()[2] == N
     assert plain(acct.table.slice(0, 2).to_pylist()) == plain(
         accounts.take(pa.array([2, 0])).select(["balance", "tags"]).to_pylist())
+
+
+@pytest.mark.parametrize("mode", ["single", "cluster"])
+def test_mirror_and_scan(mode: str, request: pytest.FixtureRequest) -> None:
+    """``mirror`` replaces, deletes and keeps per its floors; ``scan`` lists the entities holding the field,
+    with keys that look like glob patterns, in a single server and across a cluster's slots."""
+    url = request.getfixturevalue("redis_url" if mode == "single" else "redis_cluster_url")
+    store = RedisOnlineStore(url, project=ONLINE_PROJECT, cluster=mode == "cluster")
+    keys = ["a", "b*", "[c]", "{x}d", "e?"]
+    rows = random_rows(ol_accounts, keys, seed=20)
+    assert store.write(ol_accounts, 1, rows) == 5
+    client = redis.Redis.from_url(url) if mode == "single" else redis.RedisCluster.from_url(url)
+    client.hset(f"{ONLINE_PROJECT}:account:zz", "other@1", b"x")         # no field of ours: not scanned
+    assert sorted(k for batch in store.scan(ol_accounts, 1, count=2) for k in batch) == sorted(keys)
+    older = random_rows(ol_accounts, ["a", "b*"], times=[NOW - timedelta(days=3)] * 2, seed=21)
+    # exact: "a" goes back in time, "[c]" is deleted
+    assert store.mirror(ol_accounts, 1, older.slice(0, 1), absent=["[c]"]) == (1, 1)
+    # a floor below the stored record (pushed newer): kept, and not deleted either
+    floors = random_rows(ol_accounts, ["b*", "e?"], times=[NOW - timedelta(days=5)] * 2, seed=22)
+    assert store.mirror(ol_accounts, 1, older.slice(1, 1), absent=["e?"], floors=floors) == (0, 0)
+    (got,) = store.read([(ol_accounts, 1)], keys)
+    assert got.event_time_us.tolist()[:3] == [int((NOW - timedelta(days=3)).timestamp() * 1e6),
+                                              *[int(t.timestamp() * 1e6) for t in
+                                                rows.column("event_timestamp").to_pylist()[1:2]], 0]
+    assert sorted(k for batch in store.scan(ol_accounts, 1) for k in batch) == sorted(["a", "b*", "{x}d", "e?"])
+    assert client.hget(f"{ONLINE_PROJECT}:account:zz", "other@1") == b"x"
+    client.close()
+    store.close()
