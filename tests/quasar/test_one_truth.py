@@ -257,7 +257,7 @@ NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 SLOW = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
 
-@settings(max_examples=12, deadline=None, phases=NO_SHRINK, suppress_health_check=SLOW)
+@settings(max_examples=30, deadline=None, phases=NO_SHRINK, suppress_health_check=SLOW)
 @given(events=st.lists(events_st, min_size=1, max_size=24), changes=changes_st)
 def test_offline_online_and_tensors_agree_through_every_change(clean_env: None,
                                                                events: list[Event],
@@ -266,7 +266,7 @@ def test_offline_online_and_tensors_agree_through_every_change(clean_env: None,
 
 
 @pytest.mark.spark
-@settings(max_examples=2, deadline=None, phases=NO_SHRINK, suppress_health_check=SLOW)
+@settings(max_examples=4, deadline=None, phases=NO_SHRINK, suppress_health_check=SLOW)
 @given(events=st.lists(events_st, min_size=4, max_size=24), changes=changes_st.filter(lambda c: len(c) >= 2))
 def test_local_and_spark_write_the_same_tables_through_every_change(clean_env: None, spark: Any,
                                                                     events: list[Event],
