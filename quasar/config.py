@@ -2,6 +2,10 @@
 
 Environment variables ``QUASAR_REDIS_URL``, ``QUASAR_REGISTRY_URL``, ``QUASAR_CATALOG_URI`` and
 ``QUASAR_WAREHOUSE`` override the file. Relative SQLite and warehouse paths resolve against the project root.
+
+``[time]`` holds the bounds of the event and created times every write path accepts (``signals.bounds``):
+``earliest`` (an ISO-8601 time, default ``"1970-01-01T00:00:00Z"``) and ``max_future`` (how far ahead of the
+clock, default ``"1d"``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from signals.bounds import TimeBounds
 from signals.errors import ConfigError
 
 CONFIG_FILE = "quasar.toml"
@@ -31,6 +36,7 @@ class ProjectConfig:
 @dataclass(frozen=True, kw_only=True)
 class RegistryConfig:
     url: str = "sqlite:///.quasar/registry.db"
+    run_lease: str = "60s"                                 # a run not heard from for this long is abandoned
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +46,8 @@ class OfflineConfig:
     namespace: str = "signals"
     buckets: int = 16
     properties: dict[str, str] = field(default_factory=dict)   # extra pyiceberg catalog properties
+    snapshot_retention: str = "7d"                         # quasar gc expires older snapshots (see README)
+    orphan_grace: str = "1h"                               # unreferenced files younger than this are never removed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +56,10 @@ class OnlineConfig:
     cluster: bool = False
     max_entities: int = 1000                               # per request; more -> 413
     auth_tokens: tuple[str, ...] = ()                      # bearer tokens; empty -> no auth
+    read_timeout: float = 0.25                             # seconds a read waits for Redis, then 503
+    write_timeout: float = 2.0                             # seconds a write round trip (push) waits for Redis
+    connect_timeout: float = 0.25                          # seconds to connect to Redis
+    max_body_bytes: int = 4 * 1024 * 1024                  # request bodies of both services; more -> 413
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +84,16 @@ class ServingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TimeConfig:
+    earliest: str = "1970-01-01T00:00:00Z"                 # no event time before this is written
+    max_future: str = "1d"                                 # nor an event or created time this far after now
+
+    def bounds(self) -> TimeBounds:
+        """The bounds as ``signals.bounds`` checks them; ConfigError for a value that does not parse."""
+        return TimeBounds.parse(self.earliest, self.max_future, error=ConfigError)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     root: Path
     project: ProjectConfig = ProjectConfig()
@@ -81,6 +103,7 @@ class Config:
     engine: EngineConfig = EngineConfig()
     spark: SparkConfig = SparkConfig()
     serving: ServingConfig = ServingConfig()
+    time: TimeConfig = TimeConfig()
 
     def path(self, value: str) -> Path:
         """A path from the config, resolved against the project root."""
@@ -95,6 +118,11 @@ class Config:
         return url
 
     @property
+    def time_bounds(self) -> TimeBounds:
+        """The event and created times every write path accepts (``[time]``)."""
+        return self.time.bounds()
+
+    @property
     def warehouse(self) -> str:
         w = self.offline.warehouse
         return w if "://" in w else str(self.path(w))
@@ -102,7 +130,7 @@ class Config:
 
 _SECTIONS: dict[str, type] = {
     "project": ProjectConfig, "registry": RegistryConfig, "offline": OfflineConfig, "online": OnlineConfig,
-    "engine": EngineConfig, "spark": SparkConfig, "serving": ServingConfig,
+    "engine": EngineConfig, "spark": SparkConfig, "serving": ServingConfig, "time": TimeConfig,
 }
 
 
@@ -147,6 +175,10 @@ def load_config(root: str | Path = ".", env: dict[str, str] | None = None) -> Co
     for var, (section, key) in ENV_OVERRIDES.items():
         if environ.get(var):
             config = replace(config, **{section: replace(getattr(config, section), **{key: environ[var]})})
+    try:
+        config.time.bounds()
+    except ConfigError as exc:
+        raise ConfigError(f"{file}: {exc}") from exc
     return config
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from signals.signal import Signal
 from signals.times import as_utc as utc
 from signals.ufr.schema import EVENT_TIMESTAMP
 from store.arrow_types import fix_pyiceberg_list_nulls, iceberg_schema, restore_ufr_types, to_storage
+from store.commits import WRITE_ID, Write, commit, landed
 from store.data_files import WrittenFile
 
 fix_pyiceberg_list_nulls()
@@ -31,14 +32,9 @@ PROP_VERSION = "quasar.version"
 PROP_FINGERPRINT = "quasar.schema_fingerprint"
 PROP_JOIN_KEY = "quasar.join_key"
 _DAY_MICROS = 86_400_000_000
-_COMMIT_ATTEMPTS = 5
 _NAME_MAPPING = "schema.name-mapping.default"
-
-
-def _is_commit_conflict(exc: BaseException) -> bool:
-    from pyiceberg.exceptions import CommitFailedException
-
-    return isinstance(exc, CommitFailedException)
+_COVERED = "quasar.covered-until"
+_CREATE_ATTEMPTS = 3
 
 
 def table_name(signal: str, version: int) -> str:
@@ -79,8 +75,8 @@ def local_path(location: str) -> str:
     return location[len("file://"):] if location.startswith("file://") else location
 
 
-def _append_by_day(tx: Any, table: Any, stored: pa.Table, props: dict[str, str]) -> None:
-    """Append ``stored`` to the transaction as one snapshot, handing pyiceberg one day at a time.
+def _data_files_by_day(tx: Any, table: Any, stored: pa.Table, write: Write) -> Iterator[Any]:
+    """Write ``stored`` as the table's data files (named with the write's id), one day at a time.
 
     pyiceberg splits a table into partitions with one filter pass per partition; fed a day at a time it
     makes ``buckets`` passes over that day instead of ``days * buckets`` passes over everything.
@@ -93,12 +89,58 @@ def _append_by_day(tx: Any, table: Any, stored: pa.Table, props: dict[str, str])
         stored, days = stored.take(pa.array(order)), days[order]
     bounds = np.flatnonzero(np.diff(days)) + 1
     counter = itertools.count(0)
-    with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(days)], strict=True):
-            if hi <= lo:
-                continue
-            for data_file in _dataframe_to_data_files(table_metadata=tx.table_metadata, df=stored.slice(lo, hi - lo),
-                                                      io=table.io, write_uuid=append.commit_uuid, counter=counter):
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(days)], strict=True):
+        if hi > lo:
+            yield from _dataframe_to_data_files(table_metadata=tx.table_metadata, df=stored.slice(lo, hi - lo),
+                                                io=table.io, write_uuid=write.uuid, counter=counter)
+
+
+def _covered_until(table: Any) -> datetime | None:
+    """The latest window end the table's current snapshot and its ancestors record, or None.
+
+    Each commit records the running maximum (``quasar.covered-until``), so expired ancestors lose nothing."""
+    from pyiceberg.table.snapshots import ancestors_of
+
+    ends = []
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        summary = snapshot.summary
+        if summary is None:
+            continue
+        covered = summary.get(_COVERED)
+        if covered:
+            ends.append(datetime.fromisoformat(str(covered)))
+            break                                        # a running maximum: older ancestors add nothing
+        window = summary.get("quasar.window")
+        if window:
+            ends.append(datetime.fromisoformat(window.strip("[)").split(", ")[1]))
+    return max(ends, default=None)
+
+
+def _summary(table: Any, write: Write, end: datetime | None) -> dict[str, str]:
+    """The snapshot summary entries every commit carries: its write id and the covered-until maximum."""
+    covered = _covered_until(table)
+    if end is not None:
+        covered = end if covered is None else max(covered, end)
+    return {WRITE_ID: write.id, **({_COVERED: covered.isoformat()} if covered is not None else {})}
+
+
+class _DataFiles:
+    """The data files of one write, written on its first attempt and reused by every retry."""
+
+    def __init__(self, stored: pa.Table, write: Write) -> None:
+        self.stored = stored
+        self.write = write
+        self.files: list[Any] | None = None
+        self.spec: tuple[int, int] | None = None
+
+    def append(self, tx: Any, table: Any, props: dict[str, str]) -> None:
+        spec = (table.metadata.default_spec_id, table.metadata.current_schema_id)
+        with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+            if self.files is None or self.spec != spec:
+                self.files, self.spec = [], spec
+                for data_file in _data_files_by_day(tx, table, self.stored, self.write):
+                    self.files.append(data_file)
+            for data_file in self.files:
                 append.append_data_file(data_file)
 
 
@@ -134,25 +176,27 @@ class OfflineStore:
     # --- tables ---------------------------------------------------------------------------------------
     def ensure_table(self, signal: Signal, version: int) -> Any:
         """The table of ``signal`` v``version``, created (with its namespace) when missing."""
-        from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
+        from pyiceberg.exceptions import NoSuchTableError
 
         ident = self.identifier(signal.name, version)
-        try:
-            table = self.catalog.load_table(ident)
-        except NoSuchTableError:
-            table = None
-        except Exception as exc:
-            raise StoreError(f"cannot load the offline table {'.'.join(ident)}: {exc}") from exc
-        if table is None:
+        for attempt in range(1, _CREATE_ATTEMPTS + 1):
+            try:
+                table = self.catalog.load_table(ident)
+                break
+            except NoSuchTableError:
+                pass
+            except Exception as exc:
+                raise StoreError(f"cannot load the offline table {'.'.join(ident)}: {exc}") from exc
             try:
                 self.catalog.create_namespace_if_not_exists(self.namespace)
                 table = self.catalog.create_table(ident, schema=iceberg_schema(signal),
                                                   partition_spec=self._partition_spec(signal),
                                                   properties=self._properties(signal, version))
-            except TableAlreadyExistsError:              # created by a concurrent writer
-                table = self.catalog.load_table(ident)
+                break
             except Exception as exc:
-                raise StoreError(f"cannot create the offline table {'.'.join(ident)}: {exc}") from exc
+                # a concurrent writer creating the namespace or the table at the same moment: load its table
+                if attempt == _CREATE_ATTEMPTS:
+                    raise StoreError(f"cannot create the offline table {'.'.join(ident)}: {exc}") from exc
         self._check_fingerprint(table, signal, version)
         return table
 
@@ -179,21 +223,14 @@ class OfflineStore:
         return None if snapshot is None else int(snapshot.snapshot_id)
 
     def backfilled_until(self, signal_name: str, version: int) -> datetime | None:
-        """The latest end of a window backfilled into the table (from its snapshots' ``quasar.window``), or None.
+        """The latest end of a window backfilled into the table (from its snapshots' summaries), or None.
 
         A backfill uses it to recompute the later days an aggregation's windows reach, as far as they exist."""
-        from pyiceberg.table.snapshots import ancestors_of
-
         try:
             table = self.table(signal_name, version)
         except NotFoundError:
             return None
-        ends = []
-        for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
-            window = snapshot.summary.get("quasar.window") if snapshot.summary is not None else None
-            if window:
-                ends.append(datetime.fromisoformat(window.strip("[)").split(", ")[1]))
-        return max(ends, default=None)
+        return _covered_until(table)
 
     # --- writing --------------------------------------------------------------------------------------
     def replace_window(self, signal: Signal, version: int, rows: pa.Table, start: datetime, end: datetime, *,
@@ -201,22 +238,24 @@ class OfflineStore:
         """Delete every row with ``start <= event_timestamp < end`` and append ``rows``, in one commit.
 
         ``rows`` (UFR or storage types) must all lie in the window. ``properties`` go into the snapshot's
-        summary (e.g. the data-quality verdict). Returns the new snapshot id.
+        summary (e.g. the data-quality verdict). Returns the new snapshot id. Another writer committing first
+        (a concurrent backfill, a push) makes it commit again on that writer's snapshot (``store.commits``).
         """
         start, end, window = _window(signal, start, end)
         if EVENT_TIMESTAMP not in rows.column_names:
             raise StoreError(f"signal {signal.name}: rows to store have no {EVENT_TIMESTAMP} column")
         stored = to_storage(rows, signal)
         self._check_rows(signal, stored, start, end)
-        props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(stored.num_rows)}
+        write = Write()
+        files = _DataFiles(stored, write)
 
-        def commit(table: Any) -> None:
-            tx = table.transaction()
+        def build(table: Any, tx: Any) -> None:
+            props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(stored.num_rows),
+                     **_summary(table, write, end)}
             _delete_window(tx, start, end, props)
-            _append_by_day(tx, table, stored, props)
-            tx.commit_transaction()
+            files.append(tx, table, props)
 
-        return self._commit(signal, version, commit, f"writing the window {window} to")
+        return self._commit(signal, version, build, write, f"writing the window {window} to")
 
     def append(self, signal: Signal, version: int, rows: pa.Table) -> int | None:
         """Append ``rows`` (UFR or storage types) in one commit, deleting nothing; returns the new snapshot id.
@@ -228,14 +267,14 @@ class OfflineStore:
         if rows.num_rows == 0:
             return self.current_snapshot_id(signal.name, version)
         stored = to_storage(rows, signal)
-        props = {"quasar.append": "push", "quasar.rows": str(stored.num_rows)}
+        write = Write()
+        files = _DataFiles(stored, write)
 
-        def commit(table: Any) -> None:
-            tx = table.transaction()
-            _append_by_day(tx, table, stored, props)
-            tx.commit_transaction()
+        def build(table: Any, tx: Any) -> None:
+            props = {"quasar.append": "push", "quasar.rows": str(stored.num_rows), **_summary(table, write, None)}
+            files.append(tx, table, props)
 
-        return self._commit(signal, version, commit, f"appending {stored.num_rows} rows to")
+        return self._commit(signal, version, build, write, f"appending {stored.num_rows} rows to")
 
     def replace_window_files(self, signal: Signal, version: int, files: Sequence[WrittenFile], start: datetime,
                              end: datetime, *, properties: Mapping[str, str] | None = None) -> int | None:
@@ -249,44 +288,44 @@ class OfflineStore:
         from store.data_files import data_files
 
         start, end, window = _window(signal, start, end)
+        write = Write()
 
-        def commit(table: Any) -> None:
+        def build(table: Any, tx: Any) -> None:
             built = data_files(table, files)
             rows = sum(int(f.record_count) for f in built)
-            props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(rows)}
-            tx = table.transaction()
+            props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(rows),
+                     **_summary(table, write, end)}
             if table.metadata.name_mapping() is None:
                 tx.set_properties(**{_NAME_MAPPING: table.schema().name_mapping.model_dump_json()})
             _delete_window(tx, start, end, props)
             with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
                 for data_file in built:
                     append.append_data_file(data_file)
-            tx.commit_transaction()
 
-        return self._commit(signal, version, commit,
+        return self._commit(signal, version, build, write,
                             f"committing {len(files)} written file(s) for the window {window} to")
 
     def location(self, signal: Signal, version: int) -> str:
         """The table's base location (a URI, e.g. ``file:///warehouse/signals.db/x__v1``), creating the table."""
         return str(self.ensure_table(signal, version).location())
 
-    def _commit(self, signal: Signal, version: int, commit: Callable[[Any], None], what: str) -> int | None:
-        """Run ``commit(table)`` (one transaction) on the signal version's table, created if missing; when another
-        writer commits first, redo it on that writer's snapshot. Returns the new snapshot id."""
-        table = self.ensure_table(signal, version)
-        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
-            try:
-                commit(table)
-                break
-            except Exception as exc:
-                if _is_commit_conflict(exc) and attempt < _COMMIT_ATTEMPTS:
-                    table = self.table(signal.name, version)      # another writer won: redo on its snapshot
-                    continue
-                raise StoreError(f"signal {signal.name} v{version}: {what} "
-                                 f"{'.'.join(self.identifier(signal.name, version))} failed: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-        snapshot = table.current_snapshot()
-        return None if snapshot is None else int(snapshot.snapshot_id)
+    def _commit(self, signal: Signal, version: int, build: Callable[[Any, Any], None], write: Write,
+                what: str) -> int | None:
+        """Stage ``build(table, tx)`` on the signal version's table (created if missing) and commit it; when
+        another writer commits first, build and commit again on that writer's snapshot. Returns the new snapshot
+        id. On failure the write's files are removed and a StoreError names the table."""
+        self.ensure_table(signal, version)
+        name = ".".join(self.identifier(signal.name, version))
+
+        def fail(exc: BaseException, conflict: bool) -> StoreError:
+            if conflict:
+                return StoreError(f"signal {signal.name} v{version}: {what} {name} failed: other writers kept "
+                                  f"committing to the table at the same time ({write.attempts} attempts); run it "
+                                  f"again ({type(exc).__name__}: {exc})")
+            return StoreError(f"signal {signal.name} v{version}: {what} {name} failed: {type(exc).__name__}: {exc}")
+
+        table = commit(lambda: self.table(signal.name, version), build, write, fail=fail)
+        return landed(table, write.id)
 
     # --- reading --------------------------------------------------------------------------------------
     def read(self, signal: Signal, version: int, *, start: datetime | None = None, end: datetime | None = None,

@@ -1,0 +1,141 @@
+"""Garbage in the offline store: files no snapshot references, and snapshots past their retention.
+
+A killed or failed commit can leave data files, manifests and metadata files under a table's folder that no
+snapshot references. ``remove_orphans`` deletes them, but only files older than a cutoff: a writer that is still
+running has written files it has not committed yet, and those must never be touched (the caller puts the cutoff
+before the start of every live run it knows and an ``orphan_grace`` before now). ``expire_snapshots`` drops old
+snapshots, always keeping the current one and any the caller pins (a materialization watermark), so their files
+can be collected next.
+
+What a live snapshot needs is read from the table's metadata every time: the current and logged metadata
+files, each snapshot's manifest list, its manifests, the live data and delete files they list, and statistics
+files. Only files with Iceberg's own suffixes are candidates; nothing outside the table's folder is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from signals.errors import StoreError
+from signals.times import as_utc
+
+#: The files pyiceberg writes under a table's folder; anything else there is left alone.
+ICEBERG_SUFFIXES = (".parquet", ".avro", ".metadata.json", ".puffin", ".stats")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GcResult:
+    """What one collection did to one table: snapshots expired, orphan files removed (their paths) and kept."""
+
+    table: str
+    expired_snapshots: list[int] = field(default_factory=list)
+    removed_files: list[str] = field(default_factory=list)
+    kept_snapshots: int = 0
+    kept_young_orphans: int = 0                  # unreferenced, but younger than the cutoff: maybe in flight
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "expired_snapshots": self.expired_snapshots,
+                "removed_files": len(self.removed_files), "kept_snapshots": self.kept_snapshots,
+                "kept_young_orphans": self.kept_young_orphans}
+
+
+def referenced_files(table: Any) -> set[str]:
+    """Every file (as its URI) a live snapshot or the table's metadata needs."""
+    meta = table.metadata
+    refs: set[str] = {table.metadata_location, *(e.metadata_file for e in meta.metadata_log)}
+    refs.update(s.statistics_path for s in meta.statistics)
+    refs.update(s.statistics_path for s in meta.partition_statistics)
+    manifests: set[str] = set()
+    for snapshot in meta.snapshots:
+        refs.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(table.io):
+            if manifest.manifest_path in manifests:
+                continue
+            manifests.add(manifest.manifest_path)
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                refs.add(entry.data_file.file_path)
+    return refs | manifests
+
+
+def _filesystem(location: str) -> tuple[Any, str]:
+    from pyarrow import fs
+
+    try:
+        filesystem, path = fs.FileSystem.from_uri(location)
+    except Exception as exc:  # pyarrow raises ArrowInvalid for unknown schemes, OSError for unreachable ones
+        raise StoreError(f"cannot open the table folder {location}: {type(exc).__name__}: {exc}") from exc
+    return filesystem, path.rstrip("/")
+
+
+def list_files(location: str) -> list[tuple[str, datetime]]:
+    """Every Iceberg file under ``location`` (a table's folder URI), as ``(URI, modified time)``."""
+    from pyarrow import fs
+
+    filesystem, root = _filesystem(location)
+    base = location.rstrip("/")
+    try:
+        infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError as exc:
+        raise StoreError(f"cannot list the table folder {location}: {exc}") from exc
+    found = []
+    for info in infos:
+        if info.type != fs.FileType.File or not info.path.endswith(ICEBERG_SUFFIXES):
+            continue
+        uri = base + info.path[len(root):]
+        mtime = info.mtime if info.mtime is not None else datetime.max
+        found.append((uri, as_utc(mtime) if mtime is not datetime.max else mtime.replace(tzinfo=None)))
+    return found
+
+
+def delete_files(location: str, uris: Iterable[str]) -> list[str]:
+    """Delete files of the table at ``location``; returns those deleted (gone already counts as deleted)."""
+    filesystem, root = _filesystem(location)
+    base = location.rstrip("/")
+    deleted = []
+    for uri in uris:
+        if not uri.startswith(base + "/"):
+            continue                                   # never outside the table's own folder
+        try:
+            filesystem.delete_file(root + uri[len(base):])
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue                                    # the next collection tries again
+        deleted.append(uri)
+    return deleted
+
+
+def remove_orphans(load: Any, *, older_than: datetime, keep: Iterable[str] = ()) -> tuple[list[str], int]:
+    """Delete the files under the table's folder that no live snapshot references and that were last modified
+    before ``older_than``; ``keep`` names files to spare anyway. ``load()`` returns the table fresh.
+
+    The folder is listed before the metadata is read, so a commit landing in between only adds references.
+    Returns the files removed and the number of unreferenced files spared as too young.
+    """
+    table = load()
+    location = str(table.location())
+    listed = list_files(location)
+    table = load()
+    refs = referenced_files(table) | set(keep)
+    cutoff = as_utc(older_than)
+    orphans = [(uri, mtime) for uri, mtime in listed if uri not in refs]
+    old = [uri for uri, mtime in orphans if mtime.tzinfo is not None and mtime < cutoff]
+    return delete_files(location, old), len(orphans) - len(old)
+
+
+def expire_snapshots(table: Any, *, older_than: datetime, keep: Iterable[int] = ()) -> list[int]:
+    """Expire the snapshots committed before ``older_than``, except the current one, branch and tag heads, and
+    ``keep``; returns the ids expired."""
+    cutoff_ms = int(as_utc(older_than).timestamp() * 1000)
+    current = table.current_snapshot()
+    spared = {int(s) for s in keep} | {int(r.snapshot_id) for r in table.metadata.refs.values()}
+    if current is not None:
+        spared.add(int(current.snapshot_id))
+    ids = [int(s.snapshot_id) for s in table.metadata.snapshots
+           if s.timestamp_ms < cutoff_ms and int(s.snapshot_id) not in spared]
+    if ids:
+        table.maintenance.expire_snapshots().by_ids(ids).commit()
+    return ids
