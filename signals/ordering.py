@@ -7,6 +7,10 @@ Of an entity's candidate rows, the winner is the row with
 3. the later row: later in the offline files' plan order (later file, then later row in the file), or, online,
    the later write.
 
+A batch written without a created time was created when it was written (``stamp_created``): a backfill's rows
+get its run time, a push's rows their arrival time, so of two writes of one event time the later one wins (as
+pushes do in Feast and Tecton); a created time given is kept as it is, its nulls included.
+
 Times compare as exact int64 microseconds, never as floats. A null created time is ``NULL_CREATED_US``
 (int64 min), so the rule is the lexicographic order of ``(event us, created us, position)``; no time a
 ``datetime`` can hold comes near that sentinel (year 1 is about -6.2e16 µs, int64 min about -9.2e18).
@@ -78,6 +82,17 @@ def created_us(column: pa.Array | pa.ChunkedArray | None, n: int) -> np.ndarray:
         raise SchemaError(f"created time column has Arrow type {t}; give timestamp[us, UTC] or int64 microseconds")
     values = pc.fill_null(column.cast(pa.int64(), safe=True), NULL_CREATED_US)
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def stamp_created(rows: pa.Table, at_us: int, *, event: str = "event_timestamp",
+                  created: str = "created_timestamp") -> pa.Table:
+    """``rows`` as written at ``at_us`` (µs): without a ``created`` column every row gets ``at_us`` (the column
+    goes right after ``event``, or last); a ``created`` column given is kept as it is, nulls included."""
+    if created in rows.column_names:
+        return rows
+    column = pa.array(np.full(rows.num_rows, at_us, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC"))
+    at = rows.column_names.index(event) + 1 if event in rows.column_names else rows.num_columns
+    return rows.add_column(at, created, column)
 
 
 def latest_per_entity(rows: pa.Table, join_key: str, *, event: str = "event_timestamp",
