@@ -18,6 +18,7 @@ import redis
 from click.testing import CliRunner
 
 import quasar
+from fixtures.project import init_project
 from online.consistency import sample_keys
 from online.redis_store import RedisOnlineStore
 from quasar.cli import main
@@ -62,11 +63,8 @@ def _latest(source: pa.Table) -> dict[int, dict[str, Any]]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("QUASAR_REDIS_URL", redis_url)
-    assert CliRunner().invoke(main, ["init", str(tmp_path), "--name", "cons"]).exit_code == 0
+def project(tmp_path: Path, project_env: str) -> Path:
+    init_project(tmp_path, "cons")
     (tmp_path / "signals.py").write_text(MODULE)
     return tmp_path
 

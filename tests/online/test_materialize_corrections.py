@@ -16,11 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import redis
-from click.testing import CliRunner
 
 import quasar
+from fixtures.project import init_project
 from online.materialize import materialize, state_key
-from quasar.cli import main
 from signals.ufr.codec import record_created_time_us, record_event_time_us
 
 MODULE = '''
@@ -45,11 +44,8 @@ Row = tuple[int, datetime, int, str]
 
 
 @pytest.fixture
-def project(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("QUASAR_REDIS_URL", redis_url)
-    assert CliRunner().invoke(main, ["init", str(tmp_path), "--name", "fix"]).exit_code == 0
+def project(tmp_path: Path, project_env: str) -> Path:
+    init_project(tmp_path, "fix")
     (tmp_path / "signals.py").write_text(MODULE.format(ttl="30d"))
     (tmp_path / "data" / "events").mkdir(parents=True)
     return tmp_path

@@ -17,11 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
 
 import quasar
 from fixtures.online import plain, random_rows
-from quasar.cli import main
+from fixtures.project import init_project
 from signals.ufr.codec import encode
 from signals.ufr.schema import EVENT_TIMESTAMP
 
@@ -55,11 +54,8 @@ def _times(rng: np.random.Generator, n: int, now: datetime) -> list[datetime]:
 
 
 @pytest.fixture
-def project(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("QUASAR_REDIS_URL", redis_url)
-    assert CliRunner().invoke(main, ["init", str(tmp_path), "--name", "skew"]).exit_code == 0
+def project(tmp_path: Path, project_env: str) -> Path:
+    init_project(tmp_path, "skew")
     (tmp_path / "signals.py").write_text(MODULE)
     return tmp_path
 

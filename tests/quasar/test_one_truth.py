@@ -16,7 +16,6 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,14 +24,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import redis
-from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import quasar
-from fixtures.redis_server import RedisServer
-from quasar.cli import main
+from fixtures.project import init_project
 
 torch = pytest.importorskip("torch")
 
@@ -106,8 +102,7 @@ class Project:
 
     def __init__(self, root: Path, engine: str) -> None:
         self.root, self.engine, self.ttl = root, engine, "4d"
-        name = f"truth{uuid.uuid4().hex[:8]}"           # its own key prefix in the shared Redis
-        assert CliRunner().invoke(main, ["init", str(root), "--name", name]).exit_code == 0
+        init_project(root, f"truth{uuid.uuid4().hex[:8]}")     # its own key prefix in the shared Redis
         self.write_module()
         self.platform = quasar.Platform.open(root)
         self.platform.register("signals.py")
@@ -224,21 +219,6 @@ def check_all(projects: list[Project]) -> None:
             assert projects[0].table(name).equals(projects[1].table(name)), name
 
 
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
-    if redis_server.proc is None:
-        redis_server.start()
-    redis.Redis.from_url(redis_server.url).flushall()
-    yield redis_server.url
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
-    for var in ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("QUASAR_REDIS_URL", redis_url)
-
-
 def _history(events: list[Event], changes: list[tuple[Any, ...]], engines: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         projects = [Project(Path(tmp) / engine, engine) for engine in engines]
@@ -259,7 +239,7 @@ SLOW = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 
 @settings(max_examples=30, deadline=None, phases=NO_SHRINK, suppress_health_check=SLOW)
 @given(events=st.lists(events_st, min_size=1, max_size=24), changes=changes_st)
-def test_offline_online_and_tensors_agree_through_every_change(clean_env: None,
+def test_offline_online_and_tensors_agree_through_every_change(project_env: str,
                                                                events: list[Event],
                                                                changes: list[tuple[Any, ...]]) -> None:
     _history(events, changes, ["local"])
@@ -268,7 +248,7 @@ def test_offline_online_and_tensors_agree_through_every_change(clean_env: None,
 @pytest.mark.spark
 @settings(max_examples=4, deadline=None, phases=NO_SHRINK, suppress_health_check=SLOW)
 @given(events=st.lists(events_st, min_size=4, max_size=24), changes=changes_st.filter(lambda c: len(c) >= 2))
-def test_local_and_spark_write_the_same_tables_through_every_change(clean_env: None, spark: Any,
+def test_local_and_spark_write_the_same_tables_through_every_change(project_env: str, spark: Any,
                                                                     events: list[Event],
                                                                     changes: list[tuple[Any, ...]]) -> None:
     _history(events, changes, ["local", "spark"])

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 import quasar
 from fixtures.offline import random_events, write_events
+from fixtures.project import init_project
 from quasar.cli import main
 from signals.errors import NotFoundError, ValidationFailedError
 from store.quarantine import read_quarantine
@@ -41,11 +42,8 @@ def user_clicks(batch: pa.Table) -> pa.Table:
 
 
 @pytest.fixture
-def project(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("QUASAR_REDIS_URL", redis_url)
-    assert CliRunner().invoke(main, ["init", str(tmp_path), "--name", "quality"]).exit_code == 0
+def project(tmp_path: Path, project_env: str) -> Path:
+    init_project(tmp_path, "quality")
     (tmp_path / "signals.py").write_text(MODULE.replace("@POLICY@", "strict"))
     write_events(random_events(n=300, days=3, seed=5), tmp_path / "data" / "events")
     return tmp_path

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import quasar
-from fixtures.redis_server import RedisServer
+from fixtures.project import init_project
 from quasar.cli import main
 
 MODULE = '''\
@@ -58,15 +58,8 @@ def write_signals(root: Path, *, factor: str = "1.5", desc: str = "A person.", c
 
 
 @pytest.fixture
-def project(tmp_path: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    if redis_server.proc is None:
-        redis_server.start()
-    import redis
-    redis.Redis.from_url(redis_server.url).flushall()
-    for var in ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("QUASAR_REDIS_URL", redis_server.url)
-    assert CliRunner().invoke(main, ["init", str(tmp_path), "--name", "serving"]).exit_code == 0
+def project(tmp_path: Path, project_env: str) -> Iterator[Path]:
+    init_project(tmp_path, "serving")
     (tmp_path / "data" / "events").mkdir(parents=True)
     ts = pa.array([START + timedelta(hours=5 + i) for i in range(len(USERS))], pa.timestamp("us", tz="UTC"))
     pq.write_table(pa.table({"user_id": pa.array(USERS, pa.int64()), "ts": ts, "value": pa.array(VALUES, pa.int64())}),

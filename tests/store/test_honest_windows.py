@@ -9,19 +9,15 @@ Everything goes through a real project: the signal module as an author writes it
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import redis
-from click.testing import CliRunner
 
 import quasar
-from fixtures.redis_server import RedisServer
-from quasar.cli import main
+from fixtures.project import init_project
 from signals.errors import QuasarError
 
 DAY = timedelta(days=1)
@@ -44,11 +40,8 @@ SIGNALS = textwrap.dedent("""
 """)
 
 
-def _project(root: Path, redis_url: str, ttl: str, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("QUASAR_REDIS_URL", redis_url)
-    assert CliRunner().invoke(main, ["init", str(root), "--name", "honest"]).exit_code == 0
+def _project(root: Path, ttl: str) -> Path:
+    init_project(root, "honest")
     (root / "signals").mkdir(exist_ok=True)
     (root / "signals" / "engagement.py").write_text(SIGNALS.format(ttl=ttl))
     return root
@@ -60,14 +53,6 @@ def _write_events(root: Path, rows: list[tuple[int, datetime, int]], name: str =
     pq.write_table(pa.table({"user_id": pa.array([r[0] for r in rows], pa.int64()),
                              "ts": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
                              "clicked": pa.array([r[2] for r in rows], pa.int64())}), folder / name)
-
-
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
-    if redis_server.proc is None:
-        redis_server.start()
-    redis.Redis.from_url(redis_server.url).flushall()
-    yield redis_server.url
 
 
 ENGINES = ["local", pytest.param("spark", marks=pytest.mark.spark)]
@@ -86,11 +71,11 @@ def _spine(*rows: tuple[int, datetime]) -> pa.Table:
                      "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC"))})
 
 
-def test_quiet_entity_gets_an_empty_window_not_a_stale_aggregate(tmp_path: Path, redis_url: str,
-                                                                  monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+def test_quiet_entity_gets_an_empty_window_not_a_stale_aggregate(tmp_path: Path, project_env: str,
+                                                                  engine: str) -> None:
     """The issue's case: step 1d, ttl 2d, two clicks on 01-01 and nothing after; on 01-09 the 7-day window is
     empty, so clicks_7d is 0 and ctr_7d null (not 2 and 1.0 for a whole TTL)."""
-    root = _project(tmp_path, redis_url, "2d", monkeypatch)
+    root = _project(tmp_path, "2d")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     _write_events(root, [(1, t0 + timedelta(hours=9), 1), (1, t0 + timedelta(hours=10), 1)])
     with quasar.Platform.open(root) as p:
@@ -103,11 +88,11 @@ def test_quiet_entity_gets_an_empty_window_not_a_stale_aggregate(tmp_path: Path,
     assert ds.column("ctr_7d").to_pylist() == [1.0, None, None]
 
 
-def test_online_serves_the_empty_window_too(tmp_path: Path, redis_url: str,
-                                            monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+def test_online_serves_the_empty_window_too(tmp_path: Path, project_env: str,
+                                            engine: str) -> None:
     """Nine days after an entity's only events, online answers count 0 (present) and a null mean, exactly as
     the offline row as of now; before, it answered the stale 7-day sum for a whole TTL."""
-    root = _project(tmp_path, redis_url, "3d", monkeypatch)
+    root = _project(tmp_path, "3d")
     day0 = TODAY - 9 * DAY
     _write_events(root, [(1, day0 + timedelta(hours=9), 1), (1, day0 + timedelta(hours=10), 0),
                          (2, TODAY - DAY + timedelta(hours=3), 1)])
@@ -127,11 +112,11 @@ def test_online_serves_the_empty_window_too(tmp_path: Path, redis_url: str,
     assert offline.column("ctr_7d").to_pylist() == ctr["values"]
 
 
-def test_rebackfilling_a_day_reaches_the_following_windows(tmp_path: Path, redis_url: str,
-                                                          monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+def test_rebackfilling_a_day_reaches_the_following_windows(tmp_path: Path, project_env: str,
+                                                          engine: str) -> None:
     """A late event on 01-03, then a backfill of 01-03 alone: the 7-day windows of 01-04 .. 01-10 hold it too,
     so they are recomputed (the table equals a backfill of the whole range from scratch)."""
-    root = _project(tmp_path, redis_url, "30d", monkeypatch)
+    root = _project(tmp_path, "30d")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     _write_events(root, [(1, t0 + timedelta(hours=5), 1), (2, t0 + 6 * DAY, 1)])
     with quasar.Platform.open(root) as p:
@@ -150,10 +135,10 @@ def test_rebackfilling_a_day_reaches_the_following_windows(tmp_path: Path, redis
     assert by_day[(1, 10)] == 1 and by_day[(1, 11)] == 0            # the late click leaves the window on 01-11
 
 
-def test_rebackfilling_does_not_reach_days_never_backfilled(tmp_path: Path, redis_url: str,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rebackfilling_does_not_reach_days_never_backfilled(tmp_path: Path, project_env: str,
+                                                           ) -> None:
     """The look-ahead only recomputes days the table already holds: it never writes days nobody asked for."""
-    root = _project(tmp_path, redis_url, "30d", monkeypatch)
+    root = _project(tmp_path, "30d")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     _write_events(root, [(1, t0 + timedelta(hours=5), 1)])
     with quasar.Platform.open(root) as p:
@@ -177,11 +162,11 @@ LOSSY = textwrap.dedent("""
 """)
 
 
-def test_a_lossy_integer_dtype_is_refused_not_rounded(tmp_path: Path, redis_url: str,
-                                                      monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+def test_a_lossy_integer_dtype_is_refused_not_rounded(tmp_path: Path, project_env: str,
+                                                      engine: str) -> None:
     """A float sum declared Int64: DuckDB rounded 0.6 to 1 and Spark truncated it to 0; now the backfill
     refuses it, names the aggregation, and writes nothing."""
-    root = _project(tmp_path, redis_url, "30d", monkeypatch)
+    root = _project(tmp_path, "30d")
     (root / "signals" / "engagement.py").write_text(LOSSY)
     folder = root / "data" / "events"
     folder.mkdir(parents=True)
