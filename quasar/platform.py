@@ -117,7 +117,7 @@ class Platform:
             sv = self.registry.load_signal(name)
             upstream = {u: self._latest(u) for u in sv.signal.upstream}
             reader = SourceReader(root=self.root, store=self.offline, catalog=self.catalog,
-                                  upstream_versions=upstream)
+                                  upstream_versions=upstream, schemas=self.registry)
             results.append(backfill(signal=sv.signal, version=sv.version, start=start, end=end, store=self.offline,
                                     engine=eng, sources=reader, runs=self.registry, progress=progress))
         return results
@@ -130,7 +130,8 @@ class Platform:
         from store.validation import validate_window
         sv = self.registry.load_signal(signal)
         reader = SourceReader(root=self.root, store=self.offline, catalog=self.catalog,
-                              upstream_versions={u: self._latest(u) for u in sv.signal.upstream})
+                              upstream_versions={u: self._latest(u) for u in sv.signal.upstream},
+                              schemas=self.registry)
         return validate_window(signal=sv.signal, version=sv.version, start=start, end=end,
                                engine=self.engine(engine), sources=reader, runs=self.registry)
 

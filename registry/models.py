@@ -76,6 +76,15 @@ sources = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+source_schemas = Table(
+    "quasar_source_schemas", metadata,                    # a source's schema inferred at its first read
+    Column("source_name", NAME, primary_key=True),
+    Column("source_identity", String(64), nullable=False),   # signals.source_schema.RecordedSchema.identity
+    Column("columns", JSON, nullable=False),                 # [[name, logical type], ...] in file order
+    Column("origin", Text, nullable=False),                  # the file or table it was inferred from
+    Column("recorded_at", UTCDateTime, nullable=False),
+)
+
 signals = Table(
     "quasar_signals", metadata,
     Column("name", NAME, primary_key=True),

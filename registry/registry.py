@@ -27,11 +27,13 @@ from registry.loader import (
 from registry.records import RegistrationReport, RunRecord, Serving, SignalVersion
 from registry.schemes import same_meaning
 from registry.serving import serving_versions
+from registry.source_schemas import record_schema, recorded_schema
 from registry.writer import apply_registration, plain
 from signals.entity import Entity
 from signals.errors import DefinitionError, NotFoundError, QuasarError, RegistrationError
 from signals.signal import Signal
 from signals.source import Source
+from signals.source_schema import RecordedSchema, SourceSchema
 
 RUN_STATUSES = ("succeeded", "failed")
 _RETRIES = 10
@@ -116,6 +118,14 @@ class Registry:
         if row is None:
             raise NotFoundError(f"no source named {name!r}; {_known('sources', [s.name for s in self.sources()])}")
         return Source.from_dict(row.definition)
+
+    def source_schema(self, source: Source) -> RecordedSchema | None:
+        """The schema recorded for ``source`` (declaring none) at its first read, or None (``registry.source_schemas``)."""
+        return recorded_schema(self._engine, source)
+
+    def record_source_schema(self, source: Source, schema: SourceSchema, *, origin: str) -> RecordedSchema:
+        """Record the schema inferred at ``source``'s first read, unless one is recorded: returns the one that holds."""
+        return record_schema(self._engine, source, schema, origin=origin)
 
     def signals(self) -> list[SignalVersion]:
         """The latest version of every signal, sorted by name."""

@@ -172,7 +172,8 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
     duration = time.perf_counter() - began
     validation = gate.to_dict() if gate.outcomes else None
     if runs is not None and run_id is not None:
-        details: dict[str, Any] = {"duration_s": round(duration, 6), "source_rows": source_rows.num_rows}
+        details: dict[str, Any] = {"duration_s": round(duration, 6), "source_rows": source_rows.num_rows,
+                                   **sources.last_read}       # files read, rows dropped for a null event time
         runs.finish_run(run_id, status="succeeded", snapshot_id=snapshot_id, rows=rows.num_rows,
                         details={**details, "validation": validation} if validation else details)
     return BackfillResult(signal=signal.name, version=version, start=start_dt, end=end_dt, rows=rows.num_rows,

@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -19,7 +19,16 @@ import pyarrow.dataset as ds
 from signals.errors import NotFoundError, StoreError
 from signals.signal import Signal
 from signals.source import Source
+from signals.source_schema import ARROW_OF, RecordedSchema, SourceSchema
 from signals.ufr.types import TIMESTAMP_ARROW
+from store.source_checks import (
+    Layout,
+    Reference,
+    check_columns,
+    check_null_timestamps,
+    list_files,
+    null_timestamps,
+)
 from store.tables import OfflineStore, as_utc, time_filter
 
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
@@ -49,21 +58,36 @@ def normalize_timestamps(table: pa.Table, column: str) -> pa.Table:
                             col.cast(TIMESTAMP_ARROW, safe=False))
 
 
+class SchemaBook(Protocol):
+    """Where the schema of a source that declares none is recorded at its first read (``registry.Registry``)."""
+
+    def source_schema(self, source: Source) -> RecordedSchema | None: ...
+
+    def record_source_schema(self, source: Source, schema: SourceSchema, *, origin: str) -> RecordedSchema: ...
+
+
 class SourceReader:
     """Reads the rows of a source for a window. ``root`` resolves relative Parquet paths; ``upstream_versions``
-    maps an upstream signal's name to the (signal, version) whose table a ``Source.signal`` reads."""
+    maps an upstream signal's name to the (signal, version) whose table a ``Source.signal`` reads; ``schemas``
+    records the schema of a source that declares none at its first read and holds later reads to it
+    (``store.source_checks``). ``last_read`` says what the latest read found (files, dropped rows), for the
+    run log."""
 
     def __init__(self, *, root: Path, store: OfflineStore, catalog: Any,
-                 upstream_versions: Mapping[str, tuple[Signal, int]] | None = None) -> None:
+                 upstream_versions: Mapping[str, tuple[Signal, int]] | None = None,
+                 schemas: SchemaBook | None = None) -> None:
         self.root = Path(root)
         self.store = store
         self.catalog = catalog
         self.upstream_versions = dict(upstream_versions or {})
+        self.schemas = schemas
+        self.last_read: dict[str, Any] = {}
 
     def read(self, source: Source, start: datetime, end: datetime, columns: Sequence[str] | None = None) -> pa.Table:
         """Rows of ``source`` with ``start <= timestamp < end`` (only ``columns`` and the timestamp, if given)."""
         start, end = as_utc(start, "start"), as_utc(end, "end")
         wanted = None if columns is None else list(dict.fromkeys([*columns, source.timestamp]))
+        self.last_read = {}
         if source.kind == "parquet":
             table = self._read_parquet(source, start, end, wanted)
         elif source.kind == "iceberg":
@@ -74,6 +98,28 @@ class SourceReader:
             raise StoreError(f"source {source.name}: unknown kind {source.kind!r}")
         return normalize_timestamps(table, source.timestamp)
 
+    # --- schema -------------------------------------------------------------------------------------------
+    def _schema(self, source: Source, schemas: Sequence[tuple[str, pa.Schema]]) -> SourceSchema:
+        """The schema to read ``source`` with: declared, else recorded, else agreed by the files and recorded."""
+        ref = Reference.declared(source)
+        if ref is None and self.schemas is not None:
+            recorded = self.schemas.source_schema(source)
+            ref = Reference(recorded.schema, recorded) if recorded is not None else None
+        schema = check_columns(source, schemas, ref)
+        if ref is None and self.schemas is not None:
+            origin = ", ".join(where for where, s in schemas if SourceSchema.of(s) == schema)
+            recorded = self.schemas.record_source_schema(source, schema, origin=_shorten(origin))
+            if recorded.schema != schema:                   # a concurrent first read recorded another schema
+                schema = check_columns(source, schemas, Reference(recorded.schema, recorded))
+        return schema
+
+    def _show(self, path: Path) -> str:
+        """``path`` relative to the project root when it lies under it (what error messages name)."""
+        try:
+            return str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
     # --- parquet ------------------------------------------------------------------------------------------
     def _read_parquet(self, source: Source, start: datetime, end: datetime,
                       columns: list[str] | None) -> pa.Table:
@@ -83,23 +129,44 @@ class SourceReader:
             path = self.root / path
         if not path.exists():
             raise StoreError(f"source {source.name}: Parquet path {path} does not exist")
+        layout = list_files(source, path, self._show)
         try:
-            dataset = ds.dataset(str(path), format="parquet", partitioning="hive" if path.is_dir() else None)
+            found = ds.dataset([str(f) for f in layout.files], format="parquet",
+                               partitioning=_partitioning(source, layout),
+                               partition_base_dir=str(path) if layout.partition_keys else None)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise StoreError(f"source {source.name}: cannot open the Parquet files at {path}: {exc}") from exc
-        ts_type = self._timestamp_type(source, dataset.schema)
-        self._check_columns(source, dataset.schema.names, columns)
-        ts = ds.field(source.timestamp)
-        flt = (ts >= bound_scalar(start, ts_type)) & (ts < bound_scalar(end, ts_type))
+            raise StoreError(f"source {source.name}: cannot open the Parquet files at {self._show(path)}: "
+                             f"{_first_line(exc)}") from exc
+        keys = [found.schema.field(k) for k in layout.partition_keys if k in found.schema.names]
+        fragments, schemas = [], []
+        for fragment in found.get_fragments():
+            where = f"file {self._show(Path(fragment.path))}"
+            try:
+                physical = fragment.physical_schema
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise StoreError(f"source {source.name}: {where} cannot be read as Parquet: {_first_line(exc)}; "
+                                 "delete or rewrite it") from exc
+            fragments.append(fragment)
+            schemas.append((where, pa.schema([*(f for f in physical if f.name not in layout.partition_keys), *keys])))
+        schema = self._schema(source, schemas)
+        self._check_columns(source, schema.names, columns)
+        counts = [(where, null_timestamps(frag, source.timestamp)) for frag, (where, _) in zip(fragments, schemas,
+                                                                                               strict=True)]
+        dropped = check_null_timestamps(source, counts)
+        self.last_read = {"source_files": len(fragments),
+                          **({"source_null_timestamps_dropped": dropped} if source.null_timestamps == "drop" else {})}
+        names = columns if columns is not None else schema.names
         try:
-            return dataset.to_table(columns=columns, filter=flt)
+            return _read_groups(found, fragments, [s for _, s in schemas], names, source.timestamp, start, end)
         except (pa.ArrowInvalid, OSError) as exc:
-            raise StoreError(f"source {source.name}: reading the Parquet files at {path} failed: {exc}") from exc
+            raise StoreError(f"source {source.name}: reading the Parquet files at {self._show(path)} failed: "
+                             f"{_first_line(exc)}") from exc
 
     # --- iceberg ------------------------------------------------------------------------------------------
     def _read_iceberg(self, source: Source, start: datetime, end: datetime,
                       columns: list[str] | None) -> pa.Table:
         from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+        from pyiceberg.expressions import IsNull
         from pyiceberg.types import TimestampType, TimestamptzType
 
         assert source.table is not None
@@ -114,18 +181,25 @@ class SourceReader:
         if source.timestamp not in names:
             raise StoreError(f"source {source.name}: timestamp column {source.timestamp!r} is not in Iceberg "
                              f"table {source.table} (columns: {', '.join(names)})")
-        self._check_columns(source, names, columns)
         ts_type = schema.find_field(source.timestamp).field_type
         if not isinstance(ts_type, TimestamptzType | TimestampType):
             raise StoreError(f"source {source.name}: timestamp column {source.timestamp!r} of {source.table} "
                              f"has type {ts_type}; it must be a timestamp")
-        row_filter = time_filter(source.timestamp, start, end, naive=isinstance(ts_type, TimestampType))
+        read_schema = self._schema(source, [(f"Iceberg table {source.table}", schema.as_arrow())])
+        self._check_columns(source, read_schema.names, columns)
+        wanted = columns if columns is not None else read_schema.names
         try:
-            result = table.scan(row_filter=row_filter,
-                                selected_fields=tuple(columns) if columns else ("*",)).to_arrow()
+            is_null = IsNull(source.timestamp)  # type: ignore[call-arg, arg-type]
+            nulls = table.scan(row_filter=is_null, selected_fields=(source.timestamp,)).to_arrow()
+            dropped = check_null_timestamps(source, [(f"Iceberg table {source.table}", nulls.num_rows)])
+            self.last_read = {"source_null_timestamps_dropped": dropped} if source.null_timestamps == "drop" else {}
+            row_filter = time_filter(source.timestamp, start, end, naive=isinstance(ts_type, TimestampType))
+            result = table.scan(row_filter=row_filter, selected_fields=tuple(wanted)).to_arrow()
+        except StoreError:
+            raise
         except Exception as exc:
             raise StoreError(f"source {source.name}: reading Iceberg table {source.table} failed: {exc}") from exc
-        return result.select(columns) if columns else result
+        return result.select(wanted)
 
     # --- another signal ---------------------------------------------------------------------------------
     def _read_signal(self, source: Source, start: datetime, end: datetime,
@@ -144,19 +218,57 @@ class SourceReader:
 
     # --- checks -------------------------------------------------------------------------------------------
     @staticmethod
-    def _timestamp_type(source: Source, schema: pa.Schema) -> pa.DataType:
-        if source.timestamp not in schema.names:
-            raise StoreError(f"source {source.name}: timestamp column {source.timestamp!r} is not in its files "
-                             f"(columns: {', '.join(schema.names)})")
-        ts_type = schema.field(source.timestamp).type
-        if not pa.types.is_timestamp(ts_type):
-            raise StoreError(f"source {source.name}: timestamp column {source.timestamp!r} has type {ts_type}; "
-                             "it must be a timestamp")
-        return ts_type
-
-    @staticmethod
     def _check_columns(source: Source, names: Sequence[str], columns: Sequence[str] | None) -> None:
         missing = [c for c in (columns or ()) if c not in names]
         if missing:
-            raise StoreError(f"source {source.name}: column(s) {missing} not found "
-                             f"(columns: {', '.join(names)})")
+            raise StoreError(f"source {source.name}: column(s) {missing} not found in the source's columns "
+                             f"({', '.join(names)}); add them to the files (and to the source's schema=, if "
+                             "it declares one)")
+
+
+def _partitioning(source: Source, layout: Layout) -> ds.Partitioning | str | None:
+    """Hive partitioning for a ``partitioning="hive"`` folder, with the declared types of its keys (a key not
+    declared is a string); pyarrow infers the types when the source declares no schema."""
+    if not layout.partition_keys:
+        return None
+    if source.schema is None:
+        return "hive"
+    fields = []
+    for key in layout.partition_keys:
+        declared = source.schema.get(key)
+        arrow = ARROW_OF.get(declared or "string")
+        if arrow is None:
+            raise StoreError(f"source {source.name}: partition key {key!r} is declared {declared}, which a folder "
+                             f"name cannot hold; declare it as one of {', '.join(ARROW_OF)}")
+        fields.append(pa.field(key, arrow))
+    return ds.partitioning(pa.schema(fields), flavor="hive")
+
+
+def _read_groups(found: ds.FileSystemDataset, fragments: list[ds.Fragment], schemas: list[pa.Schema],
+                 names: Sequence[str], ts: str, start: datetime, end: datetime) -> pa.Table:
+    """``names`` of the rows in ``[start, end)``: files with one physical schema are scanned together (the
+    window pushed down in their own timestamp type), and the groups' tables concatenated in the first one's
+    types (the schema check made sure they are the same logical types)."""
+    groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    for i, schema in enumerate(schemas):
+        groups.setdefault(tuple((n, str(schema.field(n).type)) for n in names), []).append(i)
+    tables = []
+    for members in groups.values():
+        schema = pa.schema([schemas[members[0]].field(n) for n in names])
+        group = ds.FileSystemDataset([fragments[i] for i in members], schema=schema, format=found.format,
+                                     filesystem=found.filesystem)
+        ts_type = schema.field(ts).type
+        flt = (ds.field(ts) >= bound_scalar(start, ts_type)) & (ds.field(ts) < bound_scalar(end, ts_type))
+        tables.append(normalize_timestamps(group.to_table(filter=flt), ts))
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables([tables[0], *(t.cast(tables[0].schema) for t in tables[1:])])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit - 12] + " and others"

@@ -102,12 +102,13 @@ def test_parquet_errors_name_the_source(reader: SourceReader, events_parquet: Ca
     events_parquet(n=10)
     with pytest.raises(StoreError, match=r"source gone: Parquet path .*nowhere does not exist"):
         reader.read(Source.parquet(name="gone", path="nowhere", timestamp="ts"), T0, T0 + DAY)
-    with pytest.raises(StoreError, match="source events: timestamp column 'when' is not in its files"):
+    with pytest.raises(StoreError, match="source events: file data/events/part-000.parquet has no timestamp "
+                                         "column 'when'"):
         reader.read(Source.parquet(name="events", path="data/events", timestamp="when"), T0, T0 + DAY)
     with pytest.raises(StoreError, match=r"source events: column\(s\) \['nope'\] not found"):
         reader.read(Source.parquet(name="events", path="data/events", timestamp="ts"), T0, T0 + DAY,
                     columns=["nope"])
-    with pytest.raises(StoreError, match="timestamp column 'item_id' has type int64"):
+    with pytest.raises(StoreError, match="stores the timestamp column 'item_id' as int64, but it must be a timestamp"):
         reader.read(Source.parquet(name="events", path="data/events", timestamp="item_id"), T0, T0 + DAY)
 
 
