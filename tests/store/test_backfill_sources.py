@@ -161,3 +161,46 @@ def test_signal_source_errors(reader: SourceReader, tmp_path: Path, offline_stor
     bare = SourceReader(root=tmp_path, store=offline_store, catalog=offline_catalog)
     with pytest.raises(StoreError, match="no version of upstream signal upstream_clicks was given"):
         bare.read(Source.signal("upstream_clicks"), T0, T0 + DAY)
+
+
+# --- one logical schema in several encodings; declared schemas on Iceberg (issue 14, item 3) -------------------
+def test_parquet_files_in_other_encodings_of_one_type_read_together(reader: SourceReader, tmp_path: Path) -> None:
+    """Each writer picks its own encoding (string or large_string or a dictionary; ms, us or ns, naive or UTC):
+    every file is scanned in its own types, the window exact in each, and the rows come back in one schema."""
+    folder = tmp_path / "data" / "mixed"
+    folder.mkdir(parents=True)
+    stamps = [T0 + timedelta(hours=1), T0 + DAY + timedelta(milliseconds=3), T0 - timedelta(milliseconds=1)]
+    pq.write_table(pa.table({"user_id": [1, 2, 3], "ts": pa.array(stamps, UTC_US),
+                             "name": pa.array(["a", "b", "c"])}), folder / "a.parquet")
+    pq.write_table(pa.table({"user_id": [4, 5, 6], "ts": pa.array([s.replace(tzinfo=None) for s in stamps],
+                                                                  pa.timestamp("ms")),
+                             "name": pa.array(["d", "e", "f"], pa.large_string())}), folder / "b.parquet")
+    pq.write_table(pa.table({"user_id": [7, 8, 9], "ts": pa.array(stamps, pa.timestamp("ns", tz="UTC")),
+                             "name": pa.array(["g", "h", "i"]).dictionary_encode()}), folder / "c.parquet")
+    got = reader.read(Source.parquet(name="mixed", path="data/mixed", timestamp="ts"), T0, T0 + DAY)
+    assert got.schema == pa.schema([("user_id", pa.int64()), ("ts", UTC_US), ("name", pa.string())])
+    assert sorted(got.to_pylist(), key=lambda r: r["user_id"]) == [
+        {"user_id": u, "ts": T0 + timedelta(hours=1), "name": n} for u, n in ((1, "a"), (4, "d"), (7, "g"))]
+
+
+def test_iceberg_source_declared_schema_and_null_event_times(reader: SourceReader, offline_catalog: Any) -> None:
+    every = random_events(n=50, days=2, seed=3)
+    offline_catalog.create_namespace_if_not_exists("raw")
+    table = offline_catalog.create_table("raw.clicks", schema=every.schema)
+    table.append(every)
+    declared = Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="ts",
+                              schema={"user_id": "int64", "clicked": "bool"})
+    with pytest.raises(StoreError, match="source raw_clicks: Iceberg table raw.clicks stores column 'clicked' as "
+                                         "int64, but the source's schema= declares bool"):
+        reader.read(declared, T0, T0 + DAY)
+    typed = Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="ts",
+                           schema={"user_id": "int64", "clicked": "int64"})
+    got = reader.read(typed, T0, T0 + DAY)
+    assert got.column_names == ["user_id", "clicked", "ts"]            # the declared columns, nothing else
+    holes = every.slice(0, 2).set_column(1, "ts", pa.array([None, None], UTC_US))
+    table.append(holes)
+    with pytest.raises(StoreError, match="Iceberg table raw.clicks has 2 rows with a null event time in 'ts'"):
+        reader.read(typed, T0, T0 + DAY)
+    dropping = Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="ts", null_timestamps="drop")
+    assert reader.read(dropping, T0, T0 + 2 * DAY).num_rows == every.num_rows
+    assert reader.last_read == {"source_null_timestamps_dropped": 2}
