@@ -6,7 +6,9 @@ alone are checked (``signals.expectations.ROW_LEVEL``: not-null, between, in-set
 uniqueness need the whole batch and are left to the backfill gate. The semantics are GX's, as the gate sees
 the same rows through pandas: a float NaN is missing like a null; between and in-set ignore missing values;
 ``mostly`` is the share of the considered rows (all rows for not-null, non-missing rows otherwise) that must
-pass. A test compares the verdicts with GX's on random rows.
+pass. One exception, on purpose: a NaN is not between anything, so a between check judges it (and fails it)
+where GX would skip it; a NaN ``ctr`` must not pass ``between(0, 1)``. A test compares the verdicts with GX's on
+random rows.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from signals.times import parse_time
 EXAMPLES = 3
 
 
-def _missing(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Null, or NaN for floats: what pandas (and so GX on pandas) calls missing."""
-    missing = pc.is_null(column, nan_is_null=pa.types.is_floating(column.type))
-    return pc.fill_null(missing, True)
+def _missing(column: pa.ChunkedArray, kind: str = "") -> pa.ChunkedArray:
+    """Null, or NaN for floats: what pandas (and so GX on pandas) calls missing; for a between check only
+    null (a NaN is judged, and is out of every range)."""
+    nan_is_null = pa.types.is_floating(column.type) and kind != "expect_column_values_to_be_between"
+    return pc.fill_null(pc.is_null(column, nan_is_null=nan_is_null), True)
 
 
 def _scalar(value: Any, column: pa.ChunkedArray, where: str) -> pa.Scalar:
@@ -44,7 +47,7 @@ def _scalar(value: Any, column: pa.ChunkedArray, where: str) -> pa.Scalar:
 
 def _unexpected(kind: str, kwargs: Mapping[str, Any], column: pa.ChunkedArray, where: str) -> pa.ChunkedArray:
     """A boolean mask of the rows that break the expectation (missing values never do, except for not-null)."""
-    missing = _missing(column)
+    missing = _missing(column, kind)
     if kind == "expect_column_values_to_not_be_null":
         return missing
     if pa.types.is_nested(column.type):
@@ -58,6 +61,8 @@ def _unexpected(kind: str, kwargs: Mapping[str, Any], column: pa.ChunkedArray, w
         if high is not None:
             above = (pc.greater_equal if kwargs.get("strict_max") else pc.greater)(column, _scalar(high, column, where))
             bad = pc.or_(bad, above)
+        if pa.types.is_floating(column.type):
+            bad = pc.or_(bad, pc.is_nan(column))
     else:
         values = kwargs.get("value_set") or []
         try:
@@ -84,7 +89,7 @@ def check_rows(signal: Signal, rows: pa.Table) -> None:
         if not unexpected:
             continue
         considered = len(column) if kind == "expect_column_values_to_not_be_null" else \
-            len(column) - int(pc.sum(_missing(column)).as_py() or 0)
+            len(column) - int(pc.sum(_missing(column, kind)).as_py() or 0)
         mostly = float(kwargs.get("mostly", 1.0))
         if considered and (considered - unexpected) / considered >= mostly:
             continue
