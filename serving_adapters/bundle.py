@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,13 +97,32 @@ def save_bundle(folder: str | Path, spec: BundleSpec, model: torch.nn.Module) ->
     return path
 
 
+def bundle_names(folder: str | Path) -> list[str]:
+    """The names of the bundles in a models folder (sub-folders holding a ``bundle.json``), sorted."""
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(e.name for e in entries if e.is_dir() and os.path.isfile(os.path.join(e.path, BUNDLE_FILE)))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def shown_name(name: object, limit: int = 64) -> str:
+    """A model name for a message: its repr, shortened when long (a request may send 256 characters)."""
+    text = repr(name)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(name))} characters)"
+
+
 def load_bundle(folder: str | Path, name: str, map_location: str | torch.device = "cpu") -> Bundle:
-    """Load bundle ``name`` from the models folder; NotFoundError lists the bundles that exist."""
+    """Load bundle ``name`` from the models folder; ModelNotFoundError lists the bundles that exist.
+
+    The name is checked against the folder's bundles before any path is made of it, so no name (too long,
+    with ``/`` or ``..``, a NUL) ever reaches the file system."""
     root = Path(folder)
+    known = bundle_names(root)
+    if not isinstance(name, str) or name not in known:
+        raise ModelNotFoundError(f"model {shown_name(name)} not found in {root}; known models: "
+                                 f"{', '.join(known) or 'none'}")
     path = root / name
-    if not (path / BUNDLE_FILE).exists():
-        known = sorted(p.name for p in root.iterdir() if (p / BUNDLE_FILE).exists()) if root.is_dir() else []
-        raise ModelNotFoundError(f"model {name!r} not found in {root}; known models: {', '.join(known) or 'none'}")
     try:
         spec = BundleSpec.from_dict(json.loads((path / BUNDLE_FILE).read_text()))
     except (KeyError, TypeError, ValueError) as exc:

@@ -9,7 +9,6 @@ load with a ``BundleError`` that names the model, the reference and the mismatch
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,10 +16,8 @@ from pathlib import Path
 
 from serving_adapters.bundle import Bundle, BundleSpec, InputColumn, load_bundle
 from signals.entity import Entity
-from signals.errors import BundleError, ModelNotFoundError, NotFoundError
+from signals.errors import BundleError, NotFoundError
 from signals.signal import Signal
-
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 #: ``resolve(signal_name, version)`` -> the signal and its version; ``version=None`` asks for the current one.
 Resolver = Callable[[str, int | None], tuple[Signal, int]]
@@ -196,9 +193,7 @@ class ModelRegistry:
         found = self._loaded.get(name)
         if found is not None:
             return found
-        if not isinstance(name, str) or not _MODEL_NAME.match(name):
-            raise ModelNotFoundError(f"model {name!r} not found: model names are letters, digits, '_', '.' and '-'")
-        with self._lock:
+        with self._lock:                # load_bundle checks the name against the bundles before any path use
             found = self._loaded.get(name)
             if found is None:
                 found = check_bundle(load_bundle(self.folder, name), self.resolve)

@@ -24,6 +24,7 @@ from online.service.errors import (
     handle_unexpected,
     handle_validation_error,
 )
+from online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
 from online.service.metrics import MetricsMiddleware, ServiceMetrics
 from online.service.routers.features import features_router
 from online.service.routers.health import health_router
@@ -38,23 +39,27 @@ Feature references are `signal`, `signal:feature` or `signal@version:feature`. J
 lists are lists, weighted id lists are lists of `{"id", "weight"}`, timestamps are ISO-8601 UTC strings, and
 NaN and ±inf are `null` (JSON has no such numbers; the status stays PRESENT). Errors answer
 `{"error": {"type", "message"}}`: 422 for an unknown signal, feature or join key or a key of the wrong type,
-413 for too many entity rows, 401 without a valid bearer token (when the service has tokens), 503 while the
-online store cannot be reached (the service recovers by itself when it is back)."""
+413 for too many entity rows or a request body over the size limit, 401 without a valid bearer token (when
+the service has tokens), 503 while the online store cannot be reached (the service recovers by itself when it
+is back)."""
 
 
 def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int = 1000,
                auth_tokens: Sequence[str] = (), offline_push: OfflinePush | None = None,
-               max_push_rows: int = 10_000, resolve_cache_s: float = 5.0, close_store: bool = False) -> FastAPI:
+               max_push_rows: int = 10_000, resolve_cache_s: float = 5.0, close_store: bool = False,
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """A FastAPI feature service reading ``store``, resolving ``signal[@version]`` with ``resolve``.
 
     ``resolve(name, version)`` returns ``(Signal, version)`` (latest when version is None) or raises
     NotFoundError; answers are cached for ``resolve_cache_s`` seconds. With ``auth_tokens`` every route but
     ``/healthz`` needs ``Authorization: Bearer <token>``. ``offline_push(signal, version, table)`` appends
-    pushed rows to the offline store (``"to": "online_and_offline"``). The store belongs to the caller
-    unless ``close_store``.
+    pushed rows to the offline store (``"to": "online_and_offline"``). A request body over
+    ``max_body_bytes`` is answered 413 before it is parsed. The store belongs to the caller unless
+    ``close_store``.
     """
     if max_entities < 1 or max_push_rows < 1:
         raise ConfigError(f"max_entities and max_push_rows must be at least 1, got {max_entities}, {max_push_rows}")
+    check_limit(max_body_bytes)
     metrics = ServiceMetrics()
     ctx = ServiceContext(store=store, resolver=ResolveCache(resolve, resolve_cache_s), metrics=metrics,
                          max_entities=max_entities, max_push_rows=max_push_rows, offline_push=offline_push)
@@ -77,6 +82,7 @@ def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int =
     for router in routers:
         app.include_router(router)
     known = frozenset(getattr(r, "path", "") for r in [*app.routes, *(r for x in routers for r in x.routes)]) - {""}
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)  # innermost: after auth
     app.add_middleware(BearerAuthMiddleware, tokens=tuple(auth_tokens))      # inner: runs after metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known)  # outer: sees every answer
     return app
@@ -93,8 +99,8 @@ def _int_env(name: str, default: int) -> int:
 def app_from_env() -> FastAPI:
     """A service from the environment: ``QUASAR_REGISTRY_URL`` (default ``sqlite:///.quasar/registry.db``),
     ``QUASAR_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``), ``QUASAR_PROJECT`` (default ``quasar``),
-    ``QUASAR_REDIS_CLUSTER`` (``1`` for a cluster), ``QUASAR_MAX_ENTITIES`` (default 1000) and
-    ``QUASAR_AUTH_TOKENS`` (comma-separated). No offline push."""
+    ``QUASAR_REDIS_CLUSTER`` (``1`` for a cluster), ``QUASAR_MAX_ENTITIES`` (default 1000),
+    ``QUASAR_MAX_BODY_BYTES`` (default 4 MiB) and ``QUASAR_AUTH_TOKENS`` (comma-separated). No offline push."""
     from online.redis_store import AsyncRedisOnlineStore
     from registry.registry import Registry
 
@@ -109,4 +115,5 @@ def app_from_env() -> FastAPI:
 
     tokens = [t.strip() for t in os.environ.get("QUASAR_AUTH_TOKENS", "").split(",") if t.strip()]
     return create_app(resolve=resolve, store=store, max_entities=_int_env("QUASAR_MAX_ENTITIES", 1000),
-                      auth_tokens=tokens, close_store=True)
+                      auth_tokens=tokens, close_store=True,
+                      max_body_bytes=_int_env("QUASAR_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))

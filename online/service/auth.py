@@ -1,16 +1,19 @@
 """Optional bearer-token auth for every route but ``/healthz`` (probes stay open), as ASGI middleware so it
-also covers ``/metrics``, ``/docs`` and ``/openapi.json``. Tokens are compared in constant time."""
+also covers ``/metrics``, ``/docs`` and ``/openapi.json``; both services use it. Tokens are compared in
+constant time. ``/healthz`` is open, but it learns whether its caller is authorized (``is_authorized``), so
+it can leave out what only an authorized caller may see."""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from online.service.errors import error_response
 
 OPEN_PATHS = frozenset({"/healthz"})
+AUTHORIZED_KEY = "quasar.authorized"       # set in the ASGI scope of every request that reaches the app
 
 
 def token_matches(header: str, tokens: Sequence[bytes]) -> bool:
@@ -24,15 +27,23 @@ def token_matches(header: str, tokens: Sequence[bytes]) -> bool:
     return ok and scheme.lower() == "bearer"
 
 
-class BearerAuthMiddleware:
-    """Answers 401 (JSON, ``WWW-Authenticate: Bearer``) unless the request carries a configured token."""
+def is_authorized(scope: Scope) -> bool:
+    """Whether the request carried a valid token, or the service has none (True outside the middleware)."""
+    return bool(scope.get(AUTHORIZED_KEY, True))
 
-    def __init__(self, app: ASGIApp, tokens: Sequence[str]) -> None:
+
+class BearerAuthMiddleware:
+    """Answers 401 (JSON, ``WWW-Authenticate: Bearer``) unless the request carries a configured token.
+    ``on_answer(scope, 401)`` is called for each refusal (the scorer counts them in its metrics)."""
+
+    def __init__(self, app: ASGIApp, tokens: Sequence[str],
+                 on_answer: Callable[[Scope, int], None] | None = None) -> None:
         self.app = app
         self.tokens = [t.encode() for t in tokens if t]
+        self.on_answer = on_answer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.tokens or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or not self.tokens:
             await self.app(scope, receive, send)
             return
         header = ""
@@ -40,9 +51,13 @@ class BearerAuthMiddleware:
             if name == b"authorization":
                 header = value.decode("latin-1")
                 break
-        if token_matches(header, self.tokens):
+        authorized = token_matches(header, self.tokens)
+        scope[AUTHORIZED_KEY] = authorized
+        if authorized or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
+        if self.on_answer is not None:
+            self.on_answer(scope, 401)
         reason = "invalid bearer token" if header else "missing bearer token: send 'Authorization: Bearer <token>'"
         response = error_response(401, "Unauthorized", reason, headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)

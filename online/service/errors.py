@@ -18,7 +18,8 @@ from starlette.responses import Response
 from online.service.status import HTTP_STATUS, http_status
 from signals.errors import OnlineStoreError, QuasarError
 
-__all__ = ["HTTP_STATUS", "JSONResponse", "error_response", "http_status", "quasar_error_response"]
+__all__ = ["HTTP_STATUS", "JSONResponse", "error_response", "http_error_response", "http_status",
+           "quasar_error_response"]
 
 log = logging.getLogger("quasar.service")
 
@@ -35,6 +36,9 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=ORJSON_OPTIONS)
 
 
+HTTP_ERROR_NAMES = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 413: "RequestTooLarge"}
+
+
 def error_body(error_type: str, message: str) -> dict[str, Any]:
     return {"error": {"type": error_type, "message": message}}
 
@@ -49,10 +53,28 @@ def quasar_error_response(exc: QuasarError) -> JSONResponse:
     return error_response(http_status(exc), type(exc).__name__, str(exc))
 
 
+def json_error_message(error: dict[str, Any], document: Any) -> str:
+    """``body is not valid JSON: Expecting ',' delimiter at line 1 column 28``, from FastAPI's ``json_invalid``
+    error (its position is a character offset into the body)."""
+    loc = error.get("loc", ())
+    pos = loc[-1] if loc and isinstance(loc[-1], int) else None
+    reason = str((error.get("ctx") or {}).get("error") or "cannot be parsed")
+    if pos is None:
+        return f"body is not valid JSON: {reason}"
+    text = document if isinstance(document, str) else ""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    return f"body is not valid JSON: {reason} at line {line} column {column}"
+
+
 def validation_message(exc: RequestValidationError) -> str:
-    """The first few validation problems, each with where it is (``entities.user_id.1: ...``)."""
+    """The first few validation problems, each with where it is (``entities.user_id.1: ...``); a body that
+    is not JSON at all is one line naming the position and what is wrong there."""
+    errors = exc.errors()
+    if errors and errors[0].get("type") == "json_invalid":
+        return json_error_message(errors[0], exc.body)
     parts = []
-    for err in exc.errors()[:3]:
+    for err in errors[:3]:
         loc = [str(p) for p in err.get("loc", ())]
         if loc and loc[0] == "body":
             loc = loc[1:]
@@ -82,7 +104,12 @@ async def handle_validation_error(request: Request, exc: Exception) -> Response:
 
 async def handle_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    name = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+    return http_error_response(exc)
+
+
+def http_error_response(exc: StarletteHTTPException) -> JSONResponse:
+    """The JSON answer to a Starlette HTTP error (401, 404, 405, 413 for a body over the limit)."""
+    name = HTTP_ERROR_NAMES.get(exc.status_code, "HTTPError")
     return error_response(exc.status_code, name, str(exc.detail), headers=dict(exc.headers or {}))
 
 

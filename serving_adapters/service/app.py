@@ -9,12 +9,21 @@ import torch
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
+from online.service.auth import BearerAuthMiddleware
+from online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
 from serving_adapters.features import AsyncOnlineReader
 from serving_adapters.metrics import ScorerMetrics
 from serving_adapters.models import ModelRegistry
+from serving_adapters.runner import ScorerBackend
 from serving_adapters.scorer import Scorer
-from serving_adapters.service.errors import handle_http_error, handle_quasar_error, handle_validation_error
+from serving_adapters.service.errors import (
+    handle_http_error,
+    handle_quasar_error,
+    handle_unexpected,
+    handle_validation_error,
+)
 from serving_adapters.service.ops import ops_router
 from serving_adapters.service.score import score_router
 from signals.errors import QuasarError
@@ -23,31 +32,53 @@ from signals.errors import QuasarError
 def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_tokens: Sequence[str] = (),
                        max_batch_rows: int = 4096, max_wait_ms: float = 2.0, device: str | torch.device | None = None,
                        batching: bool = True, max_candidates: int = 10_000,
-                       cpu_threads: int | None = None) -> FastAPI:
+                       cpu_threads: int | None = None, close_store: bool = False,
+                       max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                       backend: ScorerBackend | None = None) -> FastAPI:
     """A FastAPI app scoring ``models`` with features from ``store`` (an async online store).
 
-    ``device`` defaults to ``cuda`` when available, else ``cpu``. With ``auth_tokens``, ``/v1/score``
-    needs ``Authorization: Bearer <token>`` (``/healthz`` and ``/metrics`` stay open for probes).
-    On the CPU, ``cpu_threads`` sets torch's intra-op threads (default: cores - 1, see ``ModelRunner``).
-    The store belongs to the caller: the app does not close it.
+    ``device`` defaults to ``cuda`` when available, else ``cpu`` (``backend`` replaces the torch runner).
+    With ``auth_tokens`` every endpoint (``/v1/score``, ``/metrics``, ``/docs``, ``/openapi.json``) needs
+    ``Authorization: Bearer <token>``, the feature service's rule: only ``/healthz`` stays open for probes,
+    and without a token it names no model and no feature reference. A request body over ``max_body_bytes``
+    is answered 413 before it is parsed. On the CPU, ``cpu_threads`` sets torch's intra-op threads (default:
+    cores - 1, see ``ModelRunner``). The store belongs to the caller unless ``close_store``.
     """
+    check_limit(max_body_bytes)
     metrics = ScorerMetrics()
     scorer = Scorer(models=models, store=store, device=device, max_batch_rows=max_batch_rows,
                     max_wait_ms=max_wait_ms, batching=batching, max_candidates=max_candidates, metrics=metrics,
-                    cpu_threads=cpu_threads)
+                    cpu_threads=cpu_threads, backend=backend)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await scorer.close()
+        if close_store:
+            close = getattr(store, "close", None)
+            if close is not None:
+                await close()
+
+    def count_refusal(scope: Scope, status: int) -> None:
+        """Answers the middlewares give by themselves (401, 413) count as scoring requests too."""
+        if scope["path"].endswith("/score"):
+            metrics.requests.labels("unknown", str(status)).inc()
 
     app = FastAPI(title="quasar scoring service", version="1", lifespan=lifespan,
-                  description="Request-time features from the online store, scored by model bundles.")
+                  description="Request-time features from the online store, scored by model bundles. Errors "
+                              "answer `{\"error\": {\"type\", \"message\"}}`: 404 for an unknown model, 422 for a "
+                              "bad request, 413 for too many candidates or a body over the size limit, 401 "
+                              "without a valid bearer token (when the service has tokens), 503 while the online "
+                              "store cannot be reached.")
     app.state.scorer = scorer
     app.state.metrics = metrics
     app.add_exception_handler(QuasarError, handle_quasar_error)
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
-    app.include_router(score_router(scorer, tuple(auth_tokens)))
+    app.add_exception_handler(Exception, handle_unexpected)
+    tokens = tuple(auth_tokens)
+    app.include_router(score_router(scorer))
     app.include_router(ops_router(scorer))
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes, on_answer=count_refusal)
+    app.add_middleware(BearerAuthMiddleware, tokens=tokens, on_answer=count_refusal)   # outer: before the body
     return app

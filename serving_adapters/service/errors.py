@@ -1,25 +1,43 @@
 """The scoring service's error answers: the platform's one status table (``online.service.status``) and its
-one JSON error body, ``{"error": {"type": ..., "message": ...}}``, plus the scorer's request metrics."""
+one JSON error body, ``{"error": {"type": ..., "message": ...}}``, plus the scorer's request metrics.
+Nothing answers a plain-text 500: an error nobody expected is logged with its traceback and answered with a
+JSON ``InternalError``."""
 
 from __future__ import annotations
+
+import logging
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from online.service.errors import JSONResponse, error_response, quasar_error_response, validation_message
+from online.service.errors import (
+    JSONResponse,
+    error_response,
+    http_error_response,
+    quasar_error_response,
+    validation_message,
+)
 from online.service.status import http_status
 from signals.errors import QuasarError
 
-__all__ = ["JSONResponse", "error_response", "handle_http_error", "handle_quasar_error", "handle_validation_error",
-           "http_status", "quasar_error_response"]
+__all__ = ["JSONResponse", "error_response", "handle_http_error", "handle_quasar_error", "handle_unexpected",
+           "handle_validation_error", "http_status", "quasar_error_response", "unexpected_response"]
+
+log = logging.getLogger("quasar.scorer")
 
 
 def _count(request: Request, status: int) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None and request.url.path.endswith("/score"):
         metrics.requests.labels("unknown", str(status)).inc()
+
+
+def unexpected_response(request: Request, exc: BaseException) -> JSONResponse:
+    """The answer to an error nobody expected: logged with its traceback, a JSON 500 without its details."""
+    log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "InternalError", f"unexpected {type(exc).__name__}; the service log has the details")
 
 
 async def handle_quasar_error(request: Request, exc: Exception) -> Response:
@@ -30,11 +48,16 @@ async def handle_quasar_error(request: Request, exc: Exception) -> Response:
 async def handle_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     _count(request, exc.status_code)
-    name = {401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-    return error_response(exc.status_code, name, str(exc.detail), headers=dict(exc.headers or {}))
+    return http_error_response(exc)
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     _count(request, 422)
     return error_response(422, "RequestError", validation_message(exc))
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """The last resort (outside the score route, which answers and counts its own): JSON, counted."""
+    _count(request, 500)
+    return unexpected_response(request, exc)

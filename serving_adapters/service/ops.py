@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
+from online.service.auth import is_authorized
 from serving_adapters.scorer import Scorer
 from serving_adapters.service.errors import JSONResponse
 from serving_adapters.service.schemas import HealthResponse
@@ -35,12 +36,14 @@ def ops_router(scorer: Scorer) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", response_model=HealthResponse, responses={503: {"model": HealthResponse}})  # type: ignore[misc]
-    async def healthz() -> Response:
-        """200 when the online store answers; 503 (same body) when it does not."""
+    async def healthz(request: Request) -> Response:
+        """200 when the online store answers; 503 (same body) when it does not. The loaded models and their
+        feature references are listed only to an authorized caller (with tokens, only with one)."""
         store = await store_health(scorer.store)
+        models = [m.describe() for m in scorer.models.loaded()] if is_authorized(request.scope) else []
         body = {"status": "ok" if store == "ok" else "unavailable", "online_store": store,
                 "device": str(scorer.device), "device_name": scorer.device_name,
-                "batching": scorer.batcher.enabled, "models": [m.describe() for m in scorer.models.loaded()]}
+                "batching": scorer.batcher.enabled, "models": models}
         return JSONResponse(body, status_code=200 if store == "ok" else 503)
 
     @router.get("/metrics")  # type: ignore[misc]
