@@ -6,8 +6,16 @@ share a hash slot (grouped client-side). Reads: one pipeline of ``HMGET <hash> <
 one round trip for everything, then one batch decode per signal (``online.store.columns_from_records``).
 
 Both clients translate Redis failures at the boundary: unreachable -> ``OnlineUnavailableError``, anything
-else -> ``OnlineStoreError``, naming ``host:port`` and never the password. Connections are re-made by
-redis-py's pool and retry on the next call, so a store object recovers by itself once Redis is back.
+else -> ``OnlineStoreError``, naming ``host:port`` and never the password.
+
+Connections and timeouts: reads (and pings) and writes use two pools, so a read waits at most
+``socket_timeout`` (default 0.25 s: a frozen Redis answers 503 quickly) while a write round trip (up to
+16 script calls of 1000 keys) gets ``write_timeout``; connecting gets ``connect_timeout``. After a Redis
+restart every pooled connection is stale and its next use fails at once ("Connection closed by server"):
+such a connection error is retried on a fresh connection (the asyncio store: once, at once, but never a
+timeout, which would only double the wait; the synchronous store, for batch work: twice, with a short
+backoff), so a store recovers by itself as soon as Redis answers again. Every call is idempotent (reads;
+newer-wins writes), so a retry is safe.
 """
 
 from __future__ import annotations
@@ -22,8 +30,9 @@ import pyarrow as pa
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.retry
 import redis.cluster
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import (
     ClusterDownError,
@@ -201,21 +210,49 @@ def describe_url(url: str) -> str:
     return f"{parsed.hostname or 'localhost'}:{port}"
 
 
-def _options(socket_timeout: float) -> dict[str, Any]:
-    return {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout,
-            "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2),
-            "retry_on_error": [redis.ConnectionError, redis.TimeoutError]}
+#: Default seconds to wait for a read or ping reply, for a write round trip, and for a connection.
+READ_TIMEOUT_S = 0.25
+WRITE_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 0.25
+
+
+def _not_a_timeout(error: Exception) -> bool:
+    return not isinstance(error, redis.TimeoutError)
+
+
+class _RetryStaleConnection(redis.asyncio.retry.Retry):
+    """redis.asyncio's Retry (the synchronous one is silently ignored by asyncio clients), retrying a
+    connection error (a stale pooled connection, a refused connect) but never a timeout."""
+
+    async def call_with_retry(self, do: Any, fail: Any, is_retryable: Any = None,
+                              with_failure_count: bool = False) -> Any:
+        def retryable(error: Exception) -> bool:
+            return _not_a_timeout(error) and (is_retryable is None or is_retryable(error))
+
+        return await super().call_with_retry(do, fail, is_retryable=retryable, with_failure_count=with_failure_count)
+
+
+def _options(timeout: float, connect_timeout: float, *, asyncio: bool) -> dict[str, Any]:
+    """redis-py client options: one retry on a fresh connection (asyncio), or two with backoff (sync)."""
+    retry: Any
+    if asyncio:
+        retry = _RetryStaleConnection(NoBackoff(), retries=1, supported_errors=(redis.ConnectionError,))
+    else:
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries=2,
+                      supported_errors=(redis.ConnectionError, redis.TimeoutError))
+    return {"socket_timeout": timeout, "socket_connect_timeout": connect_timeout, "retry": retry}
 
 
 class _Target:
     """Where a store connects, for messages that never show the password."""
 
-    def __init__(self, url: str, project: str, socket_timeout: float) -> None:
+    def __init__(self, url: str, project: str, *timeouts: float) -> None:
         if not isinstance(url, str) or "://" not in url:
             raise QuasarError(f"online store URL {url!r} is invalid: use redis://[:password@]host:port/db, "
                               "rediss:// for TLS")
-        if socket_timeout <= 0:
-            raise QuasarError(f"online store socket timeout must be positive, got {socket_timeout!r}")
+        for timeout in timeouts:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+                raise QuasarError(f"online store timeouts must be positive seconds, got {timeout!r}")
         self.url = url
         self.project = check_project(project)
         self.where = describe_url(url)
@@ -248,22 +285,35 @@ def _async_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
 class RedisOnlineStore(OnlineStore):
     """The online store on Redis (or a Redis cluster with ``cluster=True``); password and TLS from the URL."""
 
-    def __init__(self, url: str, *, project: str, cluster: bool = False, socket_timeout: float = 5.0) -> None:
-        self._target = _Target(url, project, socket_timeout)
+    def __init__(self, url: str, *, project: str, cluster: bool = False, socket_timeout: float = READ_TIMEOUT_S,
+                 write_timeout: float = WRITE_TIMEOUT_S, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+        self._target = _Target(url, project, socket_timeout, write_timeout, connect_timeout)
         self.project = self._target.project
         self.cluster = bool(cluster)
-        self._options = _options(socket_timeout)
+        self._options = _options(socket_timeout, connect_timeout, asyncio=False)
+        self._write_options = _options(write_timeout, connect_timeout, asyncio=False)
         self._client: Any = None
+        self._writer: Any = None
 
     @property
     def client(self) -> Any:
-        """The redis-py client, made on first use (a cluster client needs a reachable node to start)."""
+        """The redis-py client for reads, made on first use (a cluster client needs a reachable node to start)."""
         if self._client is None:
-            try:
-                self._client = _sync_client(self._target.url, self.cluster, self._options)
-            except (RedisError, RedisClusterException) as exc:
-                raise self._target.error(exc) from exc
+            self._client = self._connect(self._options)
         return self._client
+
+    @property
+    def writer(self) -> Any:
+        """The redis-py client for writes (its own pool, with the write timeout), made on first use."""
+        if self._writer is None:
+            self._writer = self._connect(self._write_options)
+        return self._writer
+
+    def _connect(self, options: dict[str, Any]) -> Any:
+        try:
+            return _sync_client(self._target.url, self.cluster, options)
+        except (RedisError, RedisClusterException) as exc:
+            raise self._target.error(exc) from exc
 
     @property
     def supports_cluster(self) -> bool:
@@ -307,7 +357,7 @@ class RedisOnlineStore(OnlineStore):
     def _round_trip(self, plan: WritePlan, calls: list[WriteCall]) -> tuple[int, int]:
         for attempt in range(2):
             try:
-                pipe = self.client.pipeline(transaction=False)
+                pipe = self.writer.pipeline(transaction=False)
                 for call in calls:
                     pipe.execute_command(*plan.args(call))
                 return _counts(pipe.execute())
@@ -321,7 +371,7 @@ class RedisOnlineStore(OnlineStore):
 
     def _load_script(self) -> None:
         try:
-            self.client.script_load(NEWER_WINS)
+            self.writer.script_load(NEWER_WINS)
         except (RedisError, RedisClusterException) as exc:
             raise self._target.error(exc) from exc
 
@@ -347,9 +397,10 @@ class RedisOnlineStore(OnlineStore):
             raise self._target.error(exc) from exc
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        for client in (self._client, self._writer):
+            if client is not None:
+                client.close()
+        self._client = self._writer = None
 
     def __enter__(self) -> RedisOnlineStore:
         return self
@@ -365,21 +416,35 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
     """The asyncio twin of ``RedisOnlineStore`` (redis.asyncio), for the HTTP services. Use it from one
     event loop: its connections belong to the loop that made them."""
 
-    def __init__(self, url: str, *, project: str, cluster: bool = False, socket_timeout: float = 5.0) -> None:
-        self._target = _Target(url, project, socket_timeout)
+    def __init__(self, url: str, *, project: str, cluster: bool = False, socket_timeout: float = READ_TIMEOUT_S,
+                 write_timeout: float = WRITE_TIMEOUT_S, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+        self._target = _Target(url, project, socket_timeout, write_timeout, connect_timeout)
         self.project = self._target.project
         self.cluster = bool(cluster)
-        self._options = _options(socket_timeout)
+        self._options = _options(socket_timeout, connect_timeout, asyncio=True)
+        self._write_options = _options(write_timeout, connect_timeout, asyncio=True)
         self._client: Any = None
+        self._writer: Any = None
 
     @property
     def client(self) -> Any:
+        """The redis.asyncio client for reads and pings, made on first use."""
         if self._client is None:
-            try:
-                self._client = _async_client(self._target.url, self.cluster, self._options)
-            except (RedisError, RedisClusterException) as exc:
-                raise self._target.error(exc) from exc
+            self._client = self._connect(self._options)
         return self._client
+
+    @property
+    def writer(self) -> Any:
+        """The redis.asyncio client for writes (its own pool, with the write timeout), made on first use."""
+        if self._writer is None:
+            self._writer = self._connect(self._write_options)
+        return self._writer
+
+    def _connect(self, options: dict[str, Any]) -> Any:
+        try:
+            return _async_client(self._target.url, self.cluster, options)
+        except (RedisError, RedisClusterException) as exc:
+            raise self._target.error(exc) from exc
 
     @property
     def supports_cluster(self) -> bool:
@@ -395,7 +460,7 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
     async def _round_trip(self, plan: WritePlan, calls: list[WriteCall]) -> tuple[int, int]:
         for attempt in range(2):
             try:
-                pipe = self.client.pipeline(transaction=False)
+                pipe = self.writer.pipeline(transaction=False)
                 for call in calls:
                     pipe.execute_command(*plan.args(call))
                 return _counts(await pipe.execute())
@@ -409,7 +474,7 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
 
     async def _load_script(self) -> None:
         try:
-            await self.client.script_load(NEWER_WINS)
+            await self.writer.script_load(NEWER_WINS)
         except (RedisError, RedisClusterException) as exc:
             raise self._target.error(exc) from exc
 
@@ -434,9 +499,10 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
             raise self._target.error(exc) from exc
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for client in (self._client, self._writer):
+            if client is not None:
+                await client.aclose()
+        self._client = self._writer = None
 
     async def aclose(self) -> None:
         await self.close()

@@ -26,7 +26,9 @@ def _platform() -> Platform:
 def _async_store(p: Platform):  # type: ignore[no-untyped-def]
     from online.redis_store import AsyncRedisOnlineStore
     on = p.config.online
-    return AsyncRedisOnlineStore(on.redis_url, project=p.config.project.name, cluster=on.cluster)
+    return AsyncRedisOnlineStore(on.redis_url, project=p.config.project.name, cluster=on.cluster,
+                                 socket_timeout=on.read_timeout, write_timeout=on.write_timeout,
+                                 connect_timeout=on.connect_timeout)
 
 
 def feature_app() -> FastAPI:
@@ -47,4 +49,5 @@ def scoring_app() -> FastAPI:
     models = ModelRegistry(p.config.path(sv.models), registry_resolver(p.registry))
     return create_scoring_app(models=models, store=_async_store(p), auth_tokens=p.config.online.auth_tokens,
                               max_batch_rows=sv.max_batch_rows, max_wait_ms=sv.max_wait_ms,
-                              device=sv.device or None, batching=sv.batching)
+                              device=sv.device or None, batching=sv.batching,
+                              max_body_bytes=p.config.online.max_body_bytes, close_store=True)
