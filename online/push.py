@@ -5,6 +5,12 @@ offline store. A pushed row must give the join key, ``event_timestamp`` and ever
 is a null, never an absent column, so a push cannot silently blank a feature); ``created_timestamp`` may be
 given. Times are timestamps or ISO-8601 strings, read by the one time rule (``signals.times``: an offset is
 honoured, a naive time is UTC).
+
+Times outside the bounds (``signals.bounds``: an event time before ``[time] earliest`` or more than ``[time]
+max_future`` after now, a created time that far ahead) refuse the whole push with a SchemaError naming the
+column, the row, the value and the bound: one row stamped 9999-12-31 would otherwise win newer-wins for ever.
+Rows pushed without ``created_timestamp`` get their arrival time (``signals.ordering.stamp_created``), so a
+later push of one event time wins, and a push beats an offline row of the same event time written before it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from typing import Any
 import pyarrow as pa
 
 from online.store import OnlineStore
+from signals.bounds import DEFAULT_BOUNDS, TimeBounds, check_times, clock_us
 from signals.errors import RequestError, SchemaError
+from signals.ordering import stamp_created
 from signals.signal import Signal
 from signals.times import parse_times, utc_column
 from signals.ufr.codec_arrow import coerce_feature
@@ -27,21 +35,26 @@ _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError,
                 ValueError)
 
 
-def push(*, signal: Signal, version: int, rows: pa.Table | Sequence[Mapping[str, Any]], online: OnlineStore) -> int:
+def push(*, signal: Signal, version: int, rows: pa.Table | Sequence[Mapping[str, Any]], online: OnlineStore,
+         bounds: TimeBounds = DEFAULT_BOUNDS) -> int:
     """Validate ``rows`` and write them to ``online``; returns the rows written (not older than the stored ones)."""
     if not signal.online:
         raise RequestError(f"signal {signal.name!r} is not an online signal: declare it with online=True to push "
                            "rows to it")
-    return online.write(signal, version, validate_push_rows(signal, rows))
+    return online.write(signal, version, validate_push_rows(signal, rows, bounds=bounds))
 
 
-def validate_push_rows(signal: Signal, rows: Any) -> pa.Table:
+def validate_push_rows(signal: Signal, rows: Any, *, bounds: TimeBounds = DEFAULT_BOUNDS,
+                       now_us: int | None = None) -> pa.Table:
     """``rows`` (an Arrow table or record batch, a pandas DataFrame, or a list of dicts) as a table of the join
-    key, ``event_timestamp``, ``created_timestamp`` when given, and the features, in UFR types.
+    key, ``event_timestamp``, ``created_timestamp`` and the features, in UFR types, as they arrive at ``now_us``
+    (default: the clock).
 
-    A missing, unknown or mistyped column is a SchemaError naming it; rows that break one of the signal's
-    row-level expectations (not-null, between, in-set: ``store.row_checks``) are a ValidationFailedError.
+    A missing, unknown or mistyped column is a SchemaError naming it, and so is a time outside ``bounds``; rows
+    that break one of the signal's row-level expectations (not-null, between, in-set: ``store.row_checks``) are
+    a ValidationFailedError. Without ``created_timestamp`` every row gets the arrival time.
     """
+    now = clock_us() if now_us is None else now_us
     expected = _expected_columns(signal)
     if isinstance(rows, pa.RecordBatch):
         rows = pa.Table.from_batches([rows])
@@ -61,8 +74,12 @@ def validate_push_rows(signal: Signal, rows: Any) -> pa.Table:
             continue
         out[name] = _convert(signal, name, arrow_type, columns[name])
     table = pa.table(out, schema=pa.schema([pa.field(n, expected[n]) for n in out]))
+    for name in (EVENT_TIMESTAMP, CREATED_TIMESTAMP):
+        if name in table.column_names:
+            check_times(table.column(name), now_us=now, bounds=bounds, created=name == CREATED_TIMESTAMP,
+                        what=f"signal {signal.name}: column {name!r}")
     check_rows(signal, table)
-    return table
+    return stamp_created(table, now)
 
 
 def _expected_columns(signal: Signal) -> dict[str, pa.DataType]:

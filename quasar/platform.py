@@ -212,12 +212,14 @@ class Platform:
         if to not in ("online", "online_and_offline"):
             raise ConfigError(f"push to must be 'online' or 'online_and_offline', got {to!r}")
         sv = self.registry.resolve(signal)                 # the serving version, as the HTTP push resolves it
+        bounds = self.config.time_bounds                    # times outside are refused (signals.bounds)
         if to == "online_and_offline":
-            table = validate_push_rows(sv.signal, rows)
-            written = push(signal=sv.signal, version=sv.version, rows=table, online=self.online_store)
+            table = validate_push_rows(sv.signal, rows, bounds=bounds)
+            written = push(signal=sv.signal, version=sv.version, rows=table, online=self.online_store,
+                           bounds=bounds)
             self.push_offline(sv.signal, sv.version, table)
             return written
-        return push(signal=sv.signal, version=sv.version, rows=rows, online=self.online_store)
+        return push(signal=sv.signal, version=sv.version, rows=rows, online=self.online_store, bounds=bounds)
 
     def push_offline(self, signal: Signal, version: int, rows: pa.Table) -> None:
         """Append validated pushed rows to the offline table (``created_timestamp`` = now where absent)."""

@@ -36,8 +36,10 @@ def feature_app() -> FastAPI:
     from online.service.app import create_app
     p = _platform()
     on = p.config.online
-    return create_app(resolve=p._resolve, store=_async_store(p), max_entities=on.max_entities,
-                      auth_tokens=on.auth_tokens, offline_push=p.push_offline, close_store=True)
+    app = create_app(resolve=p._resolve, store=_async_store(p), max_entities=on.max_entities,
+                     auth_tokens=on.auth_tokens, offline_push=p.push_offline, close_store=True)
+    app.state.context.time_bounds = p.config.time_bounds     # what a push accepts: [time] (signals.bounds)
+    return app
 
 
 def scoring_app() -> FastAPI:

@@ -12,6 +12,7 @@ import pyarrow as pa
 from online.response import Resolve
 from online.service.metrics import ServiceMetrics
 from online.store import AsyncOnlineStore
+from signals.bounds import DEFAULT_BOUNDS, TimeBounds
 from signals.signal import Signal
 
 OfflinePush = Callable[[Signal, int, pa.Table], None]
@@ -62,3 +63,4 @@ class ServiceContext:
     max_entities: int
     max_push_rows: int
     offline_push: OfflinePush | None = None
+    time_bounds: TimeBounds = DEFAULT_BOUNDS              # the times a push accepts (``signals.bounds``)

@@ -38,7 +38,7 @@ def test_list_of_dicts_with_naive_and_offset_timestamps(online_store: RedisOnlin
             {"user_id": 2, "event_timestamp": plus_two, "count": None}]
     table = validate_push_rows(ol_short, rows)
     assert table.schema == pa.schema([("user_id", pa.int64()), (EVENT_TIMESTAMP, TIMESTAMP_ARROW),
-                                      ("count", pa.int64())])
+                                      (CREATED_TIMESTAMP, TIMESTAMP_ARROW), ("count", pa.int64())])
     utc_noon = datetime(2026, 3, 1, 12, tzinfo=UTC)
     assert table.column(EVENT_TIMESTAMP).to_pylist() == [utc_noon, utc_noon]
     assert push(signal=ol_short, version=1, rows=rows, online=online_store) == 2

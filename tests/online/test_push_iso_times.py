@@ -34,9 +34,9 @@ def test_iso_strings_are_pushed_as_utc_times(online_store: RedisOnlineStore) -> 
     rows = [{"user_id": 1, "event_timestamp": "2026-11-23T10:00:00Z", "count": 3},
             {"user_id": 2, "event_timestamp": "2026-11-23T12:00:00+02:00", "count": 4},
             {"user_id": 3, "event_timestamp": "2026-11-23T10:00:00", "count": None}]
-    table = validate_push_rows(ol_short, rows)
+    table = validate_push_rows(ol_short, rows)         # no created time given: the arrival time (signals.ordering)
     assert table.schema == pa.schema([("user_id", pa.int64()), (EVENT_TIMESTAMP, TIMESTAMP_ARROW),
-                                      ("count", pa.int64())])
+                                      (CREATED_TIMESTAMP, TIMESTAMP_ARROW), ("count", pa.int64())])
     assert table.column(EVENT_TIMESTAMP).to_pylist() == [NOON] * 3
     assert push(signal=ol_short, version=1, rows=rows, online=online_store) == 3
     (got,) = online_store.read([(ol_short, 1)], [1, 2, 3], now_us=int(NOON.timestamp() * 1_000_000))

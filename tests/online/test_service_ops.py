@@ -17,9 +17,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.feature_service import (
+    FRESH,
     PROJECT,
     LiveServer,
     column,
+    iso,
     item_stats,
     live_app,
     serve,
@@ -122,7 +124,7 @@ def test_two_apps_keep_their_own_metrics(redis_url: str) -> None:
 def test_a_redis_outage_answers_503_and_the_app_recovers_without_a_restart(redis_server: RedisServer,
                                                                            redis_url: str) -> None:
     write_world(redis_url)
-    push = {"signal": "user_engagement", "rows": [{"user_id": 9, "event_timestamp": "2030-01-01T00:00:00Z",
+    push = {"signal": "user_engagement", "rows": [{"user_id": 9, "event_timestamp": iso(FRESH),
                                                    "ctr_7d": 0.5, "clicks": 4, "dwell": 1.0}]}
 
     async def main() -> dict[str, Any]:
@@ -188,7 +190,7 @@ def test_end_to_end_over_a_socket(redis_url: str) -> None:
         health = client.get("/healthz")
         features = client.post("/get-online-features", json=READ)
         pushed = client.post("/v1/push", json={"signal": "item_stats", "rows": [
-            {"item_id": "c", "event_timestamp": "2030-01-01T00:00:00Z", "popularity": 0.5}]})
+            {"item_id": "c", "event_timestamp": iso(FRESH), "popularity": 0.5}]})
         items = client.post("/v1/features", json={"entities": {"item_id": ["a", "c"]}, "features": ["item_stats"]})
     assert health.status_code == 200
     assert column(features.json(), "clicks")["statuses"] == ["PRESENT", "OUTSIDE_MAX_AGE"]

@@ -4,6 +4,7 @@ through /v1/features; invalid rows answer 422 naming the column; offline push th
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -12,6 +13,11 @@ import pytest
 
 from fixtures.feature_service import column, serve
 from signals.signal import Signal
+from signals.times import micros
+
+# pushed event times: inside the service's time bounds (signals.bounds: at most a day ahead) and the 1-day TTL
+DAY = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
+T1, T2 = DAY.strftime("%Y-%m-%dT%H:%M:%S"), (DAY + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
 
 PROFILE_ROW = {"user_id": 41, "event_timestamp": "2026-03-01T10:00:00.000001Z", "flag": True, "count": 2**60,
                "score32": 0.5, "score64": -2.25, "label": "pushed", "seen_at": "2026-02-28T23:59:59+01:00",
@@ -48,23 +54,23 @@ def test_pushed_rows_of_every_type_read_back(redis_url: str) -> None:
 
 
 def test_newer_event_time_wins(redis_url: str) -> None:
-    newer = engagement(7, "2030-01-02T00:00:00Z", 0.9, clicks=2)
-    older = engagement(7, "2030-01-01T00:00:00Z", 0.1, clicks=1)
+    newer = engagement(7, f"{T2}Z", 0.9, clicks=2)
+    older = engagement(7, f"{T1}Z", 0.1, clicks=1)
     first, second, again, read = run(redis_url, [
         ("/v1/push", {"signal": "user_engagement", "rows": [newer]}),
         ("/v1/push", {"signal": "user_engagement", "rows": [older]}),
-        ("/v1/push", {"signal": "user_engagement@2", "rows": [older, engagement(8, "2030-01-01T00:00:00Z", 0.2)]}),
+        ("/v1/push", {"signal": "user_engagement@2", "rows": [older, engagement(8, f"{T1}Z", 0.2)]}),
         ("/v1/features", {"entities": {"user_id": [7, 8]}, "features": ["user_engagement:clicks"]}),
     ])
     assert first.json()["written"] == 1 and first.json()["version"] == 2
     assert second.status_code == 200 and second.json()["written"] == 0     # older: skipped, not an error
     assert again.json()["written"] == 1
     assert column(read.json(), "clicks")["values"] == [2, 1]
-    assert column(read.json(), "clicks")["event_timestamps"] == ["2030-01-02T00:00:00.000000Z", "2030-01-01T00:00:00.000000Z"]
+    assert column(read.json(), "clicks")["event_timestamps"] == [f"{T2}.000000Z", f"{T1}.000000Z"]
 
 
 def test_a_pinned_version_is_written_under_that_version(redis_url: str) -> None:
-    row = {"user_id": 5, "event_timestamp": "2030-01-01T00:00:00Z", "ctr_7d": 0.5, "clicks": 3}
+    row = {"user_id": 5, "event_timestamp": f"{T1}Z", "ctr_7d": 0.5, "clicks": 3}
     pushed, v1, v2 = run(redis_url, [
         ("/v1/push", {"signal": "user_engagement@1", "rows": [row]}),
         ("/v1/features", {"entities": {"user_id": [5]}, "features": ["user_engagement@1:clicks"]}),
@@ -76,14 +82,14 @@ def test_a_pinned_version_is_written_under_that_version(redis_url: str) -> None:
 
 
 @pytest.mark.parametrize(("body", "status", "named"), [
-    ({"signal": "user_engagement", "rows": [{"user_id": 1, "event_timestamp": "2030-01-01T00:00:00Z",
+    ({"signal": "user_engagement", "rows": [{"user_id": 1, "event_timestamp": f"{T1}Z",
                                              "ctr_7d": 0.5, "clicks": 1}]}, 422, "'dwell'"),
-    ({"signal": "user_engagement", "rows": [engagement(1, "2030-01-01T00:00:00Z", 0.5) | {"clicks": "many"}]},
+    ({"signal": "user_engagement", "rows": [engagement(1, f"{T1}Z", 0.5) | {"clicks": "many"}]},
      422, "'clicks'"),
     ({"signal": "user_engagement", "rows": [engagement(1, "yesterday", 0.5)]}, 422, "'event_timestamp'"),
-    ({"signal": "user_engagement", "rows": [engagement(1, "2030-01-01T00:00:00Z", 0.5) | {"extra": 1}]},
+    ({"signal": "user_engagement", "rows": [engagement(1, f"{T1}Z", 0.5) | {"extra": 1}]},
      422, "'extra'"),
-    ({"signal": "user_engagement", "rows": [engagement(1, "2030-01-01T00:00:00Z", 0.5) | {"user_id": "x"}]},
+    ({"signal": "user_engagement", "rows": [engagement(1, f"{T1}Z", 0.5) | {"user_id": "x"}]},
      422, "'user_id'"),
     ({"signal": "user_profile", "rows": [PROFILE_ROW | {"taste": [1.0, 2.0]}]}, 422, "'taste'"),
     ({"signal": "user_profile", "rows": [PROFILE_ROW | {"weighted": [{"id": 1}]}]}, 422, "'weighted'"),
@@ -94,7 +100,7 @@ def test_a_pinned_version_is_written_under_that_version(redis_url: str) -> None:
     ({"signal": "user:x", "rows": []}, 422, "signal"),
     ({"signal": "user_engagement", "rows": [], "to": "offline"}, 422, "to"),
     ({"signal": "user_engagement", "rows": [], "to": "online_and_offline"}, 422, "without offline push"),
-    ({"signal": "user_engagement", "rows": [engagement(i, "2030-01-01T00:00:00Z", 0.1) for i in range(4)]},
+    ({"signal": "user_engagement", "rows": [engagement(i, f"{T1}Z", 0.1) for i in range(4)]},
      413, "4 rows"),
 ])
 def test_invalid_pushes_answer_4xx_naming_the_problem(redis_url: str, body: dict[str, Any], status: int,
@@ -110,7 +116,7 @@ def test_online_and_offline_push_appends_through_the_callback(redis_url: str) ->
     def offline_push(signal: Signal, version: int, table: pa.Table) -> None:
         appended.append((signal.name, version, table))
 
-    rows = [engagement(1, "2030-01-01T00:00:00Z", 0.5), engagement(2, "2030-01-01T00:00:00+02:00", None)]
+    rows = [engagement(1, f"{T1}Z", 0.5), engagement(2, f"{T1}+02:00", None)]
     pushed, online_only = run(redis_url, [
         ("/v1/push", {"signal": "user_engagement", "rows": rows, "to": "online_and_offline"}),
         ("/v1/push", {"signal": "user_engagement", "rows": rows}),
@@ -122,4 +128,5 @@ def test_online_and_offline_push_appends_through_the_callback(redis_url: str) ->
     assert (name, version) == ("user_engagement", 2)
     assert table.column("user_id").to_pylist() == [1, 2]
     assert table.column("ctr_7d").to_pylist() == [0.5, None]
-    assert table.column("event_timestamp").cast(pa.int64()).to_pylist() == [1893456000000000, 1893448800000000]
+    assert table.column("event_timestamp").cast(pa.int64()).to_pylist() == [micros(DAY),
+                                                                          micros(DAY - timedelta(hours=2))]

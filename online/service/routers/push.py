@@ -58,7 +58,9 @@ def push_router(ctx: ServiceContext) -> APIRouter:
     async def push(body: PushRequest) -> Response:
         """Write rows of a signal online (a row older than the stored one for its key is skipped), and with
         ``"to": "online_and_offline"`` append them to the offline store too (online first, so a retry after
-        an offline failure converges: the online write is idempotent)."""
+        an offline failure converges: the online write is idempotent). A time outside the service's bounds
+        (``signals.bounds``) answers 422 naming the column, the row, the value and the bound, and writes
+        nothing; rows without ``created_timestamp`` get their arrival time."""
         if len(body.rows) > ctx.max_push_rows:
             raise TooManyEntitiesError(f"rows: {len(body.rows)} rows pushed; this service takes at most "
                                        f"{ctx.max_push_rows} per request")
@@ -71,7 +73,7 @@ def push_router(ctx: ServiceContext) -> APIRouter:
         if not signal.online:
             raise RequestError(f"signal {signal.name!r} is not an online signal: declare it with online=True to "
                                "push rows to it")
-        table = validate_push_rows(signal, rows_from_json(signal, body.rows))
+        table = validate_push_rows(signal, rows_from_json(signal, body.rows), bounds=ctx.time_bounds)
         written = await ctx.store.write(signal, version, table)
         offline = False
         if body.to == "online_and_offline" and ctx.offline_push is not None and table.num_rows:
