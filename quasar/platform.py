@@ -119,7 +119,8 @@ class Platform:
             reader = SourceReader(root=self.root, store=self.offline, catalog=self.catalog,
                                   upstream_versions=upstream, schemas=self.registry)
             results.append(backfill(signal=sv.signal, version=sv.version, start=start, end=end, store=self.offline,
-                                    engine=eng, sources=reader, runs=self.registry, progress=progress))
+                                    engine=eng, sources=reader, runs=self.registry, progress=progress,
+                                    bounds=self.config.time_bounds))
         return results
 
     def validate(self, signal: str, start: str | datetime, end: str | datetime, *,
@@ -133,7 +134,8 @@ class Platform:
                               upstream_versions={u: self._latest(u) for u in sv.signal.upstream},
                               schemas=self.registry)
         return validate_window(signal=sv.signal, version=sv.version, start=start, end=end,
-                               engine=self.engine(engine), sources=reader, runs=self.registry)
+                               engine=self.engine(engine), sources=reader, runs=self.registry,
+                               bounds=self.config.time_bounds)
 
     def runs(self, signal: str, *, limit: int = 20) -> list[RunRecord]:
         """Recent runs of ``signal`` (backfills, validations, materializations), newest first."""

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from signals.aggregation import reach
+from signals.bounds import DEFAULT_BOUNDS, TimeBounds
 from signals.errors import BackfillError, QuasarError, ValidationFailedError
 from signals.signal import Signal
 from signals.times import parse_time
@@ -131,8 +132,10 @@ def _progress(enabled: bool, desc: str) -> Iterator[Any]:
 
 
 def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: OfflineStore, engine: Engine,
-             sources: SourceReader, runs: RunLog | None = None, progress: bool = False) -> BackfillResult:
-    """Compute ``signal`` v``version`` for the days in ``[start, end)`` and replace them in its table."""
+             sources: SourceReader, runs: RunLog | None = None, progress: bool = False,
+             bounds: TimeBounds = DEFAULT_BOUNDS) -> BackfillResult:
+    """Compute ``signal`` v``version`` for the days in ``[start, end)`` and replace them in its table; output
+    times outside ``bounds`` (``signals.bounds``) fail it."""
     start_dt, end_dt = parse_window(start, end)
     end_dt = affected_end(signal, version, start_dt, end_dt, store)
     began = time.perf_counter()
@@ -148,7 +151,7 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
             computed = engine.compute(signal, source_rows, start_dt, end_dt)
             bar.update(1)
             step = STEPS[2]
-            rows = check_output(computed, signal, start_dt, end_dt)
+            rows = check_output(computed, signal, start_dt, end_dt, bounds=bounds)
             bar.update(1)
             step = STEPS[3]
             frame = engine.validation_frame(rows) if signal.expectations else None

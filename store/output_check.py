@@ -2,7 +2,9 @@
 
 Only exact conversions are made (int32 -> int64, float32 -> float64, naive timestamps -> UTC, a list of
 the right length -> a fixed-size vector); anything that could change a value (float64 -> float32,
-float -> int) is an error that names the signal, the column and what is wrong.
+float -> int) is an error that names the signal, the column and what is wrong. Event and created times must also
+lie inside the time bounds (``signals.bounds``): a window may reach into the future or lie before 1970, but no
+row may, or it would win newer-wins for ever.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from signals.bounds import DEFAULT_BOUNDS, TimeBounds, first_outside
 from signals.errors import BackfillError
+from signals.ordering import stamp_created
 from signals.signal import Signal
+from signals.times import micros
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from signals.ufr.types import TIMESTAMP_ARROW
 from store.tables import as_utc
@@ -126,16 +131,27 @@ class _Checker:
             column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))   # naive values are UTC
         return self.cast(name, column, TIMESTAMP_ARROW, "timestamp[us, UTC]")
 
+    def bounded(self, name: str, column: pa.ChunkedArray, keys: pa.ChunkedArray, now_us: int,
+                bounds: TimeBounds) -> None:
+        found = first_outside(column, now_us=now_us, bounds=bounds, created=name == CREATED_TIMESTAMP)
+        if found is not None:
+            count, row, why = found
+            key = f"{self.signal.entity.join_key} {keys[row].as_py()!r}"
+            raise self.fail(name, f"row {row} ({key}): {why}; {count} row(s) outside the time bounds: fix the "
+                                  "transform or its source, or widen [time] earliest or max_future in quasar.toml")
+
 
 def check_output(rows: Any, signal: Signal, start: datetime, end: datetime, *,
-                 created: datetime | None = None) -> pa.Table:
+                 created: datetime | None = None, bounds: TimeBounds = DEFAULT_BOUNDS,
+                 now: datetime | None = None) -> pa.Table:
     """Validate a transform's output and return it in UFR types and storage column order.
 
     Join key and ``event_timestamp`` must be present, non-null and of an exactly convertible type, every
     event time inside ``[start, end)``; every declared feature present and exactly convertible to its UFR
     type. Extra columns are dropped. ``created_timestamp``: a column the transform returns is kept as it is, its
     nulls included (a null created time is the oldest, ``signals.ordering``); without one, every row gets
-    ``created`` (default now), the run time.
+    ``created`` (default now), the run time. Event and created times outside ``bounds`` as of ``now`` (default:
+    the clock) are a BackfillError naming the column, the first such row, its value and the bound.
     """
     table = as_table(rows, signal)
     start, end = as_utc(start, "start"), as_utc(end, "end")
@@ -161,12 +177,13 @@ def check_output(rows: Any, signal: Signal, start: datetime, end: datetime, *,
                                               f"[{start.isoformat()}, {end.isoformat()}), e.g. row {row} at "
                                               f"{ts[row].as_py().isoformat()}")
 
-    run_time = pa.scalar(as_utc(created or datetime.now(UTC)), TIMESTAMP_ARROW)
-    if CREATED_TIMESTAMP in table.column_names:      # given: kept as it is, a null is the oldest (signals.ordering)
-        made = check.timestamps(CREATED_TIMESTAMP, check.column(CREATED_TIMESTAMP))
-    else:
-        made = pa.chunked_array([pa.nulls(table.num_rows, TIMESTAMP_ARROW).fill_null(run_time)],
-                                type=TIMESTAMP_ARROW)
+    now_us = micros(now or datetime.now(UTC))
+    check.bounded(EVENT_TIMESTAMP, ts, key_col, now_us, bounds)
+    if CREATED_TIMESTAMP not in table.column_names:  # the run time; one given is kept, nulls too (signals.ordering)
+        table = stamp_created(table, micros(created) if created else now_us)
+        check.rows = table
+    made = check.timestamps(CREATED_TIMESTAMP, check.column(CREATED_TIMESTAMP))
+    check.bounded(CREATED_TIMESTAMP, made, key_col, now_us, bounds)
 
     features = [check.cast(name, check.column(name), ftype.arrow_type(), f"feature type {ftype}")
                 for name, ftype in signal.schema]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from signals.bounds import DEFAULT_BOUNDS, TimeBounds
 from signals.errors import BackfillError, QuasarError
 from signals.signal import Signal
 from store.backfill import RunLog, parse_window, source_columns, source_window
@@ -30,7 +31,7 @@ class WindowValidation:
 
 
 def validate_window(*, signal: Signal, version: int, start: Any, end: Any, engine: Engine, sources: SourceReader,
-                    runs: RunLog | None = None) -> WindowValidation:
+                    runs: RunLog | None = None, bounds: TimeBounds = DEFAULT_BOUNDS) -> WindowValidation:
     """Read, compute and check ``[start, end)`` as ``backfill`` does, then run the gate; nothing is written."""
     start_dt, end_dt = parse_window(start, end)
     began = time.perf_counter()
@@ -39,7 +40,8 @@ def validate_window(*, signal: Signal, version: int, start: Any, end: Any, engin
     try:
         src_start, src_end = source_window(signal, start_dt, end_dt)
         source_rows = sources.read(signal.source, src_start, src_end, source_columns(signal))
-        rows = check_output(engine.compute(signal, source_rows, start_dt, end_dt), signal, start_dt, end_dt)
+        rows = check_output(engine.compute(signal, source_rows, start_dt, end_dt), signal, start_dt, end_dt,
+                            bounds=bounds)
         frame = engine.validation_frame(rows) if signal.expectations else None
         result = validate_batch(signal, version, rows, frame=frame)
     except Exception as exc:
