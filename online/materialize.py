@@ -40,10 +40,21 @@ the join keys of the version's offline entities.
 
 A snapshot whose data-quality verdict (``store.gates``) is ``failed`` is refused with ValidationFailedError;
 one committed under the ``warn`` policy is materialized (a strict gate that fails never commits at all).
+
+**Time bounds** (``signals.bounds``, ``[time]`` in quasar.toml): push and backfill refuse event times before
+``earliest`` or more than ``max_future`` after now, but another writer may still have put such rows in the
+table. A run skips them: a row before ``earliest`` is never served, and one after now is not served before its
+time anyway (it is read again once due, when it is inside the bounds). The run counts those it read
+(``MaterializeResult.rows_out_of_bounds``, the run log's ``rows_out_of_bounds``) and names the first
+(``out_of_bounds_example``: file, row, value, bound); the CLI prints it. Skipping rather than refusing keeps
+every other entity of the signal current: refusing would leave all of them stale until somebody removes the
+row, and the row is not served either way. Created times are not checked here: a far-future created time
+only decides ties at its own event time, the same way offline and online.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -58,9 +69,11 @@ import pyarrow.parquet as pq
 
 from online.keys import field_name
 from online.store import OnlineStore
+from signals.bounds import DEFAULT_BOUNDS, TimeBounds, describe, outside
 from signals.errors import QuasarError, RequestError, SchemaError, StoreError
 from signals.ordering import latest_per_entity as _latest
 from signals.signal import Signal
+from signals.times import micros
 from signals.ufr.codec import FORMAT_VERSION
 from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from store.arrow_types import restore_ufr_types, storage_schema
@@ -70,6 +83,7 @@ from store.tables import PROP_FINGERPRINT, OfflineStore, local_path
 
 _POSITION = "__quasar_position"
 Keep = Callable[[pa.Table], pa.Array]
+log = logging.getLogger("quasar.materialize")
 
 
 class MaterializeState(Protocol):
@@ -89,7 +103,9 @@ class MaterializeState(Protocol):
 class MaterializeResult:
     """What one materialization did. ``rows_written`` counts records written (not rejected as older than the
     stored ones), ``rows_deleted`` fields deleted; ``entities`` the distinct entities written or corrected;
-    ``incremental`` whether it started from an earlier run's state (False for a first run or a rebuild)."""
+    ``incremental`` whether it started from an earlier run's state (False for a first run or a rebuild);
+    ``rows_out_of_bounds`` the rows read that lie outside the time bounds and were skipped, the first named in
+    ``out_of_bounds_example``."""
 
     signal: str
     version: int
@@ -103,6 +119,8 @@ class MaterializeResult:
     run_id: int | None = None
     rows_deleted: int = 0
     rebuilt: bool = False
+    rows_out_of_bounds: int = 0
+    out_of_bounds_example: str | None = None
 
 
 def state_key(signal: str, version: int) -> str:
@@ -122,9 +140,11 @@ def ttl_ms(signal: Signal) -> int:
 
 def materialize(*, signal: Signal, version: int, offline: OfflineStore, online: OnlineStore,
                 state: MaterializeState, batch_rows: int = 100_000, progress: bool = False,
-                full: bool = False, now: datetime | None = None) -> MaterializeResult:
+                full: bool = False, now: datetime | None = None,
+                bounds: TimeBounds = DEFAULT_BOUNDS) -> MaterializeResult:
     """Make ``online`` mirror the latest row per entity of ``signal`` v``version`` as of ``now`` (default: the
-    clock), from where the last run stopped; ``full`` rebuilds the version's online state exactly."""
+    clock), from where the last run stopped; ``full`` rebuilds the version's online state exactly. Rows outside
+    ``bounds`` are skipped and counted."""
     if not signal.online:
         raise RequestError(f"signal {signal.name!r} is not an online signal: declare it with online=True to "
                            "materialize it")
@@ -140,7 +160,7 @@ def materialize(*, signal: Signal, version: int, offline: OfflineStore, online: 
     run_id = state.start_run(signal=signal.name, version=version, kind="materialize",
                              params={"batch_rows": batch_rows, "full": rebuild,
                                      "from_snapshot": saved.get("snapshot_id") if saved else None})
-    run = _Run(signal, version, offline, online, batch_rows, now_us)
+    run = _Run(signal, version, offline, online, batch_rows, now_us, bounds)
     try:
         rebuild = run.go(saved, snapshot, rebuild, progress)
         if run.files is not None:
@@ -155,13 +175,20 @@ def materialize(*, signal: Signal, version: int, offline: OfflineStore, online: 
         raise StoreError(f"materializing signal {signal.name} v{version} failed: {type(exc).__name__}: {exc}") \
             from exc
     incremental = saved is not None and not rebuild
+    skipped = {"rows_out_of_bounds": run.out_of_bounds, "out_of_bounds_example": run.example} \
+        if run.out_of_bounds else {}
+    if run.out_of_bounds:
+        log.warning("materialize %s v%d: %d row(s) outside the time bounds skipped, e.g. %s", signal.name, version,
+                    run.out_of_bounds, run.example)
     state.finish_run(run_id, status="succeeded", snapshot_id=snapshot, rows=run.written,
                      details={"entities": run.entities(), "rows_read": run.rows_read, "files_read": run.files_read,
-                              "rows_deleted": run.deleted, "incremental": incremental, "rebuilt": rebuild})
+                              "rows_deleted": run.deleted, "incremental": incremental, "rebuilt": rebuild,
+                              **skipped})
     return MaterializeResult(signal=signal.name, version=version, rows_written=run.written, entities=run.entities(),
                              snapshot_id=snapshot, incremental=incremental, duration_s=time.monotonic() - started,
                              rows_read=run.rows_read, files_read=run.files_read, run_id=run_id,
-                             rows_deleted=run.deleted, rebuilt=rebuild)
+                             rows_deleted=run.deleted, rebuilt=rebuild, rows_out_of_bounds=run.out_of_bounds,
+                             out_of_bounds_example=run.example)
 
 
 @dataclass(frozen=True)
@@ -203,9 +230,12 @@ class _Run:
     """One materialization: what it read and wrote, and the state it leaves."""
 
     def __init__(self, signal: Signal, version: int, offline: OfflineStore, online: OnlineStore, batch_rows: int,
-                 now_us: int) -> None:
+                 now_us: int, bounds: TimeBounds) -> None:
         self.signal, self.version, self.offline, self.online = signal, version, offline, online
-        self.batch_rows, self.now_us = batch_rows, now_us
+        self.batch_rows, self.now_us, self.bounds = batch_rows, now_us, bounds
+        self.earliest_us = int(micros(bounds.earliest))
+        self.out_of_bounds = 0                              # rows outside the bounds read by _append, _rebuild
+        self.example: str | None = None
         self.join_key = signal.entity.join_key
         self.written = self.deleted = self.rows_read = self.files_read = 0
         self.keys: list[pa.Array] = []
@@ -257,7 +287,7 @@ class _Run:
         pending: list[pa.Table] = []
         rows = 0
         for group in files_to_read(files, changed):
-            winners = self._winners(group, self._due, bar)
+            winners = self._winners(group, self._due, bar, count=True)
             if winners is not None:
                 pending.append(winners)
                 rows += winners.num_rows
@@ -308,7 +338,7 @@ class _Run:
         if None in by_bucket and len(by_bucket) > 1:        # files of unknown bucket: all in one group
             by_bucket = {None: files}
         for group in by_bucket.values():
-            winners = self._winners(group, self._due, bar)
+            winners = self._winners(group, self._due, bar, count=True)
             if winners is None or winners.num_rows == 0:
                 continue
             keys = winners.column(self.join_key).combine_chunks()
@@ -342,13 +372,31 @@ class _Run:
 
     # --- reading ----------------------------------------------------------------------------------------------
     def _due(self, rows: pa.Table) -> pa.Array:
-        return pc.less_equal(rows.column(EVENT_TIMESTAMP).cast(pa.int64()), self.now_us)
+        """Rows to serve now: event time not after now and not before the bounds' earliest."""
+        times = rows.column(EVENT_TIMESTAMP).cast(pa.int64())
+        return pc.and_(pc.less_equal(times, self.now_us), pc.greater_equal(times, self.earliest_us))
 
-    def _winners(self, files: Iterable[DataFile], keep: Keep, bar: Any) -> pa.Table | None:
-        """The winners among the kept rows of ``files`` (read in record batches); notes their future rows."""
+    def _count_outside(self, path: str, rows: pa.Table, offset: int) -> None:
+        mask = outside(rows.column(EVENT_TIMESTAMP), now_us=self.now_us, bounds=self.bounds)
+        if not mask.any():
+            return
+        self.out_of_bounds += int(mask.sum())
+        if self.example is None:
+            row = int(np.flatnonzero(mask)[0])
+            value = int(rows.column(EVENT_TIMESTAMP).cast(pa.int64())[row].as_py())
+            self.example = (f"data file {path}: column {EVENT_TIMESTAMP!r} row {offset + row}: "
+                            f"{describe(value, now_us=self.now_us, bounds=self.bounds)}")
+
+    def _winners(self, files: Iterable[DataFile], keep: Keep, bar: Any, *, count: bool = False) -> pa.Table | None:
+        """The winners among the kept rows of ``files`` (read in record batches); notes their future rows, and
+        with ``count`` their rows outside the time bounds."""
         winners = None
         for f in files:
+            offset = 0
             for rows in self._read(f.path):
+                if count:
+                    self._count_outside(f.path, rows, offset)
+                offset += rows.num_rows
                 times = rows.column(EVENT_TIMESTAMP).cast(pa.int64())
                 later = pc.filter(times, pc.greater(times, self.now_us))
                 if len(later):

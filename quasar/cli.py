@@ -253,6 +253,9 @@ def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int, f
         click.echo(f"materialized {r.signal} v{r.version} ({mode}): {r.rows_read:,} rows read from {r.files_read} "
                    f"files, {r.entities:,} entities, {r.rows_written:,} records written, {r.rows_deleted:,} "
                    f"deleted, snapshot {r.snapshot_id}, {r.duration_s:.2f}s")
+        if r.rows_out_of_bounds:
+            click.echo(f"  warning: {r.rows_out_of_bounds:,} row(s) outside the time bounds skipped ([time] in "
+                       f"quasar.toml), e.g. {r.out_of_bounds_example}", err=True)
 
 
 def _serve(ctx: click.Context, factory: str, host: str, port: int, workers: int) -> None:

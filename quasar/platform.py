@@ -181,7 +181,7 @@ class Platform:
                 continue                                   # never backfilled: nothing to materialize yet
             results.append(materialize(signal=sv.signal, version=sv.version, offline=self.offline,
                                        online=self.online_store, state=self.registry, batch_rows=batch_rows,
-                                       progress=progress, full=full))
+                                       progress=progress, full=full, bounds=self.config.time_bounds))
         return results
 
     def online_features(self, entities: Mapping[str, Sequence[Any]], features: Sequence[str], *,
