@@ -20,6 +20,9 @@ from signals.ufr.types import check_feature_type
 #: Fields that identify an entity / a source; changing one of them under the same name is a conflict.
 ENTITY_KEY = ("join_key", "join_key_type")
 SOURCE_KEY = ("kind", "timestamp", "path", "table", "upstream")
+#: A source's reading options: changing one updates the source in place (its signals get new versions where
+#: the change is part of ``Source.identity``), but two definitions of one name must not disagree on them.
+SOURCE_OPTIONS = ("schema", "recursive", "partitioning", "null_timestamps")
 
 
 @dataclass
@@ -95,7 +98,7 @@ def _add_inline_sources(defs: Definitions, where: dict[str, dict[str, str]]) -> 
             defs.sources[src.name] = src
             where["source"][src.name] = f"the source of signal {name!r}, {where['signal'][name]}"
         elif declared.to_dict() != src.to_dict():
-            changed = _diff(declared.to_dict(), src.to_dict(), (*SOURCE_KEY, "description"))
+            changed = _diff(declared.to_dict(), src.to_dict(), (*SOURCE_KEY, *SOURCE_OPTIONS, "description"))
             problems.append(f"signal {name!r} ({where['signal'][name]}) uses a source {src.name!r} that differs "
                             f"from {where['source'][src.name]}: {changed}")
     return problems
