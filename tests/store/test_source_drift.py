@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import quasar
+from fixtures.project import OVERRIDES, init_project
 from quasar.cli import main
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -58,11 +59,9 @@ class Project:
     """A quasar project folder with the module above; ``cli`` runs the quasar CLI inside it."""
 
     def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch, options: str = "") -> None:
-        for var in ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT"):
+        for var in OVERRIDES:                               # no Redis needed: nothing is materialized
             monkeypatch.delenv(var, raising=False)
-        self.root = root
-        monkeypatch.chdir(root.parent)
-        assert CliRunner().invoke(main, ["init", str(root), "--name", "drift"]).exit_code == 0
+        self.root = init_project(root, "drift")
         monkeypatch.chdir(root)
         (root / "signals").mkdir(exist_ok=True)
         self.folder = root / "data" / "clicks"
