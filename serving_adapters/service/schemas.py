@@ -12,10 +12,13 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(min_length=1, max_length=256, description="Name of the model bundle")
+    model: str = Field(min_length=1, max_length=256, description="Name of the model bundle",
+                       examples=["ranker"])
     entities: dict[str, list[Key]] = Field(default_factory=dict,
-                                           description="The request entity's join key and its one key")
-    candidates: dict[str, list[Key]] = Field(description="The candidates' join key and their keys, in order")
+                                           description="The request entity's join key and its one key",
+                                           examples=[{"user_id": [7]}])
+    candidates: dict[str, list[Key]] = Field(description="The candidates' join key and their keys, in order",
+                                             examples=[{"pin_id": [1, 2, 3]}])
 
 
 class ScoreResponse(BaseModel):
@@ -23,8 +26,6 @@ class ScoreResponse(BaseModel):
 
     model: str
     scores: list[float]
-
-
 
 
 class ModelInfo(BaseModel):
