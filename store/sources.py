@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from signals.errors import NotFoundError, StoreError
 from signals.signal import Signal
@@ -135,6 +136,7 @@ class SourceReader:
                                partitioning=_partitioning(source, layout),
                                partition_base_dir=str(path) if layout.partition_keys else None)
         except (pa.ArrowInvalid, OSError) as exc:
+            self._name_unreadable(source, layout.files)
             raise StoreError(f"source {source.name}: cannot open the Parquet files at {self._show(path)}: "
                              f"{_first_line(exc)}") from exc
         keys = [found.schema.field(k) for k in layout.partition_keys if k in found.schema.names]
@@ -161,6 +163,15 @@ class SourceReader:
         except (pa.ArrowInvalid, OSError) as exc:
             raise StoreError(f"source {source.name}: reading the Parquet files at {self._show(path)} failed: "
                              f"{_first_line(exc)}") from exc
+
+    def _name_unreadable(self, source: Source, files: Sequence[Path]) -> None:
+        """Raise the error naming the first file that is not Parquet (opening the dataset read the first one)."""
+        for file in files:
+            try:
+                pq.read_schema(file)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise StoreError(f"source {source.name}: file {self._show(file)} cannot be read as Parquet: "
+                                 f"{_first_line(exc)}; delete or rewrite it") from exc
 
     # --- iceberg ------------------------------------------------------------------------------------------
     def _read_iceberg(self, source: Source, start: datetime, end: datetime,

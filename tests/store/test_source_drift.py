@@ -269,6 +269,8 @@ def test_a_file_that_is_not_parquet_names_the_file(project: Project) -> None:
     (project.folder / "notes.txt").write_text("not parquet")
     project.register()
     refused(project, None, "file data/clicks/notes.txt cannot be read as Parquet")
+    (project.folder / "a-notes.txt").write_text("not parquet either")          # the first file, this time
+    refused(project, None, "file data/clicks/a-notes.txt cannot be read as Parquet")
 
 
 # --- declared schemas ----------------------------------------------------------------------------------------
