@@ -25,6 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	@scripts/ensure_redis.sh >/dev/null
+	@scripts/ensure_test_tools.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
