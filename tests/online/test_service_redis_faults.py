@@ -1,7 +1,7 @@
-"""Redis restarted and frozen under both running services (the feature service and the scorer), each served
-by uvicorn over a real socket, each on an async store with its default timeouts.
+"""Redis stopped, restarted and frozen under both running services (the feature service and the scorer), each
+served by uvicorn over a real socket, each on an async store with its default timeouts.
 
-After a restart every pooled connection is stale: its first use fails ("Connection closed by server"), and
+While Redis is stopped a request answers 503 (OnlineUnavailableError). After a restart every pooled connection is stale: its first use fails ("Connection closed by server"), and
 the store must retry it once on a fresh connection, so no request answers 503 once Redis is back. Under a
 frozen Redis (SIGSTOP) requests answer 503 after the read timeout, and the first request after SIGCONT is
 200. The times (to the 503, to the first 200) are printed for FAULTS.md (``pytest -s``), never asserted."""
@@ -58,11 +58,15 @@ def burst(call: Callable[[], httpx.Response], n: int = CONCURRENT) -> list[httpx
 
 def restart_then_serve(redis_server: RedisServer, call: Callable[[], httpx.Response],
                        rewrite: Callable[[], None]) -> dict[str, Any]:
-    """Fill the pool, restart Redis, then: the first request, a burst, and the time to the first 200."""
+    """Fill the pool, stop Redis (a request: 503), start it again, then: the first request, the time to the
+    first 200, and a burst."""
     rewrite()
     before = burst(call)
     assert {r.status_code for r in before} == {200}, [r.text for r in before]
     redis_server.stop()
+    start = time.perf_counter()
+    down = call()                                 # every pooled connection is dead, nothing listens
+    down_s = time.perf_counter() - start
     redis_server.start()
     rewrite()                                     # the throwaway server keeps nothing across restarts
     back = time.perf_counter()
@@ -74,8 +78,8 @@ def restart_then_serve(redis_server: RedisServer, call: Callable[[], httpx.Respo
         answered = call()
     to_200_s = time.perf_counter() - back
     after = burst(call)
-    return {"before": before[0], "first": first, "first_s": first_s, "to_200_s": to_200_s, "failed": failed,
-            "after": after}
+    return {"before": before[0], "down": down, "down_s": down_s, "first": first, "first_s": first_s,
+            "to_200_s": to_200_s, "failed": failed, "after": after}
 
 
 def freeze_then_thaw(redis_server: RedisServer, call: Callable[[], httpx.Response]) -> dict[str, Any]:
@@ -95,11 +99,13 @@ def freeze_then_thaw(redis_server: RedisServer, call: Callable[[], httpx.Respons
 
 
 def check(service: str, restart: dict[str, Any], freeze: dict[str, Any]) -> None:
-    print(f"\n{service}: after a Redis restart the first request answered {restart['first'].status_code} in "
+    print(f"\n{service}: with Redis stopped a request answered {restart['down'].status_code} in "
+          f"{restart['down_s'] * 1e3:.1f} ms; after a Redis restart the first request answered {restart['first'].status_code} in "
           f"{restart['first_s'] * 1e3:.1f} ms, the first 200 came after {restart['failed']} failed request(s) "
           f"and {restart['to_200_s'] * 1e3:.1f} ms; frozen Redis answered {freeze['frozen'].status_code} in "
           f"{freeze['frozen_s'] * 1e3:.1f} ms; first request after SIGCONT {freeze['first'].status_code} in "
           f"{freeze['first_s'] * 1e3:.1f} ms")
+    assert restart["down"].status_code == 503 and restart["down"].json()["error"]["type"] == "OnlineUnavailableError"
     # a stale pooled connection is retried on a fresh one: nothing answers 503 once Redis is back
     assert restart["first"].status_code == 200, restart["first"].text
     assert [r.status_code for r in restart["after"]] == [200] * CONCURRENT, [r.text for r in restart["after"]]
