@@ -216,6 +216,15 @@ WRITE_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 0.25
 
 
+@dataclass(frozen=True)
+class StoreTimeouts:
+    """A store's timeouts, in seconds: a read or ping reply, a write round trip, a connection."""
+
+    read: float
+    write: float
+    connect: float
+
+
 def _not_a_timeout(error: Exception) -> bool:
     return not isinstance(error, redis.TimeoutError)
 
@@ -292,6 +301,7 @@ class RedisOnlineStore(OnlineStore):
         self.cluster = bool(cluster)
         self._options = _options(socket_timeout, connect_timeout, asyncio=False)
         self._write_options = _options(write_timeout, connect_timeout, asyncio=False)
+        self.timeouts = StoreTimeouts(float(socket_timeout), float(write_timeout), float(connect_timeout))
         self._client: Any = None
         self._writer: Any = None
 
@@ -423,6 +433,7 @@ class AsyncRedisOnlineStore(AsyncOnlineStore):
         self.cluster = bool(cluster)
         self._options = _options(socket_timeout, connect_timeout, asyncio=True)
         self._write_options = _options(write_timeout, connect_timeout, asyncio=True)
+        self.timeouts = StoreTimeouts(float(socket_timeout), float(write_timeout), float(connect_timeout))
         self._client: Any = None
         self._writer: Any = None
 

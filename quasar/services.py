@@ -37,7 +37,8 @@ def feature_app() -> FastAPI:
     p = _platform()
     on = p.config.online
     app = create_app(resolve=p._resolve, store=_async_store(p), max_entities=on.max_entities,
-                     auth_tokens=on.auth_tokens, offline_push=p.push_offline, close_store=True)
+                     auth_tokens=on.auth_tokens, offline_push=p.push_offline, close_store=True,
+                     max_body_bytes=on.max_body_bytes)
     app.state.context.time_bounds = p.config.time_bounds     # what a push accepts: [time] (signals.bounds)
     return app
 
