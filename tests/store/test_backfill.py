@@ -162,7 +162,7 @@ def test_parse_window() -> None:
         parse_window("2026-01-01T06:00:00", "2026-01-03")
     with pytest.raises(BackfillError, match="end 2026-01-01 must be after start 2026-01-01"):
         parse_window("2026-01-01", "2026-01-01")
-    with pytest.raises(BackfillError, match="'yesterday' is not an ISO-8601 time.*must be a date"):
+    with pytest.raises(BackfillError, match=r"'yesterday' is not an ISO-8601 time.*must be a date"):
         parse_window("yesterday", "2026-01-03")
     with pytest.raises(BackfillError, match="must be a date"):
         parse_window(20260101, "2026-01-03")

@@ -102,8 +102,8 @@ def test_parquet_errors_name_the_source(reader: SourceReader, events_parquet: Ca
     events_parquet(n=10)
     with pytest.raises(StoreError, match=r"source gone: Parquet path .*nowhere does not exist"):
         reader.read(Source.parquet(name="gone", path="nowhere", timestamp="ts"), T0, T0 + DAY)
-    with pytest.raises(StoreError, match="source events: file data/events/part-000.parquet has no timestamp "
-                                         "column 'when'"):
+    with pytest.raises(StoreError, match=r"source events: file data/events/part-000\.parquet has no timestamp "
+                                         r"column 'when'"):
         reader.read(Source.parquet(name="events", path="data/events", timestamp="when"), T0, T0 + DAY)
     with pytest.raises(StoreError, match=r"source events: column\(s\) \['nope'\] not found"):
         reader.read(Source.parquet(name="events", path="data/events", timestamp="ts"), T0, T0 + DAY,
@@ -190,8 +190,8 @@ def test_iceberg_source_declared_schema_and_null_event_times(reader: SourceReade
     table.append(every)
     declared = Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="ts",
                               schema={"user_id": "int64", "clicked": "bool"})
-    with pytest.raises(StoreError, match="source raw_clicks: Iceberg table raw.clicks stores column 'clicked' as "
-                                         "int64, but the source's schema= declares bool"):
+    with pytest.raises(StoreError, match=r"source raw_clicks: Iceberg table raw\.clicks stores column 'clicked' as "
+                                         r"int64, but the source's schema= declares bool"):
         reader.read(declared, T0, T0 + DAY)
     typed = Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="ts",
                            schema={"user_id": "int64", "clicked": "int64"})
@@ -199,7 +199,7 @@ def test_iceberg_source_declared_schema_and_null_event_times(reader: SourceReade
     assert got.column_names == ["user_id", "clicked", "ts"]            # the declared columns, nothing else
     holes = every.slice(0, 2).set_column(1, "ts", pa.array([None, None], UTC_US))
     table.append(holes)
-    with pytest.raises(StoreError, match="Iceberg table raw.clicks has 2 rows with a null event time in 'ts'"):
+    with pytest.raises(StoreError, match=r"Iceberg table raw\.clicks has 2 rows with a null event time in 'ts'"):
         reader.read(typed, T0, T0 + DAY)
     dropping = Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="ts", null_timestamps="drop")
     assert reader.read(dropping, T0, T0 + 2 * DAY).num_rows == every.num_rows
