@@ -138,6 +138,8 @@ runs = Table(
     Column("duration_s", Float, nullable=True),
     Column("params", JSON, nullable=False),
     Column("details", JSON, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=True),     # the lease: renewed while the run is alive
+    Column("lease_s", Float, nullable=True),                # (registry.runs); NULL: holds no lease
     Index("ix_quasar_runs_signal", "signal_name", "id"),
 )
 

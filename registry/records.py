@@ -28,7 +28,7 @@ class RunRecord:
     signal: str
     version: int
     kind: str
-    status: str                       # "running" | "succeeded" | "failed"
+    status: str                       # "running" | "succeeded" | "failed" | "abandoned" (its lease ran out)
     started_at: datetime
     finished_at: datetime | None
     snapshot_id: int | None
@@ -36,6 +36,7 @@ class RunRecord:
     duration_s: float | None
     params: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    heartbeat_at: datetime | None = None      # the last sign of life of a running (or abandoned) run
 
 
 @dataclass(frozen=True, kw_only=True)

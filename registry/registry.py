@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from registry import models as m
@@ -25,33 +26,51 @@ from registry.loader import (
     top_level,
 )
 from registry.records import RegistrationReport, RunRecord, Serving, SignalVersion
+from registry.runs import (
+    DEFAULT_LEASE_S,
+    FINAL_STATUSES,
+    Heartbeats,
+    effective_status,
+    ensure_lease_columns,
+    lease_seconds,
+)
+from registry.runs import finish as finish_run
+from registry.runs import start as start_run
 from registry.schemes import same_meaning
 from registry.serving import serving_versions
 from registry.source_schemas import record_schema, recorded_schema
 from registry.writer import apply_registration, plain
 from signals.entity import Entity
-from signals.errors import DefinitionError, NotFoundError, QuasarError, RegistrationError
+from signals.errors import DefinitionError, NotFoundError, RegistrationError
 from signals.signal import Signal
 from signals.source import Source
 from signals.source_schema import RecordedSchema, SourceSchema
 
-RUN_STATUSES = ("succeeded", "failed")
+RUN_STATUSES = FINAL_STATUSES
 _RETRIES = 10
 
 
 class Registry:
     """Entities, sources and versioned signals in a SQL database (SQLite by default, PostgreSQL for teams)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, run_lease: float | timedelta = DEFAULT_LEASE_S) -> None:
         self.url = url
+        self.run_lease_s = lease_seconds(run_lease)
         self._engine = open_engine(url)
+        ensure_lease_columns(self._engine)
+        in_memory = self._engine.url.get_backend_name() == "sqlite" and self._engine.url.database in (None, "",
+                                                                                                    ":memory:")
+        self._heartbeats = None if in_memory else Heartbeats(self._engine, self.run_lease_s)
 
     @classmethod
-    def open(cls, url: str) -> Registry:
-        """Open (and create, if needed) the registry at a SQLAlchemy URL."""
-        return cls(url)
+    def open(cls, url: str, *, run_lease: float | timedelta = DEFAULT_LEASE_S) -> Registry:
+        """Open (and create, if needed) the registry at a SQLAlchemy URL; a run not heard from for ``run_lease``
+        (seconds or a timedelta) reads as abandoned (``registry.runs``)."""
+        return cls(url, run_lease=run_lease)
 
     def close(self) -> None:
+        if self._heartbeats is not None:
+            self._heartbeats.stop_all()            # runs left open read as abandoned once their lease runs out
         self._engine.dispose()
 
     def __enter__(self) -> Registry:
@@ -244,41 +263,38 @@ class Registry:
 
     # --- run log --------------------------------------------------------------------------------------------
     def start_run(self, *, signal: str, version: int, kind: str, params: dict[str, Any] | None = None) -> int:
-        """Record a run of ``signal`` v``version`` as running; returns its id for ``finish_run``."""
+        """Record a run of ``signal`` v``version`` as running, holding a lease this process renews until
+        ``finish_run``; the signal's runs whose lease ran out are marked abandoned. Returns the run's id."""
         self.signal(signal, version)
-        with transaction(self._engine, write=True) as conn:
-            result = conn.execute(insert(m.runs).values(
-                signal_name=signal, version=version, kind=kind, status="running", started_at=utc_now(),
-                params=plain(params or {}), details={}))
-            key = result.inserted_primary_key
-            assert key is not None
-            return int(key[0])
+        run_id = start_run(self._engine, signal=signal, version=version, kind=kind, params=params or {},
+                           lease_s=None if self._heartbeats is None else self.run_lease_s,
+                           default_lease_s=self.run_lease_s)
+        if self._heartbeats is not None:
+            self._heartbeats.start(run_id)
+        return run_id
 
     def finish_run(self, run_id: int, *, status: str, snapshot_id: int | None = None, rows: int | None = None,
                    details: dict[str, Any] | None = None) -> None:
-        """Close run ``run_id`` as succeeded or failed, with its snapshot, row count and details."""
-        if status not in RUN_STATUSES:
-            raise ValueError(f"run status must be one of {', '.join(RUN_STATUSES)}, got {status!r}")
-        with transaction(self._engine, write=True) as conn:
-            row = conn.execute(select(m.runs.c.started_at, m.runs.c.status).where(m.runs.c.id == run_id)).first()
-            if row is None:
-                raise NotFoundError(f"no run with id {run_id}")
-            if row.status != "running":
-                raise QuasarError(f"run {run_id} already finished ({row.status})")
-            now = utc_now()
-            conn.execute(update(m.runs).where(m.runs.c.id == run_id).values(
-                status=status, finished_at=now, snapshot_id=snapshot_id, rows=rows,
-                duration_s=max(0.0, (now - row.started_at).total_seconds()), details=plain(details or {})))
+        """Close run ``run_id`` as succeeded or failed, with its snapshot, row count and details. Its lease stops
+        being renewed even when recording the end fails, so such a run reads as abandoned once it runs out."""
+        try:
+            finish_run(self._engine, run_id, status=status, snapshot_id=snapshot_id, rows=rows, details=details)
+        finally:
+            if self._heartbeats is not None:
+                self._heartbeats.stop(run_id)
 
     def runs(self, signal: str | None = None, *, kind: str | None = None, limit: int = 50) -> list[RunRecord]:
-        """Recent runs, newest first, optionally of one signal and/or one kind."""
+        """Recent runs, newest first, optionally of one signal and/or one kind; a running run whose lease ran out
+        reads as ``abandoned``."""
         query = select(m.runs).order_by(m.runs.c.id.desc()).limit(limit)
         if signal is not None:
             query = query.where(m.runs.c.signal_name == signal)
         if kind is not None:
             query = query.where(m.runs.c.kind == kind)
         with transaction(self._engine) as conn:
-            return [_run(r) for r in conn.execute(query)]
+            rows = conn.execute(query).all()
+        now = utc_now()
+        return [_run(r, effective_status(r, now, self.run_lease_s)) for r in rows]
 
     # --- state ----------------------------------------------------------------------------------------------
     def get_state(self, key: str) -> dict[str, Any] | None:
@@ -307,11 +323,11 @@ def _version(row: Any) -> SignalVersion:
                          created_at=row.created_at, is_latest=row.version == row.latest_version)
 
 
-def _run(row: Any) -> RunRecord:
-    return RunRecord(id=row.id, signal=row.signal_name, version=row.version, kind=row.kind, status=row.status,
+def _run(row: Any, status: str) -> RunRecord:
+    return RunRecord(id=row.id, signal=row.signal_name, version=row.version, kind=row.kind, status=status,
                      started_at=row.started_at, finished_at=row.finished_at, snapshot_id=row.snapshot_id,
                      rows=row.rows, duration_s=row.duration_s, params=dict(row.params or {}),
-                     details=dict(row.details or {}))
+                     details=dict(row.details or {}), heartbeat_at=row.heartbeat_at)
 
 
 def _known(what: str, names: list[str]) -> str:
