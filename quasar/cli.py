@@ -201,6 +201,36 @@ def runs(ctx: click.Context, signal: str, limit: int, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("signals", nargs=-1)
+@click.option("--retention", default=None, help="Expire snapshots older than this, e.g. 7d (default: [offline] "
+              "snapshot_retention).")
+@click.option("--grace", default=None, help="Spare unreferenced files younger than this, e.g. 1h (default: "
+              "[offline] orphan_grace).")
+@click.option("--dry-run", is_flag=True, help="Report what would be expired and removed; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_fail_cleanly
+def gc(ctx: click.Context, signals: tuple[str, ...], retention: str | None, grace: str | None, dry_run: bool,
+       as_json: bool) -> None:
+    """Expire old snapshots of SIGNALS' offline tables (all by default) and remove the files no kept snapshot
+    references: what killed or failed commits left behind. Never removes a file a kept snapshot needs."""
+    from quasar.gc import duration
+    results = _platform(ctx).gc(list(signals) or None, dry_run=dry_run,
+                                retention=duration(retention, "--retention") if retention else None,
+                                grace=duration(grace, "--grace") if grace else None)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    verb = ("would expire", "would remove") if dry_run else ("expired", "removed")
+    for r in results:
+        young = f"; {r.kept_young_orphans} younger unreferenced file(s) spared" if r.kept_young_orphans else ""
+        click.echo(f"{r.table}: {verb[0]} {len(r.expired_snapshots)} snapshot(s), {verb[1]} {len(r.removed_files)} "
+                   f"file(s), {r.kept_snapshots} snapshot(s) kept{young}")
+    if not results:
+        click.echo("no offline tables yet: nothing to collect")
+
+
+@main.command()
 @click.argument("signal")
 @click.option("--sample", default=1000, show_default=True, type=click.IntRange(min=1), help="Entities to compare.")
 @click.option("--seed", default=None, type=int, help="Seed of the entity sample (default: a fresh one).")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from store.backfill import BackfillResult
     from store.dataset import DatasetResult
     from store.engines import Engine
+    from store.gc import GcResult
     from store.tables import OfflineStore
     from store.validation import WindowValidation
 
@@ -47,8 +49,10 @@ class Platform:
     # --- rooms, opened on first use ---------------------------------------------------------------
     @cached_property
     def registry(self) -> Registry:
+        from quasar.gc import duration
         from registry import Registry
-        return Registry.open(self.config.sql_url(self.config.registry.url))
+        return Registry.open(self.config.sql_url(self.config.registry.url),
+                             run_lease=duration(self.config.registry.run_lease, "[registry] run_lease"))
 
     @cached_property
     def catalog(self) -> Any:
@@ -121,7 +125,25 @@ class Platform:
             results.append(backfill(signal=sv.signal, version=sv.version, start=start, end=end, store=self.offline,
                                     engine=eng, sources=reader, runs=self.registry, progress=progress,
                                     bounds=self.config.time_bounds))
+            self._collect_after(name, results[-1].run_id)
         return results
+
+    def gc(self, signals: Sequence[str] | None = None, *, retention: timedelta | None = None,
+           grace: timedelta | None = None, dry_run: bool = False) -> list[GcResult]:
+        """Expire snapshots older than ``retention`` (default ``[offline] snapshot_retention``) and remove files
+        no kept snapshot references, older than ``grace`` (``[offline] orphan_grace``); what is always kept is
+        listed in ``quasar.gc``. ``dry_run`` only reports."""
+        from quasar.gc import collect_garbage
+        return collect_garbage(self, signals, retention=retention, grace=grace, dry_run=dry_run)
+
+    def _collect_after(self, name: str, run_id: int | None) -> None:
+        """After a backfill: remove the files killed or failed commits left in the signal's tables (no expiry).
+        A failure here is logged, never the backfill's failure."""
+        from quasar.gc import collect_garbage
+        try:
+            collect_garbage(self, [name], expire=False, exclude_run=run_id)
+        except Exception as exc:  # the data is committed; the garbage waits for the next run or quasar gc
+            logging.getLogger("quasar").warning("collecting unreferenced files of %s failed: %s", name, exc)
 
     def validate(self, signal: str, start: str | datetime, end: str | datetime, *,
                  engine: str | None = None) -> WindowValidation:

@@ -33,7 +33,8 @@ def run_rows(runs: Iterable[Any]) -> list[dict[str, Any]]:
     return [{"id": r.id, "kind": r.kind, "version": r.version, "status": r.status,
              "started_at": r.started_at.isoformat(), "duration_s": r.duration_s, "rows": r.rows,
              "snapshot_id": r.snapshot_id, "params": r.params, "validation": validation_summary(r.details),
-             "error": r.details.get("error")} for r in runs]
+             "error": r.details.get("error"),
+             "heartbeat_at": r.heartbeat_at.isoformat() if getattr(r, "heartbeat_at", None) else None} for r in runs]
 
 
 def format_runs(rows: list[dict[str, Any]]) -> list[str]:
@@ -48,8 +49,11 @@ def format_runs(rows: list[dict[str, Any]]) -> list[str]:
                      f"{window} rows={rows_text} snapshot={r['snapshot_id'] or '-'}")
         if r["validation"] != "-":
             lines.append(f"       validation: {r['validation']}")
-        if r["error"] and r["status"] == "failed" and r["validation"] == "-":
+        if r["error"] and r["status"] in ("failed", "abandoned") and r["validation"] == "-":
             lines.append(f"       error: {r['error']}")
+        elif r["status"] == "abandoned":
+            lines.append(f"       abandoned: no heartbeat since {(r['heartbeat_at'] or r['started_at'])[:19]}, its "
+                         "lease ran out (the process was killed or lost the registry)")
     return lines
 
 

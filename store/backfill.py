@@ -166,7 +166,9 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
         duration = time.perf_counter() - began
         error = _describe(signal, version, start_dt, end_dt, step, exc)
         if runs is not None and run_id is not None:
-            _record_failure(runs, run_id, exc, error, step, duration)
+            unrecorded = _record_failure(runs, run_id, exc, error, step, duration)
+            if unrecorded:
+                error += f" ({unrecorded}; the run reads as abandoned once its lease runs out)"
         if not isinstance(exc, Exception):
             raise                                       # KeyboardInterrupt and friends: recorded, not wrapped
         if isinstance(exc, ValidationFailedError):
@@ -189,11 +191,16 @@ def _describe(signal: Signal, version: int, start: datetime, end: datetime, step
     return f"signal {signal.name} v{version}: backfill of {window} failed at {step}: {detail}"
 
 
-def _record_failure(runs: RunLog, run_id: int, exc: BaseException, error: str, step: str, duration: float) -> None:
+def _record_failure(runs: RunLog, run_id: int, exc: BaseException, error: str, step: str,
+                    duration: float) -> str | None:
+    """Record the failed run; when that fails too, say so (returned, and noted on ``exc``)."""
     details = {"error": error, "error_type": type(exc).__name__, "step": step, "duration_s": round(duration, 6),
                **getattr(exc, "details", {})}          # a refused gate's validation and quarantine
     try:
         runs.finish_run(run_id, status="failed", details=details)
     except Exception as log_exc:  # the backfill's own error matters more than the log's
-        exc.add_note(f"recording the failed run {run_id} also failed: {log_exc}")
+        note = f"recording the failed run {run_id} also failed: {log_exc}"
+        exc.add_note(note)
+        return note
+    return None
 

@@ -14,7 +14,7 @@ files. Only files with Iceberg's own suffixes are candidates; nothing outside th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,14 +42,18 @@ class GcResult:
                 "kept_young_orphans": self.kept_young_orphans}
 
 
-def referenced_files(table: Any) -> set[str]:
-    """Every file (as its URI) a live snapshot or the table's metadata needs."""
+def referenced_files(table: Any, *, without: Iterable[int] = ()) -> set[str]:
+    """Every file (as its URI) a live snapshot or the table's metadata needs; ``without`` leaves out the
+    snapshots about to be expired (a dry run's view)."""
     meta = table.metadata
+    skip = {int(s) for s in without}
     refs: set[str] = {table.metadata_location, *(e.metadata_file for e in meta.metadata_log)}
-    refs.update(s.statistics_path for s in meta.statistics)
-    refs.update(s.statistics_path for s in meta.partition_statistics)
+    refs.update(s.statistics_path for s in meta.statistics if int(s.snapshot_id) not in skip)
+    refs.update(s.statistics_path for s in meta.partition_statistics if int(s.snapshot_id) not in skip)
     manifests: set[str] = set()
     for snapshot in meta.snapshots:
+        if int(snapshot.snapshot_id) in skip:
+            continue
         refs.add(snapshot.manifest_list)
         for manifest in snapshot.manifests(table.io):
             if manifest.manifest_path in manifests:
@@ -108,34 +112,76 @@ def delete_files(location: str, uris: Iterable[str]) -> list[str]:
     return deleted
 
 
-def remove_orphans(load: Any, *, older_than: datetime, keep: Iterable[str] = ()) -> tuple[list[str], int]:
+def remove_orphans(load: Callable[[], Any], *, older_than: datetime, keep: Iterable[str] = (),
+                   without: Iterable[int] = (), dry_run: bool = False) -> tuple[list[str], int]:
     """Delete the files under the table's folder that no live snapshot references and that were last modified
-    before ``older_than``; ``keep`` names files to spare anyway. ``load()`` returns the table fresh.
+    before ``older_than``; ``keep`` names files (URIs or local paths) to spare anyway. ``load()`` returns the
+    table fresh. ``dry_run`` deletes nothing and reports what would go, as if ``without`` were expired.
 
     The folder is listed before the metadata is read, so a commit landing in between only adds references.
-    Returns the files removed and the number of unreferenced files spared as too young.
+    Returns the files removed (or to remove) and the number of unreferenced files spared as too young.
     """
     table = load()
     location = str(table.location())
     listed = list_files(location)
     table = load()
-    refs = referenced_files(table) | set(keep)
+    refs = referenced_files(table, without=without if dry_run else ()) | {_uri(k) for k in keep}
     cutoff = as_utc(older_than)
     orphans = [(uri, mtime) for uri, mtime in listed if uri not in refs]
     old = [uri for uri, mtime in orphans if mtime.tzinfo is not None and mtime < cutoff]
-    return delete_files(location, old), len(orphans) - len(old)
+    return (old if dry_run else delete_files(location, old)), len(orphans) - len(old)
 
 
-def expire_snapshots(table: Any, *, older_than: datetime, keep: Iterable[int] = ()) -> list[int]:
-    """Expire the snapshots committed before ``older_than``, except the current one, branch and tag heads, and
-    ``keep``; returns the ids expired."""
+def expirable(table: Any, *, older_than: datetime, keep: Iterable[int] = ()) -> list[int]:
+    """The snapshots committed before ``older_than``, except the current one, branch and tag heads, and ``keep``."""
     cutoff_ms = int(as_utc(older_than).timestamp() * 1000)
     current = table.current_snapshot()
     spared = {int(s) for s in keep} | {int(r.snapshot_id) for r in table.metadata.refs.values()}
     if current is not None:
         spared.add(int(current.snapshot_id))
-    ids = [int(s.snapshot_id) for s in table.metadata.snapshots
-           if s.timestamp_ms < cutoff_ms and int(s.snapshot_id) not in spared]
-    if ids:
-        table.maintenance.expire_snapshots().by_ids(ids).commit()
-    return ids
+    return [int(s.snapshot_id) for s in table.metadata.snapshots
+            if s.timestamp_ms < cutoff_ms and int(s.snapshot_id) not in spared]
+
+
+def expire_snapshots(load: Callable[[], Any], *, older_than: datetime, keep: Iterable[int] = (),
+                     attempts: int = 5) -> list[int]:
+    """Expire ``expirable`` snapshots (on a fresh read again when another writer commits first); their ids."""
+    from store.commits import is_conflict
+
+    keep = set(keep)
+    for attempt in range(1, attempts + 1):
+        table = load()
+        ids = expirable(table, older_than=older_than, keep=keep)
+        if not ids:
+            return []
+        try:
+            table.maintenance.expire_snapshots().by_ids(ids).commit()
+            return ids
+        except Exception as exc:
+            if not is_conflict(exc) or attempt == attempts:
+                raise StoreError(f"expiring {len(ids)} snapshot(s) of {table.name()} failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+    raise AssertionError("unreachable")
+
+
+def collect(load: Callable[[], Any], *, expire_before: datetime | None, orphans_before: datetime,
+            keep_snapshots: Iterable[int] = (), keep_files: Iterable[str] = (), dry_run: bool = False) -> GcResult:
+    """Expire the table's snapshots older than ``expire_before`` (None: none), then remove the files no live
+    snapshot needs that were last modified before ``orphans_before``; ``keep_*`` are pinned (e.g. by a
+    materialization watermark)."""
+    table = load()
+    name = ".".join(table.name()) if isinstance(table.name(), tuple) else str(table.name())
+    keep_snapshots = set(keep_snapshots)
+    expired: list[int] = []
+    if expire_before is not None:
+        expired = (expirable(table, older_than=expire_before, keep=keep_snapshots) if dry_run
+                   else expire_snapshots(load, older_than=expire_before, keep=keep_snapshots))
+    removed, young = remove_orphans(load, older_than=orphans_before, keep=keep_files, without=expired,
+                                    dry_run=dry_run)
+    kept = len(load().metadata.snapshots) - (len(expired) if dry_run else 0)
+    return GcResult(table=name, expired_snapshots=expired, removed_files=removed, kept_snapshots=kept,
+                    kept_young_orphans=young)
+
+
+def _uri(path: str) -> str:
+    return path if "://" in path else f"file://{path}"
