@@ -70,7 +70,7 @@ class Event:
     hour: int
     clicked: int
     score: float
-    created: int | None       # minutes after BASE + 20 days, or None
+    created: int | None       # minutes after BASE, or None
 
     @property
     def ts(self) -> datetime:
@@ -113,7 +113,7 @@ class Project:
     def write_events(self, events: list[Event]) -> None:
         folder = self.root / "data" / "events"
         folder.mkdir(parents=True, exist_ok=True)
-        created = [None if e.created is None else BASE + 20 * DAY + timedelta(minutes=e.created) for e in events]
+        created = [None if e.created is None else BASE + timedelta(minutes=e.created) for e in events]
         pq.write_table(pa.table({
             "user_id": pa.array([e.user for e in events], pa.int64()),
             "ts": pa.array([e.ts for e in events], pa.timestamp("us", tz="UTC")),
