@@ -65,7 +65,8 @@ def collect_garbage(platform: Platform, signals: Sequence[str] | None = None, *,
     from store.gc import collect
 
     off = platform.config.offline
-    retention = retention or duration(off.snapshot_retention, "[offline] snapshot_retention")
+    retention = retention if retention is not None else duration(off.snapshot_retention,
+                                                                   "[offline] snapshot_retention")
     grace = grace if grace is not None else duration(off.orphan_grace, "[offline] orphan_grace")
     now = as_utc(now or datetime.now().astimezone())
     names = list(signals) if signals else [sv.name for sv in platform.registry.signals()]

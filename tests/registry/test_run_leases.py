@@ -164,3 +164,19 @@ def test_a_frozen_run_marked_abandoned_still_records_its_real_end(registry_url: 
 def test_a_lease_must_be_positive(registry_url: str) -> None:
     with pytest.raises(QuasarError, match="run lease"):
         Registry.open(registry_url, run_lease=0)
+
+
+def test_a_run_table_from_before_leases_gets_them_and_its_stuck_runs_read_abandoned(registry_url: str,
+                                                                                    module: Path) -> None:
+    engine = create_engine(normalize_url(registry_url))
+    with engine.begin() as conn:                               # the run table as it was before leases
+        conn.exec_driver_sql("ALTER TABLE quasar_runs DROP COLUMN heartbeat_at")
+        conn.exec_driver_sql("ALTER TABLE quasar_runs DROP COLUMN lease_s")
+        conn.exec_driver_sql("INSERT INTO quasar_runs (signal_name, version, kind, status, started_at, params, details) "
+                             "VALUES ('user_clicks', 1, 'backfill', 'running', '2026-01-01 00:00:00', '{}', '{}')")
+    engine.dispose()
+    with Registry.open(registry_url) as reg:
+        stuck = reg.runs("user_clicks")[0]
+        assert stuck.status == "abandoned" and stuck.heartbeat_at is None
+        fresh = reg.start_run(signal="user_clicks", version=1, kind="backfill")
+        assert stored(registry_url, stuck.id).status == "abandoned" and status(reg, fresh) == "running"

@@ -29,8 +29,16 @@ def _race(project: FaultProject, windows: list[tuple[str, str]], gate: Path) -> 
 
 @pytest.mark.parametrize("case", list(WINDOWS))
 def test_concurrent_backfills_all_commit_the_union_once(case: str, tmp_path: Path) -> None:
-    windows = WINDOWS[case]
-    racing = make_fault_project(tmp_path / "racing")
+    _check_race(WINDOWS[case], make_fault_project(tmp_path / "racing"), tmp_path)
+
+
+@pytest.mark.postgres
+def test_concurrent_backfills_on_a_postgresql_catalog_and_registry(pg_database: str, tmp_path: Path) -> None:
+    racing = make_fault_project(tmp_path / "racing", registry_url=pg_database, catalog_uri=pg_database)
+    _check_race(WINDOWS["overlapping and disjoint"], racing, tmp_path)
+
+
+def _check_race(windows: list[tuple[str, str]], racing: FaultProject, tmp_path: Path) -> None:
     results = _race(racing, windows, tmp_path / "go")
     for code, out in results:
         assert code == 0, out
