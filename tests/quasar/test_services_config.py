@@ -14,7 +14,7 @@ from quasar.config import load_config
 
 SETTINGS = """
 [online]
-read_timeout = 0.5
+read_timeout = 0.75
 write_timeout = 3
 connect_timeout = 0.125
 max_body_bytes = 2048
@@ -35,14 +35,14 @@ def project(tmp_path: Path, project_env: str, monkeypatch: pytest.MonkeyPatch) -
 
 def test_the_defaults_are_well_under_a_second_for_reads(tmp_path: Path) -> None:
     online = load_config(tmp_path, env={}).online
-    assert (online.read_timeout, online.write_timeout, online.connect_timeout) == (0.25, 2.0, 0.25)
+    assert (online.read_timeout, online.write_timeout, online.connect_timeout) == (0.5, 2.0, 0.25)
     assert online.max_body_bytes == 4 * 1024 * 1024
 
 
 def test_both_services_take_their_limits_from_the_config(project: Path) -> None:
     from quasar.services import feature_app, scoring_app
     config = load_config(project)
-    assert (config.online.read_timeout, config.online.max_body_bytes) == (0.5, 2048)
+    assert (config.online.read_timeout, config.online.max_body_bytes) == (0.75, 2048)
     big = b" " * 4096
     good = {"Authorization": "Bearer s3cret", "content-type": "application/json"}
 
@@ -54,8 +54,8 @@ def test_both_services_take_their_limits_from_the_config(project: Path) -> None:
 
     features, scorer = feature_app(), scoring_app()
     store = features.state.context.store
-    assert (store.timeouts.read, store.timeouts.write, store.timeouts.connect) == (0.5, 3.0, 0.125)
-    assert scorer.state.scorer.store.timeouts.read == 0.5
+    assert (store.timeouts.read, store.timeouts.write, store.timeouts.connect) == (0.75, 3.0, 0.125)
+    assert scorer.state.scorer.store.timeouts.read == 0.75
     for app, path in ((features, "/v1/features"), (scorer, "/v1/score")):
         too_big, metrics = asyncio.run(ask(app, path))
         assert too_big.status_code == 413 and "over the limit of 2048 bytes" in too_big.json()["error"]["message"]
