@@ -77,7 +77,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise BodyTooLargeError(self.message(f"(more than {received} bytes streamed)"))
+                    raise BodyTooLargeError(self.message(f"(chunked, {received} bytes so far)"))
             return message
 
         async def watched_send(message: Message) -> None:
