@@ -12,8 +12,10 @@ What is kept, always:
   hurt.
 
 Everything else under a table's folder that no kept snapshot references (the data files, manifests and
-metadata files of killed or failed commits, and those of expired snapshots) is removed. A backfill runs the
-same collection, without expiring anything, on its own table after it commits.
+metadata files of killed or failed commits, and those of expired snapshots) is removed. After a backfill
+commits, the same collection runs (without expiring anything) on the signal's tables when the run log says a run
+of the signal may have left files since the last collection: one that failed, was abandoned or is still running
+(``collect_after``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,34 @@ def live_since(platform: Platform, name: str, *, exclude: int | None = None) -> 
     return min(starts, default=None)
 
 
+def state_key(name: str) -> str:
+    """Where the last collection of ``name``'s tables remembers its cutoff: every orphan older was removed."""
+    return f"gc:{name}"
+
+
+def needs_collection(platform: Platform, name: str, *, exclude: int | None = None) -> bool:
+    """Whether a run of ``name`` that did not succeed may have left files the last collection did not see: its
+    last sign of life (end, heartbeat or start) plus a lease is after that collection's cutoff."""
+    saved = platform.registry.get_state(state_key(name)) or {}
+    clean_before = datetime.fromisoformat(saved["clean_before"]) if saved.get("clean_before") else None
+    lease = timedelta(seconds=platform.registry.run_lease_s)
+    for run in platform.registry.runs(name, limit=50):
+        if run.id == exclude or run.status == "succeeded":
+            continue
+        last = run.finished_at or run.heartbeat_at or run.started_at
+        if clean_before is None or last + lease >= clean_before:
+            return True
+    return False
+
+
+def collect_after(platform: Platform, name: str, run_id: int | None) -> list[GcResult]:
+    """After a backfill of ``name``: collect its tables' orphans (no expiry) if a failed, abandoned or other
+    running run of it may have left some (``needs_collection``)."""
+    if not needs_collection(platform, name, exclude=run_id):
+        return []
+    return collect_garbage(platform, [name], expire=False, exclude_run=run_id)
+
+
 def collect_garbage(platform: Platform, signals: Sequence[str] | None = None, *, retention: timedelta | None = None,
                     grace: timedelta | None = None, expire: bool = True, dry_run: bool = False,
                     exclude_run: int | None = None, now: datetime | None = None) -> list[GcResult]:
@@ -87,4 +117,6 @@ def collect_garbage(platform: Platform, signals: Sequence[str] | None = None, *,
 
             results.append(collect(load, expire_before=now - retention if expire else None, orphans_before=cutoff,
                                    keep_snapshots=keep_snapshots, keep_files=keep_files, dry_run=dry_run))
+        if not dry_run:
+            platform.registry.set_state(state_key(name), {"clean_before": cutoff.isoformat()})
     return results

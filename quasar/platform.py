@@ -137,11 +137,11 @@ class Platform:
         return collect_garbage(self, signals, retention=retention, grace=grace, dry_run=dry_run)
 
     def _collect_after(self, name: str, run_id: int | None) -> None:
-        """After a backfill: remove the files killed or failed commits left in the signal's tables (no expiry).
-        A failure here is logged, never the backfill's failure."""
-        from quasar.gc import collect_garbage
+        """After a backfill: remove the files killed or failed commits left in the signal's tables (no expiry), if
+        the run log says there may be some. A failure here is logged, never the backfill's failure."""
+        from quasar.gc import collect_after
         try:
-            collect_garbage(self, [name], expire=False, exclude_run=run_id)
+            collect_after(self, name, run_id)
         except Exception as exc:  # the data is committed; the garbage waits for the next run or quasar gc
             logging.getLogger("quasar").warning("collecting unreferenced files of %s failed: %s", name, exc)
 
