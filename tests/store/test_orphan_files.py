@@ -66,14 +66,15 @@ def _kill_at(project: FaultProject, point: str, tmp_path: Path) -> int:
     return run.id
 
 
-@pytest.mark.parametrize("point", ["compute", "data:3", "metadata"])
-def test_a_killed_backfill_leaves_the_table_as_it_was_and_the_next_run_collects_its_files(
+@pytest.mark.parametrize("point", ["compute", "data:3", "metadata", "committed"])
+def test_a_killed_backfill_leaves_the_old_or_new_table_and_the_next_run_collects_its_files(
         point: str, based: FaultProject, tmp_path: Path) -> None:
     before, files = based.rows(), based.files()
     killed = _kill_at(based, point, tmp_path)
-    assert based.rows().equals(before)                       # the old snapshot, whole
+    after = expected(tmp_path, BASE, NEXT)
+    assert based.rows().equals(after if point == "committed" else before)   # old or new snapshot, whole
     left = based.files() - files
-    if point != "compute":
+    if point in ("data:3", "metadata"):
         assert left and left == orphans(based)               # the kill left files no snapshot references
     with based.platform() as p:
         wait_for(lambda: p.runs("clicks")[0].status == "abandoned", "the killed run to read as abandoned")
@@ -81,7 +82,7 @@ def test_a_killed_backfill_leaves_the_table_as_it_was_and_the_next_run_collects_
         statuses = {r.id: r.status for r in p.runs("clicks")}
     assert statuses[killed] == "abandoned"
     assert orphans(based) == set()                           # nothing left behind, nothing needed removed
-    assert based.rows().equals(expected(tmp_path, BASE, NEXT))
+    assert based.rows().equals(after)
 
 
 def test_quasar_gc_collects_a_killed_commit_and_the_table_reads_the_same(based: FaultProject, tmp_path: Path) -> None:
