@@ -2,8 +2,9 @@
 
 What is kept, always:
 
-* every snapshot younger than ``[offline] snapshot_retention`` (default 7 days), so a dataset built within it can
-  be built again from the snapshots it recorded, and time travel within it works;
+* every snapshot that was still current within ``[offline] snapshot_retention`` (default 7 days), so a dataset
+  built within it can be built again from the snapshots it recorded, a reader that started on the current
+  snapshot has the whole retention to finish, and time travel within it works;
 * the table's current snapshot (and any branch or tag head), however old;
 * the snapshot a materialization watermark was saved at, and every file that watermark lists: the next
   incremental materialize reads the files a backfill replaced to correct the online store;

@@ -3,8 +3,8 @@
 A killed or failed commit can leave data files, manifests and metadata files under a table's folder that no
 snapshot references. ``remove_orphans`` deletes them, but only files older than a cutoff: a writer that is still
 running has written files it has not committed yet, and those must never be touched (the caller puts the cutoff
-before the start of every live run it knows and an ``orphan_grace`` before now). ``expire_snapshots`` drops old
-snapshots, always keeping the current one and any the caller pins (a materialization watermark), so their files
+before the start of every live run it knows and an ``orphan_grace`` before now). ``expire_snapshots`` drops the
+snapshots superseded before the retention, always keeping the current one and any the caller pins (a materialization watermark), so their files
 can be collected next.
 
 What a live snapshot needs is read from the table's metadata every time: the current and logged metadata
@@ -133,14 +133,23 @@ def remove_orphans(load: Callable[[], Any], *, older_than: datetime, keep: Itera
 
 
 def expirable(table: Any, *, older_than: datetime, keep: Iterable[int] = ()) -> list[int]:
-    """The snapshots committed before ``older_than``, except the current one, branch and tag heads, and ``keep``."""
+    """The snapshots that stopped being current before ``older_than`` (their first child was committed then),
+    except the current one, branch and tag heads, and ``keep``.
+
+    Counting from when a snapshot was superseded, not from when it was committed, gives a reader that started
+    on the current snapshot (a dataset, a materialization) the whole retention to finish, however old it is."""
     cutoff_ms = int(as_utc(older_than).timestamp() * 1000)
     current = table.current_snapshot()
     spared = {int(s) for s in keep} | {int(r.snapshot_id) for r in table.metadata.refs.values()}
     if current is not None:
         spared.add(int(current.snapshot_id))
+    superseded: dict[int, int] = {}
+    for s in table.metadata.snapshots:
+        if s.parent_snapshot_id is not None:
+            parent = int(s.parent_snapshot_id)
+            superseded[parent] = min(superseded.get(parent, s.timestamp_ms), s.timestamp_ms)
     return [int(s.snapshot_id) for s in table.metadata.snapshots
-            if s.timestamp_ms < cutoff_ms and int(s.snapshot_id) not in spared]
+            if superseded.get(int(s.snapshot_id), s.timestamp_ms) < cutoff_ms and int(s.snapshot_id) not in spared]
 
 
 def expire_snapshots(load: Callable[[], Any], *, older_than: datetime, keep: Iterable[int] = (),

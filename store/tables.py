@@ -117,11 +117,13 @@ def _covered_until(table: Any) -> datetime | None:
 
 
 def _summary(table: Any, write: Write, end: datetime | None) -> dict[str, str]:
-    """The snapshot summary entries every commit carries: its write id and the covered-until maximum."""
+    """The snapshot summary entries every commit carries: its write id, which attempt committed it (a retry after
+    another writer's commit counts one more) and the covered-until maximum."""
     covered = _covered_until(table)
     if end is not None:
         covered = end if covered is None else max(covered, end)
-    return {WRITE_ID: write.id, **({_COVERED: covered.isoformat()} if covered is not None else {})}
+    return {WRITE_ID: write.id, "quasar.attempt": str(write.attempts),
+            **({_COVERED: covered.isoformat()} if covered is not None else {})}
 
 
 class _DataFiles:

@@ -4,12 +4,12 @@ reads in full: the current snapshot, a materialization watermark's snapshot and 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from click.testing import CliRunner
 
-from fixtures.fault_project import make_fault_project
+from fixtures.fault_project import make_fault_project, wait_for
 from quasar.cli import main
 from store.gc import referenced_files
 
@@ -63,3 +63,22 @@ def test_gc_with_the_default_retention_keeps_every_recent_snapshot(tmp_path: Pat
     assert project.files() == files
     out = CliRunner().invoke(main, ["-C", str(project.root), "gc", "--retention", "soon"])
     assert out.exit_code == 1 and "--retention 'soon' is invalid" in out.output
+
+
+def test_retention_counts_from_when_a_snapshot_stopped_being_current(tmp_path: Path) -> None:
+    """A snapshot committed long ago but superseded just now is kept: a reader that started on it while it was
+    current (a dataset, a materialization) has the whole retention to finish."""
+    from store.gc import expirable
+
+    project = make_fault_project(tmp_path / "p")
+    with project.platform() as p:
+        p.backfill("clicks", "2026-01-01", "2026-01-03")
+        first = p.offline.table("clicks", 1).current_snapshot()
+        wait_for(lambda: datetime.now(UTC) > datetime.fromtimestamp(first.timestamp_ms / 1000 + 0.05, UTC),
+                 "the clock to pass the first commit")
+        between = datetime.now(UTC)
+        p.backfill("clicks", "2026-01-02", "2026-01-04")
+        table = p.offline.table("clicks", 1)
+    assert first.timestamp_ms < between.timestamp() * 1000         # committed before the cutoff ...
+    assert first.snapshot_id not in expirable(table, older_than=between)   # ... but current after it: kept
+    assert first.snapshot_id in expirable(table, older_than=datetime.now(UTC) + timedelta(seconds=1))
