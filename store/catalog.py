@@ -63,7 +63,12 @@ def open_catalog(*, uri: str, warehouse: str, name: str = "quasar",
             from pyiceberg.catalog.sql import SqlCatalog
 
             sql_uri = _sql_uri(uri)
-            return SqlCatalog(name, **{**props, "uri": sql_uri, "warehouse": location})
+            try:
+                return SqlCatalog(name, **{**props, "uri": sql_uri, "warehouse": location})
+            except Exception as exc:       # another process created the catalog's tables between check and create
+                if "already exists" not in str(exc):
+                    raise
+                return SqlCatalog(name, **{**props, "uri": sql_uri, "warehouse": location})
         from pyiceberg.catalog import load_catalog
 
         return load_catalog(name, **{**props, "uri": uri, "warehouse": location})

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from store.gc import delete_files, list_files
+from store.gc import delete_files, delete_stale_metadata, list_files
 
 WRITE_ID = "quasar.write-id"
 ATTEMPTS = 8
@@ -93,7 +93,8 @@ def commit(load: Callable[[], Any], build: Callable[[Any, Any], None], write: Wr
 
 def discard(table: Any, write: Write) -> list[str]:
     """Delete what ``write`` put under the table's folder and no snapshot holds: its data files (named with its
-    id) and its transactions' manifests. Only for a write that did not land."""
+    id), its transactions' manifests and metadata files that lost the race to the catalog
+    (``store.gc.stale_metadata``). Only for a write that did not land."""
     for tx in write.transactions:
         for producer in getattr(tx, "_snapshot_producers", ()):   # pyiceberg keeps what each attempt wrote here
             clean = getattr(producer, "_clean_all_uncommitted", None)
@@ -103,7 +104,7 @@ def discard(table: Any, write: Write) -> list[str]:
     location = str(table.location())
     try:
         mine = [uri for uri, _ in list_files(f"{location.rstrip('/')}/data") if write.id in uri.rsplit("/", 1)[-1]]
-        return delete_files(location, mine)
+        return delete_files(location, mine) + delete_stale_metadata(table)
     except Exception:  # the folder cannot be listed (e.g. the disk failed): gc collects them later
         return []
 

@@ -112,6 +112,33 @@ def delete_files(location: str, uris: Iterable[str]) -> list[str]:
     return deleted
 
 
+def metadata_version(uri: str) -> int | None:
+    """The version a metadata file's name starts with (``00003-<uuid>.metadata.json`` -> 3), or None."""
+    name = uri.rsplit("/", 1)[-1]
+    head = name.split("-", 1)[0]
+    return int(head) if name.endswith(".metadata.json") and head.isdigit() else None
+
+
+def stale_metadata(table: Any, listed: Iterable[str]) -> list[str]:
+    """The metadata files among ``listed`` no commit can ever make current, whatever their age: unreferenced and
+    numbered at or below the current version. A catalog commit writes version N+1 only on top of version N and
+    swaps it in only while N is still current, so a file numbered N+1 or lower that lost that race (a commit or a
+    table creation that failed after writing its file) stays garbage for good."""
+    current = metadata_version(str(table.metadata_location))
+    if current is None:
+        return []
+    refs = {table.metadata_location, *(e.metadata_file for e in table.metadata.metadata_log)}
+    return [uri for uri in listed
+            if uri not in refs and (v := metadata_version(uri)) is not None and v <= current]
+
+
+def delete_stale_metadata(table: Any) -> list[str]:
+    """Delete ``stale_metadata`` under the table's metadata folder; the files deleted."""
+    location = str(table.location()).rstrip("/")
+    listed = [uri for uri, _ in list_files(f"{location}/metadata")]
+    return delete_files(location, stale_metadata(table, listed))
+
+
 def remove_orphans(load: Callable[[], Any], *, older_than: datetime, keep: Iterable[str] = (),
                    without: Iterable[int] = (), dry_run: bool = False) -> tuple[list[str], int]:
     """Delete the files under the table's folder that no live snapshot references and that were last modified
@@ -128,7 +155,8 @@ def remove_orphans(load: Callable[[], Any], *, older_than: datetime, keep: Itera
     refs = referenced_files(table, without=without if dry_run else ()) | {_uri(k) for k in keep}
     cutoff = as_utc(older_than)
     orphans = [(uri, mtime) for uri, mtime in listed if uri not in refs]
-    old = [uri for uri, mtime in orphans if mtime.tzinfo is not None and mtime < cutoff]
+    stale = set(stale_metadata(table, [uri for uri, _ in orphans]))
+    old = [uri for uri, mtime in orphans if uri in stale or (mtime.tzinfo is not None and mtime < cutoff)]
     return (old if dry_run else delete_files(location, old)), len(orphans) - len(old)
 
 

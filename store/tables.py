@@ -7,6 +7,7 @@ commit, so re-running a backfill is idempotent and a failed one leaves the previ
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ from signals.ufr.schema import EVENT_TIMESTAMP
 from store.arrow_types import fix_pyiceberg_list_nulls, iceberg_schema, restore_ufr_types, to_storage
 from store.commits import WRITE_ID, Write, commit, landed
 from store.data_files import WrittenFile
+from store.gc import delete_stale_metadata
 
 fix_pyiceberg_list_nulls()
 
@@ -181,6 +183,7 @@ class OfflineStore:
         from pyiceberg.exceptions import NoSuchTableError
 
         ident = self.identifier(signal.name, version)
+        lost_race = False
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             try:
                 table = self.catalog.load_table(ident)
@@ -199,6 +202,10 @@ class OfflineStore:
                 # a concurrent writer creating the namespace or the table at the same moment: load its table
                 if attempt == _CREATE_ATTEMPTS:
                     raise StoreError(f"cannot create the offline table {'.'.join(ident)}: {exc}") from exc
+                lost_race = True
+        if lost_race:
+            with contextlib.suppress(Exception):         # the metadata file our creation wrote is garbage now
+                delete_stale_metadata(table)
         self._check_fingerprint(table, signal, version)
         return table
 

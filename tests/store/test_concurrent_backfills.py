@@ -3,14 +3,18 @@ windows exactly once, equal to the same backfills run one after another (issue 1
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from fixtures.fault_project import FaultProject, finish, make_fault_project, wait_for
+from fixtures.fault_project import T0, FaultProject, finish, make_fault_project, wait_for
 from store.gc import referenced_files
 
+TIMESTAMP = pa.timestamp("us", tz="UTC")
 WINDOWS = {
     "same window twice": [("2026-01-02", "2026-01-06"), ("2026-01-02", "2026-01-06")],
     "overlapping and disjoint": [("2026-01-01", "2026-01-06"), ("2026-01-04", "2026-01-09"),
@@ -63,6 +67,42 @@ def _check_race(windows: list[tuple[str, str]], racing: FaultProject, tmp_path: 
         table = p.offline.table("clicks", 1)
     assert pc.min(got["event_timestamp"]).as_py().date().isoformat() == first
     assert pc.max(got["event_timestamp"]).as_py().date().isoformat() < last
-    # the losers' first attempts left nothing behind: every data file is one a snapshot references
-    data = {str(f) for f in (racing.table_folder() / "data").rglob("*.parquet")}
-    assert data <= {f.removeprefix("file://") for f in referenced_files(table)}
+    # the losers' attempts (and a lost race to create the table) left nothing behind: every file is referenced
+    assert racing.files() == {r.removeprefix(f"{table.location()}/") for r in referenced_files(table)}
+
+
+def test_a_backfill_that_loses_every_attempt_says_so_and_leaves_nothing(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rival writer (a push kept offline) commits into the window before each of the backfill's attempts:
+    the backfill gives up after its retry budget with a message that says why, and leaves no file behind."""
+    from pyiceberg.table import Transaction
+
+    from signals.errors import BackfillError
+
+    project = make_fault_project(tmp_path / "p")
+    with project.platform() as p:
+        p.backfill("clicks", "2026-01-01", "2026-01-03")
+        signal = p.registry.signal("clicks").signal
+        row = pa.table({"user_id": [7], "event_timestamp": pa.array([T0 + timedelta(hours=30)], TIMESTAMP),
+                        "created_timestamp": pa.array([T0], TIMESTAMP), "clicked": [1], "item": [100]})
+        original, busy, rivals = Transaction.commit_transaction, [False], [0]
+
+        def rival_first(tx: Any) -> Any:
+            if not busy[0]:
+                busy[0] = True
+                try:
+                    p.offline.append(signal, 1, row)             # another writer lands in the window first
+                    rivals[0] += 1
+                finally:
+                    busy[0] = False
+            return original(tx)
+
+        monkeypatch.setattr(Transaction, "commit_transaction", rival_first)
+        with pytest.raises(BackfillError, match=r"other writers kept committing to the table at the same time "
+                                                r"\(8 attempts\); run it again"):
+            p.backfill("clicks", "2026-01-01", "2026-01-03")
+        monkeypatch.undo()
+        table = p.offline.table("clicks", 1)
+        assert rivals[0] == 8 and project.rows().num_rows == p.offline.read(signal, 1).num_rows
+        refs = {r.removeprefix(f"{table.location()}/") for r in referenced_files(table)}
+    assert project.files() == refs                             # not one file of the eight attempts is left
