@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fixtures.fault_project import FaultProject, kill, wait_for
+from fixtures.fault_project import FaultProject, kill, make_fault_project, wait_for
 from quasar.cli import main
 from signals.errors import BackfillError
 
@@ -52,3 +52,22 @@ def test_a_backfill_whose_failure_cannot_be_recorded_ends_abandoned(fault_projec
             p.backfill("clicks", "2026-01-01", "2026-01-04")
         journal.rmdir()                                    # the registry writes again; the process lives on
         wait_for(lambda: p.runs("clicks")[0].status == "abandoned", "the unrecorded run to read as abandoned")
+
+
+def test_a_killed_materialization_ends_abandoned_and_the_rerun_is_consistent(tmp_path: Path, redis_url: str) -> None:
+    project = make_fault_project(tmp_path / "p", redis_url=redis_url)
+    with project.platform() as p:
+        p.backfill("clicks", "2026-01-01", "2026-01-05")
+    marker = tmp_path / "writing"
+    child = project.kill_child("-", "-", "materialize", marker)
+    wait_for(marker.exists, "the materialization's first write", procs=[child])
+    kill(child)
+    with project.platform() as p:
+        wait_for(lambda: p.runs("clicks")[0].status == "abandoned", "the killed materialization to read abandoned")
+        killed = p.runs("clicks")[0]
+        assert killed.kind == "materialize"
+        rerun = p.materialize()[0]
+        runs = {r.id: r for r in p.runs("clicks")}
+        assert runs[killed.id].status == "abandoned" and runs[rerun.run_id].status == "succeeded"
+        assert f"marked by run {rerun.run_id}" in runs[killed.id].details["error"]
+        assert p.consistency("clicks").consistent
