@@ -5,7 +5,7 @@ same backfill and the same point-in-time dataset, at several data sizes, in one 
 
 Sizes (source events over 20 days; users and pins scale with them; spine rows): small 100k events, 2k users,
 4k pins, 20k spine rows; medium 400k, 8k, 16k, 80k; large 1.6M, 32k, 64k, 320k. Per size, one seeded example
-world (``examples.data``) is written into two project folders, one per engine, so their tables never meet.
+world (``quasar.examples.data``) is written into two project folders, one per engine, so their tables never meet.
 Each engine backfills the six example signals over the whole window in dependency order (``user_engagement``,
 ``user_affinity``, ``pin_stats``, ``user_recent_pins``, ``pin_profile``, ``user_profile``: source read,
 compute, output check, data-quality gate, Iceberg write), then builds one training dataset of all six
@@ -41,8 +41,8 @@ from click.testing import CliRunner
 
 import quasar.cli
 from bench.common import machine_line, markdown_table, ratio, timed, write_results
-from examples.data import World, generate, make_spine
 from quasar.demo import ALL_FEATURES, EXAMPLE_SIGNALS
+from quasar.examples.data import World, generate, make_spine
 from quasar.platform import Platform
 
 SECTION = "## Engines: local vs Spark (bench/engines.py)"
@@ -156,7 +156,7 @@ def run_size(size: str, events: int, spine_rows: int, folder: Path, driver_memor
 
 def start_spark(root: Path) -> tuple[Any, float]:
     """The shared Spark session with the project's ``[spark]`` settings, and the seconds it took to start."""
-    from store.engines.spark_session import build_session
+    from quasar.store.engines.spark_session import build_session
     with Platform.open(root) as p:
         master, conf = p.config.spark.master, dict(p.config.spark.conf)
     start = time.perf_counter()
@@ -241,7 +241,7 @@ def report(results: Sequence[SizeRun], command: str, startup_s: float, warm: Siz
         "The same backfill and the same point-in-time dataset on quasar's two engines: local (DuckDB, in "
         "process) and Spark (PySpark `local[*]`, the default `[spark]` settings plus "
         f"`spark.driver.memory = {driver_memory}` in `[spark.conf]`). Per size, one seeded example world "
-        "(`examples.data`, 20 days, one user per 50 events and one pin per 25) is written into two project "
+        "(`quasar.examples.data`, 20 days, one user per 50 events and one pin per 25) is written into two project "
         "folders, one per engine. Each engine backfills the six example signals over the whole window in "
         "dependency order (source read, compute, output check, data-quality gate, Iceberg write; the sum is "
         "shown), then builds one training dataset of all six signals (`training_dataset`, full names) for "

@@ -41,7 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bench.common import machine_line, markdown_table, ratio, timed, write_results
-from training_adapters import make_loader
+from quasar.training_adapters import make_loader
 
 SECTION = "## Training loader (bench/loader.py)"
 DENSE = [f"f{i}" for i in range(8)]

@@ -46,11 +46,11 @@ import pyarrow.parquet as pq
 import redis
 
 from bench.common import machine_line, markdown_table, ratio, write_feature_parquet, write_results
-from online.materialize import materialize
-from online.redis_store import RedisOnlineStore
-from online.response import plan_request, read_online_features
-from registry.registry import Registry
-from signals import Entity, Float32, Float64, IdList, Int64, Signal, Source, String, Vector, signal
+from quasar.online.materialize import materialize
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.online.response import plan_request, read_online_features
+from quasar.registry.registry import Registry
+from quasar.signals import Entity, Float32, Float64, IdList, Int64, Signal, Source, String, Vector, signal
 
 SECTION = "## Online serving (bench/online.py)"
 ROOT = Path(__file__).resolve().parent.parent
@@ -373,7 +373,7 @@ def http_bench(folder: Path, port: int, registry_url: str, feast_repo_path: Path
     """quasar's service and ``feast serve`` under the same load, one after the other."""
     servers: dict[str, tuple[list[str], dict[str, str], str]] = {}
     q_port = free_port()
-    code = f"from online.service.runner import run_service; run_service(port={q_port}, workers={args.workers})"
+    code = f"from quasar.online.service.runner import run_service; run_service(port={q_port}, workers={args.workers})"
     servers["quasar"] = ([sys.executable, "-c", code], {"QUASAR_REGISTRY_URL": registry_url, "PYTHONPATH": str(ROOT),
                          "QUASAR_REDIS_URL": f"redis://127.0.0.1:{port}/0", "QUASAR_PROJECT": PROJECT,
                          "QUASAR_MAX_ENTITIES": "1000"}, "/v1/features")
@@ -444,8 +444,8 @@ def feast_materialize_worker(folder: Path) -> None:
 
 def materialize_bench(folder: Path, port: int, registry: Registry, rows: int, with_feast: bool,
                       budget: float) -> tuple[list[list[Any]], str]:
-    from store.catalog import open_catalog
-    from store.tables import OfflineStore
+    from quasar.store.catalog import open_catalog
+    from quasar.store.tables import OfflineStore
 
     data = write_feature_parquet(folder / "features", rows=rows, entities=100_000, features=8, days=30, seed=SEED)
     table = pq.read_table(folder / "features").select(["user_id", "event_timestamp", "created_timestamp",

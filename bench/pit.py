@@ -52,11 +52,11 @@ from bench.common import (
     write_feature_parquet,
     write_results,
 )
-from signals import Entity, Float32, Signal, Source, signal
-from store.dataset import build_training_dataset
-from store.engines.base import FeatureRequest
-from store.engines.local import LocalEngine
-from store.pit_local import point_in_time_duckdb
+from quasar.signals import Entity, Float32, Signal, Source, signal
+from quasar.store.dataset import build_training_dataset
+from quasar.store.engines.base import FeatureRequest
+from quasar.store.engines.local import LocalEngine
+from quasar.store.pit_local import point_in_time_duckdb
 
 SECTION = "## Point-in-time datasets (bench/pit.py)"
 SIZES = {"small": (10_000, 100_000), "medium": (100_000, 1_000_000), "large": (1_000_000, 10_000_000)}

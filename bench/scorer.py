@@ -35,15 +35,20 @@ import redis
 import torch
 
 from bench.common import machine_line, markdown_table, write_results
-from examples.ranker import Ranker
-from online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
-from serving_adapters.bundle import BundleSpec, InputColumn, save_bundle
-from serving_adapters.device import choose_device, device_name
-from serving_adapters.features import assemble_feature_table, build_request_batch, check_keys, fetch_online
-from serving_adapters.models import LoadedModel, ModelRegistry, static_resolver
-from serving_adapters.runner import ModelRunner
-from serving_adapters.service import create_scoring_app
-from signals import (
+from quasar.examples.ranker import Ranker
+from quasar.online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
+from quasar.serving_adapters.bundle import BundleSpec, InputColumn, save_bundle
+from quasar.serving_adapters.device import choose_device, device_name
+from quasar.serving_adapters.features import (
+    assemble_feature_table,
+    build_request_batch,
+    check_keys,
+    fetch_online,
+)
+from quasar.serving_adapters.models import LoadedModel, ModelRegistry, static_resolver
+from quasar.serving_adapters.runner import ModelRunner
+from quasar.serving_adapters.service import create_scoring_app
+from quasar.signals import (
     Entity,
     Float64,
     IdList,
@@ -56,7 +61,7 @@ from signals import (
     WeightedIdList,
     signal,
 )
-from signals.ufr.tensors import InputSpec
+from quasar.signals.ufr.tensors import InputSpec
 
 PROJECT = "benchscorer"
 USERS, PINS, CANDIDATES, DIM = 10_000, 100_000, 100, 16
@@ -148,7 +153,7 @@ def save_ranker(folder: Path, seed: int = 0) -> None:
     kwargs: dict[str, Any] = {"dense_dim": sum(t.is_scalar for _, t in spec.features),
               "vector_pair": ["user_profile__taste", "pin_profile__embedding"], "id_list": "user_recent_pins__recent_pins"}
     torch.manual_seed(seed)
-    bundle = BundleSpec(name="ranker", model_class="examples.ranker:Ranker", model_kwargs=kwargs, spec=spec,
+    bundle = BundleSpec(name="ranker", model_class="quasar.examples.ranker:Ranker", model_kwargs=kwargs, spec=spec,
                         inputs=inputs, request_key="user_id", candidate_key="pin_id")
     save_bundle(folder, bundle, Ranker(**kwargs))
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from signals.ufr.tensors import FeatureBatch
+from quasar.signals.ufr.tensors import FeatureBatch
 
 
 class Ranker(nn.Module):

@@ -1,6 +1,6 @@
 """Train the example ranker for an epoch on a point-in-time dataset and save a model bundle.
 
-    python -m examples.train_ranker --project DIR [--models DIR] [--epochs 1]
+    python -m quasar.examples.train_ranker --project DIR [--models DIR] [--epochs 1]
 
 It builds the labeled dataset from the demo's spine (users x pins x time x clicked), streams it into
 PyTorch with quasar's loader, trains on the GPU when there is one, and writes a bundle that records the
@@ -18,11 +18,11 @@ import pyarrow as pa
 import torch
 
 import quasar
-from examples.data import World, make_spine
-from examples.ranker import Ranker
-from serving_adapters.bundle import BundleSpec, InputColumn, save_bundle
-from signals.ufr.tensors import InputSpec
-from training_adapters import make_loader
+from quasar.examples.data import World, make_spine
+from quasar.examples.ranker import Ranker
+from quasar.serving_adapters.bundle import BundleSpec, InputColumn, save_bundle
+from quasar.signals.ufr.tensors import InputSpec
+from quasar.training_adapters import make_loader
 
 REQUEST = ["user_engagement:impressions_1d", "user_engagement:clicks_7d", "user_engagement:ctr_7d",
            "user_engagement:dwell_1d", "user_affinity:engagement_score", "user_recent_pins:recent_pins",
@@ -77,14 +77,14 @@ def train(project: Path, models: Path, *, epochs: int = 1, spine: pa.Table | Non
             seen += batch.features.size
     inputs = tuple(InputColumn(column=column_name(r), ref=r, role="request") for r in refs_req) + tuple(
         InputColumn(column=column_name(r), ref=r, role="candidate") for r in refs_cand)
-    bundle = BundleSpec(name=name, model_class="examples.ranker:Ranker", model_kwargs=model_kwargs, spec=spec,
+    bundle = BundleSpec(name=name, model_class="quasar.examples.ranker:Ranker", model_kwargs=model_kwargs, spec=spec,
                         inputs=inputs, request_key="user_id", candidate_key="pin_id",
                         metrics={"train_loss": loss_sum / max(seen, 1), "rows": seen})
     return save_bundle(models, bundle, model.cpu())
 
 
 def _ufr_type(table: pa.Table, column: str):  # type: ignore[no-untyped-def]
-    from signals.ufr.infer import infer_feature_type
+    from quasar.signals.ufr.infer import infer_feature_type
     return infer_feature_type(table.schema.field(column).type, column)
 
 

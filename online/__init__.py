@@ -1,7 +1,7 @@
 """The online store: Redis layout, newer-wins reads and writes, materialization from the offline store, push,
-and (in ``online.service``) the FastAPI feature service. Backends load lazily (``load_online_store``)."""
+and (in ``quasar.online.service``) the FastAPI feature service. Backends load lazily (``load_online_store``)."""
 
-from online.store import (
+from quasar.online.store import (
     ASYNC_ONLINE_STORES,
     ONLINE_STORES,
     AsyncOnlineStore,

@@ -28,11 +28,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from online.store import OnlineStore
-from signals.errors import QuasarError
-from signals.signal import Signal
-from signals.ufr.schema import EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
+from quasar.online.store import OnlineStore
+from quasar.signals.errors import QuasarError
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
 EXAMPLES = 5
 KINDS = ("mismatch", "missing", "extra")

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from signals.entity import Entity
-from signals.errors import ConfigError, RequestError, SchemaError
+from quasar.signals.entity import Entity
+from quasar.signals.errors import ConfigError, RequestError, SchemaError
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 

@@ -3,9 +3,9 @@
 Redis runs a script atomically, so concurrent writers of one key cannot interleave between the read of the
 stored record and the write of the new one.
 
-Which record wins is ``signals.ordering``'s rule: the higher rank (event time, then created time, a null
+Which record wins is ``quasar.signals.ordering``'s rule: the higher rank (event time, then created time, a null
 created time being int64 min) wins, and an exact tie goes to the later write. Both times sit in the UFR
-record header (``signals.ufr.codec``: event time at byte 10, created time at byte 18, int64 little-endian;
+record header (``quasar.signals.ufr.codec``: event time at byte 10, created time at byte 18, int64 little-endian;
 Lua's ``struct`` counts from 1). Lua numbers are doubles, exact only within ±2^53, so the script never
 turns a time into one number: it unpacks each as its signed high and unsigned low 32-bit halves (both exact)
 and compares the four halves in order. A stored record of another format version (or a damaged one) is
@@ -15,7 +15,7 @@ Per key the caller gives a record and a *floor*:
 
 * floor ``""`` (push, materialization of new rows): newer wins. An empty record writes nothing.
 * floor ``"*"`` (an exact rebuild): the record replaces whatever is stored; an empty record deletes the field.
-* floor = a 16-byte rank (a correction, see ``online.materialize``): a stored record whose rank is not
+* floor = a 16-byte rank (a correction, see ``quasar.online.materialize``): a stored record whose rank is not
   above the floor was derived from offline rows that are gone, so it is replaced (deleted for an empty
   record); one above it (written online only, newer than anything offline had) is kept unless the new
   record wins by the rule.
@@ -33,7 +33,13 @@ from __future__ import annotations
 
 import hashlib
 
-from signals.ufr.codec import CREATED_TIME_OFFSET, EVENT_TIME_OFFSET, FORMAT_VERSION, HEADER_SIZE, MAGIC
+from quasar.signals.ufr.codec import (
+    CREATED_TIME_OFFSET,
+    EVENT_TIME_OFFSET,
+    FORMAT_VERSION,
+    HEADER_SIZE,
+    MAGIC,
+)
 
 #: KEYS: the entity hashes. ARGV[1]: the field (``<signal>@<version>``); ARGV[2]: the TTL in ms, "0" for
 #: none; ARGV[3]: "r" to reset expiry, "" not to; ARGV[2 + 2i], ARGV[3 + 2i]: the record and the floor for

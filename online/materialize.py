@@ -1,6 +1,6 @@
 """Materialization: the online store mirrors each entity's offline latest-as-of-now row of a signal version.
 
-The row an entity serves is the winner by ``signals.ordering`` (event time, then created time, a null created
+The row an entity serves is the winner by ``quasar.signals.ordering`` (event time, then created time, a null created
 time the oldest, then the later row in plan order) among its rows with ``event_timestamp <= now``: exactly
 what the point-in-time join gives a training spine stamped now. A row stamped in the future is not served
 before its time; the state remembers the files holding such rows, and the first run after they are due
@@ -23,9 +23,9 @@ current snapshot's files with the covered ones:
 winner replaces what is stored; then the online keys are scanned and the field of every entity without an
 offline row is deleted. A changed TTL (re-registering a signal updates it in place, same version) or
 online records of an older format also trigger a rebuild, which re-applies expiry to every key
-(``online.lua``), earlier or later than before.
+(``quasar.online.lua``), earlier or later than before.
 
-**Push** (``online.push``) writes online only, newer-wins. A pushed value newer than every offline row of
+**Push** (``quasar.online.push``) writes online only, newer-wins. A pushed value newer than every offline row of
 its entity stays through incremental runs, corrections included: a correction replaces a stored record only
 when it is not above the floor, i.e. when offline once had a row at least as new. A full rebuild (and so a
 TTL change) makes online exactly offline: pushed values that are not in the offline table are dropped. To
@@ -38,10 +38,10 @@ read in record batches of ``batch_rows``; winners are held one partition (added 
 (corrections, rebuilds) at a time, plus the floors of the corrected entities and, during a rebuild's scan,
 the join keys of the version's offline entities.
 
-A snapshot whose data-quality verdict (``store.gates``) is ``failed`` is refused with ValidationFailedError;
+A snapshot whose data-quality verdict (``quasar.store.gates``) is ``failed`` is refused with ValidationFailedError;
 one committed under the ``warn`` policy is materialized (a strict gate that fails never commits at all).
 
-**Time bounds** (``signals.bounds``, ``[time]`` in quasar.toml): push and backfill refuse event times before
+**Time bounds** (``quasar.signals.bounds``, ``[time]`` in quasar.toml): push and backfill refuse event times before
 ``earliest`` or more than ``max_future`` after now, but another writer may still have put such rows in the
 table. A run skips them: a row before ``earliest`` is never served, and one after now is not served before its
 time anyway (it is read again once due, when it is inside the bounds). The run counts those it read
@@ -67,19 +67,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from online.keys import field_name
-from online.store import OnlineStore
-from signals.bounds import DEFAULT_BOUNDS, TimeBounds, describe, outside
-from signals.errors import QuasarError, RequestError, SchemaError, StoreError
-from signals.ordering import latest_per_entity as _latest
-from signals.signal import Signal
-from signals.times import micros
-from signals.ufr.codec import FORMAT_VERSION
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-from store.arrow_types import restore_ufr_types, storage_schema
-from store.buckets import iceberg_buckets
-from store.gates import check_snapshot
-from store.tables import PROP_FINGERPRINT, OfflineStore, local_path
+from quasar.online.keys import field_name
+from quasar.online.store import OnlineStore
+from quasar.signals.bounds import DEFAULT_BOUNDS, TimeBounds, describe, outside
+from quasar.signals.errors import QuasarError, RequestError, SchemaError, StoreError
+from quasar.signals.ordering import latest_per_entity as _latest
+from quasar.signals.signal import Signal
+from quasar.signals.times import micros
+from quasar.signals.ufr.codec import FORMAT_VERSION
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from quasar.store.arrow_types import restore_ufr_types, storage_schema
+from quasar.store.buckets import iceberg_buckets
+from quasar.store.gates import check_snapshot
+from quasar.store.tables import PROP_FINGERPRINT, OfflineStore, local_path
 
 _POSITION = "__quasar_position"
 Keep = Callable[[pa.Table], pa.Array]
@@ -129,7 +129,7 @@ def state_key(signal: str, version: int) -> str:
 
 
 def latest_per_entity(rows: pa.Table, join_key: str) -> pa.Table:
-    """One row per join key by ``signals.ordering``, plan order given by ``__quasar_position``."""
+    """One row per join key by ``quasar.signals.ordering``, plan order given by ``__quasar_position``."""
     return _latest(rows, join_key, position=_POSITION)
 
 

@@ -3,13 +3,13 @@
 ``validate_push_rows`` is the check alone, so the facade can append the same validated table to the
 offline store. A pushed row must give the join key, ``event_timestamp`` and every feature (a missing value
 is a null, never an absent column, so a push cannot silently blank a feature); ``created_timestamp`` may be
-given. Times are timestamps or ISO-8601 strings, read by the one time rule (``signals.times``: an offset is
+given. Times are timestamps or ISO-8601 strings, read by the one time rule (``quasar.signals.times``: an offset is
 honoured, a naive time is UTC).
 
-Times outside the bounds (``signals.bounds``: an event time before ``[time] earliest`` or more than ``[time]
+Times outside the bounds (``quasar.signals.bounds``: an event time before ``[time] earliest`` or more than ``[time]
 max_future`` after now, a created time that far ahead) refuse the whole push with a SchemaError naming the
 column, the row, the value and the bound: one row stamped 9999-12-31 would otherwise win newer-wins for ever.
-Rows pushed without ``created_timestamp`` get their arrival time (``signals.ordering.stamp_created``), so a
+Rows pushed without ``created_timestamp`` get their arrival time (``quasar.signals.ordering.stamp_created``), so a
 later push of one event time wins, and a push beats an offline row of the same event time written before it.
 """
 
@@ -20,16 +20,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from online.store import OnlineStore
-from signals.bounds import DEFAULT_BOUNDS, TimeBounds, check_times, clock_us
-from signals.errors import RequestError, SchemaError
-from signals.ordering import stamp_created
-from signals.signal import Signal
-from signals.times import parse_times, utc_column
-from signals.ufr.codec_arrow import coerce_feature
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
-from store.row_checks import check_rows
+from quasar.online.store import OnlineStore
+from quasar.signals.bounds import DEFAULT_BOUNDS, TimeBounds, check_times, clock_us
+from quasar.signals.errors import RequestError, SchemaError
+from quasar.signals.ordering import stamp_created
+from quasar.signals.signal import Signal
+from quasar.signals.times import parse_times, utc_column
+from quasar.signals.ufr.codec_arrow import coerce_feature
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
+from quasar.store.row_checks import check_rows
 
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError, TypeError,
                 ValueError)
@@ -51,7 +51,7 @@ def validate_push_rows(signal: Signal, rows: Any, *, bounds: TimeBounds = DEFAUL
     (default: the clock).
 
     A missing, unknown or mistyped column is a SchemaError naming it, and so is a time outside ``bounds``; rows
-    that break one of the signal's row-level expectations (not-null, between, in-set: ``store.row_checks``) are
+    that break one of the signal's row-level expectations (not-null, between, in-set: ``quasar.store.row_checks``) are
     a ValidationFailedError. Without ``created_timestamp`` every row gets the arrival time.
     """
     now = clock_us() if now_us is None else now_us

@@ -1,9 +1,9 @@
 """The Redis online store (redis-py with hiredis), synchronous and asyncio, over one shared plan.
 
-Writes: rows become UFR records and go through the newer-wins script (``online.lua``) in EVALSHA calls of up
+Writes: rows become UFR records and go through the newer-wins script (``quasar.online.lua``) in EVALSHA calls of up
 to ``KEYS_PER_CALL`` keys, several calls per pipelined round trip. In cluster mode the keys of one call
 share a hash slot (grouped client-side). Reads: one pipeline of ``HMGET <hash> <field>...`` per entity key,
-one round trip for everything, then one batch decode per signal (``online.store.columns_from_records``).
+one round trip for everything, then one batch decode per signal (``quasar.online.store.columns_from_records``).
 
 Both clients translate Redis failures at the boundary: unreachable -> ``OnlineUnavailableError``, anything
 else -> ``OnlineStoreError``, naming ``host:port`` and never the password.
@@ -43,15 +43,15 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from online.keys import check_project, column_keys, entity_keys, field_name, key_prefix
-from online.lua import ANY, NEWER, NEWER_WINS, NEWER_WINS_SHA
-from online.store import AsyncOnlineStore, OnlineColumns, OnlineStore, columns_from_records
-from signals.errors import OnlineStoreError, OnlineUnavailableError, QuasarError, RequestError
-from signals.ordering import created_us, rank_bytes
-from signals.signal import Signal
-from signals.ufr.codec import encode
-from signals.ufr.codec_arrow import event_times_us, find_column
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from quasar.online.keys import check_project, column_keys, entity_keys, field_name, key_prefix
+from quasar.online.lua import ANY, NEWER, NEWER_WINS, NEWER_WINS_SHA
+from quasar.online.store import AsyncOnlineStore, OnlineColumns, OnlineStore, columns_from_records
+from quasar.signals.errors import OnlineStoreError, OnlineUnavailableError, QuasarError, RequestError
+from quasar.signals.ordering import created_us, rank_bytes
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.codec import encode
+from quasar.signals.ufr.codec_arrow import event_times_us, find_column
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 
 #: Keys per EVALSHA call of the newer-wins script, and EVALSHA calls per pipelined round trip.
 KEYS_PER_CALL = 1000
@@ -64,7 +64,7 @@ _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, Try
 
 @dataclass(frozen=True)
 class WriteCall:
-    """One EVALSHA of the newer-wins script: its keys, their records and their floors (``online.lua``)."""
+    """One EVALSHA of the newer-wins script: its keys, their records and their floors (``quasar.online.lua``)."""
 
     keys: list[str]
     records: list[bytes]

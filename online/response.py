@@ -11,7 +11,7 @@ Python objects built once per column (Arrow's ``to_pylist``, numpy's ``tolist``)
 id lists are lists, weighted id lists are lists of ``{"id": .., "weight": ..}``, float32 values are their
 exact float64 widening, and timestamps (event timestamps and Timestamp features) are ISO-8601 UTC strings
 with microseconds, ``2026-01-02T03:04:05.678901Z``. A value that is NOT_FOUND, NULL_VALUE or
-OUTSIDE_MAX_AGE is None; NaN stays NaN here (``online.service`` renders it as null).
+OUTSIDE_MAX_AGE is None; NaN stays NaN here (``quasar.online.service`` renders it as null).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from online.store import AsyncOnlineStore, FeatureStatus, OnlineColumns, OnlineStore
-from signals.entity import Entity
-from signals.errors import RequestError, TooManyEntitiesError
-from signals.refs import PlanErrors, Resolve, parse_feature_ref, plan_refs
-from signals.signal import Signal
+from quasar.online.store import AsyncOnlineStore, FeatureStatus, OnlineColumns, OnlineStore
+from quasar.signals.entity import Entity
+from quasar.signals.errors import RequestError, TooManyEntitiesError
+from quasar.signals.refs import PlanErrors, Resolve, parse_feature_ref, plan_refs
+from quasar.signals.signal import Signal
 
 #: Status names by ``FeatureStatus`` code, for turning a uint8 code column into names in one numpy take.
 STATUS_NAMES = np.array([s.name for s in sorted(FeatureStatus)], dtype=object)
@@ -95,7 +95,7 @@ def parse_refs(features: Sequence[str]) -> list[tuple[str, tuple[str, int | None
 
 def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str], resolve: Resolve, *,
                  full_feature_names: bool = False, max_entities: int | None = None) -> OnlinePlan:
-    """Check a request and plan its reads (output columns from ``signals.refs.plan_refs``, grouped by entity);
+    """Check a request and plan its reads (output columns from ``quasar.signals.refs.plan_refs``, grouped by entity);
     every user mistake is a RequestError (or NotFoundError from ``resolve``) that names the signal, feature
     or join key."""
     if not isinstance(entities, Mapping):

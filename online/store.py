@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from signals.errors import DependencyMissingError, QuasarError
-from signals.signal import Signal
-from signals.ufr.codec import decode
+from quasar.signals.errors import DependencyMissingError, QuasarError
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.codec import decode
 
 
 class FeatureStatus(IntEnum):
@@ -55,7 +55,7 @@ class OnlineStore(ABC):
     @abstractmethod
     def write(self, signal: Signal, version: int, rows: pa.Table) -> int:
         """Write rows (join key, event_timestamp, optional created_timestamp, features in UFR types); per key
-        the winning row by ``signals.ordering`` stays. Returns how many rows were written, i.e. not rejected
+        the winning row by ``quasar.signals.ordering`` stays. Returns how many rows were written, i.e. not rejected
         as older than what is stored."""
 
     @abstractmethod
@@ -67,8 +67,8 @@ class OnlineStore(ABC):
         ``floors`` None (an exact rebuild): each row replaces what is stored and each absent key's field is
         deleted. Otherwise ``floors`` (join key, event_timestamp, created_timestamp) gives each key the rank
         of the newest offline row that is gone: a stored record not above it is replaced (or deleted), one
-        above it was written online only and stays unless the new row wins by ``signals.ordering``.
-        ``reset_expiry`` re-applies the signal's TTL to every given key (``online.lua``)."""
+        above it was written online only and stays unless the new row wins by ``quasar.signals.ordering``.
+        ``reset_expiry`` re-applies the signal's TTL to every given key (``quasar.online.lua``)."""
 
     @abstractmethod
     def scan(self, signal: Signal, version: int, *, count: int = 1000) -> Iterator[list[Any]]:
@@ -113,8 +113,8 @@ class AsyncOnlineStore(ABC):
         return False
 
 
-ONLINE_STORES: dict[str, str] = {"redis": "online.redis_store:RedisOnlineStore"}
-ASYNC_ONLINE_STORES: dict[str, str] = {"redis": "online.redis_store:AsyncRedisOnlineStore"}
+ONLINE_STORES: dict[str, str] = {"redis": "quasar.online.redis_store:RedisOnlineStore"}
+ASYNC_ONLINE_STORES: dict[str, str] = {"redis": "quasar.online.redis_store:AsyncRedisOnlineStore"}
 _EXTRAS = {"redis": ("redis", "redis")}
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from quasar.config import CONFIG_FILE, DEFAULT_TOML
-from signals.errors import QuasarError
+from quasar.signals.errors import QuasarError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -136,7 +136,7 @@ def describe(ctx: click.Context, signal: str, as_json: bool) -> None:
 @_fail_cleanly
 def promote(ctx: click.Context, ref: str, auto: bool) -> None:
     """Serve SIGNAL@VERSION to unpinned references (datasets, online reads, HTTP) until the next promotion."""
-    from signals.refs import parse_feature_ref
+    from quasar.signals.refs import parse_feature_ref
     parsed = parse_feature_ref(ref)
     if parsed.feature is not None or (parsed.version is None) != auto:
         raise click.UsageError("give SIGNAL@VERSION (e.g. user_engagement@2), or SIGNAL --auto")
@@ -291,7 +291,7 @@ def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int, f
 def _serve(ctx: click.Context, factory: str, host: str, port: int, workers: int) -> None:
     import os
 
-    from online.service.runner import run_service
+    from quasar.online.service.runner import run_service
     from quasar.services import PROJECT_ENV
     project = str(Path(ctx.ensure_object(dict)["project"]).resolve())
     os.environ[PROJECT_ENV] = project

@@ -3,7 +3,7 @@
 Environment variables ``QUASAR_REDIS_URL``, ``QUASAR_REGISTRY_URL``, ``QUASAR_CATALOG_URI`` and
 ``QUASAR_WAREHOUSE`` override the file. Relative SQLite and warehouse paths resolve against the project root.
 
-``[time]`` holds the bounds of the event and created times every write path accepts (``signals.bounds``):
+``[time]`` holds the bounds of the event and created times every write path accepts (``quasar.signals.bounds``):
 ``earliest`` (an ISO-8601 time, default ``"1970-01-01T00:00:00Z"``) and ``max_future`` (how far ahead of the
 clock, default ``"1d"``).
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from signals.bounds import TimeBounds
-from signals.errors import ConfigError
+from quasar.signals.bounds import TimeBounds
+from quasar.signals.errors import ConfigError
 
 CONFIG_FILE = "quasar.toml"
 ENV_OVERRIDES = {
@@ -89,7 +89,7 @@ class TimeConfig:
     max_future: str = "1d"                                 # nor an event or created time this far after now
 
     def bounds(self) -> TimeBounds:
-        """The bounds as ``signals.bounds`` checks them; ConfigError for a value that does not parse."""
+        """The bounds as ``quasar.signals.bounds`` checks them; ConfigError for a value that does not parse."""
         return TimeBounds.parse(self.earliest, self.max_future, error=ConfigError)
 
 

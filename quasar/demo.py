@@ -21,10 +21,10 @@ from typing import Any
 
 import click
 
-import examples
-from examples.data import World, generate, make_spine
+from quasar import examples
+from quasar.examples.data import World, generate, make_spine
 from quasar.platform import Platform
-from signals.errors import QuasarError
+from quasar.signals.errors import QuasarError
 
 EXAMPLE_SIGNALS = Path(examples.__file__).parent / "signals"
 ALL_FEATURES = ["user_engagement", "pin_stats", "user_recent_pins", "pin_profile", "user_profile",
@@ -116,7 +116,7 @@ def step_serve(project: Path, world: World) -> None:
 
 def step_train(project: Path, world: World) -> None:
     _heading("6. Train the example ranker on a point-in-time dataset (quasar's PyTorch loader)")
-    from examples.train_ranker import train
+    from quasar.examples.train_ranker import train
     spine = make_spine(project, world.end - timedelta(days=14), world.end, rows=40_000)
     path = train(project, project / "models", spine=spine)
     meta = json.loads((path / "bundle.json").read_text()) if (path / "bundle.json").exists() else {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from quasar.quality import last_validation
-from signals.durations import format_duration
-from signals.expectations import describe_expectation
+from quasar.signals.durations import format_duration
+from quasar.signals.expectations import describe_expectation
 
 
 def describe_signal(registry: Any, name: str) -> dict[str, Any]:

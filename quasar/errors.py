@@ -1,11 +1,11 @@
-"""quasar's errors: the tree lives in ``signals.errors`` (the lowest room, so every room can raise them);
+"""quasar's errors: the tree lives in ``quasar.signals.errors`` (the lowest room, so every room can raise them);
 this module re-exports it for users, with the one table from errors to HTTP status codes that both services
-answer with (``online.service.status``)."""
+answer with (``quasar.online.service.status``)."""
 
 from __future__ import annotations
 
-from online.service.status import HTTP_STATUS, http_status
-from signals.errors import (
+from quasar.online.service.status import HTTP_STATUS, http_status
+from quasar.signals.errors import (
     BackfillError,
     BundleError,
     ConfigError,

@@ -25,13 +25,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from signals.durations import parse_duration
-from signals.errors import ConfigError, NotFoundError
-from signals.times import as_utc
+from quasar.signals.durations import parse_duration
+from quasar.signals.errors import ConfigError, NotFoundError
+from quasar.signals.times import as_utc
 
 if TYPE_CHECKING:
     from quasar.platform import Platform
-    from store.gc import GcResult
+    from quasar.store.gc import GcResult
 
 
 def duration(value: str, what: str) -> timedelta:
@@ -46,7 +46,7 @@ def duration(value: str, what: str) -> timedelta:
 
 def pins(platform: Platform, name: str, version: int) -> tuple[set[int], set[str]]:
     """The snapshot ids and files a saved materialization watermark of ``name`` v``version`` needs."""
-    from online.materialize import state_key
+    from quasar.online.materialize import state_key
 
     saved = platform.registry.get_state(state_key(name, version)) or {}
     snapshots = {int(saved["snapshot_id"])} if saved.get("snapshot_id") is not None else set()
@@ -93,7 +93,7 @@ def collect_garbage(platform: Platform, signals: Sequence[str] | None = None, *,
                     grace: timedelta | None = None, expire: bool = True, dry_run: bool = False,
                     exclude_run: int | None = None, now: datetime | None = None) -> list[GcResult]:
     """Collect every offline table of ``signals`` (all registered signals by default), every version."""
-    from store.gc import collect
+    from quasar.store.gc import collect
 
     off = platform.config.offline
     retention = retention if retention is not None else duration(off.snapshot_retention,

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from signals.errors import QuasarError
+from quasar.signals.errors import QuasarError
 
 
 def read_table(path: str | Path) -> pa.Table:

@@ -10,24 +10,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quasar.config import Config, load_config
-from signals.errors import ConfigError, NotFoundError, QuasarError
+from quasar.signals.errors import ConfigError, NotFoundError, QuasarError
 
 if TYPE_CHECKING:
     import pyarrow as pa
     from torch.utils.data import DataLoader
 
-    from online.consistency import ConsistencyReport
-    from online.materialize import MaterializeResult
-    from online.store import OnlineStore
-    from registry import RegistrationReport, Registry, SignalVersion
-    from registry.records import RunRecord, Serving
-    from signals.signal import Signal
-    from store.backfill import BackfillResult
-    from store.dataset import DatasetResult
-    from store.engines import Engine
-    from store.gc import GcResult
-    from store.tables import OfflineStore
-    from store.validation import WindowValidation
+    from quasar.online.consistency import ConsistencyReport
+    from quasar.online.materialize import MaterializeResult
+    from quasar.online.store import OnlineStore
+    from quasar.registry import RegistrationReport, Registry, SignalVersion
+    from quasar.registry.records import RunRecord, Serving
+    from quasar.signals.signal import Signal
+    from quasar.store.backfill import BackfillResult
+    from quasar.store.dataset import DatasetResult
+    from quasar.store.engines import Engine
+    from quasar.store.gc import GcResult
+    from quasar.store.tables import OfflineStore
+    from quasar.store.validation import WindowValidation
 
 
 class Platform:
@@ -50,32 +50,32 @@ class Platform:
     @cached_property
     def registry(self) -> Registry:
         from quasar.gc import duration
-        from registry import Registry
+        from quasar.registry import Registry
         return Registry.open(self.config.sql_url(self.config.registry.url),
                              run_lease=duration(self.config.registry.run_lease, "[registry] run_lease"))
 
     @cached_property
     def catalog(self) -> Any:
-        from store.catalog import open_catalog
+        from quasar.store.catalog import open_catalog
         off = self.config.offline
         return open_catalog(uri=self.config.sql_url(off.catalog_uri), warehouse=self.config.warehouse,
                             properties=dict(off.properties))
 
     @cached_property
     def offline(self) -> OfflineStore:
-        from store.tables import OfflineStore
+        from quasar.store.tables import OfflineStore
         return OfflineStore(self.catalog, namespace=self.config.offline.namespace,
                             buckets=self.config.offline.buckets)
 
     @cached_property
     def online_store(self) -> OnlineStore:
-        from online.redis_store import RedisOnlineStore
+        from quasar.online.redis_store import RedisOnlineStore
         on = self.config.online
         return RedisOnlineStore(on.redis_url, project=self.config.project.name, cluster=on.cluster)
 
     def engine(self, name: str | None = None) -> Engine:
         """The engine called ``name`` (the configured default when None), created once and reused."""
-        from store.engines import load_engine
+        from quasar.store.engines import load_engine
         name = name or self.config.engine.default
         if name not in self._engines:
             options: dict[str, Any] = {}
@@ -112,8 +112,8 @@ class Platform:
     def backfill(self, signal: str, start: str | datetime, end: str | datetime, *, engine: str | None = None,
                  with_upstream: bool = False, progress: bool = False) -> list[BackfillResult]:
         """Compute ``signal`` for the days in ``[start, end)`` into its Iceberg table (upstream first when asked)."""
-        from store.backfill import backfill
-        from store.sources import SourceReader
+        from quasar.store.backfill import backfill
+        from quasar.store.sources import SourceReader
         order = self._upstream_order(signal) if with_upstream else [signal]
         results = []
         eng = self.engine(engine)
@@ -149,8 +149,8 @@ class Platform:
                  engine: str | None = None) -> WindowValidation:
         """Run ``signal``'s data-quality gate on the batch a backfill of ``[start, end)`` would write; commits
         nothing, quarantines nothing; recorded in the run log as a ``validate`` run."""
-        from store.sources import SourceReader
-        from store.validation import validate_window
+        from quasar.store.sources import SourceReader
+        from quasar.store.validation import validate_window
         sv = self.registry.load_signal(signal)
         reader = SourceReader(root=self.root, store=self.offline, catalog=self.catalog,
                               upstream_versions={u: self._latest(u) for u in sv.signal.upstream},
@@ -173,7 +173,7 @@ class Platform:
     def dataset(self, spine: Any, features: Sequence[str], *, engine: str | None = None,
                 full_names: bool = False, progress: bool = False) -> DatasetResult:
         """Like ``training_dataset`` but returns the result with the snapshots it was read from."""
-        from store.dataset import build_training_dataset
+        from quasar.store.dataset import build_training_dataset
         return build_training_dataset(spine, features, resolve=self._resolve, store_files=self._store_files,
                                       engine=self.engine(engine), full_names=full_names, progress=progress)
 
@@ -184,7 +184,7 @@ class Platform:
         Builds the point-in-time dataset (full feature names) and streams it through ``make_loader``;
         ``options`` go to ``make_loader`` (batch_size, shuffle, seed, drop_last, num_workers, ...).
         """
-        from training_adapters import make_loader
+        from quasar.training_adapters import make_loader
         table = self.training_dataset(spine, features, engine=engine, full_names=True)
         spine_columns = set(_column_names(spine))
         feature_columns = [c for c in table.column_names if c not in spine_columns]
@@ -195,7 +195,7 @@ class Platform:
                     progress: bool = False, full: bool = False) -> list[MaterializeResult]:
         """Write the latest row per entity of each online signal (all of them by default) to the online
         store, reading only the Iceberg snapshots added since the last run (everything with ``full``)."""
-        from online.materialize import materialize
+        from quasar.online.materialize import materialize
         chosen = [self.registry.signal(name) for name in signals] if signals else self._online_versions()
         results = []
         for sv in chosen:
@@ -209,7 +209,7 @@ class Platform:
     def online_features(self, entities: Mapping[str, Sequence[Any]], features: Sequence[str], *,
                         full_feature_names: bool = False) -> dict[str, Any]:
         """The latest feature values of ``entities`` from the online store, in the HTTP response's shape."""
-        from online.response import online_features
+        from quasar.online.response import online_features
         return online_features(self.online_store, entities, features, self._resolve,
                                full_feature_names=full_feature_names, max_entities=self.config.online.max_entities)
 
@@ -218,7 +218,7 @@ class Platform:
         """Sample up to ``sample`` of ``signal``'s offline entities and up to ``sample`` of its online ones, and
         compare their online values with the offline values as of now: mismatch, missing and extra counts and
         rates per feature (an entity online only is extra)."""
-        from online.consistency import check_consistency, sample_keys
+        from quasar.online.consistency import check_consistency, sample_keys
         sv = self.registry.resolve(signal)                 # the serving version: what the service answers
         key = sv.signal.entity.join_key
         stored = self.offline.read(sv.signal, sv.version, columns=[key]).column(key)
@@ -232,11 +232,11 @@ class Platform:
     def push(self, signal: str, rows: Any, *, to: str = "online") -> int:
         """Write ``rows`` of ``signal`` online (newer event time wins); ``to="online_and_offline"`` also
         appends them to its Iceberg table. Returns the rows written online."""
-        from online.push import push, validate_push_rows
+        from quasar.online.push import push, validate_push_rows
         if to not in ("online", "online_and_offline"):
             raise ConfigError(f"push to must be 'online' or 'online_and_offline', got {to!r}")
         sv = self.registry.resolve(signal)                 # the serving version, as the HTTP push resolves it
-        bounds = self.config.time_bounds                    # times outside are refused (signals.bounds)
+        bounds = self.config.time_bounds                    # times outside are refused (quasar.signals.bounds)
         if to == "online_and_offline":
             table = validate_push_rows(sv.signal, rows, bounds=bounds)
             written = push(signal=sv.signal, version=sv.version, rows=table, online=self.online_store,
@@ -249,8 +249,8 @@ class Platform:
         """Append validated pushed rows to the offline table (``created_timestamp`` = now where absent)."""
         import pyarrow as pa
 
-        from signals.ufr.schema import CREATED_TIMESTAMP
-        from signals.ufr.types import TIMESTAMP_ARROW
+        from quasar.signals.ufr.schema import CREATED_TIMESTAMP
+        from quasar.signals.ufr.types import TIMESTAMP_ARROW
         if CREATED_TIMESTAMP not in rows.column_names:
             now = pa.array([datetime.now(UTC)], TIMESTAMP_ARROW)
             rows = rows.append_column(CREATED_TIMESTAMP, now.take(pa.array([0] * rows.num_rows, pa.int32())))

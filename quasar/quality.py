@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from online.consistency import KINDS, ConsistencyReport
-from store.gates import ExpectationOutcome, GateResult
+from quasar.online.consistency import KINDS, ConsistencyReport
+from quasar.store.gates import ExpectationOutcome, GateResult
 
 
 def validation_summary(details: Mapping[str, Any]) -> str:

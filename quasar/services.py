@@ -24,7 +24,7 @@ def _platform() -> Platform:
 
 
 def _async_store(p: Platform):  # type: ignore[no-untyped-def]
-    from online.redis_store import AsyncRedisOnlineStore
+    from quasar.online.redis_store import AsyncRedisOnlineStore
     on = p.config.online
     return AsyncRedisOnlineStore(on.redis_url, project=p.config.project.name, cluster=on.cluster,
                                  socket_timeout=on.read_timeout, write_timeout=on.write_timeout,
@@ -33,20 +33,20 @@ def _async_store(p: Platform):  # type: ignore[no-untyped-def]
 
 def feature_app() -> FastAPI:
     """The HTTP feature service of the project in ``$QUASAR_PROJECT`` (default: the current folder)."""
-    from online.service.app import create_app
+    from quasar.online.service.app import create_app
     p = _platform()
     on = p.config.online
     app = create_app(resolve=p._resolve, store=_async_store(p), max_entities=on.max_entities,
                      auth_tokens=on.auth_tokens, offline_push=p.push_offline, close_store=True,
                      max_body_bytes=on.max_body_bytes)
-    app.state.context.time_bounds = p.config.time_bounds     # what a push accepts: [time] (signals.bounds)
+    app.state.context.time_bounds = p.config.time_bounds     # what a push accepts: [time] (quasar.signals.bounds)
     return app
 
 
 def scoring_app() -> FastAPI:
     """The scoring service of the project in ``$QUASAR_PROJECT``: bundles from ``[serving] models``."""
-    from serving_adapters.models import ModelRegistry, registry_resolver
-    from serving_adapters.service.app import create_scoring_app
+    from quasar.serving_adapters.models import ModelRegistry, registry_resolver
+    from quasar.serving_adapters.service.app import create_scoring_app
     p = _platform()
     sv = p.config.serving
     models = ModelRegistry(p.config.path(sv.models), registry_resolver(p.registry))

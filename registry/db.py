@@ -13,8 +13,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from registry.models import metadata
-from signals.errors import ConfigError, QuasarError
+from quasar.registry.models import metadata
+from quasar.signals.errors import ConfigError, QuasarError
 
 #: Execution option that makes a SQLite transaction take the write lock at BEGIN (``BEGIN IMMEDIATE``),
 #: so a registration reads and writes one consistent state and two writers queue instead of deadlocking.

@@ -24,10 +24,10 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
-from signals.entity import Entity
-from signals.errors import QuasarError, RegistrationError
-from signals.signal import Signal
-from signals.source import Source
+from quasar.signals.entity import Entity
+from quasar.signals.errors import QuasarError, RegistrationError
+from quasar.signals.signal import Signal
+from quasar.signals.source import Source
 
 Definition = Entity | Source | Signal
 _LOCK = threading.RLock()          # sys.path / sys.modules are process-wide

@@ -79,7 +79,7 @@ sources = Table(
 source_schemas = Table(
     "quasar_source_schemas", metadata,                    # a source's schema inferred at its first read
     Column("source_name", NAME, primary_key=True),
-    Column("source_identity", String(64), nullable=False),   # signals.source_schema.RecordedSchema.identity
+    Column("source_identity", String(64), nullable=False),   # quasar.signals.source_schema.RecordedSchema.identity
     Column("columns", JSON, nullable=False),                 # [[name, logical type], ...] in file order
     Column("origin", Text, nullable=False),                  # the file or table it was inferred from
     Column("recorded_at", UTCDateTime, nullable=False),
@@ -139,7 +139,7 @@ runs = Table(
     Column("params", JSON, nullable=False),
     Column("details", JSON, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=True),     # the lease: renewed while the run is alive
-    Column("lease_s", Float, nullable=True),                # (registry.runs); NULL: holds no lease
+    Column("lease_s", Float, nullable=True),                # (quasar.registry.runs); NULL: holds no lease
     Index("ix_quasar_runs_signal", "signal_name", "id"),
 )
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from signals.signal import Signal
+from quasar.signals.signal import Signal
 
 
 @dataclass(frozen=True, kw_only=True)

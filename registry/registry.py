@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from registry import models as m
-from registry.db import open_engine, transaction, utc_now
-from registry.loader import (
+from quasar.registry import models as m
+from quasar.registry.db import open_engine, transaction, utc_now
+from quasar.registry.loader import (
     Collected,
     Found,
     collect_files,
@@ -25,8 +25,8 @@ from registry.loader import (
     resolve_files,
     top_level,
 )
-from registry.records import RegistrationReport, RunRecord, Serving, SignalVersion
-from registry.runs import (
+from quasar.registry.records import RegistrationReport, RunRecord, Serving, SignalVersion
+from quasar.registry.runs import (
     DEFAULT_LEASE_S,
     FINAL_STATUSES,
     Heartbeats,
@@ -34,17 +34,17 @@ from registry.runs import (
     ensure_lease_columns,
     lease_seconds,
 )
-from registry.runs import finish as finish_run
-from registry.runs import start as start_run
-from registry.schemes import same_meaning
-from registry.serving import serving_versions
-from registry.source_schemas import record_schema, recorded_schema
-from registry.writer import apply_registration, plain
-from signals.entity import Entity
-from signals.errors import DefinitionError, NotFoundError, RegistrationError
-from signals.signal import Signal
-from signals.source import Source
-from signals.source_schema import RecordedSchema, SourceSchema
+from quasar.registry.runs import finish as finish_run
+from quasar.registry.runs import start as start_run
+from quasar.registry.schemes import same_meaning
+from quasar.registry.serving import serving_versions
+from quasar.registry.source_schemas import record_schema, recorded_schema
+from quasar.registry.writer import apply_registration, plain
+from quasar.signals.entity import Entity
+from quasar.signals.errors import DefinitionError, NotFoundError, RegistrationError
+from quasar.signals.signal import Signal
+from quasar.signals.source import Source
+from quasar.signals.source_schema import RecordedSchema, SourceSchema
 
 RUN_STATUSES = FINAL_STATUSES
 _RETRIES = 10
@@ -65,7 +65,7 @@ class Registry:
     @classmethod
     def open(cls, url: str, *, run_lease: float | timedelta = DEFAULT_LEASE_S) -> Registry:
         """Open (and create, if needed) the registry at a SQLAlchemy URL; a run not heard from for ``run_lease``
-        (seconds or a timedelta) reads as abandoned (``registry.runs``)."""
+        (seconds or a timedelta) reads as abandoned (``quasar.registry.runs``)."""
         return cls(url, run_lease=run_lease)
 
     def close(self) -> None:
@@ -139,7 +139,7 @@ class Registry:
         return Source.from_dict(row.definition)
 
     def source_schema(self, source: Source) -> RecordedSchema | None:
-        """The schema recorded for ``source`` (declaring none) at its first read, or None (``registry.source_schemas``)."""
+        """The schema recorded for ``source`` (declaring none) at its first read, or None (``quasar.registry.source_schemas``)."""
         return recorded_schema(self._engine, source)
 
     def record_source_schema(self, source: Source, schema: SourceSchema, *, origin: str) -> RecordedSchema:
@@ -189,7 +189,7 @@ class Registry:
 
     def serving(self, name: str) -> Serving:
         """The version unpinned references to ``name`` resolve to: the promoted one if any, else the newest whose
-        backfill (and, online, materialization) succeeded, else the newest (``registry.serving``)."""
+        backfill (and, online, materialization) succeeded, else the newest (``quasar.registry.serving``)."""
         with transaction(self._engine) as conn:
             found = serving_versions(conn, [name]).get(name)
         if found is None:

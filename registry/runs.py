@@ -20,10 +20,10 @@ from typing import Any
 from sqlalchemy import Engine, insert, inspect, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from registry import models as m
-from registry.db import transaction, utc_now
-from registry.writer import plain
-from signals.errors import NotFoundError, QuasarError
+from quasar.registry import models as m
+from quasar.registry.db import transaction, utc_now
+from quasar.registry.writer import plain
+from quasar.signals.errors import NotFoundError, QuasarError
 
 RUNNING, ABANDONED = "running", "abandoned"
 FINAL_STATUSES = ("succeeded", "failed")

@@ -3,7 +3,7 @@ an older quasar keeps its versions.
 
 * Scheme 1 (before versions by meaning): the transform's raw text from its ``def`` line, without its
   docstring; entity and source compared with their descriptions.
-* Scheme 2 (``SCHEME``): ``Signal.definition_fingerprint`` (``signals.fingerprint``): normalised code plus the
+* Scheme 2 (``SCHEME``): ``Signal.definition_fingerprint`` (``quasar.signals.fingerprint``): normalised code plus the
   helpers and constants it uses; entity and source by identity.
 
 A stored definition says its scheme (``fingerprint_scheme``; absent means 1). A scheme-1 version is compared
@@ -23,8 +23,8 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-from signals.durations import format_duration
-from signals.signal import Signal
+from quasar.signals.durations import format_duration
+from quasar.signals.signal import Signal
 
 SCHEME = 2
 SCHEME_KEY = "fingerprint_scheme"

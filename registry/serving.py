@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, select
 
-from registry import models as m
-from registry.records import Serving
+from quasar.registry import models as m
+from quasar.registry.records import Serving
 
 #: Run kinds that complete a version, and for which signals.
 COMPLETING = ("backfill", "materialize")

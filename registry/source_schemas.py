@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from registry import models as m
-from registry.db import transaction, utc_now
-from signals.source import Source
-from signals.source_schema import RecordedSchema, SourceSchema
+from quasar.registry import models as m
+from quasar.registry.db import transaction, utc_now
+from quasar.signals.source import Source
+from quasar.signals.source_schema import RecordedSchema, SourceSchema
 
 
 def source_identity_key(source: Source) -> str:

@@ -10,12 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry.loader import Definition, Found
-from signals.entity import Entity
-from signals.errors import DefinitionError, RegistrationError
-from signals.signal import Signal
-from signals.source import Source
-from signals.ufr.types import check_feature_type
+from quasar.registry.loader import Definition, Found
+from quasar.signals.entity import Entity
+from quasar.signals.errors import DefinitionError, RegistrationError
+from quasar.signals.signal import Signal
+from quasar.signals.source import Source
+from quasar.signals.ufr.types import check_feature_type
 
 #: Fields that identify an entity / a source; changing one of them under the same name is a conflict.
 ENTITY_KEY = ("join_key", "join_key_type")

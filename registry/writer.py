@@ -2,7 +2,7 @@
 
 Runs inside the caller's transaction, so a failure at any point writes nothing. Versioning: a signal that
 computes something else (a new ``definition_fingerprint``, compared under the scheme the latest version was
-stored with: ``registry.schemes``) makes version N+1; any other change (owner, TTL, online, descriptions,
+stored with: ``quasar.registry.schemes``) makes version N+1; any other change (owner, TTL, online, descriptions,
 expectations, policy, module) updates the latest version's row in place; no change writes nothing. Each
 signal's outcome is reported as a ``SignalChange``.
 """
@@ -15,15 +15,15 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from registry import models as m
-from registry.loader import Found
-from registry.records import RegistrationReport, SignalChange
-from registry.schemes import SCHEME, SCHEME_KEY, same_meaning, scheme_of, stamp
-from registry.serving import needs, serving_versions
-from registry.validate import Definitions, RegistryState, validate
-from signals.entity import Entity
-from signals.signal import Signal
-from signals.source import Source
+from quasar.registry import models as m
+from quasar.registry.loader import Found
+from quasar.registry.records import RegistrationReport, SignalChange
+from quasar.registry.schemes import SCHEME, SCHEME_KEY, same_meaning, scheme_of, stamp
+from quasar.registry.serving import needs, serving_versions
+from quasar.registry.validate import Definitions, RegistryState, validate
+from quasar.signals.entity import Entity
+from quasar.signals.signal import Signal
+from quasar.signals.source import Source
 
 
 def plain(data: Any) -> Any:

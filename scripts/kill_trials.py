@@ -31,7 +31,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 import quasar.platform  # noqa: E402, F401  (the facade before the test fixtures)
 from fixtures.fault_project import FaultProject, kill, make_fault_project, wait_for  # noqa: E402
-from store.gc import referenced_files  # noqa: E402
+from quasar.store.gc import referenced_files  # noqa: E402
 
 
 def truth(project: FaultProject, days: set[int]) -> pa.Table:

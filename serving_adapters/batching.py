@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from signals.errors import ServingError
+from quasar.signals.errors import ServingError
 
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741

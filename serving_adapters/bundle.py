@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import torch
 
-from signals.errors import BundleError, ModelNotFoundError
-from signals.ufr.tensors import InputSpec
+from quasar.signals.errors import BundleError, ModelNotFoundError
+from quasar.signals.ufr.tensors import InputSpec
 
 BUNDLE_FILE = "bundle.json"
 WEIGHTS_FILE = "model.pt"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from signals.errors import ServingError
+from quasar.signals.errors import ServingError
 
 
 def choose_device(device: str | torch.device | None = None) -> torch.device:

@@ -18,18 +18,18 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from serving_adapters.models import LoadedModel, SignalRead
-from signals.entity import Entity
-from signals.errors import RequestError, ServingError, TooManyEntitiesError
-from signals.signal import Signal
-from signals.ufr.tensors import FeatureBatch, build_feature_batch
+from quasar.serving_adapters.models import LoadedModel, SignalRead
+from quasar.signals.entity import Entity
+from quasar.signals.errors import RequestError, ServingError, TooManyEntitiesError
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.tensors import FeatureBatch, build_feature_batch
 
 Key = int | str
 _INT64 = (-(2**63), 2**63 - 1)
 
 
 class AsyncOnlineReader(Protocol):
-    """What the scorer needs of the online store (``online.redis_store.AsyncRedisOnlineStore``)."""
+    """What the scorer needs of the online store (``quasar.online.redis_store.AsyncRedisOnlineStore``)."""
 
     async def read(self, signal_versions: Sequence[tuple[Signal, int]], keys: Sequence[Any]) -> list[Any]: ...
 

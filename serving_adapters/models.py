@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving_adapters.bundle import Bundle, BundleSpec, InputColumn, load_bundle
-from signals.entity import Entity
-from signals.errors import BundleError, NotFoundError
-from signals.signal import Signal
+from quasar.serving_adapters.bundle import Bundle, BundleSpec, InputColumn, load_bundle
+from quasar.signals.entity import Entity
+from quasar.signals.errors import BundleError, NotFoundError
+from quasar.signals.signal import Signal
 
 #: ``resolve(signal_name, version)`` -> the signal and its version; ``version=None`` asks for the current one.
 Resolver = Callable[[str, int | None], tuple[Signal, int]]

@@ -13,9 +13,9 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from serving_adapters.models import LoadedModel
-from signals.errors import ServingError
-from signals.ufr.tensors import FeatureBatch, collate_feature_batches
+from quasar.serving_adapters.models import LoadedModel
+from quasar.signals.errors import ServingError
+from quasar.signals.ufr.tensors import FeatureBatch, collate_feature_batches
 
 
 class ScorerBackend(ABC):

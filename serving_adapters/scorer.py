@@ -10,19 +10,19 @@ from typing import Any
 
 import torch
 
-from serving_adapters.batching import CallInfo, DynamicBatcher
-from serving_adapters.device import choose_device, device_name
-from serving_adapters.features import (
+from quasar.serving_adapters.batching import CallInfo, DynamicBatcher
+from quasar.serving_adapters.device import choose_device, device_name
+from quasar.serving_adapters.features import (
     AsyncOnlineReader,
     assemble_feature_table,
     build_request_batch,
     check_keys,
     fetch_online,
 )
-from serving_adapters.metrics import ScorerMetrics
-from serving_adapters.models import LoadedModel, ModelRegistry
-from serving_adapters.runner import ModelRunner, ScorerBackend
-from signals.ufr.tensors import FeatureBatch
+from quasar.serving_adapters.metrics import ScorerMetrics
+from quasar.serving_adapters.models import LoadedModel, ModelRegistry
+from quasar.serving_adapters.runner import ModelRunner, ScorerBackend
+from quasar.signals.ufr.tensors import FeatureBatch
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,12 @@
 """The signal authoring SDK: entities, sources, signals, aggregations and the UFR feature types."""
 
-from signals.aggregation import AGG_FUNCTIONS, Aggregation, count, last, max_, mean, min_, sum_
-from signals.entity import Entity
-from signals.errors import QuasarError
-from signals.signal import Signal, aggregate, signal
-from signals.source import Source
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
-from signals.ufr.types import (
+from quasar.signals.aggregation import AGG_FUNCTIONS, Aggregation, count, last, max_, mean, min_, sum_
+from quasar.signals.entity import Entity
+from quasar.signals.errors import QuasarError
+from quasar.signals.signal import Signal, aggregate, signal
+from quasar.signals.source import Source
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
+from quasar.signals.ufr.types import (
     Bool,
     FeatureType,
     Float32,

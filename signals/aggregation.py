@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from signals.durations import format_duration, parse_duration
-from signals.errors import DefinitionError
-from signals.ufr.schema import check_name
-from signals.ufr.types import (
+from quasar.signals.durations import format_duration, parse_duration
+from quasar.signals.errors import DefinitionError
+from quasar.signals.ufr.schema import check_name
+from quasar.signals.ufr.types import (
     FeatureType,
     Float32,
     Float64,

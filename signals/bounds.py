@@ -1,6 +1,6 @@
 """Sane times: the one range of event and created times that every write path accepts.
 
-Why: newer-wins (``signals.ordering``) keeps the row with the latest event time, so a single row stamped
+Why: newer-wins (``quasar.signals.ordering``) keeps the row with the latest event time, so a single row stamped
 9999-12-31 would make every real update of its entity lose for ever; a created time far ahead wins every tie
 at its event time. So every write path checks the times it is given against one ``TimeBounds``:
 
@@ -9,13 +9,13 @@ at its event time. So every write path checks the times it is given against one 
 * ``created_timestamp``, where given: not after ``now + max_future``. No lower bound: an old created time only
   loses ties, and a null one is the oldest of all.
 
-Push (``online.push``: HTTP and ``Platform.push``) and backfill output (``store.output_check``) refuse a batch
+Push (``quasar.online.push``: HTTP and ``Platform.push``) and backfill output (``quasar.store.output_check``) refuse a batch
 holding any time outside the bounds, writing nothing; the error names the column, the first such row (its
 index in the batch), its value, the bound and how many rows are outside. Materialization reads what others
-wrote and skips such rows, counting them (``online.materialize`` says why). A project sets the bounds in
+wrote and skips such rows, counting them (``quasar.online.materialize`` says why). A project sets the bounds in
 ``quasar.toml``'s ``[time]`` section (``earliest``, ``max_future``).
 
-Times compare as exact int64 microseconds since the epoch, like ``signals.ordering``.
+Times compare as exact int64 microseconds since the epoch, like ``quasar.signals.ordering``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals.durations import format_duration, parse_duration
-from signals.errors import QuasarError, SchemaError
-from signals.times import as_utc, micros, parse_time
+from quasar.signals.durations import format_duration, parse_duration
+from quasar.signals.errors import QuasarError, SchemaError
+from quasar.signals.times import as_utc, micros, parse_time
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from signals.errors import DefinitionError
-from signals.ufr.schema import RESERVED_COLUMNS, check_name
+from quasar.signals.errors import DefinitionError
+from quasar.signals.ufr.schema import RESERVED_COLUMNS, check_name
 
 JOIN_KEY_TYPES = {"int64": pa.int64(), "string": pa.string()}
 

@@ -3,7 +3,7 @@
 A signal declares great-expectations (GX 1.x) ``Expectation`` objects, e.g.
 ``ExpectColumnValuesToBeBetween(column="ctr_7d", min_value=0, max_value=1)``. The SDK keeps each one as the
 plain dict of its configuration, ``{"type": "expect_...", "kwargs": {...}}`` (with ``meta``, ``notes`` and
-``description`` when given), so signals round-trip through JSON; ``store.gates`` rebuilds the GX objects.
+``description`` when given), so signals round-trip through JSON; ``quasar.store.gates`` rebuilds the GX objects.
 This module reads the objects' ``configuration`` and never imports great-expectations, which is heavy and
 belongs to the store room.
 
@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from signals.errors import DefinitionError
+from quasar.signals.errors import DefinitionError
 
 #: Expectations that judge each row on its own: pushed rows are checked against these before they are written.
 ROW_LEVEL = frozenset({

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import fields, is_dataclass
 from typing import Any
 
-from signals.errors import DefinitionError
+from quasar.signals.errors import DefinitionError
 
 #: Values whose text is longer than this are stored as a hash of the text.
 MAX_VALUE_CHARS = 2_000

@@ -15,9 +15,9 @@ Times compare as exact int64 microseconds, never as floats. A null created time 
 (int64 min), so the rule is the lexicographic order of ``(event us, created us, position)``; no time a
 ``datetime`` can hold comes near that sentinel (year 1 is about -6.2e16 µs, int64 min about -9.2e18).
 
-Who applies it: the point-in-time join (``store.pit_local``, and the Spark join through it), materialization
-(``latest_per_entity`` below) and the Redis newer-wins script (``online.lua``), which reads the same two
-times from the UFR record header (``signals.ufr.codec``) and lets a write win only when its rank is not
+Who applies it: the point-in-time join (``quasar.store.pit_local``, and the Spark join through it), materialization
+(``latest_per_entity`` below) and the Redis newer-wins script (``quasar.online.lua``), which reads the same two
+times from the UFR record header (``quasar.signals.ufr.codec``) and lets a write win only when its rank is not
 lower than the stored one's (an exact tie goes to the later write). ``tests/online/test_ordering_rule.py``
 checks the script against ``winner`` on a real Redis.
 """
@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals.errors import SchemaError
+from quasar.signals.errors import SchemaError
 
 #: The created time of a row whose ``created_timestamp`` is null: older than any real created time.
 NULL_CREATED_US = -(2**63)

@@ -4,8 +4,8 @@ A reference is ``signal`` (all of its features), ``signal:feature``, or either p
 ``signal@3`` / ``signal@3:feature`` (Feast's ``signal@v3:feature`` is the same). An unpinned reference means
 the signal's serving version (the ``resolve`` callback decides). Planning turns the references of one request
 into output columns in request order: the same feature asked twice is one column, and two features that
-would get one output name are an error naming both. Training datasets (``store.dataset``) and online reads
-(``online.response``) both plan through ``plan_refs``, so a name means the same column offline and online.
+would get one output name are an error naming both. Training datasets (``quasar.store.dataset``) and online reads
+(``quasar.online.response``) both plan through ``plan_refs``, so a name means the same column offline and online.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from signals.errors import QuasarError
-from signals.signal import Signal
+from quasar.signals.errors import QuasarError
+from quasar.signals.signal import Signal
 
 Resolve = Callable[[str, int | None], tuple[Signal, int]]
 

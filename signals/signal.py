@@ -3,7 +3,7 @@
 Two forms share one object:
 
 * a transform signal, ``@signal(...)`` on a function ``pa.Table -> pa.Table``;
-* a declarative windowed aggregation, ``aggregate(...)`` (see ``signals.aggregation``).
+* a declarative windowed aggregation, ``aggregate(...)`` (see ``quasar.signals.aggregation``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from signals.aggregation import Aggregation
-from signals.durations import format_duration, parse_duration
-from signals.entity import Entity
-from signals.errors import DefinitionError
-from signals.expectations import check_expectations
-from signals.fingerprint import transform_code
-from signals.source import Source
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema, check_name
+from quasar.signals.aggregation import Aggregation
+from quasar.signals.durations import format_duration, parse_duration
+from quasar.signals.entity import Entity
+from quasar.signals.errors import DefinitionError
+from quasar.signals.expectations import check_expectations
+from quasar.signals.fingerprint import transform_code
+from quasar.signals.source import Source
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema, check_name
 
 Transform = Callable[[pa.Table], pa.Table]
 SignalKind = Literal["transform", "aggregation"]
@@ -52,10 +52,10 @@ class Signal:
     online: bool = False
     owner: str = ""
     description: str = ""
-    code: str = ""                                  # canonical code (signals.fingerprint), or aggregation spec
+    code: str = ""                                  # canonical code (quasar.signals.fingerprint), or aggregation spec
     aggregations: tuple[Aggregation, ...] = ()
     step: timedelta | None = None
-    expectations: tuple[dict[str, Any], ...] = ()   # great-expectations Expectations, plain (signals.expectations)
+    expectations: tuple[dict[str, Any], ...] = ()   # great-expectations Expectations, plain (quasar.signals.expectations)
     policy: str = "strict"
     transform: Transform | None = field(default=None, repr=False)
     module: str = ""                                # where it was defined: file path or module name

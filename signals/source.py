@@ -1,7 +1,7 @@
 """Sources: where a signal's input rows come from (Parquet files, an Iceberg table, another signal).
 
 A Parquet or Iceberg source may declare the columns it reads and their types (``schema=``, see
-``signals.source_schema``); without one, quasar infers the schema the first time it reads the source and the
+``quasar.signals.source_schema``); without one, quasar infers the schema the first time it reads the source and the
 registry records it, so a later file that lacks a column or changes a type is refused either way. A Parquet
 folder's layout is part of the source too: only the files directly in it, unless it says ``recursive=True``
 or ``partitioning="hive"``. Rows without an event time are refused unless ``null_timestamps="drop"``.
@@ -15,9 +15,9 @@ from typing import Any, Literal, TypeAlias
 
 import pyarrow as pa
 
-from signals.errors import DefinitionError
-from signals.source_schema import SourceSchema
-from signals.ufr.schema import check_name
+from quasar.signals.errors import DefinitionError
+from quasar.signals.source_schema import SourceSchema
+from quasar.signals.ufr.schema import check_name
 
 SourceKind = Literal["parquet", "iceberg", "signal"]
 Partitioning = Literal["hive"]

@@ -12,7 +12,7 @@ is drift, refused rather than cast). The names::
 A declared type may also be an Arrow alias (``"double"``, ``"large_string"``, ``"timestamp[ms]"``) or a
 ``pyarrow.DataType``; both are stored as the logical name, so a schema round-trips through JSON.
 
-This module is the one rule for "does this file's column match": the offline reader (``store.sources``)
+This module is the one rule for "does this file's column match": the offline reader (``quasar.store.sources``)
 checks every file with ``logical_type`` and ``describe`` here, and the registry stores a ``SourceSchema``.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from signals.errors import DefinitionError
+from quasar.signals.errors import DefinitionError
 
 _EXACT = {
     "bool": pa.bool_(), "int8": pa.int8(), "int16": pa.int16(), "int32": pa.int32(), "int64": pa.int64(),

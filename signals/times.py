@@ -17,8 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from signals.errors import QuasarError, SchemaError
-from signals.ufr.types import TIMESTAMP_ARROW
+from quasar.signals.errors import QuasarError, SchemaError
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

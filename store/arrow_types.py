@@ -12,10 +12,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from signals.errors import SchemaError
-from signals.signal import Signal
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
-from signals.ufr.types import TIMESTAMP_ARROW, FeatureType, Vector
+from quasar.signals.errors import SchemaError
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
+from quasar.signals.ufr.types import TIMESTAMP_ARROW, FeatureType, Vector
 
 #: Arrow type of a stored vector: Iceberg ``list<float>`` with required elements.
 STORED_VECTOR = pa.list_(pa.field("element", pa.float32(), nullable=False))

@@ -1,7 +1,7 @@
 """Backfill: compute a signal over whole days and replace those days of its Iceberg table in one commit.
 
 Read the source window (an aggregation reads ``max_window`` and one step further back), compute with an engine, check
-the output, validate it against the signal's expectations (``store.gates``), replace the window. Any failure
+the output, validate it against the signal's expectations (``quasar.store.gates``), replace the window. Any failure
 leaves the table at its previous snapshot and raises ``BackfillError`` (``ValidationFailedError`` when a
 strict gate refused the batch, which is then quarantined); the run log records every run, successful or not,
 with the gate's result.
@@ -20,16 +20,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from signals.aggregation import reach
-from signals.bounds import DEFAULT_BOUNDS, TimeBounds
-from signals.errors import BackfillError, QuasarError, ValidationFailedError
-from signals.signal import Signal
-from signals.times import parse_time
-from store.engines.base import Engine
-from store.gates import enforce, snapshot_properties, validate_batch
-from store.output_check import check_output
-from store.sources import SourceReader
-from store.tables import OfflineStore
+from quasar.signals.aggregation import reach
+from quasar.signals.bounds import DEFAULT_BOUNDS, TimeBounds
+from quasar.signals.errors import BackfillError, QuasarError, ValidationFailedError
+from quasar.signals.signal import Signal
+from quasar.signals.times import parse_time
+from quasar.store.engines.base import Engine
+from quasar.store.gates import enforce, snapshot_properties, validate_batch
+from quasar.store.output_check import check_output
+from quasar.store.sources import SourceReader
+from quasar.store.tables import OfflineStore
 
 STEPS = ("read source", "compute", "check output", "validate", "write")
 
@@ -55,11 +55,11 @@ class BackfillResult:
     snapshot_id: int | None
     run_id: int | None
     duration_s: float
-    validation: dict[str, Any] | None = None         # the gate's result (store.gates.GateResult.to_dict())
+    validation: dict[str, Any] | None = None         # the gate's result (quasar.store.gates.GateResult.to_dict())
 
 
 def _to_datetime(value: Any, what: str) -> datetime:
-    """A window bound by the one time rule (``signals.times``): dates, datetimes, ISO strings; naive is UTC."""
+    """A window bound by the one time rule (``quasar.signals.times``): dates, datetimes, ISO strings; naive is UTC."""
     try:
         return parse_time(value, f"backfill {what}", BackfillError)
     except BackfillError as exc:
@@ -89,7 +89,7 @@ def _reach(signal: Signal) -> timedelta | None:
 
 def source_window(signal: Signal, start: datetime, end: datetime) -> tuple[datetime, datetime]:
     """The source rows a backfill of ``[start, end)`` needs: an aggregation looks back as far as an event's rows
-    reach (its longest window and the step where that window empties, ``signals.aggregation.reach``)."""
+    reach (its longest window and the step where that window empties, ``quasar.signals.aggregation.reach``)."""
     look_back = _reach(signal)
     return (start - look_back if look_back else start), end
 
@@ -135,7 +135,7 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
              sources: SourceReader, runs: RunLog | None = None, progress: bool = False,
              bounds: TimeBounds = DEFAULT_BOUNDS) -> BackfillResult:
     """Compute ``signal`` v``version`` for the days in ``[start, end)`` and replace them in its table; output
-    times outside ``bounds`` (``signals.bounds``) fail it."""
+    times outside ``bounds`` (``quasar.signals.bounds``) fail it."""
     start_dt, end_dt = parse_window(start, end)
     end_dt = affected_end(signal, version, start_dt, end_dt, store)
     began = time.perf_counter()

@@ -6,7 +6,7 @@ binary form, ``& 0x7FFFFFFF``, modulo N). pyiceberg-core's vectorised kernel doe
 transform is the fallback.
 
 ``path_bucket`` reads a data file's bucket from its partition folder, in both layouts the product writes:
-pyiceberg's ``<key>_bucket=<b>`` and the Spark writer's ``__quasar_bucket=<b>`` (``store.engines.spark_write``).
+pyiceberg's ``<key>_bucket=<b>`` and the Spark writer's ``__quasar_bucket=<b>`` (``quasar.store.engines.spark_write``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 import numpy as np
 import pyarrow as pa
 
-from signals.errors import StoreError
+from quasar.signals.errors import StoreError
 
 NULL_BUCKET = -1                    # where a null key goes: it matches nothing
 SPARK_BUCKET_FOLDER = "__quasar_bucket"   # the Spark writer's bucket partition folder: __quasar_bucket=<b>

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from signals.errors import StoreError
+from quasar.signals.errors import StoreError
 
 _SQL_PREFIXES = ("sqlite:", "postgresql:", "postgresql+", "postgres:")
 

@@ -10,7 +10,7 @@ rows of a day win and no row is stored twice, exactly as if the two had run one 
 Every commit carries a ``quasar.write-id`` in its snapshot summary, so whether an attempt that raised actually
 landed can be read back from the table (``landed``). When the commit finally fails and did not land, the files
 that write put under the table's folder (data files named with the write id, manifests of its transaction) are
-deleted at once; a killed writer's files are left to ``store.gc`` (the next backfill or ``quasar gc``).
+deleted at once; a killed writer's files are left to ``quasar.store.gc`` (the next backfill or ``quasar gc``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from store.gc import delete_files, delete_stale_metadata, list_files
+from quasar.store.gc import delete_files, delete_stale_metadata, list_files
 
 WRITE_ID = "quasar.write-id"
 ATTEMPTS = 8
@@ -94,7 +94,7 @@ def commit(load: Callable[[], Any], build: Callable[[Any, Any], None], write: Wr
 def discard(table: Any, write: Write) -> list[str]:
     """Delete what ``write`` put under the table's folder and no snapshot holds: its data files (named with its
     id), its transactions' manifests and metadata files that lost the race to the catalog
-    (``store.gc.stale_metadata``). Only for a write that did not land."""
+    (``quasar.store.gc.stale_metadata``). Only for a write that did not land."""
     for tx in write.transactions:
         for producer in getattr(tx, "_snapshot_producers", ()):   # pyiceberg keeps what each attempt wrote here
             clean = getattr(producer, "_clean_all_uncommitted", None)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from signals.errors import StoreError
+from quasar.signals.errors import StoreError
 
 
 @dataclass(frozen=True)

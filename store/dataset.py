@@ -1,7 +1,7 @@
 """Point-in-time correct training datasets: feature references, the dataset contract, and where it came from.
 
 ``build_training_dataset`` returns every spine row, in spine order, with the spine's own columns (labels
-included) followed by the requested features as of each row's ``event_timestamp`` (see ``store.pit_local`` for
+included) followed by the requested features as of each row's ``event_timestamp`` (see ``quasar.store.pit_local`` for
 the exact semantics). Large spines are joined chunk by chunk, so the join's memory stays bounded. The result
 records the signal versions and Iceberg snapshots it read, so the same dataset can be built again.
 """
@@ -19,13 +19,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from signals.errors import DatasetError, NotFoundError, StoreError
-from signals.refs import FeatureRef, PlanErrors, Resolve, plan_refs
-from signals.refs import parse_feature_ref as refs_parse
-from signals.signal import Signal
-from signals.ufr.schema import FeatureSchema
-from store.engines.base import Engine, FeatureRequest
-from store.spine import (
+from quasar.signals.errors import DatasetError, NotFoundError, StoreError
+from quasar.signals.refs import FeatureRef, PlanErrors, Resolve, plan_refs
+from quasar.signals.refs import parse_feature_ref as refs_parse
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.schema import FeatureSchema
+from quasar.store.engines.base import Engine, FeatureRequest
+from quasar.store.spine import (
     JoinKeys,
     as_arrow,
     check_spine_schema,
@@ -159,12 +159,12 @@ _PLAN_ERRORS = PlanErrors(syntax=DatasetError, missing=NotFoundError,
 
 
 def parse_feature_ref(ref: str) -> FeatureRef:
-    """Parse one feature reference (``signals.refs``); bad syntax is a ``DatasetError`` showing the forms."""
+    """Parse one feature reference (``quasar.signals.refs``); bad syntax is a ``DatasetError`` showing the forms."""
     return refs_parse(ref, DatasetError)
 
 
 def plan_features(refs: Sequence[str], resolve: Resolve, *, full_names: bool = False) -> list[SignalPlan]:
-    """Resolve references to signal versions and output columns, in request order (``signals.refs.plan_refs``),
+    """Resolve references to signal versions and output columns, in request order (``quasar.signals.refs.plan_refs``),
     grouped by the signal version they read."""
     if isinstance(refs, str):
         refs = [refs]

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from signals.errors import DefinitionError, QuasarError, ValidationFailedError
-from signals.expectations import describe_expectation, expectation_to_dict
-from signals.signal import Signal
-from signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.signals.errors import DefinitionError, QuasarError, ValidationFailedError
+from quasar.signals.expectations import describe_expectation, expectation_to_dict
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
 
 if TYPE_CHECKING:
-    from store.tables import OfflineStore
+    from quasar.store.tables import OfflineStore
 
 PROP_VALIDATION = "quasar.validation"        # snapshot property: passed | warned | failed (absent: no expectations)
 PROP_RUN_ID = "quasar.run_id"
@@ -271,7 +271,7 @@ def enforce(result: GateResult, *, signal: Signal, rows: pa.Table, store: Offlin
     (its ``details`` hold the validation and the quarantine); anything else returns, to be committed."""
     if result.verdict != "failed":
         return
-    from store.quarantine import quarantine, quarantine_identifier
+    from quasar.store.quarantine import quarantine, quarantine_identifier
 
     where = ".".join(quarantine_identifier(store, signal.name, result.version))
     details: dict[str, Any] = {"validation": result.to_dict()}

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from signals.errors import StoreError
-from signals.times import as_utc
+from quasar.signals.errors import StoreError
+from quasar.signals.times import as_utc
 
 #: The files pyiceberg writes under a table's folder; anything else there is left alone.
 ICEBERG_SUFFIXES = (".parquet", ".avro", ".metadata.json", ".puffin", ".stats")
@@ -183,7 +183,7 @@ def expirable(table: Any, *, older_than: datetime, keep: Iterable[int] = ()) -> 
 def expire_snapshots(load: Callable[[], Any], *, older_than: datetime, keep: Iterable[int] = (),
                      attempts: int = 5) -> list[int]:
     """Expire ``expirable`` snapshots (on a fresh read again when another writer commits first); their ids."""
-    from store.commits import is_conflict
+    from quasar.store.commits import is_conflict
 
     keep = set(keep)
     for attempt in range(1, attempts + 1):

@@ -3,7 +3,7 @@
 Only exact conversions are made (int32 -> int64, float32 -> float64, naive timestamps -> UTC, a list of
 the right length -> a fixed-size vector); anything that could change a value (float64 -> float32,
 float -> int) is an error that names the signal, the column and what is wrong. Event and created times must also
-lie inside the time bounds (``signals.bounds``): a window may reach into the future or lie before 1970, but no
+lie inside the time bounds (``quasar.signals.bounds``): a window may reach into the future or lie before 1970, but no
 row may, or it would win newer-wins for ever.
 """
 
@@ -16,14 +16,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals.bounds import DEFAULT_BOUNDS, TimeBounds, first_outside
-from signals.errors import BackfillError
-from signals.ordering import stamp_created
-from signals.signal import Signal
-from signals.times import micros
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
-from store.tables import as_utc
+from quasar.signals.bounds import DEFAULT_BOUNDS, TimeBounds, first_outside
+from quasar.signals.errors import BackfillError
+from quasar.signals.ordering import stamp_created
+from quasar.signals.signal import Signal
+from quasar.signals.times import micros
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
+from quasar.store.tables import as_utc
 
 _INT_BITS = {pa.int8(): 8, pa.int16(): 16, pa.int32(): 32, pa.int64(): 64,
              pa.uint8(): 8, pa.uint16(): 16, pa.uint32(): 32, pa.uint64(): 64}
@@ -149,7 +149,7 @@ def check_output(rows: Any, signal: Signal, start: datetime, end: datetime, *,
     Join key and ``event_timestamp`` must be present, non-null and of an exactly convertible type, every
     event time inside ``[start, end)``; every declared feature present and exactly convertible to its UFR
     type. Extra columns are dropped. ``created_timestamp``: a column the transform returns is kept as it is, its
-    nulls included (a null created time is the oldest, ``signals.ordering``); without one, every row gets
+    nulls included (a null created time is the oldest, ``quasar.signals.ordering``); without one, every row gets
     ``created`` (default now), the run time. Event and created times outside ``bounds`` as of ``now`` (default:
     the clock) are a BackfillError naming the column, the first such row, its value and the bound.
     """
@@ -179,7 +179,7 @@ def check_output(rows: Any, signal: Signal, start: datetime, end: datetime, *,
 
     now_us = micros(now or datetime.now(UTC))
     check.bounded(EVENT_TIMESTAMP, ts, key_col, now_us, bounds)
-    if CREATED_TIMESTAMP not in table.column_names:  # the run time; one given is kept, nulls too (signals.ordering)
+    if CREATED_TIMESTAMP not in table.column_names:  # the run time; one given is kept, nulls too (quasar.signals.ordering)
         table = stamp_created(table, micros(created) if created else now_us)
         check.rows = table
     made = check.timestamps(CREATED_TIMESTAMP, check.column(CREATED_TIMESTAMP))

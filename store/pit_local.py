@@ -3,7 +3,7 @@
 The exact semantics (the Spark engine and the tests' Python reference follow them too):
 
 * For a spine row ``(key, ts)`` and one requested signal, the candidate rows are that signal's rows with the
-  same join key(s) and ``event_timestamp <= ts``. The winner is ``signals.ordering``'s: the latest
+  same join key(s) and ``event_timestamp <= ts``. The winner is ``quasar.signals.ordering``'s: the latest
   ``event_timestamp``; ties go to the larger ``created_timestamp`` (a null one is ``NULL_CREATED_US``, older
   than any other), then to the row that comes last in the request's ``files`` order (later file, then later
   row in the file): the last write. Materialization and the Redis script apply the same rule.
@@ -32,21 +32,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals.errors import DatasetError, StoreError
-from signals.ordering import NULL_CREATED_US
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
-from signals.ufr.types import TIMESTAMP_ARROW
-from store.arrow_types import restore_ufr_types
+from quasar.signals.errors import DatasetError, StoreError
+from quasar.signals.ordering import NULL_CREATED_US
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
+from quasar.store.arrow_types import restore_ufr_types
 
 if TYPE_CHECKING:
-    from store.engines.base import FeatureRequest
+    from quasar.store.engines.base import FeatureRequest
 
 _ROW = "__quasar_row"
 _SPINE_VIEW = "__quasar_spine"
 _MATCHED_VIEW = "__quasar_matched"
 _TIED_VIEW = "__quasar_tied"
 _MAX = 9223372036854775807          # int64 max: the spine side of the ordering struct sorts after any row
-_MIN = NULL_CREATED_US              # a null created_timestamp sorts before any real one (signals.ordering)
+_MIN = NULL_CREATED_US              # a null created_timestamp sorts before any real one (quasar.signals.ordering)
 
 
 def point_in_time_duckdb(con: duckdb.DuckDBPyConnection, spine: pa.Table,
@@ -62,7 +62,7 @@ def point_in_time_duckdb(con: duckdb.DuckDBPyConnection, spine: pa.Table,
         times = spine.column(EVENT_TIMESTAMP).cast(TIMESTAMP_ARROW)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise DatasetError(f"spine column {EVENT_TIMESTAMP!r} does not fit timestamp[us, UTC] (normalise the spine "
-                           f"with store.spine.normalize_spine): {exc}") from exc
+                           f"with quasar.store.spine.normalize_spine): {exc}") from exc
     slim = pa.table({**{k: spine.column(k) for k in keys}, EVENT_TIMESTAMP: times,
                      _ROW: pa.array(range(spine.num_rows), pa.int64())})
     bounds = pc.min_max(times)

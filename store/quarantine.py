@@ -13,10 +13,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from signals.errors import NotFoundError, StoreError
-from signals.signal import Signal
-from store.arrow_types import iceberg_schema, restore_ufr_types, to_storage
-from store.tables import OfflineStore, table_name
+from quasar.signals.errors import NotFoundError, StoreError
+from quasar.signals.signal import Signal
+from quasar.store.arrow_types import iceberg_schema, restore_ufr_types, to_storage
+from quasar.store.tables import OfflineStore, table_name
 
 RUN_ID = "quarantine__run_id"
 QUARANTINED_AT = "quarantine__at"

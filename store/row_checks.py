@@ -2,7 +2,7 @@
 
 Pushes are small and on the request path, so these run vectorised on the Arrow rows rather than through
 great-expectations (seconds to import, tens of milliseconds a call). Only expectations that judge each row
-alone are checked (``signals.expectations.ROW_LEVEL``: not-null, between, in-set, not-in-set); row counts and
+alone are checked (``quasar.signals.expectations.ROW_LEVEL``: not-null, between, in-set, not-in-set); row counts and
 uniqueness need the whole batch and are left to the backfill gate. The semantics are GX's, as the gate sees
 the same rows through pandas: a float NaN is missing like a null; between and in-set ignore missing values;
 ``mostly`` is the share of the considered rows (all rows for not-null, non-missing rows otherwise) that must
@@ -20,10 +20,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals.errors import DefinitionError, ValidationFailedError
-from signals.expectations import ROW_LEVEL, describe_expectation
-from signals.signal import Signal
-from signals.times import parse_time
+from quasar.signals.errors import DefinitionError, ValidationFailedError
+from quasar.signals.expectations import ROW_LEVEL, describe_expectation
+from quasar.signals.signal import Signal
+from quasar.signals.times import parse_time
 
 EXAMPLES = 3
 

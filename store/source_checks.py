@@ -5,7 +5,7 @@ and without rows that have no event time.
   or in ``key=value`` subfolders with ``partitioning="hive"``. Names starting with ``.`` or ``_`` are skipped
   (``_SUCCESS``, ``.crc``, staging folders), as pyarrow does.
 * Columns: every file must hold every column of the source's schema with the same logical type
-  (``signals.source_schema``): the declared schema, else the one the registry recorded at the first read,
+  (``quasar.signals.source_schema``): the declared schema, else the one the registry recorded at the first read,
   else the one the files agree on now (which the first read then records). Extra columns are not read.
 * Event times: a row with a null event time belongs to no window; it is refused (with its file and count)
   unless the source says ``null_timestamps="drop"``, and then counted in the run.
@@ -25,9 +25,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from signals.errors import StoreError
-from signals.source import Source
-from signals.source_schema import RecordedSchema, SourceSchema, logical_type
+from quasar.signals.errors import StoreError
+from quasar.signals.source import Source
+from quasar.signals.source_schema import RecordedSchema, SourceSchema, logical_type
 
 _HIDDEN = (".", "_")
 

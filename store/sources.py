@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from signals.errors import NotFoundError, StoreError
-from signals.signal import Signal
-from signals.source import Source
-from signals.source_schema import ARROW_OF, RecordedSchema, SourceSchema
-from signals.ufr.types import TIMESTAMP_ARROW
-from store.source_checks import (
+from quasar.signals.errors import NotFoundError, StoreError
+from quasar.signals.signal import Signal
+from quasar.signals.source import Source
+from quasar.signals.source_schema import ARROW_OF, RecordedSchema, SourceSchema
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
+from quasar.store.source_checks import (
     Layout,
     Reference,
     check_columns,
@@ -30,7 +30,7 @@ from store.source_checks import (
     list_files,
     null_timestamps,
 )
-from store.tables import OfflineStore, as_utc, time_filter
+from quasar.store.tables import OfflineStore, as_utc, time_filter
 
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
@@ -71,7 +71,7 @@ class SourceReader:
     """Reads the rows of a source for a window. ``root`` resolves relative Parquet paths; ``upstream_versions``
     maps an upstream signal's name to the (signal, version) whose table a ``Source.signal`` reads; ``schemas``
     records the schema of a source that declares none at its first read and holds later reads to it
-    (``store.source_checks``). ``last_read`` says what the latest read found (files, dropped rows), for the
+    (``quasar.store.source_checks``). ``last_read`` says what the latest read found (files, dropped rows), for the
     run log."""
 
     def __init__(self, *, root: Path, store: OfflineStore, catalog: Any,

@@ -22,11 +22,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals.errors import DatasetError
-from signals.times import micros as to_micros
-from signals.times import parse_time
-from signals.ufr.schema import EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
+from quasar.signals.errors import DatasetError
+from quasar.signals.times import micros as to_micros
+from quasar.signals.times import parse_time
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
 #: join key column -> (Arrow key type, the entity it belongs to) for the entities a request needs.
 JoinKeys = Mapping[str, tuple[pa.DataType, str]]

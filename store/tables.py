@@ -18,14 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals.errors import NotFoundError, StoreError
-from signals.signal import Signal
-from signals.times import as_utc as utc
-from signals.ufr.schema import EVENT_TIMESTAMP
-from store.arrow_types import fix_pyiceberg_list_nulls, iceberg_schema, restore_ufr_types, to_storage
-from store.commits import WRITE_ID, Write, commit, landed
-from store.data_files import WrittenFile
-from store.gc import delete_stale_metadata
+from quasar.signals.errors import NotFoundError, StoreError
+from quasar.signals.signal import Signal
+from quasar.signals.times import as_utc as utc
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.store.arrow_types import fix_pyiceberg_list_nulls, iceberg_schema, restore_ufr_types, to_storage
+from quasar.store.commits import WRITE_ID, Write, commit, landed
+from quasar.store.data_files import WrittenFile
+from quasar.store.gc import delete_stale_metadata
 
 fix_pyiceberg_list_nulls()
 
@@ -45,7 +45,7 @@ def table_name(signal: str, version: int) -> str:
 
 
 def as_utc(value: datetime, what: str = "time") -> datetime:
-    """A timezone-aware UTC datetime by the one time rule (``signals.times``); naive values are UTC."""
+    """A timezone-aware UTC datetime by the one time rule (``quasar.signals.times``); naive values are UTC."""
     if not isinstance(value, datetime):
         raise StoreError(f"{what} must be a datetime, got {value!r}")
     return utc(value)
@@ -248,7 +248,7 @@ class OfflineStore:
 
         ``rows`` (UFR or storage types) must all lie in the window. ``properties`` go into the snapshot's
         summary (e.g. the data-quality verdict). Returns the new snapshot id. Another writer committing first
-        (a concurrent backfill, a push) makes it commit again on that writer's snapshot (``store.commits``).
+        (a concurrent backfill, a push) makes it commit again on that writer's snapshot (``quasar.store.commits``).
         """
         start, end, window = _window(signal, start, end)
         if EVENT_TIMESTAMP not in rows.column_names:
@@ -294,7 +294,7 @@ class OfflineStore:
         the files with statistics read from their footers; if it fails the files are not part of any snapshot
         and the previous snapshot stays current. Returns the new snapshot id.
         """
-        from store.data_files import data_files
+        from quasar.store.data_files import data_files
 
         start, end, window = _window(signal, start, end)
         write = Write()

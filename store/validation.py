@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from signals.bounds import DEFAULT_BOUNDS, TimeBounds
-from signals.errors import BackfillError, QuasarError
-from signals.signal import Signal
-from store.backfill import RunLog, parse_window, source_columns, source_window
-from store.engines.base import Engine
-from store.gates import GateResult, validate_batch
-from store.output_check import check_output
-from store.sources import SourceReader
+from quasar.signals.bounds import DEFAULT_BOUNDS, TimeBounds
+from quasar.signals.errors import BackfillError, QuasarError
+from quasar.signals.signal import Signal
+from quasar.store.backfill import RunLog, parse_window, source_columns, source_window
+from quasar.store.engines.base import Engine
+from quasar.store.gates import GateResult, validate_batch
+from quasar.store.output_check import check_output
+from quasar.store.sources import SourceReader
 
 
 @dataclass(frozen=True, kw_only=True)

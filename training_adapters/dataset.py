@@ -3,7 +3,7 @@
 Rows are dealt out exactly once per epoch across DataLoader workers and distributed ranks: pieces
 (Parquet row groups or table slices) are cut so there are at least as many as shards, optionally
 shuffled by a seeded per-epoch permutation, and dealt round-robin; within a shard a bounded shuffle
-buffer mixes rows. Conversion to tensors is columnar (``signals.ufr.tensors.build_feature_batch``), the
+buffer mixes rows. Conversion to tensors is columnar (``quasar.signals.ufr.tensors.build_feature_batch``), the
 same builder the scorer uses.
 """
 
@@ -17,10 +17,10 @@ import pyarrow as pa
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from signals.errors import DefinitionError
-from signals.ufr.infer import infer_feature_type
-from signals.ufr.tensors import FeatureBatch, InputSpec, build_feature_batch
-from training_adapters.sources import Piece, RowSource, check_columns
+from quasar.signals.errors import DefinitionError
+from quasar.signals.ufr.infer import infer_feature_type
+from quasar.signals.ufr.tensors import FeatureBatch, InputSpec, build_feature_batch
+from quasar.training_adapters.sources import Piece, RowSource, check_columns
 
 
 @dataclass

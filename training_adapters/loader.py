@@ -1,7 +1,7 @@
 """``make_loader``: a DataLoader with sensible options for a ``FeatureDataset``.
 
 With workers, each batch crosses to the main process packed into one buffer and is rebuilt there
-(``training_adapters.packing``): sent as its two dozen tensors, a batch cost a shared-memory handshake per
+(``quasar.training_adapters.packing``): sent as its two dozen tensors, a batch cost a shared-memory handshake per
 tensor, which made worker loading 11-14x slower than one process.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 import pyarrow as pa
 from torch.utils.data import DataLoader, get_worker_info
 
-from signals.ufr.tensors import InputSpec
-from training_adapters.dataset import FeatureDataset, TrainingBatch, spec_from_schema
-from training_adapters.packing import PackedBatch, pack_batch, unpack_batch
-from training_adapters.sources import ParquetSource, RowSource, TableSource, iceberg_source
+from quasar.signals.ufr.tensors import InputSpec
+from quasar.training_adapters.dataset import FeatureDataset, TrainingBatch, spec_from_schema
+from quasar.training_adapters.packing import PackedBatch, pack_batch, unpack_batch
+from quasar.training_adapters.sources import ParquetSource, RowSource, TableSource, iceberg_source
 
 
 def _identity(batch: TrainingBatch | PackedBatch) -> TrainingBatch | PackedBatch:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from signals.ufr.tensors import FeatureBatch, IdListTensor
+from quasar.signals.ufr.tensors import FeatureBatch, IdListTensor
 
 __all__ = ["PackedBatch", "pack_batch", "unpack_batch"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from signals.errors import SchemaError, StoreError
+from quasar.signals.errors import SchemaError, StoreError
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import pyarrow as pa
 from entities import pin, pins, user, users
 
-from signals import IdList, String, Timestamp, Vector, signal
+from quasar.signals import IdList, String, Timestamp, Vector, signal
 
 
 @signal(entity=pin, source=pins, ttl="30d", online=True, owner="content",

@@ -7,7 +7,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from entities import events, pin, user  # a sibling module: registering a folder puts it on sys.path
 
-from signals import Float64, IdList, Int64, Source, WeightedIdList, aggregate, count, mean, signal, sum_
+from quasar.signals import (
+    Float64,
+    IdList,
+    Int64,
+    Source,
+    WeightedIdList,
+    aggregate,
+    count,
+    mean,
+    signal,
+    sum_,
+)
 
 user_engagement = aggregate(
     name="user_engagement", entity=user, source=events, step="1d", ttl="2d", online=True, owner="growth",

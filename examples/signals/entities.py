@@ -1,6 +1,6 @@
 """Entities and sources of the example project: users see pins; events record impressions and clicks."""
 
-from signals import Entity, Source
+from quasar.signals import Entity, Source
 
 user = Entity(name="user", join_key="user_id", description="A person using the app.")
 pin = Entity(name="pin", join_key="pin_id", description="An image with a description.")

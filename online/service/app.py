@@ -14,24 +14,24 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from online.response import Resolve
-from online.service.auth import BearerAuthMiddleware
-from online.service.context import OfflinePush, ResolveCache, ServiceContext
-from online.service.errors import (
+from quasar.online.response import Resolve
+from quasar.online.service.auth import BearerAuthMiddleware
+from quasar.online.service.context import OfflinePush, ResolveCache, ServiceContext
+from quasar.online.service.errors import (
     JSONResponse,
     handle_http_error,
     handle_quasar_error,
     handle_unexpected,
     handle_validation_error,
 )
-from online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
-from online.service.metrics import MetricsMiddleware, ServiceMetrics
-from online.service.routers.features import features_router
-from online.service.routers.health import health_router
-from online.service.routers.push import push_router
-from online.store import AsyncOnlineStore
-from signals.errors import ConfigError, QuasarError
-from signals.signal import Signal
+from quasar.online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
+from quasar.online.service.metrics import MetricsMiddleware, ServiceMetrics
+from quasar.online.service.routers.features import features_router
+from quasar.online.service.routers.health import health_router
+from quasar.online.service.routers.push import push_router
+from quasar.online.store import AsyncOnlineStore
+from quasar.signals.errors import ConfigError, QuasarError
+from quasar.signals.signal import Signal
 
 DESCRIPTION = """Online features from the quasar online store, in the response shape Feast clients read.
 
@@ -101,8 +101,8 @@ def app_from_env() -> FastAPI:
     ``QUASAR_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``), ``QUASAR_PROJECT`` (default ``quasar``),
     ``QUASAR_REDIS_CLUSTER`` (``1`` for a cluster), ``QUASAR_MAX_ENTITIES`` (default 1000),
     ``QUASAR_MAX_BODY_BYTES`` (default 4 MiB) and ``QUASAR_AUTH_TOKENS`` (comma-separated). No offline push."""
-    from online.redis_store import AsyncRedisOnlineStore
-    from registry.registry import Registry
+    from quasar.online.redis_store import AsyncRedisOnlineStore
+    from quasar.registry.registry import Registry
 
     registry = Registry.open(os.environ.get("QUASAR_REGISTRY_URL", "sqlite:///.quasar/registry.db"))
     store = AsyncRedisOnlineStore(os.environ.get("QUASAR_REDIS_URL", "redis://127.0.0.1:6379/0"),

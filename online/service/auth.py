@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from online.service.errors import error_response
+from quasar.online.service.errors import error_response
 
 OPEN_PATHS = frozenset({"/healthz"})
 AUTHORIZED_KEY = "quasar.authorized"       # set in the ASGI scope of every request that reaches the app

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 import anyio.to_thread
 import pyarrow as pa
 
-from online.response import Resolve
-from online.service.metrics import ServiceMetrics
-from online.store import AsyncOnlineStore
-from signals.bounds import DEFAULT_BOUNDS, TimeBounds
-from signals.signal import Signal
+from quasar.online.response import Resolve
+from quasar.online.service.metrics import ServiceMetrics
+from quasar.online.store import AsyncOnlineStore
+from quasar.signals.bounds import DEFAULT_BOUNDS, TimeBounds
+from quasar.signals.signal import Signal
 
 OfflinePush = Callable[[Signal, int, pa.Table], None]
 
@@ -63,4 +63,4 @@ class ServiceContext:
     max_entities: int
     max_push_rows: int
     offline_push: OfflinePush | None = None
-    time_bounds: TimeBounds = DEFAULT_BOUNDS              # the times a push accepts (``signals.bounds``)
+    time_bounds: TimeBounds = DEFAULT_BOUNDS              # the times a push accepts (``quasar.signals.bounds``)

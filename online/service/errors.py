@@ -1,5 +1,5 @@
 """The JSON error body every error answer uses, ``{"error": {"type": "NotFoundError", "message": "no signal
-named 'x'; ..."}}``, with the status from the one table in ``online.service.status``, and the handlers.
+named 'x'; ..."}}``, with the status from the one table in ``quasar.online.service.status``, and the handlers.
 
 Nothing answers 500 on purpose: 500 is left to errors nobody expected, logged with their traceback.
 """
@@ -15,8 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from online.service.status import HTTP_STATUS, http_status
-from signals.errors import OnlineStoreError, QuasarError
+from quasar.online.service.status import HTTP_STATUS, http_status
+from quasar.signals.errors import OnlineStoreError, QuasarError
 
 __all__ = ["HTTP_STATUS", "JSONResponse", "error_response", "http_error_response", "http_status",
            "quasar_error_response"]

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from online.service.errors import error_response
-from signals.errors import ConfigError
+from quasar.online.service.errors import error_response
+from quasar.signals.errors import ConfigError
 
 #: The default limit of both services: a 10,000-row push of a few features fits several times over.
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uvicorn
 
-from signals.errors import ConfigError
+from quasar.signals.errors import ConfigError
 
 
-def run_service(app_factory: str = "online.service.app:app_from_env", *, host: str = "127.0.0.1",
+def run_service(app_factory: str = "quasar.online.service.app:app_from_env", *, host: str = "127.0.0.1",
                 port: int = 6566, workers: int = 1, log_level: str = "warning") -> None:
     """Serve the app that ``app_factory`` (``"module:function"``, called with no arguments) builds.
 

@@ -4,7 +4,7 @@ use it without loading FastAPI."""
 
 from __future__ import annotations
 
-from signals.errors import (
+from quasar.signals.errors import (
     BundleError,
     ConfigError,
     DatasetError,

@@ -11,22 +11,22 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
-from online.service.auth import BearerAuthMiddleware
-from online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
-from serving_adapters.features import AsyncOnlineReader
-from serving_adapters.metrics import ScorerMetrics
-from serving_adapters.models import ModelRegistry
-from serving_adapters.runner import ScorerBackend
-from serving_adapters.scorer import Scorer
-from serving_adapters.service.errors import (
+from quasar.online.service.auth import BearerAuthMiddleware
+from quasar.online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
+from quasar.serving_adapters.features import AsyncOnlineReader
+from quasar.serving_adapters.metrics import ScorerMetrics
+from quasar.serving_adapters.models import ModelRegistry
+from quasar.serving_adapters.runner import ScorerBackend
+from quasar.serving_adapters.scorer import Scorer
+from quasar.serving_adapters.service.errors import (
     handle_http_error,
     handle_quasar_error,
     handle_unexpected,
     handle_validation_error,
 )
-from serving_adapters.service.ops import ops_router
-from serving_adapters.service.score import score_router
-from signals.errors import QuasarError
+from quasar.serving_adapters.service.ops import ops_router
+from quasar.serving_adapters.service.score import score_router
+from quasar.signals.errors import QuasarError
 
 
 def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_tokens: Sequence[str] = (),

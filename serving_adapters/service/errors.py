@@ -1,4 +1,4 @@
-"""The scoring service's error answers: the platform's one status table (``online.service.status``) and its
+"""The scoring service's error answers: the platform's one status table (``quasar.online.service.status``) and its
 one JSON error body, ``{"error": {"type": ..., "message": ...}}``, plus the scorer's request metrics.
 Nothing answers a plain-text 500: an error nobody expected is logged with its traceback and answered with a
 JSON ``InternalError``."""
@@ -12,15 +12,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from online.service.errors import (
+from quasar.online.service.errors import (
     JSONResponse,
     error_response,
     http_error_response,
     quasar_error_response,
     validation_message,
 )
-from online.service.status import http_status
-from signals.errors import QuasarError
+from quasar.online.service.status import http_status
+from quasar.signals.errors import QuasarError
 
 __all__ = ["JSONResponse", "error_response", "handle_http_error", "handle_quasar_error", "handle_unexpected",
            "handle_validation_error", "http_status", "quasar_error_response", "unexpected_response"]

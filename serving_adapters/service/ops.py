@@ -9,11 +9,11 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from online.service.auth import is_authorized
-from serving_adapters.scorer import Scorer
-from serving_adapters.service.errors import JSONResponse
-from serving_adapters.service.schemas import HealthResponse
-from signals.errors import QuasarError
+from quasar.online.service.auth import is_authorized
+from quasar.serving_adapters.scorer import Scorer
+from quasar.serving_adapters.service.errors import JSONResponse
+from quasar.serving_adapters.service.schemas import HealthResponse
+from quasar.signals.errors import QuasarError
 
 HEALTH_TIMEOUT_S = 2.0
 

@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from online.service.models import ErrorResponse
-from serving_adapters.scorer import Scorer
-from serving_adapters.service.errors import JSONResponse, quasar_error_response, unexpected_response
-from serving_adapters.service.schemas import ScoreRequest, ScoreResponse
-from signals.errors import NotFoundError, QuasarError
+from quasar.online.service.models import ErrorResponse
+from quasar.serving_adapters.scorer import Scorer
+from quasar.serving_adapters.service.errors import JSONResponse, quasar_error_response, unexpected_response
+from quasar.serving_adapters.service.schemas import ScoreRequest, ScoreResponse
+from quasar.signals.errors import NotFoundError, QuasarError
 
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse}
                                             for code in (401, 404, 409, 413, 422, 500, 503)}

@@ -6,8 +6,8 @@ Record layout (little-endian); everything before the variable section has one si
     1        FORMAT_VERSION
     2..9     schema fingerprint (``FeatureSchema.fingerprint``)
     10..17   event time, int64 microseconds since the epoch
-    18..25   created time, int64 microseconds, ``signals.ordering.NULL_CREATED_US`` (int64 min) when null;
-             with the event time, the rank the Redis newer-wins script compares (``signals.ordering``)
+    18..25   created time, int64 microseconds, ``quasar.signals.ordering.NULL_CREATED_US`` (int64 min) when null;
+             with the event time, the rank the Redis newer-wins script compares (``quasar.signals.ordering``)
     26..     validity bitmap, ceil(n/8) bytes, bit i (LSB first) set = feature i present
     ...      fixed section, schema order: Bool 1 byte, Int64/Timestamp/Float64 8, Float32 4,
              Vector(dim) dim * itemsize, String/IdList/WeightedIdList a uint32 count
@@ -26,10 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals.errors import SchemaError, SchemaMismatchError
-from signals.ordering import NULL_CREATED_US, created_us
-from signals.ufr.codec_arrow import coerce_feature, event_times_us, find_column
-from signals.ufr.codec_layout import (
+from quasar.signals.errors import SchemaError, SchemaMismatchError
+from quasar.signals.ordering import NULL_CREATED_US, created_us
+from quasar.signals.ufr.codec_arrow import coerce_feature, event_times_us, find_column
+from quasar.signals.ufr.codec_layout import (
     COUNT_DTYPE,
     CREATED_TIME_OFFSET,
     EVENT_TIME_OFFSET,
@@ -45,8 +45,8 @@ from signals.ufr.codec_layout import (
     layout_of,
     scatter_items,
 )
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
-from signals.ufr.types import WEIGHTED_ID_STRUCT
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema
+from quasar.signals.ufr.types import WEIGHTED_ID_STRUCT
 
 __all__ = [
     "CREATED_TIME_OFFSET", "EVENT_TIME_OFFSET", "FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "DecodedBatch", "decode",
@@ -184,7 +184,7 @@ def decode(schema: FeatureSchema, records: Sequence[bytes | None], *, signal: st
     layout = layout_of(schema)
     n = len(records)
     if 0 < n <= small_batch:
-        from signals.ufr.codec_small import decode_small
+        from quasar.signals.ufr.codec_small import decode_small
         table, times, found_small, valid_small, made = decode_small(layout, records, signal)
         return DecodedBatch(table, times, found_small, valid_small, made)
     found = np.fromiter((r is not None for r in records), dtype=bool, count=n)

@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals.errors import SchemaError
-from signals.ufr.types import FeatureType, IdList, Vector, WeightedIdList
+from quasar.signals.errors import SchemaError
+from quasar.signals.ufr.types import FeatureType, IdList, Vector, WeightedIdList
 
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 

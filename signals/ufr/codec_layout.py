@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from signals.errors import SchemaError
-from signals.ufr.schema import FeatureSchema
-from signals.ufr.types import (
+from quasar.signals.errors import SchemaError
+from quasar.signals.ufr.schema import FeatureSchema
+from quasar.signals.ufr.types import (
     Bool,
     FeatureType,
     Float32,

@@ -15,9 +15,9 @@ from itertools import accumulate
 import numpy as np
 import pyarrow as pa
 
-from signals.ordering import NULL_CREATED_US
-from signals.ufr.codec import corrupt, fingerprint_mismatch, offsets_buffer, string_column
-from signals.ufr.codec_layout import (
+from quasar.signals.ordering import NULL_CREATED_US
+from quasar.signals.ufr.codec import corrupt, fingerprint_mismatch, offsets_buffer, string_column
+from quasar.signals.ufr.codec_layout import (
     CREATED_TIME_OFFSET,
     EVENT_TIME_OFFSET,
     FINGERPRINT_OFFSET,
@@ -27,7 +27,7 @@ from signals.ufr.codec_layout import (
     Layout,
     Slot,
 )
-from signals.ufr.types import WEIGHTED_ID_STRUCT
+from quasar.signals.ufr.types import WEIGHTED_ID_STRUCT
 
 _U32 = struct.Struct("<I")
 _INT32_MAX = 2**31 - 1

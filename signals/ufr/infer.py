@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from signals.errors import SchemaError
-from signals.ufr.types import (
+from quasar.signals.errors import SchemaError
+from quasar.signals.ufr.types import (
     Bool,
     FeatureType,
     Float32,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from signals.errors import DefinitionError
-from signals.ufr.types import TIMESTAMP_ARROW, FeatureType, check_feature_type, feature_type_from_dict
+from quasar.signals.errors import DefinitionError
+from quasar.signals.ufr.types import TIMESTAMP_ARROW, FeatureType, check_feature_type, feature_type_from_dict
 
 EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from signals.errors import DefinitionError, SchemaError
-from signals.ufr.schema import FeatureSchema
-from signals.ufr.types import (
+from quasar.signals.errors import DefinitionError, SchemaError
+from quasar.signals.ufr.schema import FeatureSchema
+from quasar.signals.ufr.types import (
     WEIGHTED_ID_STRUCT,
     Bool,
     FeatureType,

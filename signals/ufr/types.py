@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from signals.errors import DefinitionError
+from quasar.signals.errors import DefinitionError
 
 #: Arrow timestamp type used for every event/created timestamp and Timestamp feature.
 TIMESTAMP_ARROW = pa.timestamp("us", tz="UTC")

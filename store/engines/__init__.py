@@ -1,5 +1,5 @@
 """Compute engines: a tiny plug-in interface and a lazy name -> engine table."""
 
-from store.engines.base import ENGINES, Engine, FeatureRequest, load_engine
+from quasar.store.engines.base import ENGINES, Engine, FeatureRequest, load_engine
 
 __all__ = ["ENGINES", "Engine", "FeatureRequest", "load_engine"]

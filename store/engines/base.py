@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from signals.errors import DependencyMissingError, QuasarError
-from signals.signal import Signal
-from signals.ufr.schema import FeatureSchema
+from quasar.signals.errors import DependencyMissingError, QuasarError
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.schema import FeatureSchema
 
 if TYPE_CHECKING:
-    from store.tables import OfflineStore
+    from quasar.store.tables import OfflineStore
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Engine(ABC):
 
     def validation_frame(self, rows: pa.Table) -> Any:
         """A computed batch as the DataFrame the data-quality gate validates with great-expectations
-        (``store.gates``): pandas by default; an engine whose data lives elsewhere returns its own (Spark)."""
+        (``quasar.store.gates``): pandas by default; an engine whose data lives elsewhere returns its own (Spark)."""
         return rows.to_pandas()
 
     def write_window(self, store: OfflineStore, signal: Signal, version: int, rows: pa.Table, start: datetime,
@@ -83,8 +83,8 @@ class Engine(ABC):
 
 
 ENGINES: dict[str, str] = {
-    "local": "store.engines.local:LocalEngine",
-    "spark": "store.engines.spark:SparkEngine",
+    "local": "quasar.store.engines.local:LocalEngine",
+    "spark": "quasar.store.engines.spark:SparkEngine",
 }
 _EXTRAS = {"spark": ("pyspark", "spark")}
 

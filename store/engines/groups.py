@@ -1,9 +1,9 @@
 """The groups a transform is called over, one definition for both engines, so its values cannot depend on one.
 
-A transform signal's contract is its ``scope`` (``signals.signal``):
+A transform signal's contract is its ``scope`` (``quasar.signals.signal``):
 
 * ``"entity"`` (the default): the window's source rows are split by the Iceberg bucket of the entity key
-  (``TRANSFORM_GROUPS`` buckets, ``store.buckets``); the transform is called once per non-empty bucket with all
+  (``TRANSFORM_GROUPS`` buckets, ``quasar.store.buckets``); the transform is called once per non-empty bucket with all
   of that bucket's rows in source order, so every row of a key meets in one call. It must not look across
   entities; if it does anyway, both engines still give the same answer, because the groups are the same.
 * ``"window"``: one group, the whole window in one call (a share of the day's total, a rank).
@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from signals.signal import Signal
-from store.buckets import iceberg_buckets
-from store.output_check import as_table
+from quasar.signals.signal import Signal
+from quasar.store.buckets import iceberg_buckets
+from quasar.store.output_check import as_table
 
 TRANSFORM_GROUPS = 64            # entity buckets a transform's source rows are spread over
 
@@ -56,7 +56,7 @@ def split(rows: pa.Table, groups: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
 
 def call(signal: Signal, fn: Callable[[pa.Table], pa.Table], rows: pa.Table) -> pa.Table:
     """One call of a transform, its output as a table (a Table, RecordBatch or pandas DataFrame is accepted,
-    anything else refused: ``store.output_check.as_table``, the same on both engines)."""
+    anything else refused: ``quasar.store.output_check.as_table``, the same on both engines)."""
     return as_table(fn(rows), signal)
 
 

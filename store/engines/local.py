@@ -1,8 +1,8 @@
 """The local engine: DuckDB in-process, one connection per engine.
 
-Transform signals run their Python function over the groups of ``store.engines.groups`` (one call per entity
+Transform signals run their Python function over the groups of ``quasar.store.engines.groups`` (one call per entity
 bucket by default, one over the window with ``scope="window"``: the Spark engine's groups); aggregation
-signals run as DuckDB SQL (``store.engines.local_agg``); point-in-time joins are ``store.pit_local``'s.
+signals run as DuckDB SQL (``quasar.store.engines.local_agg``); point-in-time joins are ``quasar.store.pit_local``'s.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 import duckdb
 import pyarrow as pa
 
-from signals.errors import DefinitionError, StoreError
-from signals.signal import Signal
-from store.engines.base import Engine, FeatureRequest
-from store.engines.groups import call_per_group
-from store.engines.local_agg import compute_aggregation
+from quasar.signals.errors import DefinitionError, StoreError
+from quasar.signals.signal import Signal
+from quasar.store.engines.base import Engine, FeatureRequest
+from quasar.store.engines.groups import call_per_group
+from quasar.store.engines.local_agg import compute_aggregation
 
 
 class LocalEngine(Engine):
@@ -72,7 +72,7 @@ class LocalEngine(Engine):
         return result
 
     def point_in_time(self, spine: pa.Table, requests: Sequence[FeatureRequest]) -> pa.Table:
-        from store.pit_local import point_in_time_duckdb
+        from quasar.store.pit_local import point_in_time_duckdb
 
         with self.lock:
             result: pa.Table = point_in_time_duckdb(self.connection, spine, requests)

@@ -1,7 +1,7 @@
-"""Windowed aggregations in DuckDB, with exactly the semantics of ``signals.aggregation``.
+"""Windowed aggregations in DuckDB, with exactly the semantics of ``quasar.signals.aggregation``.
 
 Each source row contributes to the step times ``T`` with ``ts < T <= ts + reach`` inside the backfill window
-(``reach`` = the longest window plus one step, ``signals.aggregation.reach``); rows are joined to those steps
+(``reach`` = the longest window plus one step, ``quasar.signals.aggregation.reach``); rows are joined to those steps
 (``range()`` + ``unnest``) and grouped by ``(key, T)``, each aggregation filtering its own window
 ``T - window <= ts``. A group exists only where some row falls in the longest window or in the step before
 it, which is exactly when an entity gets a row (the last such row is the one whose windows are all empty).
@@ -25,12 +25,12 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
-from signals.aggregation import Aggregation, reach
-from signals.errors import SchemaError
-from signals.signal import Signal
-from signals.times import micros
-from signals.ufr.schema import EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW, String
+from quasar.signals.aggregation import Aggregation, reach
+from quasar.signals.errors import SchemaError
+from quasar.signals.signal import Signal
+from quasar.signals.times import micros
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW, String
 
 
 def step_bounds(start: datetime, end: datetime, step_us: int) -> tuple[int, int]:

@@ -1,12 +1,12 @@
 """The Spark engine: the local engine's answers, computed on a Spark cluster (``local[*]`` by default).
 
-* Transform signals run their Arrow function on Spark over the groups of ``store.engines.groups``, the local
+* Transform signals run their Arrow function on Spark over the groups of ``quasar.store.engines.groups``, the local
   engine's groups (``groupBy(group).applyInArrow``, a task per group): by default one per Iceberg bucket of the
   entity key, so all rows of an entity meet in one call, in source order; ``scope="window"`` is one task.
-* Windowed aggregations compile to Spark SQL (``store.engines.spark_agg``).
-* Point-in-time joins go bucket by bucket over the tables' ``bucket(N, key)`` files (``store.engines.spark_pit``).
+* Windowed aggregations compile to Spark SQL (``quasar.store.engines.spark_agg``).
+* Point-in-time joins go bucket by bucket over the tables' ``bucket(N, key)`` files (``quasar.store.engines.spark_pit``).
 * Backfills are written by Spark as Parquet into the table's location and committed by pyiceberg in one
-  snapshot (``store.engines.spark_write``); the data-quality gate runs on a Spark DataFrame.
+  snapshot (``quasar.store.engines.spark_write``); the data-quality gate runs on a Spark DataFrame.
 
 The session is created once per engine and reused; ``close`` stops it only if this engine started it.
 """
@@ -20,12 +20,12 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from signals.errors import DefinitionError, StoreError
-from signals.signal import Signal
-from store.engines.base import Engine, FeatureRequest
-from store.engines.groups import call, concat, transform_groups
-from store.engines.spark_session import build_session, run_grouped, spark_error, spark_safe
-from store.tables import OfflineStore
+from quasar.signals.errors import DefinitionError, StoreError
+from quasar.signals.signal import Signal
+from quasar.store.engines.base import Engine, FeatureRequest
+from quasar.store.engines.groups import call, concat, transform_groups
+from quasar.store.engines.spark_session import build_session, run_grouped, spark_error, spark_safe
+from quasar.store.tables import OfflineStore
 
 
 class SparkEngine(Engine):
@@ -60,7 +60,7 @@ class SparkEngine(Engine):
     # --- compute ---------------------------------------------------------------------------------------
     def compute(self, signal: Signal, source_rows: pa.Table, start: datetime, end: datetime) -> pa.Table:
         if signal.kind == "aggregation":
-            from store.engines.spark_agg import compute_aggregation_spark
+            from quasar.store.engines.spark_agg import compute_aggregation_spark
 
             try:
                 return compute_aggregation_spark(self.session, signal, source_rows, start, end)
@@ -91,7 +91,7 @@ class SparkEngine(Engine):
 
     # --- point in time ---------------------------------------------------------------------------------
     def point_in_time(self, spine: pa.Table, requests: Sequence[FeatureRequest]) -> pa.Table:
-        from store.engines.spark_pit import point_in_time_spark
+        from quasar.store.engines.spark_pit import point_in_time_spark
 
         result, self.last_join_groups = point_in_time_spark(self.session, spine, requests, threads=self.task_threads)
         return result
@@ -103,7 +103,7 @@ class SparkEngine(Engine):
 
     def write_window(self, store: OfflineStore, signal: Signal, version: int, rows: pa.Table, start: datetime,
                      end: datetime, *, properties: Mapping[str, str] | None = None) -> int | None:
-        from store.engines.spark_write import write_window_spark
+        from quasar.store.engines.spark_write import write_window_spark
 
         return write_window_spark(self.session, store, signal, version, rows, start, end, properties=properties)
 

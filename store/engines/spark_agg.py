@@ -1,4 +1,4 @@
-"""Windowed aggregations as Spark SQL, with exactly the semantics (and the bits) of ``store.engines.local_agg``.
+"""Windowed aggregations as Spark SQL, with exactly the semantics (and the bits) of ``quasar.store.engines.local_agg``.
 
 Each event joins the step times ``T`` with ``ts < T <= ts + reach`` (the longest window plus one step, where an
 entity's windows empty) inside the backfill window
@@ -16,11 +16,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from signals.aggregation import Aggregation, reach
-from signals.errors import SchemaError
-from signals.signal import Signal
-from signals.ufr.types import TIMESTAMP_ARROW
-from store.engines.local_agg import (
+from quasar.signals.aggregation import Aggregation, reach
+from quasar.signals.errors import SchemaError
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
+from quasar.store.engines.local_agg import (
     check_column_types,
     columns_of,
     micros,
@@ -87,7 +87,7 @@ def aggregation_sql(signal: Signal, events: pa.Table, view: str, start: datetime
 def compute_aggregation_spark(session: Any, signal: Signal, source_rows: pa.Table, start: datetime,
                               end: datetime) -> pa.Table:
     """Rows of an aggregation signal stamped at its steps in ``[start, end)``, computed by Spark."""
-    from store.engines.spark_session import spark_safe
+    from quasar.store.engines.spark_session import spark_safe
 
     schema = output_schema(signal)
     events = prepare_events(signal, source_rows)

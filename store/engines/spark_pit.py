@@ -1,14 +1,14 @@
 """Point-in-time joins on Spark, bucket by bucket, with the local engine's semantics by construction.
 
 A signal's Iceberg table is partitioned by ``bucket(N, key)``, so every row of one key lives in the files of
-one bucket. The spine is routed to the same buckets (Iceberg's own Murmur3 transform, ``store.buckets``) and
+one bucket. The spine is routed to the same buckets (Iceberg's own Murmur3 transform, ``quasar.store.buckets``) and
 grouped on Spark; each task joins its spine rows with the files of its bucket alone, running the exact
-per-key kernel of ``store.pit_local`` (latest ``event_timestamp <= ts`` within the TTL, ties by
+per-key kernel of ``quasar.store.pit_local`` (latest ``event_timestamp <= ts`` within the TTL, ties by
 ``created_timestamp`` then file order). Only the spine moves; the feature table is never shuffled, and each
 task reads only its bucket's files (pruned to the spine's time range by pyiceberg's plan beforehand).
 
 A file's bucket is the one its partition folder names, in both layouts the product writes (pyiceberg's and the
-Spark writer's, ``store.buckets.path_bucket``); the engine counts the tasks a join ran as (``last_join_groups``).
+Spark writer's, ``quasar.store.buckets.path_bucket``); the engine counts the tasks a join ran as (``last_join_groups``).
 Files that do not name their bucket (written by another tool, or plain Parquet) are joined in one group.
 Results come back as Arrow IPC and are put back in spine order, so types and values are the local engine's.
 """
@@ -23,18 +23,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from signals.errors import DatasetError, StoreError
-from signals.ufr.schema import EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
-from store.buckets import NULL_BUCKET, iceberg_buckets, path_bucket
-from store.engines.base import FeatureRequest
-from store.engines.groups import concat
-from store.engines.spark_session import ROW, run_grouped, spark_error
+from quasar.signals.errors import DatasetError, StoreError
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
+from quasar.store.buckets import NULL_BUCKET, iceberg_buckets, path_bucket
+from quasar.store.engines.base import FeatureRequest
+from quasar.store.engines.groups import concat
+from quasar.store.engines.spark_session import ROW, run_grouped, spark_error
 
 
 def file_buckets(request: FeatureRequest) -> list[int] | None:
     """The bucket of each of the request's files, from its partition folder in either layout the product
-    writes (``store.buckets.path_bucket``: pyiceberg's ``<key>_bucket=<b>``, the Spark writer's
+    writes (``quasar.store.buckets.path_bucket``: pyiceberg's ``<key>_bucket=<b>``, the Spark writer's
     ``__quasar_bucket=<b>``); None when the table is not bucketed on a single key or any file does not say."""
     if request.buckets is None or len(request.join_keys) != 1:
         return None
@@ -57,10 +57,10 @@ def _routing(requests: Sequence[FeatureRequest]) -> int | None:
 
 
 def _local_join(spine: pa.Table, requests: Sequence[FeatureRequest], threads: int) -> pa.Table:
-    """``store.pit_local``'s kernel on an in-memory DuckDB: the join every group runs."""
+    """``quasar.store.pit_local``'s kernel on an in-memory DuckDB: the join every group runs."""
     import duckdb
 
-    from store.pit_local import point_in_time_duckdb
+    from quasar.store.pit_local import point_in_time_duckdb
 
     with duckdb.connect(config={"threads": threads}) as con:
         con.execute("SET TimeZone = 'UTC'")
@@ -119,7 +119,7 @@ def point_in_time_spark(session: Any, spine: pa.Table, requests: Sequence[Featur
                         threads: int = 1) -> tuple[pa.Table, int]:
     """The output feature columns of ``requests`` for every row of ``spine``, in spine order, UFR-typed, and
     the number of Spark tasks (groups) the joins ran as, over all join key sets."""
-    from store.pit_local import check_spine
+    from quasar.store.pit_local import check_spine
 
     check_spine(spine, requests)
     if not requests:

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals.errors import DependencyMissingError, StoreError
+from quasar.signals.errors import DependencyMissingError, StoreError
 
 BLOB_SCHEMA = "group long, part long, ipc binary"
 ROW = "__quasar_row"                                # a shipped row's position in the driver's table

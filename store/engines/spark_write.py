@@ -18,17 +18,17 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from signals.errors import StoreError
-from signals.signal import Signal
-from signals.ufr.schema import EVENT_TIMESTAMP
-from store.arrow_types import to_storage
-from store.buckets import SPARK_BUCKET_FOLDER, iceberg_buckets
-from store.data_files import WrittenFile
-from store.engines.spark_session import spark_error, spark_safe
-from store.tables import OfflineStore
+from quasar.signals.errors import StoreError
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.store.arrow_types import to_storage
+from quasar.store.buckets import SPARK_BUCKET_FOLDER, iceberg_buckets
+from quasar.store.data_files import WrittenFile
+from quasar.store.engines.spark_session import spark_error, spark_safe
+from quasar.store.tables import OfflineStore
 
 DAY = "__quasar_day"
-BUCKET = SPARK_BUCKET_FOLDER               # the folder name the Spark PIT join routes by (store.buckets)
+BUCKET = SPARK_BUCKET_FOLDER               # the folder name the Spark PIT join routes by (quasar.store.buckets)
 _DAY_MICROS = 86_400_000_000
 _PARTITION = re.compile(rf"{DAY}=(-?\d+)/{BUCKET}=(\d+)/[^/]+\.parquet$")
 

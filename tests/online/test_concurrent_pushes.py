@@ -5,7 +5,7 @@ request 1-3 rows of ``KEYS`` keys with event times from a small set (so ties are
 created times given (from a small set, some null) or left out (the arrival time). About one request in twenty
 also holds a row stamped 9999-12-31: it must be refused whole (422), none of its rows written.
 
-At the end each key's record must be the winner by ``signals.ordering`` over every row of the accepted
+At the end each key's record must be the winner by ``quasar.signals.ordering`` over every row of the accepted
 requests: the latest event time, then the latest created time (null the oldest). A row without a created
 time was stamped on arrival, some instant between its request's send and its answer, so where such rows
 decide, the check is exact up to that window: the stored row is one of them, its stamp inside its request's
@@ -26,9 +26,9 @@ import httpx
 import redis
 
 from fixtures.feature_service import PROJECT, LiveServer, column, iso, live_app
-from signals.ordering import rank
-from signals.times import micros
-from signals.ufr.codec import record_created_time_us, record_event_time_us
+from quasar.signals.ordering import rank
+from quasar.signals.times import micros
+from quasar.signals.ufr.codec import record_created_time_us, record_event_time_us
 
 PUSHERS, PUSHES, KEYS = 4, 200, 5
 FIELD = "user_engagement@2"

@@ -19,14 +19,14 @@ from click.testing import CliRunner
 
 import quasar
 from fixtures.project import init_project
-from online.consistency import sample_keys
-from online.redis_store import RedisOnlineStore
 from quasar.cli import main
-from signals.errors import QuasarError
+from quasar.online.consistency import sample_keys
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.signals.errors import QuasarError
 
 MODULE = '''
 import pyarrow as pa
-from signals import Entity, Float32, Int64, Source, String, signal
+from quasar.signals import Entity, Float32, Int64, Source, String, signal
 
 user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="events", path="data/events", timestamp="ts")

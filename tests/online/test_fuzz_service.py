@@ -23,9 +23,9 @@ NOWHERE = "redis://127.0.0.1:9/0"
 
 
 def scoring_app(redis_url: str, models: Path, world: ScoringWorld | None = None):  # type: ignore[no-untyped-def]
-    from online.redis_store import AsyncRedisOnlineStore
-    from serving_adapters.models import ModelRegistry, static_resolver
-    from serving_adapters.service import create_scoring_app
+    from quasar.online.redis_store import AsyncRedisOnlineStore
+    from quasar.serving_adapters.models import ModelRegistry, static_resolver
+    from quasar.serving_adapters.service import create_scoring_app
     resolver = world.resolver if world is not None else static_resolver({})
     return create_scoring_app(models=ModelRegistry(models, resolver), device="cpu", close_store=True,
                               store=AsyncRedisOnlineStore(redis_url, project=SCORING_PROJECT))

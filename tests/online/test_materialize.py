@@ -17,16 +17,16 @@ import pyarrow.compute as pc
 import pytest
 
 from fixtures.online import dump_redis, ol_all_types, ol_offline_only, ol_short, random_rows
-from online.materialize import files_to_read, materialize, plan, state_key
-from online.redis_store import RedisOnlineStore
-from online.store import FeatureStatus, OnlineColumns, OnlineStore
-from registry import Registry
-from signals.errors import RequestError, StoreError
-from signals.signal import Signal
-from signals.ufr.codec import encode
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-from store.arrow_types import to_storage
-from store.tables import OfflineStore
+from quasar.online.materialize import files_to_read, materialize, plan, state_key
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.online.store import FeatureStatus, OnlineColumns, OnlineStore
+from quasar.registry import Registry
+from quasar.signals.errors import RequestError, StoreError
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.codec import encode
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from quasar.store.arrow_types import to_storage
+from quasar.store.tables import OfflineStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -262,11 +262,11 @@ def test_offline_only_and_never_backfilled_signals(offline_store: OfflineStore, 
 KILLED_CHILD = """
 import os, signal, sys
 from fixtures.online import ol_all_types
-from online.materialize import materialize
-from online.redis_store import RedisOnlineStore
-from registry import Registry
-from store.catalog import open_catalog
-from store.tables import OfflineStore
+from quasar.online.materialize import materialize
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.registry import Registry
+from quasar.store.catalog import open_catalog
+from quasar.store.tables import OfflineStore
 
 catalog_uri, warehouse, registry_url, redis_url = sys.argv[1:5]
 offline = OfflineStore(open_catalog(uri=catalog_uri, warehouse=warehouse), namespace="signals", buckets=4)

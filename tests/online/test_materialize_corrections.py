@@ -19,12 +19,12 @@ import redis
 
 import quasar
 from fixtures.project import init_project
-from online.materialize import materialize, state_key
-from signals.ufr.codec import record_created_time_us, record_event_time_us
+from quasar.online.materialize import materialize, state_key
+from quasar.signals.ufr.codec import record_created_time_us, record_event_time_us
 
 MODULE = '''
 import pyarrow as pa
-from signals import Entity, Int64, Source, String, signal
+from quasar.signals import Entity, Int64, Source, String, signal
 
 user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="events", path="data/events", timestamp="ts")
@@ -165,7 +165,7 @@ def test_full_rebuilds_exactly_and_drops_stray_entities(project: Path, redis_url
 
 
 def test_a_pushed_newer_value_survives_a_correction_but_not_full(project: Path, redis_url: str) -> None:
-    """The documented rule (online.materialize): a value pushed online only, newer than every offline row that a
+    """The documented rule (quasar.online.materialize): a value pushed online only, newer than every offline row that a
     correction removed, stays; an older pushed value is replaced; ``--full`` makes online exactly offline."""
     write_source(project, FIRST)
     with quasar.Platform.open(project) as p:

@@ -1,5 +1,5 @@
 """Issue 14, item 1 on the materialize path: rows another writer put in the offline table with an event time
-outside the bounds (``signals.bounds``) are skipped, counted in the result and the run log with the first one
+outside the bounds (``quasar.signals.bounds``) are skipped, counted in the result and the run log with the first one
 named (file, row, value, bound), and the CLI says so; every other row is materialized, so serving stays current.
 
 Why skip rather than refuse: materialization reads what others wrote; refusing would leave every entity of the
@@ -20,7 +20,7 @@ from click.testing import CliRunner
 import quasar
 from fixtures.bounds_project import D0, END, FIELD, NOW, make_project, online_now, write_source
 from quasar.cli import main
-from signals.ufr.types import TIMESTAMP_ARROW
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
 
 @pytest.fixture

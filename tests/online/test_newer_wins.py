@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fixtures.online import NOW, ol_short
-from online.redis_store import RedisOnlineStore
-from signals.ufr.codec import record_event_time_us
-from signals.ufr.schema import EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.signals.ufr.codec import record_event_time_us
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
 _examples = itertools.count()
 # one write: (key, event time offset in seconds: few values, so ties happen)

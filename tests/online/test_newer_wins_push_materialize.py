@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fixtures.online import NOW, ol_no_ttl
-from online.materialize import materialize
-from online.push import push
-from online.redis_store import RedisOnlineStore
-from registry import Registry
-from signals.ufr.schema import EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
-from store.catalog import open_catalog
-from store.tables import OfflineStore
+from quasar.online.materialize import materialize
+from quasar.online.push import push
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.registry import Registry
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
+from quasar.store.catalog import open_catalog
+from quasar.store.tables import OfflineStore
 
 _examples = itertools.count()
 ROWS = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6)), min_size=1, max_size=5)   # (key, hour)

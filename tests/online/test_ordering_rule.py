@@ -1,4 +1,4 @@
-"""Differential: the Redis newer-wins script keeps exactly the row ``signals.ordering`` says wins.
+"""Differential: the Redis newer-wins script keeps exactly the row ``quasar.signals.ordering`` says wins.
 
 Random sequences of writes to a few keys on a real redis-server: event times drawn from a handful of values
 (so ties are common) that include the extremes (int64 min and max, ±2^53 and its neighbours, where doubles
@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fixtures.online import ol_no_ttl, ol_short
-from online.redis_store import RedisOnlineStore
-from signals.signal import Signal
-from signals.ufr.codec import decode, record_event_time_us
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.codec import decode, record_event_time_us
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
 _examples = itertools.count()
 B53 = 2**53
@@ -46,8 +46,8 @@ def _rows(sig: Signal, batch: list[tuple[int, int, int | None, int]]) -> pa.Tabl
 @given(writes=WRITES, batch=st.integers(1, 5), ttl=st.booleans())
 def test_redis_keeps_the_rules_winner(redis_url: str, writes: list[tuple[int, int, int | None]], batch: int,
                                       ttl: bool) -> None:
-    from signals.ordering import rank, winner
-    from signals.ufr.codec import record_created_time_us
+    from quasar.signals.ordering import rank, winner
+    from quasar.signals.ufr.codec import record_created_time_us
 
     sig = ol_short if ttl else ol_no_ttl
     project = f"ord{next(_examples)}"
@@ -110,8 +110,8 @@ STEPS = st.lists(st.tuples(st.integers(0, 2), st.one_of(st.none(), RANKS), FLOOR
 
 def _model(stored: tuple[tuple[int, int], int] | None, new: tuple[int, int] | None, value: int,
            floor: Any) -> tuple[tuple[int, int], int] | None:
-    """What ``online.lua`` promises for one key: (rank, value) kept, or None."""
-    from signals.ordering import rank, wins
+    """What ``quasar.online.lua`` promises for one key: (rank, value) kept, or None."""
+    from quasar.signals.ordering import rank, wins
 
     # a stored record not above the floor (rank <= floor) was derived from rows that are gone
     replaceable = stored is None or floor == "exact" or (isinstance(floor, tuple) and stored[0] <= rank(*floor))

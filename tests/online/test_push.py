@@ -9,11 +9,11 @@ import pyarrow as pa
 import pytest
 
 from fixtures.online import NOW, ol_accounts, ol_all_types, ol_offline_only, ol_short, random_rows
-from online.push import push, validate_push_rows
-from online.redis_store import RedisOnlineStore
-from signals.errors import RequestError, SchemaError
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
+from quasar.online.push import push, validate_push_rows
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.signals.errors import RequestError, SchemaError
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
 
 def test_pushed_table_is_read_back_exactly(online_store: RedisOnlineStore) -> None:

@@ -17,12 +17,12 @@ import pytest
 
 from fixtures.feature_service import PROJECT, serve
 from fixtures.feature_service import resolve as service_resolve
-from online.push import push, validate_push_rows
-from online.redis_store import RedisOnlineStore
-from signals import Entity, Float64, Int64, Source, String, signal
-from signals.errors import ValidationFailedError
-from signals.signal import Signal
-from store.gates import validate_frame
+from quasar.online.push import push, validate_push_rows
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.signals import Entity, Float64, Int64, Source, String, signal
+from quasar.signals.errors import ValidationFailedError
+from quasar.signals.signal import Signal
+from quasar.store.gates import validate_frame
 
 user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="svc_events", path="data/events/", timestamp="ts")

@@ -1,5 +1,5 @@
 """Push takes ISO-8601 strings for its times (the README's example), through the one time rule of
-``signals.times``: an offset is honoured, a naive time is UTC, ``Z`` is UTC; a bad string names its column."""
+``quasar.signals.times``: an offset is honoured, a naive time is UTC, ``Z`` is UTC; a bad string names its column."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pyarrow as pa
 import pytest
 
 from fixtures.online import NOW, ol_all_types, ol_short
-from online.push import push, validate_push_rows
-from online.redis_store import RedisOnlineStore
-from signals.errors import SchemaError
-from signals.times import as_utc, parse_time
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
+from quasar.online.push import push, validate_push_rows
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.signals.errors import SchemaError
+from quasar.signals.times import as_utc, parse_time
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
 NOON = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -34,7 +34,7 @@ def test_iso_strings_are_pushed_as_utc_times(online_store: RedisOnlineStore) -> 
     rows = [{"user_id": 1, "event_timestamp": "2026-11-23T10:00:00Z", "count": 3},
             {"user_id": 2, "event_timestamp": "2026-11-23T12:00:00+02:00", "count": 4},
             {"user_id": 3, "event_timestamp": "2026-11-23T10:00:00", "count": None}]
-    table = validate_push_rows(ol_short, rows)         # no created time given: the arrival time (signals.ordering)
+    table = validate_push_rows(ol_short, rows)         # no created time given: the arrival time (quasar.signals.ordering)
     assert table.schema == pa.schema([("user_id", pa.int64()), (EVENT_TIMESTAMP, TIMESTAMP_ARROW),
                                       (CREATED_TIMESTAMP, TIMESTAMP_ARROW), ("count", pa.int64())])
     assert table.column(EVENT_TIMESTAMP).to_pylist() == [NOON] * 3

@@ -1,6 +1,6 @@
 """Issue 14, item 1: a pushed event time far in the future poisoned its key for ever (newer-wins then drops every
 real update). Every push path (HTTP over a socket, the app in process, ``Platform.push``) now refuses times
-outside the bounds (``signals.bounds``: not before 1970, not more than ``[time] max_future`` after now), with an
+outside the bounds (``quasar.signals.bounds``: not before 1970, not more than ``[time] max_future`` after now), with an
 error naming the column, the row, the value and the bound, and writes nothing of the request.
 
 Issue 14, push created time: a pushed row without ``created_timestamp`` gets its arrival time, so it wins a tie
@@ -21,10 +21,10 @@ import redis
 import quasar
 from fixtures.bounds_project import D0, END, FIELD, NOW, make_project, online_now, write_source
 from fixtures.feature_service import LiveServer, column, iso, live_app, serve
-from signals.errors import SchemaError
-from signals.times import micros
-from signals.ufr.codec import record_created_time_us
-from signals.ufr.types import TIMESTAMP_ARROW
+from quasar.signals.errors import SchemaError
+from quasar.signals.times import micros
+from quasar.signals.ufr.codec import record_created_time_us
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
 
 def engagement(user: int, when: str, clicks: int, **extra: Any) -> dict[str, Any]:

@@ -22,13 +22,13 @@ from fixtures.online import (
     plain,
     random_rows,
 )
-from online.keys import field_name
-from online.redis_store import KEYS_PER_CALL, AsyncRedisOnlineStore, RedisOnlineStore
-from online.store import FeatureStatus, OnlineColumns, load_online_store
-from signals.errors import QuasarError, RequestError, SchemaError, SchemaMismatchError
-from signals.ufr.codec import encode
-from signals.ufr.schema import EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
+from quasar.online.keys import field_name
+from quasar.online.redis_store import KEYS_PER_CALL, AsyncRedisOnlineStore, RedisOnlineStore
+from quasar.online.store import FeatureStatus, OnlineColumns, load_online_store
+from quasar.signals.errors import QuasarError, RequestError, SchemaError, SchemaMismatchError
+from quasar.signals.ufr.codec import encode
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
 P, N, NULL, STALE = (FeatureStatus.PRESENT, FeatureStatus.NOT_FOUND, FeatureStatus.NULL_VALUE,
                      FeatureStatus.OUTSIDE_MAX_AGE)

@@ -14,8 +14,8 @@ import redis
 
 from fixtures.online import ONLINE_PROJECT, ol_short, random_rows
 from fixtures.redis_server import RedisServer, free_port
-from online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
-from signals.errors import OnlineUnavailableError
+from quasar.online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
+from quasar.signals.errors import OnlineUnavailableError
 
 SECRET = "s3cret-Pa55"
 

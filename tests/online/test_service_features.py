@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from fixtures.feature_service import FRESH, PROJECT, STALE, column, f32, iso, resolve, serve, write_world
-from online.redis_store import RedisOnlineStore
-from online.response import online_features, plan_request, read_online_features
-from online.service.errors import ORJSON_OPTIONS
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.online.response import online_features, plan_request, read_online_features
+from quasar.online.service.errors import ORJSON_OPTIONS
 
 EPOCH = "1970-01-01T00:00:00.000000Z"
 

@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.feature_service import LiveServer, live_app, serve, write_world
 from fixtures.feature_service import resolve as world_resolve
-from signals import Entity, Float64, Source, signal
-from signals.errors import ConfigError
-from signals.signal import Signal
+from quasar.signals import Entity, Float64, Source, signal
+from quasar.signals.errors import ConfigError
+from quasar.signals.signal import Signal
 
 READ = {"entities": {"user_id": [1, 2]}, "features": ["user_engagement:clicks"]}
 LIMIT = 64 * 1024

@@ -31,10 +31,16 @@ from fixtures.feature_service import (
     write_world,
 )
 from fixtures.redis_server import RedisServer, free_port
-from online.service.runner import run_service
-from online.service.status import http_status
-from registry.registry import Registry
-from signals.errors import ConfigError, NotFoundError, OnlineStoreError, OnlineUnavailableError, QuasarError
+from quasar.online.service.runner import run_service
+from quasar.online.service.status import http_status
+from quasar.registry.registry import Registry
+from quasar.signals.errors import (
+    ConfigError,
+    NotFoundError,
+    OnlineStoreError,
+    OnlineUnavailableError,
+    QuasarError,
+)
 
 READ = {"entities": {"user_id": [1, 2]}, "features": ["user_engagement:clicks"]}
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,7 +219,7 @@ def test_run_service_with_two_workers_from_the_environment(redis_url: str, tmp_p
     env = {**os.environ, "QUASAR_REGISTRY_URL": registry_url, "QUASAR_REDIS_URL": redis_url,
            "QUASAR_PROJECT": PROJECT, "QUASAR_AUTH_TOKENS": "tok", "QUASAR_MAX_ENTITIES": "3",
            "PYTHONPATH": str(ROOT)}
-    code = f"from online.service.runner import run_service; run_service(port={port}, workers=2)"
+    code = f"from quasar.online.service.runner import run_service; run_service(port={port}, workers=2)"
     child = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -248,4 +254,4 @@ def test_run_service_checks_its_arguments() -> None:
     with pytest.raises(ConfigError, match="workers"):
         run_service(workers=0)
     with pytest.raises(ConfigError, match="module:function"):
-        run_service("online.service.app")
+        run_service("quasar.online.service.app")

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pytest
 
 from fixtures.feature_service import column, serve
-from signals.signal import Signal
-from signals.times import micros
+from quasar.signals.signal import Signal
+from quasar.signals.times import micros
 
-# pushed event times: inside the service's time bounds (signals.bounds: at most a day ahead) and the 1-day TTL
+# pushed event times: inside the service's time bounds (quasar.signals.bounds: at most a day ahead) and the 1-day TTL
 DAY = (datetime.now(UTC) - timedelta(hours=3)).replace(minute=0, second=0, microsecond=0)
 T1, T2 = DAY.strftime("%Y-%m-%dT%H:%M:%S"), (DAY + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
 

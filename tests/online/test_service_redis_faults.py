@@ -24,7 +24,7 @@ from fixtures.feature_service import write_world as write_feature_world
 from fixtures.redis_server import RedisServer
 from fixtures.serving import SCORING_PROJECT, ScoringWorld, score_body
 from fixtures.serving import write_world as write_scoring_world
-from online.redis_store import AsyncRedisOnlineStore
+from quasar.online.redis_store import AsyncRedisOnlineStore
 
 READ = {"entities": {"user_id": [1, 2, 3]}, "features": ["user_engagement:clicks", "user_profile:label"]}
 CONCURRENT = 8          # requests in flight at once, so the pool holds several connections
@@ -32,7 +32,7 @@ CONCURRENT = 8          # requests in flight at once, so the pool holds several 
 
 @contextmanager
 def feature_service(redis_url: str) -> Iterator[tuple[httpx.Client, Callable[[], httpx.Response], Callable[[], None]]]:
-    from online.service.app import create_app
+    from quasar.online.service.app import create_app
     app = create_app(resolve=resolve, store=AsyncRedisOnlineStore(redis_url, project=PROJECT), close_store=True)
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         yield client, lambda: client.post("/v1/features", json=READ), lambda: write_feature_world(redis_url)
@@ -41,8 +41,8 @@ def feature_service(redis_url: str) -> Iterator[tuple[httpx.Client, Callable[[],
 @contextmanager
 def scoring_service(world: ScoringWorld,
                     redis_url: str) -> Iterator[tuple[httpx.Client, Callable[[], httpx.Response], Callable[[], None]]]:
-    from serving_adapters.models import ModelRegistry
-    from serving_adapters.service import create_scoring_app
+    from quasar.serving_adapters.models import ModelRegistry
+    from quasar.serving_adapters.service import create_scoring_app
     store = AsyncRedisOnlineStore(redis_url, project=SCORING_PROJECT)
     app = create_scoring_app(models=ModelRegistry(world.models, world.resolver), store=store, device="cpu",
                              close_store=True)

@@ -21,12 +21,12 @@ import pytest
 import quasar
 from fixtures.online import plain, random_rows
 from fixtures.project import init_project
-from signals.ufr.codec import encode
-from signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.signals.ufr.codec import encode
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
 
 MODULE = '''
 import pyarrow as pa
-from signals import (Bool, Entity, Float32, Float64, IdList, Int64, Source, String, Timestamp, Vector,
+from quasar.signals import (Bool, Entity, Float32, Float64, IdList, Int64, Source, String, Timestamp, Vector,
                      WeightedIdList, signal)
 
 user = Entity(name="user", join_key="user_id")

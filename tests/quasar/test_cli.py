@@ -57,7 +57,7 @@ def test_facade_sees_what_the_cli_registered(project: Path) -> None:
 
 
 def test_user_mistakes_are_one_line_errors(project: Path) -> None:
-    (project / "broken.py").write_text("from signals import Entity\nuser = Entity(name='user', join_key=)\n")
+    (project / "broken.py").write_text("from quasar.signals import Entity\nuser = Entity(name='user', join_key=)\n")
     out = run(project, "register", "broken.py", code=1)
     assert out.startswith("error: ") and "broken.py:2: syntax error" in out and len(out.strip().splitlines()) == 1
     assert "Traceback" not in out

@@ -1,4 +1,4 @@
-"""``[time]`` in quasar.toml: the time bounds every write path accepts (``signals.bounds``); defaults, and values
+"""``[time]`` in quasar.toml: the time bounds every write path accepts (``quasar.signals.bounds``); defaults, and values
 that do not parse are a ConfigError naming the key."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from quasar.config import load_config
-from signals.bounds import TimeBounds
-from signals.errors import ConfigError
+from quasar.signals.bounds import TimeBounds
+from quasar.signals.errors import ConfigError
 
 
 def test_defaults_are_1970_and_one_day(tmp_path: Path) -> None:

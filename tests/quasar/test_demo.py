@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from examples.data import World
 from fixtures.redis_server import RedisServer
 from quasar.cli import main
 from quasar.demo import STEPS
+from quasar.examples.data import World
 
 
 def test_the_demo_runs_every_step(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch,

@@ -32,11 +32,11 @@ from fixtures.project import init_project
 
 torch = pytest.importorskip("torch")
 
-from signals.ufr.tensors import InputSpec, build_feature_batch  # noqa: E402
+from quasar.signals.ufr.tensors import InputSpec, build_feature_batch  # noqa: E402
 
 MODULE = '''
 import pyarrow as pa
-from signals import Entity, Float64, Int64, Source, aggregate, count, last, mean, signal, sum_
+from quasar.signals import Entity, Float64, Int64, Source, aggregate, count, last, mean, signal, sum_
 
 user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="events", path="data/events", timestamp="ts")

@@ -19,12 +19,12 @@ import redis
 from click.testing import CliRunner
 
 import quasar
-from examples.data import World, generate, make_spine
 from fixtures.online import dump_redis
 from fixtures.redis_server import RedisServer
 from quasar.cli import main
 from quasar.demo import EXAMPLE_SIGNALS
-from signals.errors import NotFoundError, SchemaError
+from quasar.examples.data import World, generate, make_spine
+from quasar.signals.errors import NotFoundError, SchemaError
 
 ONLINE = ["pin_profile", "pin_stats", "user_affinity", "user_engagement", "user_profile", "user_recent_pins"]
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -211,7 +211,7 @@ def test_loader_shortcut_streams_every_spine_row(p: quasar.Platform, project: Pa
 
 def test_scoring_app_scores_the_trained_ranker(project: Path, p: quasar.Platform,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from examples.train_ranker import train
+    from quasar.examples.train_ranker import train
     from quasar.services import PROJECT_ENV, scoring_app
     p.materialize(full=True)
     spine = make_spine(project, WORLD.end - timedelta(days=4), WORLD.end, rows=2_000)

@@ -18,13 +18,13 @@ import quasar
 from fixtures.offline import random_events, write_events
 from fixtures.project import init_project
 from quasar.cli import main
-from signals.errors import NotFoundError, ValidationFailedError
-from store.quarantine import read_quarantine
+from quasar.signals.errors import NotFoundError, ValidationFailedError
+from quasar.store.quarantine import read_quarantine
 
 MODULE = '''
 import great_expectations as gx
 import pyarrow as pa
-from signals import Entity, Int64, Source, signal
+from quasar.signals import Entity, Int64, Source, signal
 
 user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="events", path="data/events", timestamp="ts")

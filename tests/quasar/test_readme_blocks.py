@@ -32,7 +32,6 @@ import torch
 from click.testing import CliRunner
 
 import quasar
-from examples.data import World, generate
 from fixtures.project import init_project
 from fixtures.readme import (
     README,
@@ -48,6 +47,7 @@ from fixtures.readme import (
 from quasar.cli import main
 from quasar.config import load_config
 from quasar.demo import EXAMPLE_SIGNALS
+from quasar.examples.data import World, generate
 
 ROOT = README.parent
 START, END = "2026-01-01", "2026-02-01"                   # the README's backfill window
@@ -65,7 +65,7 @@ CLAIMS: dict[str, tuple[str, str]] = {
     "trainer_dataset": ("python", "p.training_dataset("),
     "trainer_cli": ("bash", "quasar dataset "),
     "trainer_loader": ("python", "make_loader("),
-    "train_ranker": ("bash", "examples.train_ranker"),
+    "train_ranker": ("bash", "quasar.examples.train_ranker"),
     "online_cli": ("bash", "quasar materialize"),
     "online_curl": ("bash", "/v1/features"),
     "online_json": ("json", '"feature_names"'),
@@ -295,7 +295,7 @@ def declared_source(root: Path, events: pa.Table) -> None:
     pq.write_table(clicks, root / "data" / "clicks" / "clicks.parquet")
     reader = (
         "\n\nfrom engagement import user                 # stand-in: a signal reading the source\n"
-        "from signals import aggregate, count\n"
+        "from quasar.signals import aggregate, count\n"
         'clicks_1d = aggregate(name="clicks_1d", entity=user, source=clicks, step="1d", ttl="2d",\n'
         '                      aggregations=[count("1d", name="seen_1d")])\n')
     (root / "signals" / "clicks.py").write_text(block.text + reader)
@@ -392,7 +392,7 @@ def trainer_tour(shell: Shell, project: Path, notebook: dict[str, Any]) -> None:
     assert sum(b.features.size for b in batches) == 2
     assert "user_engagement__ctr_7d" in batches[0].features.dense_names
 
-    run_commands(shell, claim("train_ranker"), {"python -m examples.train_ranker": printing("saved model bundle")})
+    run_commands(shell, claim("train_ranker"), {"python -m quasar.examples.train_ranker": printing("saved model bundle")})
     assert (project / "models" / "ranker" / "bundle.json").is_file()
 
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from fixtures.fault_project import FaultProject, kill, make_fault_project, wait_for
 from quasar.cli import main
-from signals.errors import BackfillError
+from quasar.signals.errors import BackfillError
 
 
 def cli(project: FaultProject, *args: str) -> str:

@@ -25,7 +25,7 @@ MODULE = '''\
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals import Entity, Float64, Source, signal
+from quasar.signals import Entity, Float64, Source, signal
 
 user = Entity(name="user", join_key="user_id", description="@DESC@")
 events = Source.parquet(name="events", path="data/events", timestamp="ts")

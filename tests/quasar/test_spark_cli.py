@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from examples.data import World, generate, make_spine
 from quasar.cli import main
 from quasar.demo import ALL_FEATURES, EXAMPLE_SIGNALS
+from quasar.examples.data import World, generate, make_spine
 from quasar.platform import Platform
 
 pytestmark = pytest.mark.spark

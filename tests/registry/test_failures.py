@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from fixtures.registry_db import dump_tables, example_module, write_module
-from registry import Registry
-from signals.errors import RegistrationError
+from quasar.registry import Registry
+from quasar.signals.errors import RegistrationError
 
 HEADER = ("import pyarrow as pa\n"
-          "from signals import Entity, Float64, Int64, Source, signal\n"
+          "from quasar.signals import Entity, Float64, Int64, Source, signal\n"
           "user = Entity(name='user', join_key='user_id')\n"
           "events = Source.parquet(name='events', path='data/events', timestamp='ts')\n")
 
@@ -77,7 +77,7 @@ def test_an_unknown_entity_names_signal_and_entity(registry: Registry, registry_
 
 def test_redefining_a_registered_entity_with_another_join_key_is_refused(registry: Registry, registry_url: str,
                                                                         tmp_path: Path) -> None:
-    path = write_module(tmp_path / "rekey.py", "from signals import Entity\n"
+    path = write_module(tmp_path / "rekey.py", "from quasar.signals import Entity\n"
                         "user = Entity(name='user', join_key='uid')\n")
     message = refused(registry, registry_url, path)
     assert "entity 'user'" in message and "join_key 'user_id' -> 'uid'" in message
@@ -85,7 +85,7 @@ def test_redefining_a_registered_entity_with_another_join_key_is_refused(registr
 
 def test_redefining_a_registered_source_path_is_refused(registry: Registry, registry_url: str,
                                                         tmp_path: Path) -> None:
-    path = write_module(tmp_path / "moved.py", "from signals import Source\n"
+    path = write_module(tmp_path / "moved.py", "from quasar.signals import Source\n"
                         "events = Source.parquet(name='events', path='elsewhere', timestamp='ts')\n")
     message = refused(registry, registry_url, path)
     assert "source 'events'" in message and "path 'data/events' -> 'elsewhere'" in message

@@ -13,11 +13,11 @@ from sqlalchemy import create_engine, select
 
 from fixtures.registry_db import dump_tables, example_module, write_module
 from quasar.describe import describe_signal
-from registry import Registry
-from registry.db import normalize_url
-from registry.models import signal_versions
-from signals import Entity, Float64, Int64, Source, signal
-from signals.errors import NotFoundError
+from quasar.registry import Registry
+from quasar.registry.db import normalize_url
+from quasar.registry.models import signal_versions
+from quasar.signals import Entity, Float64, Int64, Source, signal
+from quasar.signals.errors import NotFoundError
 
 EVERYTHING = ["entity user", "source events", "source user_activity_output", "signal user_activity v1",
               "signal user_clicks v1", "signal user_score v1"]
@@ -69,7 +69,7 @@ def test_a_version_row_keeps_definition_schema_fingerprints_and_lineage_fields(r
         row = conn.execute(select(signal_versions).where(signal_versions.c.signal_name == "user_score")).one()
     engine.dispose()
     assert row.version == 1 and row.kind == "transform"
-    assert row.definition == {**sig.to_dict(), "fingerprint_scheme": 2}     # registry.schemes.SCHEME
+    assert row.definition == {**sig.to_dict(), "fingerprint_scheme": 2}     # quasar.registry.schemes.SCHEME
     assert row.schema == sig.schema.to_dict()
     assert row.schema_fingerprint == sig.schema.fingerprint_hex
     assert row.code_fingerprint == sig.code_fingerprint
@@ -93,11 +93,11 @@ def test_describe_shows_schema_versions_lineage_and_runs(registry: Registry, tmp
 
 def test_register_a_folder_with_sibling_imports(registry: Registry, tmp_path: Path) -> None:
     folder = tmp_path / "project"
-    write_module(folder / "entities.py", 'from signals import Entity, Source\n'
+    write_module(folder / "entities.py", 'from quasar.signals import Entity, Source\n'
                  'user = Entity(name="user", join_key="user_id")\n'
                  'events = Source.parquet(name="events", path="data/events", timestamp="ts")\n')
     stats = write_module(folder / "stats.py", 'from entities import events, user\n'
-                         'from signals import aggregate, count\n'
+                         'from quasar.signals import aggregate, count\n'
                          'user_count = aggregate(name="user_count", entity=user, source=events, step="1d",\n'
                          '                       aggregations=[count("1d", name="n_1d")])\n')
     write_module(folder / "_private.py", "raise RuntimeError('underscore files are not registered')\n")
@@ -259,12 +259,12 @@ def test_an_edited_sibling_is_imported_fresh(registry: Registry, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "dont_write_bytecode", False)   # a cached .pyc must not be served stale
     folder = tmp_path / "fresh"
-    entities = ('from signals import Entity, Source\n'
+    entities = ('from quasar.signals import Entity, Source\n'
                 'user = Entity(name="user", join_key="user_id", description="@DESC@")\n'
                 'events = Source.parquet(name="events", path="data/events", timestamp="ts")\n')
     write_module(folder / "entities.py", entities.replace("@DESC@", "A person."))
     stats = write_module(folder / "stats.py", 'from entities import events, user\n'
-                         'from signals import aggregate, count\n'
+                         'from quasar.signals import aggregate, count\n'
                          'n = aggregate(name="n", entity=user, source=events, step="1d",\n'
                          '              aggregations=[count("1d", name="n_1d")])\n')
     registry.register(stats)

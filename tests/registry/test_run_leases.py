@@ -19,14 +19,14 @@ from sqlalchemy.engine import make_url
 
 from fixtures.fault_project import REPO, wait_for
 from fixtures.registry_db import example_module, write_module
-from registry import Registry
-from registry import models as m
-from registry.db import normalize_url
-from signals.errors import QuasarError
+from quasar.registry import Registry
+from quasar.registry import models as m
+from quasar.registry.db import normalize_url
+from quasar.signals.errors import QuasarError
 
 CHILD = textwrap.dedent("""\
     import sys, time
-    from registry import Registry
+    from quasar.registry import Registry
     reg = Registry.open(sys.argv[1], run_lease=float(sys.argv[2]))
     print(reg.start_run(signal="user_clicks", version=1, kind="backfill", params={"start": "2026-01-01"}), flush=True)
     time.sleep(600)
@@ -129,7 +129,7 @@ def test_a_run_whose_end_cannot_be_recorded_ends_abandoned(registry_url: str, mo
 
 FROZEN = textwrap.dedent("""\
     import sys
-    from registry import Registry
+    from quasar.registry import Registry
     reg = Registry.open(sys.argv[1], run_lease=float(sys.argv[2]))
     print(reg.start_run(signal="user_clicks", version=1, kind="backfill"), flush=True)
     run_id = int(sys.stdin.readline())

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from fixtures.registry_db import example_module, write_module
-from registry import Registry
-from signals.errors import DefinitionError, NotFoundError, QuasarError
+from quasar.registry import Registry
+from quasar.signals.errors import DefinitionError, NotFoundError, QuasarError
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from registry import Registry
-from signals import Entity, Int64, Source, signal
-from signals.errors import RegistrationError
-from signals.source_schema import SourceSchema
+from quasar.registry import Registry
+from quasar.signals import Entity, Int64, Source, signal
+from quasar.signals.errors import RegistrationError
+from quasar.signals.source_schema import SourceSchema
 
 user = Entity(name="user", join_key="user_id")
 clicks = Source.parquet(name="clicks", path="data/clicks", timestamp="ts")

@@ -13,16 +13,16 @@ import pytest
 from sqlalchemy import create_engine, select, update
 
 from fixtures.registry_db import write_module
-from registry import Registry
-from registry.db import normalize_url
-from registry.models import signal_versions
-from signals.errors import NotFoundError
+from quasar.registry import Registry
+from quasar.registry.db import normalize_url
+from quasar.registry.models import signal_versions
+from quasar.signals.errors import NotFoundError
 
 MODULE = '''\
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals import Entity, Float64, Source, signal
+from quasar.signals import Entity, Float64, Source, signal
 
 user = Entity(name="user", join_key="user_id", description="@ENTITY_DESC@")
 events = Source.parquet(name="events", path="data/events", timestamp="ts", description="@SOURCE_DESC@")
@@ -225,7 +225,7 @@ import pyarrow as pa
 
 import helpers
 from helpers import shift
-from signals import Entity, Float64, Source, signal
+from quasar.signals import Entity, Float64, Source, signal
 
 user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="events", path="data/events", timestamp="ts")

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from serving_adapters.batching import DynamicBatcher
-from signals.errors import ServingError
+from quasar.serving_adapters.batching import DynamicBatcher
+from quasar.signals.errors import ServingError
 
 
 class Recorder:

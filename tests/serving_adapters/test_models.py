@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from examples.ranker import Ranker
 from fixtures.serving import SIGNALS, column_of, input_spec, ranker_spec, score_pin_stats, score_user_stats
-from serving_adapters.bundle import InputColumn, save_bundle
-from serving_adapters.models import ModelRegistry, static_resolver
-from signals import Float64, Signal
-from signals.errors import BundleError, NotFoundError
-from signals.ufr.tensors import InputSpec
+from quasar.examples.ranker import Ranker
+from quasar.serving_adapters.bundle import InputColumn, save_bundle
+from quasar.serving_adapters.models import ModelRegistry, static_resolver
+from quasar.signals import Float64, Signal
+from quasar.signals.errors import BundleError, NotFoundError
+from quasar.signals.ufr.tensors import InputSpec
 
 RESOLVE = static_resolver({k: {1: s} for k, s in SIGNALS.items()})
 
@@ -126,9 +126,9 @@ def test_a_refused_bundle_is_not_cached_and_loads_once_fixed(tmp_path: Path) -> 
 def test_against_a_real_registry_a_new_signal_version_refuses_the_old_bundle(tmp_path: Path) -> None:
     from dataclasses import replace as dc_replace
 
-    from registry import Registry
-    from serving_adapters.models import registry_resolver
-    from signals import FeatureSchema, Int64
+    from quasar.registry import Registry
+    from quasar.serving_adapters.models import registry_resolver
+    from quasar.signals import FeatureSchema, Int64
 
     save(tmp_path / "models")
     sources = [score_user_stats.source, score_pin_stats.source]

@@ -13,7 +13,6 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from examples.ranker import Ranker
 from fixtures.redis_server import RedisServer
 from fixtures.serving import (
     SCORING_PROJECT,
@@ -25,10 +24,16 @@ from fixtures.serving import (
     serving,
     write_world,
 )
-from online.redis_store import AsyncRedisOnlineStore
-from serving_adapters.bundle import InputColumn, save_bundle
-from serving_adapters.features import assemble_feature_table, build_request_batch, check_keys, fetch_online
-from serving_adapters.models import ModelRegistry
+from quasar.examples.ranker import Ranker
+from quasar.online.redis_store import AsyncRedisOnlineStore
+from quasar.serving_adapters.bundle import InputColumn, save_bundle
+from quasar.serving_adapters.features import (
+    assemble_feature_table,
+    build_request_batch,
+    check_keys,
+    fetch_online,
+)
+from quasar.serving_adapters.models import ModelRegistry
 
 
 def random_requests(world: ScoringWorld, count: int, seed: int) -> list[tuple[int, list[int]]]:

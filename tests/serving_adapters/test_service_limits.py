@@ -16,11 +16,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.serving import SCORING_PROJECT, ScoringWorld, score_body, serving
-from serving_adapters.bundle import load_bundle
-from serving_adapters.models import LoadedModel
-from serving_adapters.runner import ScorerBackend
-from signals.errors import ModelNotFoundError
-from signals.ufr.tensors import FeatureBatch
+from quasar.serving_adapters.bundle import load_bundle
+from quasar.serving_adapters.models import LoadedModel
+from quasar.serving_adapters.runner import ScorerBackend
+from quasar.signals.errors import ModelNotFoundError
+from quasar.signals.ufr.tensors import FeatureBatch
 
 GOOD = {"Authorization": "Bearer s3cret"}
 
@@ -146,9 +146,9 @@ class Exploding(ScorerBackend):
 def test_an_unexpected_error_answers_json_500_counted_in_the_metrics(scoring_world: ScoringWorld,
                                                                      scoring_redis: str,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
-    from online.redis_store import AsyncRedisOnlineStore
-    from serving_adapters.models import ModelRegistry
-    from serving_adapters.service import create_scoring_app
+    from quasar.online.redis_store import AsyncRedisOnlineStore
+    from quasar.serving_adapters.models import ModelRegistry
+    from quasar.serving_adapters.service import create_scoring_app
 
     async def main() -> tuple[httpx.Response, httpx.Response]:
         store = AsyncRedisOnlineStore(scoring_redis, project=SCORING_PROJECT)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from signals.ufr.codec import (
+from quasar.signals.ufr.codec import (
     CREATED_TIME_OFFSET,
     EVENT_TIME_OFFSET,
     FORMAT_VERSION,
@@ -24,8 +24,8 @@ from signals.ufr.codec import (
     record_event_time_us,
     record_fingerprint,
 )
-from signals.ufr.schema import FeatureSchema
-from signals.ufr.types import (
+from quasar.signals.ufr.schema import FeatureSchema
+from quasar.signals.ufr.types import (
     TIMESTAMP_ARROW,
     WEIGHTED_ID_STRUCT,
     Bool,

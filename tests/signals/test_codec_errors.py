@@ -13,11 +13,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import signals.ufr.codec as codec
-from signals.errors import SchemaError, SchemaMismatchError
-from signals.ufr.codec import HEADER_SIZE, MAGIC, decode, encode, record_event_time_us, record_fingerprint
-from signals.ufr.schema import FeatureSchema
-from signals.ufr.types import Float32, Float64, IdList, Int64, String, Vector, WeightedIdList
+import quasar.signals.ufr.codec as codec
+from quasar.signals.errors import SchemaError, SchemaMismatchError
+from quasar.signals.ufr.codec import (
+    HEADER_SIZE,
+    MAGIC,
+    decode,
+    encode,
+    record_event_time_us,
+    record_fingerprint,
+)
+from quasar.signals.ufr.schema import FeatureSchema
+from quasar.signals.ufr.types import Float32, Float64, IdList, Int64, String, Vector, WeightedIdList
 
 SCHEMA = FeatureSchema.of({"clicks": Int64(), "name": String(), "pins": IdList(), "taste": Vector(2),
                            "weighted": WeightedIdList()})

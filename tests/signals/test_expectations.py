@@ -9,10 +9,10 @@ import great_expectations as gx
 import pyarrow as pa
 import pytest
 
-from registry import Registry
-from signals import Entity, Int64, Source, aggregate, count, signal
-from signals.errors import DefinitionError
-from signals.signal import Signal
+from quasar.registry import Registry
+from quasar.signals import Entity, Int64, Source, aggregate, count, signal
+from quasar.signals.errors import DefinitionError
+from quasar.signals.signal import Signal
 
 user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="events", path="data/events", timestamp="ts")

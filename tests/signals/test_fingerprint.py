@@ -12,8 +12,8 @@ from types import ModuleType
 import pyarrow as pa
 import pytest
 
-from signals import Entity, Float64, Int64, Signal, Source, aggregate, count, mean, signal
-from signals.signal import transform_code
+from quasar.signals import Entity, Float64, Int64, Signal, Source, aggregate, count, mean, signal
+from quasar.signals.signal import transform_code
 
 _COUNTER = itertools.count()
 
@@ -23,7 +23,7 @@ MODULE = '''\
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals import Entity, Float64, Source, signal
+from quasar.signals import Entity, Float64, Source, signal
 
 user = Entity(name="user", join_key="user_id", description="@ENTITY_DESC@")
 events = Source.parquet(name="events", path="data/events", timestamp="ts", description="@SOURCE_DESC@")
@@ -53,7 +53,7 @@ REFORMATTED = '''\
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from signals import Entity, Float64, Source, signal
+from quasar.signals import Entity, Float64, Source, signal
 
 user = Entity(name="user", join_key="user_id", description="@ENTITY_DESC@")
 events = Source.parquet(name="events", path="data/events", timestamp="ts", description="@SOURCE_DESC@")

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pyarrow as pa
 import pytest
 
-from signals import (
+from quasar.signals import (
     Aggregation,
     Bool,
     Entity,
@@ -28,9 +28,9 @@ from signals import (
     signal,
     sum_,
 )
-from signals.errors import DefinitionError, QuasarError
-from signals.ufr.schema import FeatureSchema
-from signals.ufr.types import FeatureType, feature_type_from_dict
+from quasar.signals.errors import DefinitionError, QuasarError
+from quasar.signals.ufr.schema import FeatureSchema
+from quasar.signals.ufr.types import FeatureType, feature_type_from_dict
 
 user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="events", path="data/events/", timestamp="ts")

@@ -8,9 +8,9 @@ import dataclasses
 import pyarrow as pa
 import pytest
 
-from signals import Entity, Int64, Source, signal
-from signals.errors import DefinitionError
-from signals.source_schema import SourceSchema, logical_type, parse_type
+from quasar.signals import Entity, Int64, Source, signal
+from quasar.signals.errors import DefinitionError
+from quasar.signals.source_schema import SourceSchema, logical_type, parse_type
 
 user = Entity(name="user", join_key="user_id")
 

@@ -18,9 +18,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from signals.errors import DefinitionError, SchemaError
-from signals.ufr.schema import FeatureSchema
-from signals.ufr.tensors import (
+from quasar.signals.errors import DefinitionError, SchemaError
+from quasar.signals.ufr.schema import FeatureSchema
+from quasar.signals.ufr.tensors import (
     FeatureBatch,
     InputSpec,
     build_feature_batch,
@@ -28,7 +28,7 @@ from signals.ufr.tensors import (
     feature_batch_to_arrow,
     split_feature_batch,
 )
-from signals.ufr.types import (
+from quasar.signals.ufr.types import (
     TIMESTAMP_ARROW,
     WEIGHTED_ID_STRUCT,
     Bool,
@@ -504,7 +504,7 @@ def test_building_raises_no_warnings() -> None:
 
 
 def test_importing_signals_does_not_import_torch() -> None:
-    code = ("import sys, signals, signals.ufr.codec, signals.ufr.schema, signals.ufr.infer; "
+    code = ("import sys, quasar.signals, quasar.signals.ufr.codec, quasar.signals.ufr.schema, quasar.signals.ufr.infer; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

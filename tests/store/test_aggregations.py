@@ -1,6 +1,6 @@
 """Windowed aggregations of the local engine against a plain Python reference, compared exactly.
 
-The reference follows the docstring of ``signals.aggregation`` line by line: step-aligned stamps in
+The reference follows the docstring of ``quasar.signals.aggregation`` line by line: step-aligned stamps in
 ``[start, end)``, windows ``[T - w, T)``, a row when the longest window is non-empty and one more at the
 step where it empties, count and sum 0 and other functions null on empty windows, nulls ignored, ``last`` at the latest ts with ties to the larger value.
 Floating sums add values in ``(ts, value)`` order, as the engine documents.
@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pytest
 
 from fixtures.offline import random_events
-from signals import (
+from quasar.signals import (
     Entity,
     Float32,
     Int64,
@@ -36,12 +36,12 @@ from signals import (
     signal,
     sum_,
 )
-from signals.aggregation import Aggregation
-from signals.errors import DefinitionError, SchemaError, StoreError
-from signals.signal import Signal
-from store.engines import Engine, load_engine
-from store.engines.local import LocalEngine
-from store.engines.local_agg import micros
+from quasar.signals.aggregation import Aggregation
+from quasar.signals.errors import DefinitionError, SchemaError, StoreError
+from quasar.signals.signal import Signal
+from quasar.store.engines import Engine, load_engine
+from quasar.store.engines.local import LocalEngine
+from quasar.store.engines.local_agg import micros
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

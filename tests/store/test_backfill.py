@@ -14,14 +14,14 @@ import pytest
 
 from fixtures.offline import random_events, write_events
 from fixtures.registry_db import example_module, write_module
-from registry import Registry
-from signals import Entity, Float32, Int64, Source, aggregate, count, mean, signal
-from signals.errors import BackfillError
-from signals.signal import Signal
-from store.backfill import BackfillResult, backfill, parse_window
-from store.engines.local import LocalEngine
-from store.sources import SourceReader
-from store.tables import OfflineStore
+from quasar.registry import Registry
+from quasar.signals import Entity, Float32, Int64, Source, aggregate, count, mean, signal
+from quasar.signals.errors import BackfillError
+from quasar.signals.signal import Signal
+from quasar.store.backfill import BackfillResult, backfill, parse_window
+from quasar.store.engines.local import LocalEngine
+from quasar.store.sources import SourceReader
+from quasar.store.tables import OfflineStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

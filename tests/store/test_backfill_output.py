@@ -9,9 +9,20 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from signals import Entity, Float32, Float64, IdList, Int64, Source, Timestamp, Vector, WeightedIdList, signal
-from signals.errors import BackfillError
-from store.output_check import check_output, exact_cast_ok
+from quasar.signals import (
+    Entity,
+    Float32,
+    Float64,
+    IdList,
+    Int64,
+    Source,
+    Timestamp,
+    Vector,
+    WeightedIdList,
+    signal,
+)
+from quasar.signals.errors import BackfillError
+from quasar.store.output_check import check_output, exact_cast_ok
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 END = T0 + timedelta(days=1)

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from fixtures.offline import random_events, write_events
-from signals import Entity, Float64, Int64, Source, signal
-from signals.errors import StoreError
-from store.sources import SourceReader
-from store.tables import OfflineStore
+from quasar.signals import Entity, Float64, Int64, Source, signal
+from quasar.signals.errors import StoreError
+from quasar.store.sources import SourceReader
+from quasar.store.tables import OfflineStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

@@ -1,5 +1,5 @@
 """Issue 14, item 1 on the backfill path: a transform's output rows with times outside the bounds
-(``signals.bounds``) fail the backfill with a BackfillError naming the column, the row, the value and the bound,
+(``quasar.signals.bounds``) fail the backfill with a BackfillError naming the column, the row, the value and the bound,
 and the table keeps its snapshot. Before, only the backfill window limited event times, and a window may reach
 into the future (or lie before 1970); created times were not checked at all."""
 
@@ -12,7 +12,7 @@ import pytest
 
 import quasar
 from fixtures.bounds_project import D0, END, NOW, TODAY, make_project, write_source
-from signals.errors import BackfillError
+from quasar.signals.errors import BackfillError
 
 
 @pytest.fixture

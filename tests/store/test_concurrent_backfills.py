@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pytest
 
 from fixtures.fault_project import T0, FaultProject, finish, make_fault_project, wait_for
-from store.gc import referenced_files
+from quasar.store.gc import referenced_files
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 WINDOWS = {
@@ -77,7 +77,7 @@ def test_a_backfill_that_loses_every_attempt_says_so_and_leaves_nothing(tmp_path
     the backfill gives up after its retry budget with a message that says why, and leaves no file behind."""
     from pyiceberg.table import Transaction
 
-    from signals.errors import BackfillError
+    from quasar.signals.errors import BackfillError
 
     project = make_fault_project(tmp_path / "p")
     with project.platform() as p:

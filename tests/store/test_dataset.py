@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from fixtures.pit_data import SIGNALS, US, PitWorld, reference_pit
-from signals import Entity, Int64, Signal, Source, signal
-from signals.errors import DatasetError, NotFoundError
-from store.dataset import DatasetResult, FeatureRef, build_training_dataset, parse_feature_ref
-from store.engines.base import Engine
+from quasar.signals import Entity, Int64, Signal, Source, signal
+from quasar.signals.errors import DatasetError, NotFoundError
+from quasar.store.dataset import DatasetResult, FeatureRef, build_training_dataset, parse_feature_ref
+from quasar.store.engines.base import Engine
 
 ALL_REFS = ["user_stats", "pin_stats:saves", "pin_stats@1:emb", "user_extra:score"]
 

@@ -11,13 +11,13 @@ import pyarrow as pa
 import pytest
 
 from fixtures.pit_data import BASE, SIGNALS, PitWorld, reference_pit
-from signals import Signal
-from signals.errors import NotFoundError
-from signals.ufr.schema import EVENT_TIMESTAMP
-from store.catalog import open_catalog
-from store.dataset import build_training_dataset
-from store.engines.base import Engine
-from store.tables import OfflineStore
+from quasar.signals import Signal
+from quasar.signals.errors import NotFoundError
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.store.catalog import open_catalog
+from quasar.store.dataset import build_training_dataset
+from quasar.store.engines.base import Engine
+from quasar.store.tables import OfflineStore
 
 DAY = timedelta(days=1)
 

@@ -16,18 +16,18 @@ import pyarrow.compute as pc
 import pytest
 
 from fixtures.offline import random_events, write_events
-from online.materialize import materialize
-from online.redis_store import RedisOnlineStore
-from registry import Registry
-from signals import Entity, Float32, Int64, Source, signal
-from signals.errors import BackfillError, DefinitionError, NotFoundError, ValidationFailedError
-from signals.signal import Signal
-from store.backfill import BackfillResult, backfill
-from store.engines.local import LocalEngine
-from store.gates import PROP_RUN_ID, PROP_VALIDATION, GateResult, validate_batch
-from store.quarantine import QUARANTINED_AT, RUN_ID, quarantine_identifier, read_quarantine
-from store.sources import SourceReader
-from store.tables import OfflineStore
+from quasar.online.materialize import materialize
+from quasar.online.redis_store import RedisOnlineStore
+from quasar.registry import Registry
+from quasar.signals import Entity, Float32, Int64, Source, signal
+from quasar.signals.errors import BackfillError, DefinitionError, NotFoundError, ValidationFailedError
+from quasar.signals.signal import Signal
+from quasar.store.backfill import BackfillResult, backfill
+from quasar.store.engines.local import LocalEngine
+from quasar.store.gates import PROP_RUN_ID, PROP_VALIDATION, GateResult, validate_batch
+from quasar.store.quarantine import QUARANTINED_AT, RUN_ID, quarantine_identifier, read_quarantine
+from quasar.store.sources import SourceReader
+from quasar.store.tables import OfflineStore
 
 user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="events", path="data/events", timestamp="ts")

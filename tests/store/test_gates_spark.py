@@ -16,16 +16,16 @@ import pyarrow.compute as pc
 import pytest
 
 from fixtures.offline import random_events, write_events
-from registry import Registry
-from signals import Entity, Float32, Int64, Source, signal
-from signals.errors import ValidationFailedError
-from signals.signal import Signal
-from store.backfill import backfill
-from store.engines.spark import SparkEngine
-from store.gates import PROP_VALIDATION, validate_frame
-from store.quarantine import RUN_ID, read_quarantine
-from store.sources import SourceReader
-from store.tables import OfflineStore
+from quasar.registry import Registry
+from quasar.signals import Entity, Float32, Int64, Source, signal
+from quasar.signals.errors import ValidationFailedError
+from quasar.signals.signal import Signal
+from quasar.store.backfill import backfill
+from quasar.store.engines.spark import SparkEngine
+from quasar.store.gates import PROP_VALIDATION, validate_frame
+from quasar.store.quarantine import RUN_ID, read_quarantine
+from quasar.store.sources import SourceReader
+from quasar.store.tables import OfflineStore
 
 pytestmark = pytest.mark.spark
 

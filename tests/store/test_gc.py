@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from fixtures.fault_project import make_fault_project, wait_for
 from quasar.cli import main
-from store.gc import referenced_files
+from quasar.store.gc import referenced_files
 
 
 def test_gc_expires_old_snapshots_and_every_kept_one_still_reads_in_full(tmp_path: Path, redis_url: str) -> None:
@@ -68,7 +68,7 @@ def test_gc_with_the_default_retention_keeps_every_recent_snapshot(tmp_path: Pat
 def test_retention_counts_from_when_a_snapshot_stopped_being_current(tmp_path: Path) -> None:
     """A snapshot committed long ago but superseded just now is kept: a reader that started on it while it was
     current (a dataset, a materialization) has the whole retention to finish."""
-    from store.gc import expirable
+    from quasar.store.gc import expirable
 
     project = make_fault_project(tmp_path / "p")
     with project.platform() as p:

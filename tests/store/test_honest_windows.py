@@ -18,13 +18,13 @@ import pytest
 
 import quasar
 from fixtures.project import init_project
-from signals.errors import QuasarError
+from quasar.signals.errors import QuasarError
 
 DAY = timedelta(days=1)
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 SIGNALS = textwrap.dedent("""
-    from signals import Entity, Int64, Source, aggregate, count, mean, sum_
+    from quasar.signals import Entity, Int64, Source, aggregate, count, mean, sum_
 
     user = Entity(name="user", join_key="user_id")
     events = Source.parquet(name="events", path="data/events", timestamp="ts")
@@ -152,7 +152,7 @@ def test_rebackfilling_does_not_reach_days_never_backfilled(tmp_path: Path, proj
 
 
 LOSSY = textwrap.dedent("""
-    from signals import Entity, Int64, Source, aggregate, sum_, max_
+    from quasar.signals import Entity, Int64, Source, aggregate, sum_, max_
 
     user = Entity(name="user", join_key="user_id")
     events = Source.parquet(name="events", path="data/events", timestamp="ts")

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from fixtures.fault_project import FaultProject, kill, make_fault_project, wait_for
 from quasar.cli import main
-from signals.errors import BackfillError
-from store.gc import referenced_files
+from quasar.signals.errors import BackfillError
+from quasar.store.gc import referenced_files
 
 BASE = ("2026-01-01", "2026-01-06")
 NEXT = ("2026-01-03", "2026-01-09")

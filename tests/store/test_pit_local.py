@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from fixtures.pit_data import BASE, SIGNALS, US, reference_pit, storage_type
-from signals.errors import DatasetError
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-from signals.ufr.types import TIMESTAMP_ARROW
-from store.engines.base import FeatureRequest
-from store.pit_local import point_in_time_duckdb
+from quasar.signals.errors import DatasetError
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
+from quasar.store.engines.base import FeatureRequest
+from quasar.store.pit_local import point_in_time_duckdb
 
 S = timedelta(seconds=1)
 

@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from signals.errors import DatasetError
-from signals.ufr.types import TIMESTAMP_ARROW
-from store.spine import as_arrow, check_spine_schema, join_columns, normalize_spine, spine_chunks
+from quasar.signals.errors import DatasetError
+from quasar.signals.ufr.types import TIMESTAMP_ARROW
+from quasar.store.spine import as_arrow, check_spine_schema, join_columns, normalize_spine, spine_chunks
 
 KEYS = {"user_id": (pa.int64(), "user"), "pin_id": (pa.string(), "pin")}
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)

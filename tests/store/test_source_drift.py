@@ -27,7 +27,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 UTC_US = pa.timestamp("us", tz="UTC")
 
 MODULE = textwrap.dedent("""
-    from signals import Entity, Int64, Source, aggregate, count, signal, sum_
+    from quasar.signals import Entity, Int64, Source, aggregate, count, signal, sum_
 
     user = Entity(name="user", join_key="user_id")
     clicks = Source.parquet(name="clicks", path="data/clicks", timestamp="ts"{options})

@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 import pytest
 
 from fixtures.offline import random_events, write_events
-from registry import Registry
-from signals import (
+from quasar.registry import Registry
+from quasar.signals import (
     Entity,
     Float32,
     Float64,
@@ -37,15 +37,15 @@ from signals import (
     signal,
     sum_,
 )
-from signals.errors import BackfillError
-from signals.signal import Signal
-from signals.ufr.types import WEIGHTED_ID_STRUCT
-from store.backfill import backfill
-from store.catalog import open_catalog
-from store.engines.local import LocalEngine
-from store.engines.spark import SparkEngine
-from store.sources import SourceReader
-from store.tables import OfflineStore, local_path
+from quasar.signals.errors import BackfillError
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.types import WEIGHTED_ID_STRUCT
+from quasar.store.backfill import backfill
+from quasar.store.catalog import open_catalog
+from quasar.store.engines.local import LocalEngine
+from quasar.store.engines.spark import SparkEngine
+from quasar.store.sources import SourceReader
+from quasar.store.tables import OfflineStore, local_path
 
 pytestmark = pytest.mark.spark
 

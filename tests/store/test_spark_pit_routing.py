@@ -18,18 +18,18 @@ import pyarrow.compute as pc
 import pytest
 
 from fixtures.offline import random_events, write_events
-from registry import Registry
-from signals import Entity, Float64, Int64, Source, signal
-from signals.signal import Signal
-from store.backfill import backfill
-from store.buckets import iceberg_buckets
-from store.catalog import open_catalog
-from store.dataset import build_training_dataset
-from store.engines.base import Engine
-from store.engines.local import LocalEngine
-from store.engines.spark import SparkEngine
-from store.sources import SourceReader
-from store.tables import OfflineStore
+from quasar.registry import Registry
+from quasar.signals import Entity, Float64, Int64, Source, signal
+from quasar.signals.signal import Signal
+from quasar.store.backfill import backfill
+from quasar.store.buckets import iceberg_buckets
+from quasar.store.catalog import open_catalog
+from quasar.store.dataset import build_training_dataset
+from quasar.store.engines.base import Engine
+from quasar.store.engines.local import LocalEngine
+from quasar.store.engines.spark import SparkEngine
+from quasar.store.sources import SourceReader
+from quasar.store.tables import OfflineStore
 
 pytestmark = pytest.mark.spark
 

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pytest
 from pyiceberg.schema import index_by_id
 
-from signals import (
+from quasar.signals import (
     Bool,
     Entity,
     Float32,
@@ -28,10 +28,10 @@ from signals import (
     WeightedIdList,
     signal,
 )
-from signals.errors import NotFoundError, StoreError
-from store.arrow_types import iceberg_schema, restore_ufr_types, storage_schema, to_storage
-from store.catalog import open_catalog
-from store.tables import OfflineStore, table_name
+from quasar.signals.errors import NotFoundError, StoreError
+from quasar.store.arrow_types import iceberg_schema, restore_ufr_types, storage_schema, to_storage
+from quasar.store.catalog import open_catalog
+from quasar.store.tables import OfflineStore, table_name
 
 DAY = timedelta(days=1)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

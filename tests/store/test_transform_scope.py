@@ -1,7 +1,7 @@
 """Transform scope: both engines call a transform over the same groups, so its values cannot depend on the engine.
 
 The default, ``scope="entity"``, calls the transform once per group of entity keys (the Iceberg bucket of the
-key, ``store.engines.groups``): every row of a key in one call, in source order. ``scope="window"`` calls it
+key, ``quasar.store.engines.groups``): every row of a key in one call, in source order. ``scope="window"`` calls it
 once over the whole window, on both engines. A transform that looks across entities (a share of the day's
 total) gives identical tables on the local and the Spark engine either way, because the groups are the same.
 """
@@ -17,12 +17,12 @@ import pyarrow.compute as pc
 import pytest
 
 from fixtures.offline import random_events
-from registry import Registry
-from signals import Entity, Float64, Int64, Signal, Source, signal
-from signals.errors import DefinitionError
-from store.buckets import iceberg_buckets
-from store.engines.groups import TRANSFORM_GROUPS
-from store.engines.local import LocalEngine
+from quasar.registry import Registry
+from quasar.signals import Entity, Float64, Int64, Signal, Source, signal
+from quasar.signals.errors import DefinitionError
+from quasar.store.buckets import iceberg_buckets
+from quasar.store.engines.groups import TRANSFORM_GROUPS
+from quasar.store.engines.local import LocalEngine
 
 user = Entity(name="user", join_key="user_id")
 events = Source.parquet(name="events", path="data/events", timestamp="ts")

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from signals.ufr.tensors import feature_batch_to_arrow
-from training_adapters import FeatureDataset, ParquetSource, TableSource, make_loader, spec_from_schema
+from quasar.signals.ufr.tensors import feature_batch_to_arrow
+from quasar.training_adapters import FeatureDataset, ParquetSource, TableSource, make_loader, spec_from_schema
 
 N = 2_003   # not a multiple of any batch size used, so partial batches are exercised
 WORKERS = [0, 1, 2, 3]

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from signals.ufr.tensors import FeatureBatch, InputSpec, build_feature_batch
-from signals.ufr.types import (
+from quasar.signals.ufr.tensors import FeatureBatch, InputSpec, build_feature_batch
+from quasar.signals.ufr.types import (
     WEIGHTED_ID_STRUCT,
     Bool,
     Float32,
@@ -24,8 +24,8 @@ from signals.ufr.types import (
     Vector,
     WeightedIdList,
 )
-from training_adapters import FeatureDataset, TableSource, make_loader
-from training_adapters.packing import PackedBatch, pack_batch, unpack_batch
+from quasar.training_adapters import FeatureDataset, TableSource, make_loader
+from quasar.training_adapters.packing import PackedBatch, pack_batch, unpack_batch
 
 N = 517
 
@@ -159,7 +159,7 @@ def test_worker_batches_equal_in_process_batches_of_the_same_rows(workers: int) 
 
 
 def test_the_loaders_dataset_packs_only_inside_a_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    import training_adapters.loader as loader_module
+    import quasar.training_adapters.loader as loader_module
     table = make_table(100)
     dataset = make_loader(TableSource(table), spec=SPEC, labels=["row_id"], batch_size=30, num_workers=0).dataset
     assert isinstance(dataset, FeatureDataset)                      # loader.dataset.set_epoch still works

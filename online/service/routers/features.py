@@ -8,11 +8,16 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from online.response import aread_online_features, parse_refs, plan_request
-from online.service.context import ServiceContext
-from online.service.errors import JSONResponse
-from online.service.models import ErrorResponse, FeastFeaturesRequest, FeaturesRequest, FeaturesResponse
-from signals.errors import RequestError
+from quasar.online.response import aread_online_features, parse_refs, plan_request
+from quasar.online.service.context import ServiceContext
+from quasar.online.service.errors import JSONResponse
+from quasar.online.service.models import (
+    ErrorResponse,
+    FeastFeaturesRequest,
+    FeaturesRequest,
+    FeaturesResponse,
+)
+from quasar.signals.errors import RequestError
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 413, 422, 502, 503)}
 

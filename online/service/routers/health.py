@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.responses import Response
 
-from online.service.context import ServiceContext
-from online.service.errors import JSONResponse
-from online.service.models import HealthResponse
-from signals.errors import QuasarError
+from quasar.online.service.context import ServiceContext
+from quasar.online.service.errors import JSONResponse
+from quasar.online.service.models import HealthResponse
+from quasar.signals.errors import QuasarError
 
 PING_TIMEOUT_S = 2.0
 

@@ -11,16 +11,16 @@ import anyio.to_thread
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from online.push import validate_push_rows
-from online.service.context import ServiceContext
-from online.service.errors import JSONResponse
-from online.service.models import ErrorResponse, PushRequest, PushResponse
-from signals.errors import RequestError, TooManyEntitiesError
-from signals.refs import parse_feature_ref
-from signals.signal import Signal
-from signals.times import parse_time
-from signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
-from signals.ufr.types import Timestamp
+from quasar.online.push import validate_push_rows
+from quasar.online.service.context import ServiceContext
+from quasar.online.service.errors import JSONResponse
+from quasar.online.service.models import ErrorResponse, PushRequest, PushResponse
+from quasar.signals.errors import RequestError, TooManyEntitiesError
+from quasar.signals.refs import parse_feature_ref
+from quasar.signals.signal import Signal
+from quasar.signals.times import parse_time
+from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from quasar.signals.ufr.types import Timestamp
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 413, 422, 502, 503)}
 
@@ -31,7 +31,7 @@ def timestamp_columns(signal: Signal) -> list[str]:
 
 
 def parse_timestamp(value: Any, signal: Signal, column: str, row: int) -> datetime | None:
-    """An ISO-8601 string as an aware UTC datetime by the one time rule (``signals.times``: naive is UTC);
+    """An ISO-8601 string as an aware UTC datetime by the one time rule (``quasar.signals.times``: naive is UTC);
     null stays None."""
     if value is None:
         return None
@@ -59,7 +59,7 @@ def push_router(ctx: ServiceContext) -> APIRouter:
         """Write rows of a signal online (a row older than the stored one for its key is skipped), and with
         ``"to": "online_and_offline"`` append them to the offline store too (online first, so a retry after
         an offline failure converges: the online write is idempotent). A time outside the service's bounds
-        (``signals.bounds``) answers 422 naming the column, the row, the value and the bound, and writes
+        (``quasar.signals.bounds``) answers 422 naming the column, the row, the value and the bound, and writes
         nothing; rows without ``created_timestamp`` get their arrival time."""
         if len(body.rows) > ctx.max_push_rows:
             raise TooManyEntitiesError(f"rows: {len(body.rows)} rows pushed; this service takes at most "
