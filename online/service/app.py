@@ -12,7 +12,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse as StarletteJSONResponse
 
 from quasar.online.response import Resolve
 from quasar.online.service.auth import BearerAuthMiddleware
@@ -43,6 +45,14 @@ NaN and ±inf are `null` (JSON has no such numbers; the status stays PRESENT). E
 the service has tokens), 503 while the online store cannot be reached (the service recovers by itself when it
 is back)."""
 
+DOCS_ASSETS = "/docs/assets"      # Swagger UI and ReDoc, served from the fastapi-offline package (no CDN)
+
+
+class ModelJSONResponse(JSONResponse, StarletteJSONResponse):
+    """The default response class: rendered by orjson (``JSONResponse``), and a Starlette ``JSONResponse`` as
+    far as FastAPI can tell, so the OpenAPI document describes each route's 200 body by its ``response_model``
+    (a custom ``Response`` subclass made every body a string there, and generated clients untyped)."""
+
 
 def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int = 1000,
                auth_tokens: Sequence[str] = (), offline_push: OfflinePush | None = None,
@@ -70,8 +80,8 @@ def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int =
         if close_store:
             await store.close()
 
-    app = FastAPI(title="quasar feature service", version="1", description=DESCRIPTION, lifespan=lifespan,
-                  default_response_class=JSONResponse)
+    app = FastAPIOffline(title="quasar feature service", version="1", description=DESCRIPTION, lifespan=lifespan,
+                         default_response_class=ModelJSONResponse, static_url=DOCS_ASSETS)
     app.state.context = ctx
     app.state.metrics = metrics
     app.add_exception_handler(QuasarError, handle_quasar_error)

@@ -8,9 +8,11 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
+from quasar.online.service.app import DOCS_ASSETS
 from quasar.online.service.auth import BearerAuthMiddleware
 from quasar.online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
 from quasar.serving_adapters.features import AsyncOnlineReader
@@ -64,12 +66,12 @@ def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_
         if scope["path"].endswith("/score"):
             metrics.requests.labels("unknown", str(status)).inc()
 
-    app = FastAPI(title="quasar scoring service", version="1", lifespan=lifespan,
-                  description="Request-time features from the online store, scored by model bundles. Errors "
-                              "answer `{\"error\": {\"type\", \"message\"}}`: 404 for an unknown model, 422 for a "
-                              "bad request, 413 for too many candidates or a body over the size limit, 401 "
-                              "without a valid bearer token (when the service has tokens), 503 while the online "
-                              "store cannot be reached.")
+    app = FastAPIOffline(title="quasar scoring service", version="1", lifespan=lifespan, static_url=DOCS_ASSETS,
+                         description="Request-time features from the online store, scored by model bundles. Errors "
+                                     "answer `{\"error\": {\"type\", \"message\"}}`: 404 for an unknown model, 422 for a "
+                                     "bad request, 413 for too many candidates or a body over the size limit, 401 "
+                                     "without a valid bearer token (when the service has tokens), 503 while the online "
+                                     "store cannot be reached.")
     app.state.scorer = scorer
     app.state.metrics = metrics
     app.add_exception_handler(QuasarError, handle_quasar_error)

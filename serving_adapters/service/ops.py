@@ -46,7 +46,8 @@ def ops_router(scorer: Scorer) -> APIRouter:
                 "batching": scorer.batcher.enabled, "models": models}
         return JSONResponse(body, status_code=200 if store == "ok" else 503)
 
-    @router.get("/metrics")  # type: ignore[misc]
+    @router.get("/metrics", response_class=Response,  # type: ignore[misc]
+                responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}})
     async def metrics() -> Response:
         """Prometheus metrics of this service."""
         return Response(scorer.metrics.render(), media_type=CONTENT_TYPE_LATEST)
