@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from quasar.online.service.metrics import render_metrics
 
 _SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _ROWS = (1, 10, 50, 100, 250, 500, 1000, 2000, 4096, 8192, 16384)
@@ -32,5 +34,5 @@ class ScorerMetrics:
                                 ["model", "status"], registry=r)
 
     def render(self) -> bytes:
-        """The text exposition format."""
-        return generate_latest(self.registry)
+        """The text exposition format (every worker's metrics summed when the runner started several)."""
+        return render_metrics(self.registry)

@@ -1,14 +1,22 @@
 """Prometheus metrics of one feature-service app, in its own registry (never the process-global one), and
-the ASGI middleware that counts and times every request by route template and status."""
+the ASGI middleware that counts and times every request by route template and status.
+
+With several worker processes a scrape reaches one of them, so each worker's own counts would go backwards
+from one scrape to the next: the runner then puts the workers in prometheus_client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``) and ``render_metrics`` answers every worker's counts summed.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -27,7 +35,27 @@ class ServiceMetrics:
                                     ["type"], registry=self.registry)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return render_metrics(self.registry)
+
+
+def multiprocess_dir() -> str | None:
+    """The folder of prometheus_client's multiprocess mode when this process counts in it, else None. The mode
+    is fixed when prometheus_client is imported (the variable must be set before), hence both checks."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder and values.ValueClass is not values.MutexValue:
+        return folder
+    return None
+
+
+def render_metrics(registry: CollectorRegistry) -> bytes:
+    """The text exposition of ``registry``; in multiprocess mode, of every worker process's metrics summed
+    (counters and histograms only: gauges would need a multiprocess mode of their own)."""
+    folder = multiprocess_dir()
+    if folder is None:
+        return generate_latest(registry)
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, path=folder)
+    return generate_latest(merged)
 
 
 def route_label(scope: Scope, known: frozenset[str] = frozenset()) -> str:
