@@ -1,12 +1,16 @@
 """The ``quasar`` command line: each command a thin wrapper over ``quasar.Platform``.
 
-User mistakes print one clear ``error:`` line and exit 1; usage mistakes exit 2; success exits 0.
+User mistakes print one clear ``error:`` line and exit 1 (``--debug``: the whole traceback); usage mistakes
+exit 2; success exits 0. Every command but ``init`` and ``demo`` runs in a project: the nearest folder at or
+above ``-C`` (default: here) with a ``quasar.toml``. Imports are lazy: ``quasar --help`` loads click and the
+standard library only (tests/quasar/test_cli_imports.py), each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,60 +18,101 @@ from typing import Any, TypeVar
 
 import click
 
-from quasar.config import CONFIG_FILE, DEFAULT_TOML
-from quasar.signals.errors import QuasarError
-
 F = TypeVar("F", bound=Callable[..., Any])
+DEBUG_ENV = "QUASAR_DEBUG"
 
 
 def _fail_cleanly(fn: F) -> F:
-    """Print QuasarErrors as one line and exit 1, never a traceback for user mistakes."""
+    """Print QuasarErrors as one line and exit 1, never a traceback for user mistakes (but with ``--debug``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except QuasarError as exc:
+        except Exception as exc:
+            from quasar.signals.errors import QuasarError
+            if not isinstance(exc, QuasarError):
+                raise
+            if _debugging():
+                import traceback
+                click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 
 
+def _debugging() -> bool:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root is not None and (root.obj or {}).get("debug")) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def _root(ctx: click.Context) -> Path:
+    """The project of this command: the nearest folder at or above ``-C`` (default: here) with a quasar.toml.
+    Outside a project, a QuasarError (one line, exit 1), before anything is created."""
+    from quasar.config import find_project_root
+    obj = ctx.ensure_object(dict)
+    if "root" not in obj:
+        obj["root"] = find_project_root(obj["project"])
+    return Path(obj["root"])
+
+
 def _platform(ctx: click.Context) -> Any:
+    from quasar.config import load_config
     from quasar.platform import Platform
     obj = ctx.ensure_object(dict)
     if "platform" not in obj:
-        obj["platform"] = Platform.open(obj["project"])
+        obj["platform"] = Platform(load_config(_root(ctx)))
         ctx.call_on_close(obj["platform"].close)
     return obj["platform"]
 
 
+def _here(ctx: click.Context, target: str) -> str:
+    """A register target as typed: a path relative to where the command runs (``-C`` or the current folder),
+    like git's paths; a module name (nothing of that name here) unchanged."""
+    path = Path(ctx.ensure_object(dict)["project"]) / target
+    return str(path.resolve()) if path.exists() else target
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-C", "--project", default=".", envvar="QUASAR_PROJECT", show_default=True,
-              type=click.Path(file_okay=False), help="Project folder (holds quasar.toml).")
+              type=click.Path(file_okay=False),
+              help="Run in this folder: the project is the nearest folder at or above it with a quasar.toml.")
+@click.option("--debug", is_flag=True, envvar=DEBUG_ENV,
+              help="On an error, print the whole traceback (and the one-line error after it).")
 @click.version_option(package_name="quasar")
 @click.pass_context
-def main(ctx: click.Context, project: str) -> None:
+def main(ctx: click.Context, project: str, debug: bool) -> None:
     """quasar: signals into Iceberg and Redis, datasets into PyTorch, features and scores over HTTP."""
-    ctx.ensure_object(dict)["project"] = project
+    ctx.ensure_object(dict).update(project=project, debug=debug)
 
 
 @main.command()
 @click.argument("path", default=".", type=click.Path(file_okay=False))
 @click.option("--name", default=None, help="Project name (prefix of online keys); default: the folder name.")
+@click.option("-m", "--minimal", is_flag=True, help="Only quasar.toml, .quasar/ and a .gitignore: no sample.")
 @_fail_cleanly
-def init(path: str, name: str | None) -> None:
-    """Create a project: quasar.toml with the defaults, and the .quasar/ state folder."""
-    root = Path(path).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    config = root / CONFIG_FILE
-    if config.exists():
-        raise QuasarError(f"{config} already exists; not overwriting it")
-    project = name or "".join(c if c.isalnum() or c == "_" else "_" for c in root.name) or "quasar"
-    config.write_text(DEFAULT_TOML.format(name=project))
-    (root / ".quasar").mkdir(exist_ok=True)
-    click.echo(f"created {config}")
+def init(path: str, name: str | None, minimal: bool) -> None:
+    """Create a project in PATH: a runnable sample (signals/, generate_data.py and its data, a .gitignore and a
+    README.md with the next commands), or with --minimal only quasar.toml and the .quasar/ state folder."""
+    from quasar.scaffold import init_project
+    done = init_project(path, name, minimal=minimal)
+    click.echo(f"created {done.root / 'quasar.toml'}" if minimal else f"created a sample project in {done.root}")
+    for item in done.written:
+        click.echo(f"  {item}")
+    if minimal:
+        return
+    assert done.start is not None and done.end is not None and done.backfill_end is not None
+    window = f"--start {done.start:%Y-%m-%d} --end {done.backfill_end:%Y-%m-%d}"
+    click.echo(f"  ({done.events:,} generated events from {done.start:%Y-%m-%d} to {done.end:%Y-%m-%d})")
+    click.echo("next:")
+    if done.root != Path.cwd().resolve():
+        click.echo(f"  cd {os.path.relpath(done.root)}")
+    for line in ("quasar register signals/", f"quasar backfill user_activity {window}",
+                 "quasar dataset --spine data/spine.parquet --features user_activity --out train.parquet",
+                 "cat README.md       # and the rest: materialize, serve, curl"):
+        click.echo(f"  {line}")
 
 
 @main.command()
@@ -78,7 +123,7 @@ def register(ctx: click.Context, targets: tuple[str, ...]) -> None:
     """Register the entities, sources and signals of .py files, folders or modules."""
     p = _platform(ctx)
     for target in targets:
-        report = p.register(target)
+        report = p.register(_here(ctx, target))
         for what, lines in (("created", report.created), ("updated", report.updated)):
             for line in lines:
                 if not line.startswith("signal "):
@@ -89,13 +134,61 @@ def register(ctx: click.Context, targets: tuple[str, ...]) -> None:
                    f"{len(report.unchanged)} unchanged")
 
 
+@main.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.pass_context
+@_fail_cleanly
+def plan(ctx: click.Context, targets: tuple[str, ...]) -> None:
+    """Show what `quasar register TARGETS` would change (new versions, metadata updates), writing nothing."""
+    p = _platform(ctx)
+    for target in targets:
+        report = p.plan(_here(ctx, target))
+        for what, lines in (("would create", report.created), ("would update", report.updated)):
+            for line in lines:
+                if not line.startswith("signal "):
+                    click.echo(f"  {what}  {line}")
+        for change in report.signals:
+            click.echo(f"  {change.summary}")
+        click.echo(f"plan for {report.module}: {len(report.created)} to create, {len(report.updated)} to update, "
+                   f"{len(report.unchanged)} unchanged; nothing written: `quasar register {target}` applies it")
+
+
+def _table(rows: list[dict[str, Any]], header: dict[str, str]) -> None:
+    """Print ``rows`` as aligned columns under ``header`` (key -> title)."""
+    table = [header, *rows]
+    widths = {k: max(len(str(r[k])) for r in table) for k in header}
+    for r in table:
+        click.echo("  ".join(f"{r[k]!s:<{widths[k]}}" for k in header).rstrip())
+
+
 @main.command(name="ls")
+@click.option("--entities", is_flag=True, help="List the entities (join key, signals of each) instead.")
+@click.option("--sources", is_flag=True, help="List the sources (kind, location, signals reading each) instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @_fail_cleanly
-def ls_(ctx: click.Context, as_json: bool) -> None:
-    """List registered signals: latest version, serving version (what unpinned references read), kind, ..."""
+def ls_(ctx: click.Context, entities: bool, sources: bool, as_json: bool) -> None:
+    """List registered signals: latest version, serving version (what unpinned references read), kind, ...
+    (or, with --entities / --sources, the entities or the sources)."""
+    if entities and sources:
+        raise click.UsageError("give one of --entities, --sources (or neither, for the signals)")
     p = _platform(ctx)
+    if entities or sources:
+        listed = p.entities() if entities else p.sources()
+        if as_json:
+            click.echo(json.dumps(listed, indent=2))
+        elif not listed:
+            click.echo(f"no {'entities' if entities else 'sources'} registered: run `quasar register <file or "
+                       "folder>`")
+        elif entities:
+            _table([{**r, "signals": len(r["signals"])} for r in listed],
+                   {"name": "ENTITY", "join_key": "JOIN_KEY", "join_key_type": "TYPE", "signals": "SIGNALS",
+                    "description": "DESCRIPTION"})
+        else:
+            _table([{**r, "signals": len(r["signals"])} for r in listed],
+                   {"name": "SOURCE", "kind": "KIND", "location": "LOCATION", "timestamp": "TIMESTAMP",
+                    "signals": "SIGNALS", "description": "DESCRIPTION"})
+        return
     serving = p.serving_versions()
     rows = [{"name": sv.name, "version": sv.version, "serving": serving[sv.name].version, "kind": sv.signal.kind,
              "entity": sv.signal.entity.name, "features": len(sv.signal.schema), "online": sv.signal.online,
@@ -107,24 +200,25 @@ def ls_(ctx: click.Context, as_json: bool) -> None:
     if not rows:
         click.echo("no signals registered: run `quasar register <file or folder>`")
         return
-    header = {"name": "SIGNAL", "version": "VERSION", "serving": "SERVING", "kind": "KIND", "entity": "ENTITY",
-              "features": "FEATURES", "online": "ONLINE", "owner": "OWNER"}
-    table = [header] + [{**r, "version": f"v{r['version']}", "serving": f"v{r['serving']}",
-                         "online": "yes" if r["online"] else "no"} for r in rows]
-    widths = {k: max(len(str(r[k])) for r in table) for k in header}
-    for r in table:
-        click.echo("  ".join(f"{r[k]!s:<{widths[k]}}" for k in header).rstrip())
+    _table([{**r, "version": f"v{r['version']}", "serving": f"v{r['serving']}", "online": "yes" if r["online"]
+             else "no"} for r in rows],
+           {"name": "SIGNAL", "version": "VERSION", "serving": "SERVING", "kind": "KIND", "entity": "ENTITY",
+            "features": "FEATURES", "online": "ONLINE", "owner": "OWNER"})
 
 
 @main.command()
-@click.argument("signal")
+@click.argument("name")
+@click.option("--entity", "what", flag_value="entity", help="NAME is an entity.")
+@click.option("--source", "what", flag_value="source", help="NAME is a source.")
+@click.option("--signal", "what", flag_value="signal", help="NAME is a signal (the default when one has it).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @_fail_cleanly
-def describe(ctx: click.Context, signal: str, as_json: bool) -> None:
-    """Show a signal's schema, versions, upstream and downstream signals, and recent runs."""
+def describe(ctx: click.Context, name: str, what: str | None, as_json: bool) -> None:
+    """Show a signal (schema, aggregations, versions, upstream and downstream signals, recent runs), an entity
+    (join key, signals) or a source (location, schema, signals). NAME is looked up in that order."""
     from quasar.describe import format_description
-    d = _platform(ctx).describe(signal)
+    d = _platform(ctx).describe(name, what)
     click.echo(json.dumps(d, indent=2) if as_json else format_description(d))
 
 
@@ -293,7 +387,7 @@ def _serve(ctx: click.Context, factory: str, host: str, port: int, workers: int)
 
     from quasar.online.service.runner import run_service
     from quasar.services import PROJECT_ENV
-    project = str(Path(ctx.ensure_object(dict)["project"]).resolve())
+    project = str(_root(ctx))
     os.environ[PROJECT_ENV] = project
     factory_module, factory_name = factory.split(":")
     getattr(__import__(factory_module, fromlist=[factory_name]), factory_name)   # fail here, not in a worker

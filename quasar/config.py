@@ -155,6 +155,22 @@ def _section(name: str, cls: type, data: Any, source: str) -> Any:
     return cls(**values)
 
 
+def find_project_root(start: str | Path = ".") -> Path:
+    """The nearest folder at or above ``start`` that holds a ``quasar.toml``, like git looks for ``.git``.
+
+    Why: a command run in a subfolder of a project (``myproject/signals/``) must use that project, and one run
+    outside any project must say so instead of making a stray one. ConfigError when there is none.
+    """
+    here = Path(start).expanduser().resolve()
+    if here.is_file():
+        here = here.parent
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    raise ConfigError(f"not a quasar project: no {CONFIG_FILE} in {here} or any folder above it (run "
+                      f"`quasar init` to create one, or name the project with -C DIR)")
+
+
 def load_config(root: str | Path = ".", env: dict[str, str] | None = None) -> Config:
     """Read ``<root>/quasar.toml`` (if present), apply environment overrides, return the config."""
     root_path = Path(root).expanduser().resolve()

@@ -46,7 +46,7 @@ def quasar_cli(project: Path, *args: str) -> None:
 
 def step_project(project: Path, world: World) -> None:
     _heading("1. A project, generated data and the example signals")
-    quasar_cli(project, "init", str(project), "--name", "demo")
+    quasar_cli(project, "init", str(project), "--name", "demo", "--minimal")
     shutil.copytree(EXAMPLE_SIGNALS, project / "signals", ignore=shutil.ignore_patterns("__pycache__"))
     counts = generate(project, world)
     click.echo(f"generated {counts['events']:,} events, {counts['users']:,} user and {counts['pins']:,} pin "

@@ -1,4 +1,6 @@
-"""What ``quasar describe`` shows: schema, versions, lineage and recent runs of a signal, as plain data."""
+"""What ``quasar describe`` and ``quasar ls --entities/--sources`` show, as plain data and as text: a signal's
+schema, aggregations, versions, lineage and recent runs; an entity's join key and signals; a source's location,
+schema and signals."""
 
 from __future__ import annotations
 
@@ -8,6 +10,63 @@ from quasar.quality import last_validation
 from quasar.signals.durations import format_duration
 from quasar.signals.expectations import describe_expectation
 
+KINDS = ("signal", "entity", "source")
+
+
+def describe(registry: Any, name: str, what: str | None = None) -> dict[str, Any]:
+    """``name`` described as ``what`` (a signal, an entity or a source); None: the first kind that has the name,
+    in that order. NotFoundError names what exists."""
+    from quasar.signals.errors import NotFoundError
+    if what is not None:
+        return {"signal": describe_signal, "entity": describe_entity, "source": describe_source}[what](registry,
+                                                                                                     name)
+    if name in {sv.name for sv in registry.signals()}:
+        return describe_signal(registry, name)
+    if name in {e.name for e in registry.entities()}:
+        return describe_entity(registry, name)
+    if name in {s.name for s in registry.sources()}:
+        return describe_source(registry, name)
+    raise NotFoundError(f"no signal, entity or source named {name!r}; see `quasar ls`, `quasar ls --entities` "
+                        "and `quasar ls --sources`")
+
+
+def entity_rows(registry: Any) -> list[dict[str, Any]]:
+    """Every entity with the signals of it (latest versions), for ``quasar ls --entities``."""
+    signals = registry.signals()
+    return [{**e.to_dict(), "signals": sorted(sv.name for sv in signals if sv.signal.entity.name == e.name)}
+            for e in registry.entities()]
+
+
+def source_rows(registry: Any) -> list[dict[str, Any]]:
+    """Every source with where it reads and the signals reading it, for ``quasar ls --sources``."""
+    signals = registry.signals()
+    return [{"name": s.name, "kind": s.kind, "location": _location(s.to_dict()), "timestamp": s.timestamp,
+             "signals": sorted(sv.name for sv in signals if sv.signal.source.name == s.name),
+             "description": s.description}
+            for s in registry.sources()]
+
+
+def describe_entity(registry: Any, name: str) -> dict[str, Any]:
+    """An entity: its join key, the signals of it and the sources they read."""
+    entity = registry.entity(name)
+    of = [sv for sv in registry.signals() if sv.signal.entity.name == name]
+    return {"what": "entity", **entity.to_dict(), "signals": sorted(sv.name for sv in of),
+            "sources": sorted({sv.signal.source.name for sv in of})}
+
+
+def describe_source(registry: Any, name: str) -> dict[str, Any]:
+    """A source: where and how it reads, its schema (declared, or recorded at its first read) and its signals."""
+    source = registry.source(name)
+    data = source.to_dict()
+    recorded = None if source.schema is not None or source.kind == "signal" else registry.source_schema(source)
+    schema = (source.schema or (recorded.schema if recorded else None))
+    return {"what": "source", **data, "location": _location(data),
+            "schema": None if schema is None else [{"name": n, "type": t} for n, t in schema],
+            "schema_origin": ("declared" if source.schema is not None else
+                              f"recorded from {recorded.origin} at {recorded.recorded_at.isoformat()}"
+                              if recorded else None),
+            "signals": sorted(sv.name for sv in registry.signals() if sv.signal.source.name == name)}
+
 
 def describe_signal(registry: Any, name: str) -> dict[str, Any]:
     """A JSON-safe description of signal ``name`` from the registry."""
@@ -16,6 +75,7 @@ def describe_signal(registry: Any, name: str) -> dict[str, Any]:
     runs = registry.runs(name, limit=5)
     serving = registry.serving(name)
     return {
+        "what": "signal",
         "name": sig.name,
         "kind": sig.kind,
         "version": latest.version,
@@ -28,6 +88,8 @@ def describe_signal(registry: Any, name: str) -> dict[str, Any]:
         "online": sig.online,
         "step": format_duration(sig.step) if sig.step else None,
         "schema": [{"name": n, "type": str(t)} for n, t in sig.schema],
+        "aggregations": [{"name": a.name, "function": a.function, "column": a.column,
+                          "window": format_duration(a.window), "dtype": str(a.dtype)} for a in sig.aggregations],
         "schema_fingerprint": sig.schema.fingerprint_hex,
         "module": sig.module,
         "versions": [{"version": v.version, "created_at": v.created_at.isoformat(),
@@ -45,7 +107,11 @@ def describe_signal(registry: Any, name: str) -> dict[str, Any]:
 
 
 def format_description(d: dict[str, Any]) -> str:
-    """Human-readable text of ``describe_signal`` output."""
+    """Human-readable text of ``describe`` output (a signal's, an entity's or a source's)."""
+    if d.get("what") == "entity":
+        return _format_entity(d)
+    if d.get("what") == "source":
+        return _format_source(d)
     lines = [
         f"signal {d['name']} v{d['version']} ({d['kind']})",
         f"  description: {d['description'] or '-'}",
@@ -60,6 +126,11 @@ def format_description(d: dict[str, Any]) -> str:
     ]
     width = max(len(f["name"]) for f in d["schema"])
     lines += [f"    {f['name']:<{width}}  {f['type']}" for f in d["schema"]]
+    if d.get("aggregations"):
+        lines.append(f"  aggregations (step {d['step']}: the row stamped T aggregates [T - window, T)):")
+        width = max(len(a["name"]) for a in d["aggregations"])
+        lines += [f"    {a['name']:<{width}}  {a['function']}({a['column'] or '*'}) over {a['window']} -> {a['dtype']}"
+                  for a in d["aggregations"]]
     versions = ", ".join("v" + str(v["version"]) for v in d["versions"])
     lines.append(f"  versions:    {versions}")
     lines.append(f"  upstream:    {', '.join(d['upstream']) or '-'}")
@@ -80,6 +151,41 @@ def format_description(d: dict[str, Any]) -> str:
             lines.append(f"    #{r['id']} {r['kind']} v{r['version']} {r['status']} rows={rows} "
                          f"snapshot={r['snapshot_id'] or '-'} at {r['started_at']}")
     return "\n".join(lines)
+
+
+def _format_entity(d: dict[str, Any]) -> str:
+    return "\n".join([
+        f"entity {d['name']} (join key {d['join_key']}: {d['join_key_type']})",
+        f"  description: {d['description'] or '-'}",
+        f"  signals:     {', '.join(d['signals']) or '-'}",
+        f"  sources:     {', '.join(d['sources']) or '-'}",
+    ])
+
+
+def _format_source(d: dict[str, Any]) -> str:
+    layout = [k for k in ("recursive", "partitioning") if d.get(k)]
+    lines = [
+        f"source {_source(d)}" if d["kind"] != "signal" else f"source {d['name']} (the output of signal {d['upstream']})",
+        f"  description: {d['description'] or '-'}",
+        f"  signals:     {', '.join(d['signals']) or '-'}",
+    ]
+    if layout:
+        lines.append("  layout:      " + ", ".join(f"{k}={d[k]}" for k in layout))
+    if d.get("null_timestamps"):
+        lines.append(f"  null event times: {d['null_timestamps']}")
+    if d["kind"] == "signal":
+        return "\n".join(lines)
+    if d["schema"] is None:
+        lines.append("  schema:      not declared; recorded at the first backfill")
+    else:
+        lines.append(f"  schema ({d['schema_origin']}):")
+        width = max(len(c["name"]) for c in d["schema"])
+        lines += [f"    {c['name']:<{width}}  {c['type']}" for c in d["schema"]]
+    return "\n".join(lines)
+
+
+def _location(s: dict[str, Any]) -> str:
+    return str(s.get("path") or s.get("table") or f"signal {s.get('upstream')}")
 
 
 def _source(s: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quasar.config import Config, load_config
+from quasar.config import Config, find_project_root, load_config
 from quasar.signals.errors import ConfigError, NotFoundError, QuasarError
 
 if TYPE_CHECKING:
@@ -39,8 +39,10 @@ class Platform:
 
     @classmethod
     def open(cls, path: str | Path = ".") -> Platform:
-        """Open the project at ``path`` (reads ``quasar.toml`` there, if any)."""
-        return cls(load_config(path))
+        """Open the project that holds ``path``: the nearest folder at or above it with a ``quasar.toml``, so a
+        notebook in ``myproject/notebooks/`` opens ``myproject``. ConfigError when there is none (a project is
+        made with ``quasar init``; ``Platform(load_config(folder))`` opens a folder as is, defaults and all)."""
+        return cls(load_config(find_project_root(path)))
 
     @property
     def root(self) -> Path:
@@ -91,6 +93,10 @@ class Platform:
         """Register every Entity, Source and signal defined at the top level of a file, folder or module."""
         return self.registry.register(target, root=self.root)
 
+    def plan(self, target: str | Path) -> RegistrationReport:
+        """What ``register(target)`` would change (new versions, metadata updates), writing nothing."""
+        return self.registry.plan(target, root=self.root)
+
     def ls(self) -> list[SignalVersion]:
         """The latest version of every registered signal."""
         return self.registry.signals()
@@ -104,10 +110,22 @@ class Platform:
         ``None`` returns to the rule (the newest version whose backfill and materialization completed)."""
         return self.registry.promote(signal, version)
 
-    def describe(self, name: str) -> dict[str, Any]:
-        """Schema, versions, lineage and recent runs of one signal."""
-        from quasar.describe import describe_signal
-        return describe_signal(self.registry, name)
+    def describe(self, name: str, what: str | None = None) -> dict[str, Any]:
+        """A signal (schema, aggregations, versions, lineage, recent runs), an entity (join key, signals) or a
+        source (location, schema, signals) as plain data; ``what`` ("signal", "entity", "source") says which,
+        None takes the first kind that has the name, in that order."""
+        from quasar.describe import describe
+        return describe(self.registry, name, what)
+
+    def entities(self) -> list[dict[str, Any]]:
+        """Every registered entity with the signals of it."""
+        from quasar.describe import entity_rows
+        return entity_rows(self.registry)
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Every registered source with where it reads and the signals reading it."""
+        from quasar.describe import source_rows
+        return source_rows(self.registry)
 
     def backfill(self, signal: str, start: str | datetime, end: str | datetime, *, engine: str | None = None,
                  with_upstream: bool = False, progress: bool = False) -> list[BackfillResult]:

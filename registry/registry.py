@@ -82,9 +82,23 @@ class Registry:
     # --- registering ----------------------------------------------------------------------------------------
     def register(self, target: str | Path, *, root: Path | None = None) -> RegistrationReport:
         """Register every top-level Entity, Source and Signal of a .py file, a folder of them, or a module."""
-        resolved = resolve_files(target, root)
-        collected = collect_module(str(target)) if resolved is None else collect_files(*resolved)
-        return self._apply(collected)
+        return self._apply(_collect(target, root))
+
+    def plan(self, target: str | Path, *, root: Path | None = None) -> RegistrationReport:
+        """What ``register(target)`` would do, writing nothing: the same import, validation and decisions (new
+        version, metadata updated, unchanged) run in a transaction that is rolled back, so a plan cannot drift
+        from what registering does. Errors are those registering would raise."""
+        collected = _collect(target, root)
+        try:
+            with self._engine.connect() as conn:
+                trans = conn.begin()
+                try:
+                    return apply_registration(conn, collected.found, collected.module, utc_now())
+                finally:
+                    trans.rollback()
+        except SQLAlchemyError as exc:
+            raise RegistrationError(f"cannot plan {collected.module}: the registry database failed: "
+                                    f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}") from exc
 
     def register_definitions(self, entities: Iterable[Entity], sources: Iterable[Source],
                              signals: Iterable[Signal], *, module: str) -> RegistrationReport:
@@ -316,6 +330,12 @@ class Registry:
             except IntegrityError:
                 if attempt == _RETRIES - 1:
                     raise
+
+
+def _collect(target: str | Path, root: Path | None) -> Collected:
+    """The definitions of a registration target: a .py file, a folder of them, or a module name."""
+    resolved = resolve_files(target, root)
+    return collect_module(str(target)) if resolved is None else collect_files(*resolved)
 
 
 def _version(row: Any) -> SignalVersion:

@@ -20,7 +20,7 @@ EXAMPLE_NAMES = ["pin_profile", "pin_stats", "user_affinity", "user_engagement",
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for var in ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT"):
         monkeypatch.delenv(var, raising=False)
-    result = CliRunner().invoke(main, ["init", str(tmp_path), "--name", "t"])
+    result = CliRunner().invoke(main, ["init", str(tmp_path), "--name", "t", "--minimal"])
     assert result.exit_code == 0, result.output
     shutil.copytree(EXAMPLE_SIGNALS, tmp_path / "signals", ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
@@ -62,7 +62,7 @@ def test_user_mistakes_are_one_line_errors(project: Path) -> None:
     assert out.startswith("error: ") and "broken.py:2: syntax error" in out and len(out.strip().splitlines()) == 1
     assert "Traceback" not in out
     out = run(project, "describe", "nope", code=1)
-    assert "no signal named 'nope'" in out and "Traceback" not in out
+    assert "no signal, entity or source named 'nope'" in out and "Traceback" not in out
     assert run(project, "ls").startswith("no signals registered")
     run(project, "init", str(project), code=1)
     run(project, "backfill", "x", code=2)          # usage error: --start/--end missing

@@ -41,7 +41,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer)
     for var in ("QUASAR_REGISTRY_URL", "QUASAR_CATALOG_URI", "QUASAR_WAREHOUSE", "QUASAR_PROJECT"):
         mp.delenv(var, raising=False)
     mp.setenv("QUASAR_REDIS_URL", redis_server.url)
-    assert CliRunner().invoke(main, ["init", str(root), "--name", "facade"]).exit_code == 0
+    assert CliRunner().invoke(main, ["init", str(root), "--name", "facade", "--minimal"]).exit_code == 0
     shutil.copytree(EXAMPLE_SIGNALS, root / "signals", ignore=shutil.ignore_patterns("__pycache__"))
     generate(root, WORLD)
     with quasar.Platform.open(root) as p:

@@ -31,7 +31,7 @@ def _cli(root: Path, *args: str) -> str:
 
 
 def _project(root: Path) -> Path:
-    _cli(root, "init", str(root), "--name", "sparkcli")
+    _cli(root, "init", str(root), "--name", "sparkcli", "--minimal")
     shutil.copytree(EXAMPLE_SIGNALS, root / "signals", ignore=shutil.ignore_patterns("__pycache__"))
     generate(root, WORLD)
     _cli(root, "register", "signals")
