@@ -239,6 +239,30 @@ def promote(ctx: click.Context, ref: str, auto: bool) -> None:
 
 
 @main.command()
+@click.argument("ref", metavar="SIGNAL[@VERSION]")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@_fail_cleanly
+def delete(ctx: click.Context, ref: str, yes: bool) -> None:
+    """Delete a signal version (every version without @VERSION): its registry rows and runs, its Iceberg tables
+    and their files, and its online fields. Asks first; refused while another signal reads it."""
+    from quasar.delete import delete as remove
+    from quasar.delete import plan_delete
+    from quasar.signals.refs import parse_feature_ref
+    parsed = parse_feature_ref(ref)
+    if parsed.feature is not None:
+        raise click.UsageError("give SIGNAL or SIGNAL@VERSION (e.g. user_engagement@2), not a feature")
+    p = _platform(ctx)
+    plan = plan_delete(p, parsed.signal, parsed.version)
+    for line in plan.lines():
+        click.echo(line)
+    if not yes:
+        click.confirm("delete all of this? it cannot be undone", abort=True)
+    remove(p, plan)
+    click.echo(f"deleted {plan.label}")
+
+
+@main.command()
 @click.argument("signal")
 @click.option("--start", required=True, help="First day (inclusive), e.g. 2026-01-01.")
 @click.option("--end", required=True, help="Last day (exclusive), e.g. 2026-02-01.")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from torch.utils.data import DataLoader
 
+    from quasar.delete import DeletePlan
     from quasar.online.consistency import ConsistencyReport
     from quasar.online.materialize import MaterializeResult
     from quasar.online.store import OnlineStore
@@ -96,6 +97,15 @@ class Platform:
     def plan(self, target: str | Path) -> RegistrationReport:
         """What ``register(target)`` would change (new versions, metadata updates), writing nothing."""
         return self.registry.plan(target, root=self.root)
+
+    def delete(self, signal: str, version: int | None = None) -> DeletePlan:
+        """Delete ``version`` of ``signal`` (every version when None): its online fields, its Iceberg tables and
+        files, its registry rows (``quasar.delete``). Refused, with nothing removed, while another signal reads
+        it or a run of it is live. Returns what was removed."""
+        from quasar.delete import delete, plan_delete
+        plan = plan_delete(self, signal, version)
+        delete(self, plan)
+        return plan
 
     def ls(self) -> list[SignalVersion]:
         """The latest version of every registered signal."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from quasar.registry import models as m
 from quasar.registry.db import open_engine, transaction, utc_now
+from quasar.registry.deletion import delete_versions, readers
 from quasar.registry.loader import (
     Collected,
     Found,
@@ -228,6 +229,22 @@ class Registry:
             if version is not None:
                 conn.execute(insert(m.promotions).values(signal_name=name, version=version, promoted_at=utc_now()))
         return self.serving(name)
+
+    def delete_versions(self, name: str, versions: Sequence[int], *, state_keys: Sequence[str] = ()) -> None:
+        """Remove ``versions`` of ``name`` with their lineage, promotion, runs and ``state_keys``, in one
+        transaction; refused while another signal reads the latest of them or a run of them is live
+        (``quasar.registry.deletion``). NotFoundError names the versions that exist."""
+        for version in versions:
+            self.signal(name, version)
+        live = [r.id for r in self.runs(name, limit=1000) if r.version in versions and r.status == "running"]
+        with transaction(self._engine, write=True) as conn:
+            latest = conn.execute(select(m.signals.c.latest_version).where(m.signals.c.name == name)).scalar_one()
+            delete_versions(conn, name, versions, latest=latest, live_runs=live, state_keys=list(state_keys))
+
+    def readers(self, name: str) -> list[str]:
+        """Other signals with a version that reads ``name``."""
+        with transaction(self._engine) as conn:
+            return readers(conn, name)
 
     def _version_rows(self, name: str) -> list[Any]:
         sv = m.signal_versions
