@@ -55,7 +55,6 @@ only decides ties at its own event time, the same way offline and online.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -79,6 +78,7 @@ from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 from quasar.store.arrow_types import restore_ufr_types, storage_schema
 from quasar.store.buckets import iceberg_buckets
 from quasar.store.gates import check_snapshot
+from quasar.store.progress import Progress
 from quasar.store.tables import PROP_FINGERPRINT, OfflineStore, local_path
 
 _POSITION = "__quasar_position"
@@ -263,7 +263,8 @@ class _Run:
         check_snapshot(self.offline, self.signal.name, self.version, snapshot)
         files = plan(self.offline, self.signal, self.version, snapshot)
         current = {f.path for f in files}
-        with _bar(len(files), f"materialize {self.signal.name}", progress) as bar:
+        with Progress(f"materialize {self.signal.name} v{self.version}", total=len(files), unit="file",
+                      enabled=progress) as bar:
             if rebuild:
                 self._rebuild(files, bar)
             else:
@@ -450,19 +451,3 @@ def _as_type(column: pa.ChunkedArray, arrow_type: pa.DataType, path: str) -> pa.
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise StoreError(f"data file {path}: a column of type {column.type} does not read as {arrow_type}: "
                          f"{exc}") from exc
-
-
-class _bar:
-    """A tqdm bar over files, shown only when asked and stderr is a terminal."""
-
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=total, desc=desc, unit="file", disable=not (enabled and sys.stderr.isatty()),
-                         leave=False)
-
-    def __enter__(self) -> Any:
-        return self._bar
-
-    def __exit__(self, *exc: object) -> None:
-        self._bar.close()

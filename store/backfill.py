@@ -12,10 +12,7 @@ An aggregation's re-backfill also replaces the later days whose windows hold the
 
 from __future__ import annotations
 
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -28,6 +25,7 @@ from quasar.signals.times import parse_time
 from quasar.store.engines.base import Engine
 from quasar.store.gates import enforce, snapshot_properties, validate_batch
 from quasar.store.output_check import check_output
+from quasar.store.progress import Progress
 from quasar.store.sources import SourceReader
 from quasar.store.tables import OfflineStore
 
@@ -119,18 +117,6 @@ def source_columns(signal: Signal) -> list[str] | None:
     return list(dict.fromkeys(cols))
 
 
-@contextmanager
-def _progress(enabled: bool, desc: str) -> Iterator[Any]:
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(STEPS), desc=desc, unit="step", disable=not (enabled and sys.stderr.isatty()),
-               leave=False)
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
 def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: OfflineStore, engine: Engine,
              sources: SourceReader, runs: RunLog | None = None, progress: bool = False,
              bounds: TimeBounds = DEFAULT_BOUNDS) -> BackfillResult:
@@ -143,22 +129,28 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
     run_id = runs.start_run(signal=signal.name, version=version, kind="backfill", params=params) if runs else None
     step = STEPS[0]
     try:
-        with _progress(progress, f"backfill {signal.name} v{version}") as bar:
+        with Progress(f"backfill {signal.name} v{version} [{start_dt.date()}, {end_dt.date()})", total=len(STEPS),
+                      unit="step", enabled=progress) as bar:
+            bar.step(step)
             src_start, src_end = source_window(signal, start_dt, end_dt)
             source_rows = sources.read(signal.source, src_start, src_end, source_columns(signal))
             bar.update(1)
             step = STEPS[1]
+            bar.step(step)
             computed = engine.compute(signal, source_rows, start_dt, end_dt)
             bar.update(1)
             step = STEPS[2]
+            bar.step(step)
             rows = check_output(computed, signal, start_dt, end_dt, bounds=bounds)
             bar.update(1)
             step = STEPS[3]
+            bar.step(step)
             frame = engine.validation_frame(rows) if signal.expectations else None
             gate = validate_batch(signal, version, rows, frame=frame)
             enforce(gate, signal=signal, rows=rows, store=store, run_id=run_id)
             bar.update(1)
             step = STEPS[4]
+            bar.step(step)
             snapshot_id = engine.write_window(store, signal, version, rows, start_dt, end_dt,
                                               properties=snapshot_properties(gate, run_id))
             bar.update(1)

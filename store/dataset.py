@@ -25,6 +25,7 @@ from quasar.signals.refs import parse_feature_ref as refs_parse
 from quasar.signals.signal import Signal
 from quasar.signals.ufr.schema import FeatureSchema
 from quasar.store.engines.base import Engine, FeatureRequest
+from quasar.store.progress import Progress
 from quasar.store.spine import (
     JoinKeys,
     as_arrow,
@@ -221,15 +222,11 @@ def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve,
     requests = [_request(p, store_files, lo, hi) for p in plans]
     outputs = [(c.output, p.signal.schema.type_of(c.feature)) for p in plans for c in p.columns]
     parts = []
-    bar = _progress(progress, data.num_rows if isinstance(data, pa.Table) else None)
-    try:
+    with Progress(f"dataset: point-in-time join of {len(outputs)} feature(s)", unit="row", enabled=progress,
+                  total=data.num_rows if isinstance(data, pa.Table) else None) as bar:
         for chunk in spine_chunks(data, chunk_rows):
             parts.append(_join_chunk(normalize_spine(chunk, join_keys), join_keys, requests, outputs, engine))
-            if bar is not None:
-                bar.update(chunk.num_rows)
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(chunk.num_rows)
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
     result = DatasetResult(table=table, sources=_sources(plans, requests),
@@ -271,10 +268,3 @@ def _join_chunk(chunk: pa.Table, join_keys: JoinKeys, requests: Sequence[Feature
             raise StoreError(f"engine {engine.name!r} returned no column {name!r}")
         chunk = chunk.append_column(pa.field(name, ftype.arrow_type()), features.column(name))
     return chunk
-
-
-def _progress(enabled: bool, total: int | None) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, unit="rows", desc="point-in-time join")
