@@ -12,6 +12,7 @@ from quasar.signals.errors import (
     DatasetError,
     DefinitionError,
     DependencyMissingError,
+    ModelImportError,
     ModelNotFoundError,
     NotFoundError,
     OnlineStoreError,
@@ -29,7 +30,7 @@ from quasar.signals.errors import (
 
 __all__ = [
     "HTTP_STATUS", "BackfillError", "BundleError", "ConfigError", "DatasetError", "DefinitionError",
-    "DependencyMissingError", "ModelNotFoundError", "NotFoundError", "OnlineStoreError", "OnlineUnavailableError", "QuasarError",
+    "DependencyMissingError", "ModelImportError", "ModelNotFoundError", "NotFoundError", "OnlineStoreError", "OnlineUnavailableError", "QuasarError",
     "RegistrationError", "RequestError", "SchemaError", "SchemaMismatchError", "ServingError", "StoreError",
     "TooManyEntitiesError", "ValidationFailedError", "http_status",
 ]

@@ -6,7 +6,10 @@ app per worker process, each with its own Redis connections.
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quasar.platform import Platform
@@ -43,13 +46,26 @@ def feature_app() -> FastAPI:
     return app
 
 
+def project_importable(root: Path) -> None:
+    """Put the project root first on the import path, as ``python`` puts a script's folder: a bundle names its
+    model class by module (``shop_model:ShopScorer``), and a user's own module lives in the project."""
+    path = str(Path(root).resolve())
+    if path not in sys.path:
+        sys.path.insert(0, path)
+        importlib.invalidate_caches()
+
+
 def scoring_app() -> FastAPI:
-    """The scoring service of the project in ``$QUASAR_PROJECT``: bundles from ``[serving] models``."""
+    """The scoring service of the project in ``$QUASAR_PROJECT``: every bundle of ``[serving] models``, loaded
+    and checked against the registry now, at start-up (``/healthz`` shows each one's state); model classes
+    import from the project root and installed packages."""
     from quasar.serving_adapters.models import ModelRegistry, registry_resolver
     from quasar.serving_adapters.service.app import create_scoring_app
     p = _platform()
+    project_importable(p.root)
     sv = p.config.serving
     models = ModelRegistry(p.config.path(sv.models), registry_resolver(p.registry))
+    models.load_all()
     return create_scoring_app(models=models, store=_async_store(p), auth_tokens=p.config.online.auth_tokens,
                               max_batch_rows=sv.max_batch_rows, max_wait_ms=sv.max_wait_ms,
                               device=sv.device or None, batching=sv.batching,

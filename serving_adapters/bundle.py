@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from quasar.signals.errors import BundleError, ModelNotFoundError
+from quasar.signals.errors import BundleError, ModelImportError, ModelNotFoundError
 from quasar.signals.ufr.tensors import InputSpec
 
 BUNDLE_FILE = "bundle.json"
@@ -77,24 +78,47 @@ class Bundle:
     model: torch.nn.Module
 
 
-def _model_class(path: str) -> type[torch.nn.Module]:
+def model_class(path: str) -> type[torch.nn.Module]:
+    """Import a bundle's model class, ``module:Class``. ModelImportError when it cannot be imported here,
+    naming the class, why, and where the scorer looks (the project root and installed packages)."""
     module_name, _, cls_name = path.partition(":")
+    importlib.invalidate_caches()               # a module added since the last try is found
     try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError) as exc:
-        raise BundleError(f"model class {path!r} cannot be imported: {exc}") from exc
+        module = importlib.import_module(module_name)
+    except Exception as exc:                    # ImportError, or anything the module raised while importing
+        raise ModelImportError(
+            f"model class {path!r} cannot be imported: {type(exc).__name__}: {exc}. score-serve imports model "
+            f"classes from the project root (the folder of quasar.toml) and installed packages: put "
+            f"{module_name.replace('.', '/')}.py in the project root, or install the package that defines it"
+        ) from exc
+    cls = getattr(module, cls_name, None)
+    if cls is None:
+        where = getattr(module, "__file__", None) or module_name
+        raise ModelImportError(f"model class {path!r} cannot be imported: module {module_name!r} ({where}) has no "
+                               f"{cls_name!r}; define the class there (its name is recorded in the bundle)")
     if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
         raise BundleError(f"model class {path!r} is not a torch.nn.Module")
     return cls
 
 
-def save_bundle(folder: str | Path, spec: BundleSpec, model: torch.nn.Module) -> Path:
-    """Write ``<folder>/<spec.name>/`` with the spec and the model's state dict; return that path."""
+def write_bundle(folder: str | Path, spec: BundleSpec, state: Mapping[str, torch.Tensor]) -> Path:
+    """Write ``<folder>/<spec.name>/`` with the spec and a state dict; return that path. Each file is written
+    aside and renamed into place, the weights first, so a reader never sees half a file."""
     path = Path(folder) / spec.name
     path.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path / WEIGHTS_FILE)
-    (path / BUNDLE_FILE).write_text(json.dumps(spec.to_dict(), indent=2))
+    for file, write in ((WEIGHTS_FILE, lambda f: torch.save(dict(state), f)),
+                        (BUNDLE_FILE, lambda f: f.write(json.dumps(spec.to_dict(), indent=2).encode()))):
+        partial = path / f".{file}.partial"
+        with partial.open("wb") as out:
+            write(out)
+        os.replace(partial, path / file)
     return path
+
+
+def save_bundle(folder: str | Path, spec: BundleSpec, model: torch.nn.Module) -> Path:
+    """Write ``<folder>/<spec.name>/`` with the spec and the model's state dict; return that path (the low-level
+    writer: ``quasar.serving.save_bundle`` makes the spec from feature references and checks it)."""
+    return write_bundle(folder, spec, model.state_dict())
 
 
 def bundle_names(folder: str | Path) -> list[str]:
@@ -127,11 +151,20 @@ def load_bundle(folder: str | Path, name: str, map_location: str | torch.device 
         spec = BundleSpec.from_dict(json.loads((path / BUNDLE_FILE).read_text()))
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"model {name!r}: {path / BUNDLE_FILE} is invalid: {exc}") from exc
-    model = _model_class(spec.model_class)(**spec.model_kwargs)
+    try:
+        cls = model_class(spec.model_class)
+    except ModelImportError as exc:
+        raise ModelImportError(f"model {name!r}: {exc}") from exc.__cause__
+    try:
+        model = cls(**spec.model_kwargs)
+    except Exception as exc:                    # the user's constructor: any error is the bundle's
+        raise BundleError(f"model {name!r}: {spec.model_class}(**{spec.model_kwargs}) fails: "
+                          f"{type(exc).__name__}: {exc}") from exc
     try:
         state = torch.load(path / WEIGHTS_FILE, map_location=map_location, weights_only=True)
         model.load_state_dict(state)
-    except (OSError, RuntimeError) as exc:
+    except Exception as exc:                    # unreadable, not a state dict, or not this model's
+
         raise BundleError(f"model {name!r}: cannot load {path / WEIGHTS_FILE}: {exc}") from exc
     model.eval()
     return Bundle(spec=spec, model=model)

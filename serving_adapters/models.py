@@ -9,15 +9,19 @@ load with a ``BundleError`` that names the model, the reference and the mismatch
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from quasar.serving_adapters.bundle import Bundle, BundleSpec, InputColumn, load_bundle
+from quasar.serving_adapters.bundle import Bundle, BundleSpec, InputColumn, bundle_names, load_bundle
 from quasar.signals.entity import Entity
-from quasar.signals.errors import BundleError, NotFoundError
+from quasar.signals.errors import BundleError, ModelNotFoundError, NotFoundError, QuasarError
 from quasar.signals.signal import Signal
+
+log = logging.getLogger("quasar.scorer")
 
 #: ``resolve(signal_name, version)`` -> the signal and its version; ``version=None`` asks for the current one.
 Resolver = Callable[[str, int | None], tuple[Signal, int]]
@@ -63,8 +67,9 @@ class LoadedModel:
 
     def describe(self) -> dict[str, object]:
         """A short JSON-able summary (for ``/healthz``)."""
-        return {"name": self.name, "request_key": self.spec.request_key, "candidate_key": self.spec.candidate_key,
-                "inputs": [c.ref for c in self.spec.inputs], "created_at": self.spec.created_at}
+        return {"name": self.name, "model_class": self.spec.model_class, "request_key": self.spec.request_key,
+                "candidate_key": self.spec.candidate_key, "inputs": [c.ref for c in self.spec.inputs],
+                "created_at": self.spec.created_at}
 
 
 def parse_ref(ref: str, model: str) -> FeatureRef:
@@ -174,13 +179,36 @@ def _check_feature(model: str, column: InputColumn, ref: FeatureRef, signal: Sig
                           f"registry's schema says {features[ref.feature]}")
 
 
+@dataclass(frozen=True)
+class ModelState:
+    """What the service knows of one bundle of its folder: ``loaded``, ``failed`` (with the error), or
+    ``unloaded`` (added since start-up, or evicted: it loads on its first request)."""
+
+    name: str
+    state: Literal["loaded", "failed", "unloaded"]
+    model: LoadedModel | None = None
+    error: QuasarError | None = None
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-able summary (for ``/healthz``, to an authorized caller: it names feature references)."""
+        if self.model is not None:
+            return {"state": self.state, **self.model.describe()}
+        body: dict[str, object] = {"name": self.name, "state": self.state}
+        if self.error is not None:
+            body["error"] = {"type": type(self.error).__name__, "message": str(self.error)}
+        return body
+
+
 class ModelRegistry:
-    """Bundles of a models folder, loaded on first use, checked against the registry, then cached."""
+    """Bundles of a models folder, checked against the registry, then cached: all of them at start-up
+    (``load_all``), and any other on first use. A bundle that fails is remembered with its error (``states``)
+    and tried again on its next request, so a fixed one loads without a restart."""
 
     def __init__(self, models_folder: str | Path, resolve: Resolver) -> None:
         self.folder = Path(models_folder)
         self.resolve = resolve
         self._loaded: dict[str, LoadedModel] = {}
+        self._failed: dict[str, QuasarError] = {}
         self._lock = threading.Lock()
 
     def cached(self, name: str) -> LoadedModel | None:
@@ -188,22 +216,56 @@ class ModelRegistry:
         return self._loaded.get(name)
 
     def get(self, name: str) -> LoadedModel:
-        """Load (once) and return model ``name``; NotFoundError if there is no such bundle, BundleError if
-        it does not match the registry. A refused bundle is not cached, so a fixed one loads next time."""
+        """Load (once) and return model ``name``; ModelNotFoundError if there is no such bundle, BundleError if
+        it does not match the registry, ModelImportError if its class cannot be imported. A refused bundle is
+        not cached, so a fixed one loads next time."""
         found = self._loaded.get(name)
         if found is not None:
             return found
         with self._lock:                # load_bundle checks the name against the bundles before any path use
             found = self._loaded.get(name)
             if found is None:
-                found = check_bundle(load_bundle(self.folder, name), self.resolve)
+                try:
+                    found = check_bundle(load_bundle(self.folder, name), self.resolve)
+                except ModelNotFoundError:   # no such bundle (any more): nothing to remember
+                    self._failed.pop(name, None)
+                    raise
+                except QuasarError as exc:
+                    self._failed[name] = exc
+                    raise
+                self._failed.pop(name, None)
                 self._loaded[name] = found
             return found
+
+    def load_all(self) -> list[ModelState]:
+        """Load every bundle of the folder now (the service's start-up), logging each one that fails; the
+        states of all of them."""
+        for name in bundle_names(self.folder):
+            try:
+                self.get(name)
+            except QuasarError as exc:
+                log.warning("model %r failed to load: %s", name, exc)
+        return self.states()
+
+    def states(self) -> list[ModelState]:
+        """Every bundle of the folder (and every loaded model), by name, with its state."""
+        names = sorted(set(bundle_names(self.folder)) | set(self._loaded))
+        out = []
+        for name in names:
+            loaded, failed = self._loaded.get(name), self._failed.get(name)
+            if loaded is not None:
+                out.append(ModelState(name, "loaded", model=loaded))
+            elif failed is not None:
+                out.append(ModelState(name, "failed", error=failed))
+            else:
+                out.append(ModelState(name, "unloaded"))
+        return out
 
     def evict(self, name: str) -> None:
         """Forget a loaded model, so the next request reloads and rechecks it (e.g. after retraining)."""
         with self._lock:
             self._loaded.pop(name, None)
+            self._failed.pop(name, None)
 
     def loaded(self) -> list[LoadedModel]:
         return [self._loaded[n] for n in sorted(self._loaded)]

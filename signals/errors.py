@@ -19,7 +19,8 @@ HTTP layers map them to status codes from one table (see ``quasar/errors.py``)::
     ├── OnlineStoreError             online store (Redis) failures
     │   └── OnlineUnavailableError   the online store cannot be reached
     ├── ServingError                 scorer failures (bundles, batching)
-    │   └── BundleError              a model bundle is invalid or does not match the registry
+    │   ├── BundleError              a model bundle is invalid or does not match the registry
+    │   └── ModelImportError         a bundle's model class cannot be imported where the scorer runs
     └── RequestError                 a request is malformed (HTTP 4xx)
         └── TooManyEntitiesError     more entities than the configured limit
 """
@@ -107,6 +108,11 @@ class ServingError(QuasarError):
 
 class BundleError(ServingError):
     """A model bundle is invalid or does not match the registry."""
+
+
+class ModelImportError(ServingError):
+    """A bundle's model class (``module:Class``) cannot be imported where the scorer runs (the service answers
+    503 for that model: the scorer cannot run it until the module is there)."""
 
 
 class RequestError(QuasarError, ValueError):

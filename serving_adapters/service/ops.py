@@ -37,13 +37,18 @@ def ops_router(scorer: Scorer) -> APIRouter:
 
     @router.get("/healthz", response_model=HealthResponse, responses={503: {"model": HealthResponse}})  # type: ignore[misc]
     async def healthz(request: Request) -> Response:
-        """200 when the online store answers; 503 (same body) when it does not. The loaded models and their
-        feature references are listed only to an authorized caller (with tokens, only with one)."""
+        """200 when the online store answers; 503 (same body) when it does not. Every bundle's state (loaded,
+        failed with its error, unloaded) is listed only to an authorized caller (with tokens, only with one):
+        it names models and feature references; anyone sees how many are in each state."""
         store = await store_health(scorer.store)
-        models = [m.describe() for m in scorer.models.loaded()] if is_authorized(request.scope) else []
+        states = scorer.models.states()
+        models = [s.describe() for s in states] if is_authorized(request.scope) else []
+        counts: dict[str, int] = {}
+        for s in states:
+            counts[s.state] = counts.get(s.state, 0) + 1
         body = {"status": "ok" if store == "ok" else "unavailable", "online_store": store,
                 "device": str(scorer.device), "device_name": scorer.device_name,
-                "batching": scorer.batcher.enabled, "models": models}
+                "batching": scorer.batcher.enabled, "models": models, "model_states": counts}
         return JSONResponse(body, status_code=200 if store == "ok" else 503)
 
     @router.get("/metrics", response_class=Response,  # type: ignore[misc]

@@ -28,12 +28,23 @@ class ScoreResponse(BaseModel):
     scores: list[float]
 
 
+class ModelError(BaseModel):
+    type: str
+    message: str
+
+
 class ModelInfo(BaseModel):
+    """One bundle of the models folder: ``loaded`` (with what it reads), ``failed`` (with why), or
+    ``unloaded`` (it loads on its first request)."""
+
     name: str
-    request_key: str
-    candidate_key: str
-    inputs: list[str]
-    created_at: str
+    state: str
+    model_class: str | None = None
+    request_key: str | None = None
+    candidate_key: str | None = None
+    inputs: list[str] | None = None
+    created_at: str | None = None
+    error: ModelError | None = None
 
 
 class HealthResponse(BaseModel):
@@ -42,4 +53,5 @@ class HealthResponse(BaseModel):
     device: str                 # "cpu", "cuda", "cuda:1"
     device_name: str            # "cpu" or the GPU's name
     batching: bool
-    models: list[ModelInfo]
+    models: list[ModelInfo]     # to an authorized caller only
+    model_states: dict[str, int] = Field(default_factory=dict, description="How many bundles are in each state")

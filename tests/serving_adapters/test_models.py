@@ -145,3 +145,54 @@ def test_against_a_real_registry_a_new_signal_version_refuses_the_old_bundle(tmp
         with pytest.raises(BundleError, match=r"reads score_user_stats@1:clicks, but the registry's current "
                                               r"version of 'score_user_stats' is 2"):
             models.get("ranker")
+
+
+def test_a_class_that_cannot_be_imported_is_a_model_import_error_and_loads_once_it_is_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a BundleError (409, "does not match the registry"): a ModelImportError naming the class, why, and
+    where the scorer imports from; remembered as the bundle's state, and tried again on the next request."""
+    import sys
+    from dataclasses import replace as dc_replace
+
+    from quasar.serving_adapters.bundle import load_bundle
+    from quasar.signals.errors import ModelImportError
+
+    spec = dc_replace(ranker_spec(), model_class="late_model:LateRanker")
+    save_bundle(tmp_path / "models", spec, Ranker(**spec.model_kwargs))
+    models = ModelRegistry(tmp_path / "models", RESOLVE)
+    with pytest.raises(ModelImportError, match=r"model 'ranker': model class 'late_model:LateRanker' cannot be "
+                                               r"imported: ModuleNotFoundError: No module named 'late_model'\. "
+                                               r"score-serve imports model classes from the project root"):
+        models.get("ranker")
+    (state,) = models.states()
+    assert state.state == "failed" and isinstance(state.error, ModelImportError)
+    assert not isinstance(state.error, BundleError)
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "late_model", raising=False)
+    (tmp_path / "late_model.py").write_text("from quasar.examples.ranker import Ranker\n\n\nclass Other(Ranker):\n"
+                                            "    pass\n")
+    with pytest.raises(ModelImportError, match=r"module 'late_model' \(.*late_model\.py\) has no 'LateRanker'"):
+        models.get("ranker")
+    monkeypatch.delitem(sys.modules, "late_model")
+    (tmp_path / "late_model.py").write_text("from quasar.examples.ranker import Ranker as LateRanker\n")
+    assert models.get("ranker").name == "ranker"                  # no restart: the next request loads it
+    assert [(s.name, s.state) for s in models.states()] == [("ranker", "loaded")]
+    assert type(load_bundle(tmp_path / "models", "ranker").model).__name__ == "Ranker"
+
+
+def test_a_constructor_that_fails_or_weights_that_do_not_fit_are_bundle_errors(tmp_path: Path) -> None:
+    from dataclasses import replace as dc_replace
+
+    spec = ranker_spec()
+    save_bundle(tmp_path, dc_replace(spec, name="bad_kwargs", model_kwargs={**spec.model_kwargs, "nope": 1}),
+                Ranker(**spec.model_kwargs))
+    save_bundle(tmp_path, dc_replace(spec, name="bad_weights", model_kwargs={**spec.model_kwargs, "hidden": 8}),
+                Ranker(**spec.model_kwargs))
+    models = ModelRegistry(tmp_path, RESOLVE)
+    with pytest.raises(BundleError, match=r"model 'bad_kwargs': quasar\.examples\.ranker:Ranker\(\*\*.*\) fails: "
+                                          r"TypeError: .*'nope'"):
+        models.get("bad_kwargs")
+    with pytest.raises(BundleError, match=r"(?s)model 'bad_weights': cannot load .*model\.pt: .*size mismatch"):
+        models.get("bad_weights")
+    assert {s.name: s.state for s in models.load_all()} == {"bad_kwargs": "failed", "bad_weights": "failed"}

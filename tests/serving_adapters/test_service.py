@@ -227,7 +227,9 @@ def test_a_bundle_that_no_longer_matches_is_409_naming_the_mismatch(scoring_worl
     assert fine.status_code == 200
 
 
-def test_healthz_reports_device_and_models(scoring_world: ScoringWorld, scoring_redis: str) -> None:
+def test_healthz_reports_device_and_each_models_state(scoring_world: ScoringWorld, scoring_redis: str) -> None:
+    """Without ``load_all`` (the service's start-up) a bundle is unloaded until its first request; after it,
+    loaded with what it reads."""
     async def main() -> tuple[Any, Any]:
         async with serving(scoring_world, scoring_redis) as (_, client):
             before = (await client.get("/healthz")).json()
@@ -235,10 +237,39 @@ def test_healthz_reports_device_and_models(scoring_world: ScoringWorld, scoring_
             return before, await client.get("/healthz")
 
     before, after = asyncio.run(main())
-    assert before["status"] == "ok" and before["device"] == "cpu" and before["models"] == []
+    assert before["status"] == "ok" and before["device"] == "cpu"
+    assert before["models"] == [{"name": "ranker", "state": "unloaded"}]
+    assert before["model_states"] == {"unloaded": 1}
     assert after.status_code == 200
-    assert [m["name"] for m in after.json()["models"]] == ["ranker"]
-    assert "score_pin_stats@1:embedding" in after.json()["models"][0]["inputs"]
+    (model,) = after.json()["models"]
+    assert model["name"] == "ranker" and model["state"] == "loaded"
+    assert model["model_class"] == "quasar.examples.ranker:Ranker"
+    assert "score_pin_stats@1:embedding" in model["inputs"]
+    assert after.json()["model_states"] == {"loaded": 1}
+
+
+def test_bundles_loaded_at_start_up_show_their_state_before_any_request(scoring_world: ScoringWorld,
+                                                                       scoring_redis: str, tmp_path: Path) -> None:
+    shutil.copytree(scoring_world.models, tmp_path, dirs_exist_ok=True)
+    inputs = tuple(InputColumn(column=c.column, ref=c.ref.replace("@1:", "@3:"), role=c.role)
+                   for c in ranker_spec().inputs)
+    broken = ranker_spec("stale_ranker", inputs=inputs)
+    save_bundle(tmp_path, broken, Ranker(**broken.model_kwargs))
+    models = ModelRegistry(tmp_path, scoring_world.resolver)
+    states = models.load_all()
+    assert [(s.name, s.state) for s in states] == [("ranker", "loaded"), ("stale_ranker", "failed")]
+
+    async def main() -> Any:
+        async with serving(scoring_world, scoring_redis, models=models) as (_, client):
+            return (await client.get("/healthz")).json()
+
+    health = asyncio.run(main())
+    by_name = {m["name"]: m for m in health["models"]}
+    assert by_name["ranker"]["state"] == "loaded"
+    assert by_name["stale_ranker"]["state"] == "failed"
+    assert by_name["stale_ranker"]["error"]["type"] == "BundleError"
+    assert "current version of 'score_user_stats' is 1" in by_name["stale_ranker"]["error"]["message"]
+    assert health["model_states"] == {"loaded": 1, "failed": 1}
 
 
 def test_redis_down_is_503_and_the_service_recovers(scoring_world: ScoringWorld, scoring_redis: str,

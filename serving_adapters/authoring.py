@@ -1,0 +1,294 @@
+"""Making a model bundle from any torch model and a list of feature references (``quasar.serving.save_bundle``).
+
+The references are planned by the training dataset's own planner (``quasar.signals.refs.plan_refs``), so the
+bundle's input columns have the names, versions and UFR types the training data had: each unpinned reference
+is pinned to the version it resolves to (the serving version), the ``InputSpec`` comes from the signals'
+schemas, and each input's role (the request entity, or the candidates) from its signal's entity.
+
+The model class is recorded by reference (``module:Class``) and the scorer rebuilds the model as
+``Class(**model_kwargs)`` with the saved weights. So before anything is written the model is rebuilt here the
+same way and must score a probe batch (a row with every feature missing, as for an unknown entity, and rows of
+made-up values) exactly as the model itself does: a bundle that would not rebuild fails here, not at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import torch
+
+from quasar.serving_adapters.bundle import BundleSpec, InputColumn, Role
+from quasar.signals.entity import Entity
+from quasar.signals.errors import BundleError, NotFoundError
+from quasar.signals.refs import PlanErrors, PlannedFeature, plan_refs
+from quasar.signals.signal import Signal
+from quasar.signals.ufr.tensors import FeatureBatch, InputSpec, build_feature_batch
+from quasar.signals.ufr.types import (
+    Bool,
+    FeatureType,
+    Float32,
+    Float64,
+    IdList,
+    Int64,
+    String,
+    Timestamp,
+    Vector,
+    WeightedIdList,
+)
+
+Resolve = Callable[[str, int | None], tuple[Signal, int]]
+#: What ``features=`` takes: a list of references (``signal``, ``signal:feature``, pinned or not). A feature
+#: service will be accepted here too once they exist (``feature_refs`` is where it plugs in).
+Features = Sequence[str]
+
+_ERRORS = PlanErrors(syntax=BundleError, missing=NotFoundError, full_names_hint="pass full_names=True")
+
+
+@dataclass(frozen=True)
+class PlannedInputs:
+    """A bundle's inputs: the spec, each column's pinned reference and role, and the two join keys."""
+
+    spec: InputSpec
+    inputs: tuple[InputColumn, ...]
+    request_key: str            # "" when the model reads nothing about a request entity
+    candidate_key: str
+
+
+def feature_refs(features: Features) -> list[str]:
+    """The references ``features`` names, in order; a clear error for anything that is not a list of them."""
+    if isinstance(features, str):
+        raise BundleError(f"features={features!r}: give a list of feature references, e.g. [{features!r}] "
+                          "(a single string is kept for naming a feature service)")
+    refs = list(features)
+    if not refs:
+        raise BundleError("features: give at least one feature reference")
+    bad = [r for r in refs if not isinstance(r, str)]
+    if bad:
+        raise BundleError(f"features: every feature reference is a string like 'signal:feature', got {bad[0]!r}")
+    return refs
+
+
+def _entity_label(entity: Entity) -> str:
+    return f"{entity.name} ({entity.join_key})"
+
+
+def _candidate_key(planned: list[PlannedFeature], candidate: str | Entity | None) -> str:
+    """The candidates' join key: the entity ``candidate`` names (by name or join key), or the only one."""
+    entities: dict[str, Entity] = {}
+    for pf in planned:
+        entities.setdefault(pf.signal.entity.join_key, pf.signal.entity)
+    shown = ", ".join(_entity_label(e) for e in entities.values())
+    if candidate is None:
+        if len(entities) == 1:
+            return next(iter(entities))
+        raise BundleError(f"the features describe {len(entities)} entities, {shown}: say which one the "
+                          f"candidates are, e.g. candidate={next(reversed(entities.values())).name!r} (the "
+                          "others describe the request entity)")
+    wanted = candidate.name if isinstance(candidate, Entity) else candidate
+    for key, entity in entities.items():
+        if wanted in (entity.name, entity.join_key):
+            return key
+    raise BundleError(f"candidate={wanted!r}: no feature describes that entity; the features describe {shown}")
+
+
+def planned_features(features: Features, resolve: Resolve, *, full_names: bool = True) -> list[PlannedFeature]:
+    """The references planned as a training dataset plans them: pinned to the versions they resolve to, each
+    column named as the dataset names it (``<signal>__<feature>`` with ``full_names``)."""
+    return plan_refs(feature_refs(features), resolve, full_names=full_names, errors=_ERRORS)
+
+
+def spec_of(planned: Sequence[PlannedFeature], dense: Sequence[str] | None = None) -> InputSpec:
+    """The InputSpec of planned features: their columns, typed by the signals' schemas."""
+    return InputSpec(features=tuple((pf.output, pf.signal.schema.type_of(pf.feature)) for pf in planned),
+                     dense=None if dense is None else tuple(dense))
+
+
+def pinned(pf: PlannedFeature) -> str:
+    return f"{pf.signal.name}@{pf.version}:{pf.feature}"
+
+
+def plan_inputs(features: Features, resolve: Resolve, *, candidate: str | Entity | None = None,
+                full_names: bool = True, dense: Sequence[str] | None = None) -> PlannedInputs:
+    """Plan a bundle's inputs: ``planned_features``, every signal online, each column's role from its entity."""
+    planned = planned_features(features, resolve, full_names=full_names)
+    offline = sorted({pf.signal.name for pf in planned if not pf.signal.online})
+    if offline:
+        raise BundleError(f"signal(s) {', '.join(offline)} are not online: the scorer reads a model's features "
+                          "from the online store, so declare them with online=True and materialize them")
+    candidate_key = _candidate_key(planned, candidate)
+    request = {pf.signal.entity.join_key: pf.signal.entity for pf in planned
+               if pf.signal.entity.join_key != candidate_key}
+    if len(request) > 1:
+        raise BundleError(f"a scoring request has one request entity besides its candidates ({candidate_key}), "
+                          f"but the features describe {', '.join(_entity_label(e) for e in request.values())}")
+    inputs = []
+    for pf in planned:
+        role: Role = "candidate" if pf.signal.entity.join_key == candidate_key else "request"
+        inputs.append(InputColumn(column=pf.output, ref=pinned(pf), role=role))
+    return PlannedInputs(spec=spec_of(planned, dense), inputs=tuple(inputs), request_key=next(iter(request), ""),
+                         candidate_key=candidate_key)
+
+
+# --- the model class, by reference ------------------------------------------------------------------------
+def model_reference(cls: type, root: Path) -> str:
+    """``module:Class`` for a model class, refused when score-serve (which imports from the project ``root``
+    and installed packages) could not import it by that name."""
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise BundleError(f"the model must be a torch.nn.Module, got {cls!r}")
+    module_name, qualname = cls.__module__, cls.__qualname__
+    if module_name == "__main__":
+        raise BundleError(f"model class {qualname!r} is defined in __main__ (a script or a notebook), which "
+                          "score-serve cannot import: move it to a module of the project (e.g. "
+                          f"{root / 'my_model.py'}) and import it from there")
+    if "." in qualname or "<" in qualname:
+        raise BundleError(f"model class {module_name}.{qualname} is not defined at the top level of its module, "
+                          "so it cannot be imported by name: define it at the top level")
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    if getattr(module, qualname, None) is None:
+        raise BundleError(f"model class {qualname!r} is not an attribute of module {module_name!r}")
+    _check_import_root(module, module_name, qualname, root)
+    return f"{module_name}:{qualname}"
+
+
+def _check_import_root(module: Any, module_name: str, qualname: str, root: Path) -> None:
+    """A module file inside the project that was imported through a folder below the root (say, from a script
+    in ``models/``) has another name from the root: refuse it, naming the one score-serve would use."""
+    file = getattr(module, "__file__", None)
+    if not file:
+        return
+    path = Path(file).resolve()
+    entry = path.parent
+    for _ in range(module_name.count(".") + (path.name == "__init__.py")):
+        entry = entry.parent
+    root = root.resolve()
+    if entry == root or root not in entry.parents:
+        return                               # found from the root itself, or from outside it (installed)
+    parts = path.relative_to(root).with_suffix("").parts
+    parts = parts[:-1] if parts[-1] == "__init__" else parts
+    if any(p in ("site-packages", "dist-packages") or not p.isidentifier() for p in parts):
+        return                               # a virtual environment inside the project
+    expected = ".".join(parts)
+    raise BundleError(f"model class {qualname!r} comes from {path}, imported as module {module_name!r}; "
+                      f"score-serve imports from the project root ({root}), where that file is module "
+                      f"{expected!r}: import it as `from {expected} import {qualname}`")
+
+
+def model_kwargs_for(cls: type, model_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The constructor arguments the scorer rebuilds the model with: as given (JSON-safe), or none when the
+    class needs none."""
+    if model_kwargs is None:
+        try:
+            required = [n for n, p in inspect.signature(cls).parameters.items()
+                        if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        except (TypeError, ValueError):
+            required = []
+        if required:
+            raise BundleError(f"{cls.__name__} takes arguments ({', '.join(required)}): pass model_kwargs="
+                              f"{{{', '.join(f'{n!r}: ...' for n in required)}}}, which the scorer rebuilds it "
+                              f"with as {cls.__name__}(**model_kwargs) before loading the weights")
+        return {}
+    kwargs = dict(model_kwargs)
+    try:
+        json.dumps(kwargs)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"model_kwargs must be JSON values (they are written to bundle.json): {exc}") from exc
+    return kwargs
+
+
+# --- the rebuild check -------------------------------------------------------------------------------------
+_PROBE_ROWS = 3
+
+
+def _probe_column(ftype: FeatureType) -> pa.Array:
+    """Row 0 missing, rows 1-2 made-up values of the type."""
+    t = ftype.arrow_type()
+    values: list[Any]
+    if isinstance(ftype, Bool):
+        values = [None, True, False]
+    elif isinstance(ftype, Int64):
+        values = [None, 3, 17]
+    elif isinstance(ftype, Float32 | Float64):
+        values = [None, 0.5, 2.25]
+    elif isinstance(ftype, Timestamp):
+        values = [None, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)]
+    elif isinstance(ftype, String):
+        values = [None, "a", "b"]
+    elif isinstance(ftype, Vector):
+        rows = [None, [0.25 * (i + 1) for i in range(ftype.dim)], [-0.5 + 0.125 * i for i in range(ftype.dim)]]
+        return pa.array(rows, pa.list_(pa.float32(), ftype.dim)).cast(t)
+    elif isinstance(ftype, IdList):
+        values = [None, [101, 7, 4242], []]
+    elif isinstance(ftype, WeightedIdList):
+        values = [None, [{"id": 101, "weight": 0.5}, {"id": 4242, "weight": 2.0}], []]
+    else:                                       # pragma: no cover - every UFR type is handled above
+        values = [None] * _PROBE_ROWS
+    return pa.array(values, t)
+
+
+def probe_batch(spec: InputSpec) -> FeatureBatch:
+    """A small FeatureBatch of ``spec``: a row with every feature missing and rows of made-up values."""
+    table = pa.table({name: _probe_column(ftype) for name, ftype in spec.features})
+    return build_feature_batch(table, spec)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _score(module: torch.nn.Module, batch: FeatureBatch, what: str) -> torch.Tensor:
+    try:
+        with torch.inference_mode():
+            out = module(batch.to(_device_of(module)))
+    except Exception as exc:
+        raise BundleError(f"{what} failed on a probe batch of {batch.size} rows (one with every feature missing, "
+                          f"as the scorer sends for an unknown entity): {type(exc).__name__}: {exc}") from exc
+    if not isinstance(out, torch.Tensor) or out.numel() != batch.size or out.dim() not in (1, 2):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise BundleError(f"{what} returned {shape} for {batch.size} rows; a scorer model must return one "
+                          "score per row ([B] or [B, 1])")
+    return out.detach().reshape(-1).to(device="cpu", dtype=torch.float32)
+
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict as CPU tensors (the model itself is not moved)."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def check_rebuild(spec: BundleSpec, model: torch.nn.Module, model_class: type) -> None:
+    """Rebuild the model as the scorer will (``Class(**model_kwargs)``, the saved weights) and check that it
+    scores the probe batch as ``model`` does; BundleError naming what differs."""
+    name = f"{model_class.__name__}(**{spec.model_kwargs})"
+    try:
+        rebuilt = model_class(**spec.model_kwargs)
+    except Exception as exc:
+        raise BundleError(f"the scorer rebuilds the model as {name}, which fails: {type(exc).__name__}: "
+                          f"{exc}") from exc
+    try:
+        rebuilt.load_state_dict(cpu_state(model))
+    except RuntimeError as exc:
+        raise BundleError(f"the weights do not fit {name}, as the scorer rebuilds the model (pass the "
+                          f"model_kwargs it was built with): {exc}") from exc
+    batch = probe_batch(spec.spec)
+    was_training = model.training
+    model.eval()
+    rebuilt.eval()
+    try:
+        want = _score(model, batch, "the model")
+    finally:
+        model.train(was_training)
+    got = _score(rebuilt, batch, f"the model rebuilt as {name}")
+    if not torch.allclose(got, want, rtol=1e-5, atol=1e-6, equal_nan=True):
+        raise BundleError(f"the model rebuilt as {name} with its weights scores a probe batch {got.tolist()}, "
+                          f"the model itself {want.tolist()}: state outside its parameters and buffers (set after "
+                          "construction) is not saved; make it a constructor argument or a buffer")
