@@ -28,6 +28,7 @@ from quasar.online.service.errors import (
 )
 from quasar.online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
 from quasar.online.service.metrics import MetricsMiddleware, ServiceMetrics
+from quasar.online.service.routers.feast import feast_router
 from quasar.online.service.routers.features import features_router
 from quasar.online.service.routers.health import health_router
 from quasar.online.service.routers.push import push_router
@@ -88,7 +89,7 @@ def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int =
     app.add_exception_handler(RequestValidationError, handle_validation_error)
     app.add_exception_handler(StarletteHTTPException, handle_http_error)
     app.add_exception_handler(Exception, handle_unexpected)
-    routers = [features_router(ctx), push_router(ctx), health_router(ctx)]
+    routers = [features_router(ctx), feast_router(ctx), push_router(ctx), health_router(ctx)]
     for router in routers:
         app.include_router(router)
     known = frozenset(getattr(r, "path", "") for r in [*app.routes, *(r for x in routers for r in x.routes)]) - {""}

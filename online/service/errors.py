@@ -1,13 +1,19 @@
 """The JSON error body every error answer uses, ``{"error": {"type": "NotFoundError", "message": "no signal
 named 'x'; ..."}}``, with the status from the one table in ``quasar.online.service.status``, and the handlers.
 
+Feast's routes (``/get-online-features``, ``/write-to-online-store``, ``/push``) answer errors in Feast's own
+shape instead, so Feast's SDK raises its typed exceptions: the body is a JSON *string* holding the document
+``{"module": "feast.errors", "class": "FeatureViewNotFoundException", "message": "..."}`` (what Feast's
+``FeastError.to_error_detail`` writes and ``from_error_detail`` reads back), with the same status as ours.
+
 Nothing answers 500 on purpose: 500 is left to errors nobody expected, logged with their traceback.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import Request
@@ -16,10 +22,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from quasar.online.service.status import HTTP_STATUS, http_status
-from quasar.signals.errors import OnlineStoreError, QuasarError
+from quasar.signals.errors import NotFoundError, OnlineStoreError, QuasarError
 
-__all__ = ["HTTP_STATUS", "JSONResponse", "error_response", "http_error_response", "http_status",
-           "quasar_error_response"]
+__all__ = ["HTTP_STATUS", "JSONResponse", "as_feast", "error_response", "feast_error_response",
+           "http_error_response", "http_status", "quasar_error_response"]
 
 log = logging.getLogger("quasar.service")
 
@@ -85,8 +91,8 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
-async def handle_quasar_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, QuasarError)
+def note_quasar_error(request: Request, exc: QuasarError) -> int:
+    """Count a Redis error in the metrics, log a 5xx; returns the status."""
     if isinstance(exc, OnlineStoreError):
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
@@ -94,6 +100,12 @@ async def handle_quasar_error(request: Request, exc: Exception) -> Response:
     status = http_status(exc)
     if status >= 500:
         log.warning("%s %s answered %d: %s", request.method, request.url.path, status, exc)
+    return status
+
+
+async def handle_quasar_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, QuasarError)
+    note_quasar_error(request, exc)
     return quasar_error_response(exc)
 
 
@@ -117,3 +129,44 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """Anything nobody expected: logged with its traceback, answered 500 with a JSON body."""
     log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
     return error_response(500, "InternalError", f"unexpected {type(exc).__name__}; the service log has the details")
+
+
+# --- Feast's error shape --------------------------------------------------------------------------------------
+
+FEAST_ERRORS_MODULE = "feast.errors"
+FEAST_CLASS = "feast_class"        # the attribute ``as_feast`` sets on an error: the Feast class it answers as
+E = TypeVar("E", bound=QuasarError)
+
+
+def as_feast(exc: E, feast_class: str) -> E:
+    """``exc``, marked to answer as ``feast.errors.<feast_class>`` on Feast's routes (its status is still ours)."""
+    setattr(exc, FEAST_CLASS, feast_class)
+    return exc
+
+
+def feast_class_of(exc: QuasarError) -> str:
+    """The Feast exception class an error answers as: the one ``as_feast`` gave it; an unknown signal is an
+    unknown feature view; everything else is Feast's root, ``FeastError``."""
+    marked = getattr(exc, FEAST_CLASS, None)
+    if isinstance(marked, str):
+        return marked
+    return "FeatureViewNotFoundException" if isinstance(exc, NotFoundError) else "FeastError"
+
+
+def feast_error_response(status: int, feast_class: str, message: str,
+                         headers: dict[str, str] | None = None) -> JSONResponse:
+    """Feast's error answer: a JSON string holding ``{"module", "class", "message"}``, as its server writes it."""
+    detail = json.dumps({"module": FEAST_ERRORS_MODULE, "class": feast_class, "message": message})
+    return JSONResponse(detail, status_code=status, headers=headers)
+
+
+def feast_answer_to(request: Request, exc: Exception) -> JSONResponse | None:
+    """The Feast-shaped answer to an error on a Feast route (quasar errors, invalid bodies, HTTP errors such as
+    a body over the limit); None for anything unexpected (the app's 500 handler takes it)."""
+    if isinstance(exc, QuasarError):
+        return feast_error_response(note_quasar_error(request, exc), feast_class_of(exc), str(exc))
+    if isinstance(exc, RequestValidationError):
+        return feast_error_response(422, "FeastError", validation_message(exc))
+    if isinstance(exc, StarletteHTTPException):
+        return feast_error_response(exc.status_code, "FeastError", str(exc.detail), headers=dict(exc.headers or {}))
+    return None

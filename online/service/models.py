@@ -26,18 +26,57 @@ class FeaturesRequest(BaseModel):
 
 
 class FeastFeaturesRequest(BaseModel):
-    """Feast's ``get-online-features`` body: ``{"features": ["view:feature"], "entities": {...}}``."""
+    """Feast's ``GetOnlineFeaturesRequest`` as Feast 0.67's SDK sends it (remote online store): fields Feast
+    ignores are ignored here too, and keys are coerced when exact (``quasar.signals.keys``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
-    features: list[StrictStr] = Field(min_length=1, description="'view:feature' references (a view is a signal)")
-    entities: dict[str, list[Key]] = Field(description="Join key -> keys, one per entity row")
-    full_feature_names: StrictBool = False
-    feature_service: StrictStr | None = Field(None, description="Not supported: list the features instead")
+    entities: dict[str, list[Any]] = Field(description="Join key -> keys, one per entity row",
+                                           examples=[{"user_id": [1, 2]}])
+    features: list[StrictStr] = Field(default_factory=list,
+                                      description="'view:feature' references (a view is a signal; "
+                                                  "'view@v2:feature' pins a version)")
+    feature_service: StrictStr | None = Field(None, description="Not yet: quasar's feature services arrive with "
+                                                                "issue 16; list the features instead")
+    full_feature_names: bool = Field(False, description="Name columns '<view>__<feature>'")
+    include_feature_view_version_metadata: bool = Field(
+        False, description="Add metadata.feature_view_metadata: each view read and the signal version read")
+
+
+class FeastWriteRequest(BaseModel):
+    """Feast's ``WriteToFeatureStoreRequest``: columns of rows of one feature view (a signal), as Feast's SDK
+    sends them from ``write_to_online_store`` and ``push`` (remote online store)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    feature_view_name: StrictStr = Field(description="The signal ('signal' or 'signal@version')")
+    df: dict[str, list[Any]] = Field(description="Column -> values: the join key, event_timestamp, created "
+                                                 "(optional) and every feature; Timestamp features in epoch seconds")
+    allow_registry_cache: bool = Field(True, description="Accepted and ignored (signals are cached 5 s)")
+    transform_on_write: bool = Field(True, description="Accepted and ignored (no on-write transforms)")
+
+
+class FeastPushRequest(BaseModel):
+    """Feast's ``PushFeaturesRequest``: a push source is the signal of its name."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    push_source_name: StrictStr = Field(description="The signal to write ('signal' or 'signal@version')")
+    df: dict[str, list[Any]] = Field(description="Column -> values, as for /write-to-online-store")
+    allow_registry_cache: bool = Field(True, description="Accepted and ignored")
+    to: Literal["online", "offline", "online_and_offline"] = "online"
+    transform_on_write: bool = Field(True, description="Accepted and ignored")
+
+
+class FeatureViewMetadata(BaseModel):
+    name: str = Field(description="The view (signal) read")
+    version: int = Field(description="The signal version read")
 
 
 class Metadata(BaseModel):
     feature_names: list[str]
+    feature_view_metadata: list[FeatureViewMetadata] | None = Field(
+        None, description="Only on /get-online-features with include_feature_view_version_metadata")
 
 
 class FeatureColumn(BaseModel):

@@ -125,7 +125,19 @@ def test_feast_route_takes_feast_bodies(world: str) -> None:
     assert feast.json()["results"][1]["statuses"] == ["PRESENT", "OUTSIDE_MAX_AGE"]
     service = call(world, "/get-online-features", {**body, "feature_service": "ranker_v1"})
     assert service.status_code == 422
-    assert "ranker_v1" in service.json()["error"]["message"]
+    detail = orjson.loads(service.json())                # Feast's error document, as a JSON string
+    assert detail["module"] == "feast.errors" and detail["class"] == "FeatureServiceNotFoundException"
+    assert "ranker_v1" in detail["message"]
+
+
+def test_feast_route_answers_timestamp_features_in_epoch_seconds(world: str) -> None:
+    body = {"entities": {"user_id": [1, 2, 3]}, "features": ["user_profile:seen_at", "user_profile:count"]}
+    feast, ours = call(world, "/get-online-features", body).json(), call(world, "/v1/features", body).json()
+    seen = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    assert column(ours, "seen_at")["values"] == [iso(seen), None, "1969-12-31T00:00:00.000000Z"]
+    assert column(feast, "seen_at")["values"] == [int(seen.timestamp()), None, -86400]   # Feast's UnixTimestamp
+    assert column(feast, "seen_at")["statuses"] == column(ours, "seen_at")["statuses"]
+    assert column(feast, "count") == column(ours, "count")
 
 
 def test_nan_and_inf_render_as_null_json(world: str) -> None:

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
+import pyarrow as pa
 from fastapi import APIRouter
 from starlette.responses import Response
 
@@ -16,7 +17,7 @@ from quasar.online.service.context import ServiceContext
 from quasar.online.service.errors import JSONResponse
 from quasar.online.service.models import ErrorResponse, PushRequest, PushResponse
 from quasar.signals.errors import RequestError, TooManyEntitiesError
-from quasar.signals.refs import parse_feature_ref
+from quasar.signals.refs import FeatureRef, parse_feature_ref
 from quasar.signals.signal import Signal
 from quasar.signals.times import parse_time
 from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
@@ -51,6 +52,38 @@ def rows_from_json(signal: Signal, rows: Sequence[Mapping[str, Any]]) -> list[di
     return out
 
 
+def check_push(ctx: ServiceContext, rows: int, offline: str = "") -> None:
+    """Refuse a push of more rows than the service takes, or one for the offline store (``offline`` says how
+    the request asked for it, e.g. ``to: "online_and_offline"``) when the service has no offline push."""
+    if rows > ctx.max_push_rows:
+        raise TooManyEntitiesError(f"rows: {rows} rows pushed; this service takes at most "
+                                   f"{ctx.max_push_rows} per request")
+    if offline and ctx.offline_push is None:
+        raise RequestError(f'{offline} needs the offline store, but this service was started without offline '
+                           'push; push "to": "online" or start it with offline push')
+
+
+async def pushed_signal(ctx: ServiceContext, ref: FeatureRef) -> tuple[Signal, int]:
+    """The online signal version a push writes (through the resolve cache)."""
+    await ctx.resolver.prefetch([(ref.signal, ref.version)])
+    signal, version = ctx.resolver.get(ref.signal, ref.version)
+    if not signal.online:
+        raise RequestError(f"signal {signal.name!r} is not an online signal: declare it with online=True to "
+                           "push rows to it")
+    return signal, version
+
+
+async def write_pushed(ctx: ServiceContext, signal: Signal, version: int, table: pa.Table, *, online: bool = True,
+                       offline: bool = False) -> tuple[int, bool]:
+    """Write validated rows online (newer event time wins), then append them offline when asked (online first,
+    so a retry after an offline failure converges: the online write is idempotent). Returns (written, offline)."""
+    written = await ctx.store.write(signal, version, table) if online else 0
+    if offline and ctx.offline_push is not None and table.num_rows:
+        await anyio.to_thread.run_sync(ctx.offline_push, signal, version, table)
+        return written, True
+    return written, False
+
+
 def push_router(ctx: ServiceContext) -> APIRouter:
     router = APIRouter(tags=["push"])
 
@@ -61,24 +94,10 @@ def push_router(ctx: ServiceContext) -> APIRouter:
         an offline failure converges: the online write is idempotent). A time outside the service's bounds
         (``quasar.signals.bounds``) answers 422 naming the column, the row, the value and the bound, and writes
         nothing; rows without ``created_timestamp`` get their arrival time."""
-        if len(body.rows) > ctx.max_push_rows:
-            raise TooManyEntitiesError(f"rows: {len(body.rows)} rows pushed; this service takes at most "
-                                       f"{ctx.max_push_rows} per request")
-        ref = parse_feature_ref(body.signal, RequestError)
-        if body.to == "online_and_offline" and ctx.offline_push is None:
-            raise RequestError('to: "online_and_offline" needs the offline store, but this service was started '
-                               'without offline push; push "to": "online" or start it with offline push')
-        await ctx.resolver.prefetch([(ref.signal, ref.version)])
-        signal, version = ctx.resolver.get(ref.signal, ref.version)
-        if not signal.online:
-            raise RequestError(f"signal {signal.name!r} is not an online signal: declare it with online=True to "
-                               "push rows to it")
+        check_push(ctx, len(body.rows), 'to: "online_and_offline"' if body.to == "online_and_offline" else "")
+        signal, version = await pushed_signal(ctx, parse_feature_ref(body.signal, RequestError))
         table = validate_push_rows(signal, rows_from_json(signal, body.rows), bounds=ctx.time_bounds)
-        written = await ctx.store.write(signal, version, table)
-        offline = False
-        if body.to == "online_and_offline" and ctx.offline_push is not None and table.num_rows:
-            await anyio.to_thread.run_sync(ctx.offline_push, signal, version, table)
-            offline = True
+        written, offline = await write_pushed(ctx, signal, version, table, offline=body.to == "online_and_offline")
         return JSONResponse({"signal": signal.name, "version": version, "rows": table.num_rows,
                              "written": written, "offline": offline})
 
