@@ -78,10 +78,20 @@ class FeatureDataset(IterableDataset):  # type: ignore[type-arg]
         self.batch_size, self.shuffle, self.shuffle_buffer = batch_size, shuffle, max(shuffle_buffer, batch_size)
         self.seed, self.drop_last, self.epoch = seed, drop_last, 0
         self.rank, self.world_size = rank, world_size
+        self._iterated = self._epoch_set = False
 
     def set_epoch(self, epoch: int) -> None:
-        """Reshuffle for ``epoch`` (call before each epoch, as with ``DistributedSampler``)."""
-        self.epoch = epoch
+        """Shuffle for ``epoch``: the next iteration through ``make_loader``'s loader uses it (as with
+        ``DistributedSampler``), and the ones after it go on from there."""
+        self.epoch, self._epoch_set = epoch, True
+
+    def begin_iteration(self) -> None:
+        """Called by the loader in the main process as each iteration starts (so its workers get the epoch):
+        the epoch ``set_epoch`` gave since the last iteration, else the last one's plus one. So re-iterating a
+        loader is a new epoch with a new, seeded shuffle, on every rank alike (they iterate alike)."""
+        if self._iterated and not self._epoch_set:
+            self.epoch += 1
+        self._iterated, self._epoch_set = True, False
 
     def _shard(self) -> tuple[int, int]:
         rank, world = _distributed_rank_world()

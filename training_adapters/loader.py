@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 from torch.utils.data import DataLoader, get_worker_info
 
+from quasar.signals.errors import SchemaError
 from quasar.signals.ufr.tensors import InputSpec
 from quasar.training_adapters.dataset import FeatureDataset, TrainingBatch, spec_from_schema
 from quasar.training_adapters.packing import PackedBatch, pack_batch, unpack_batch
@@ -36,15 +37,32 @@ class _WorkerPackedDataset(FeatureDataset):
 
 
 class FeatureLoader(DataLoader):  # type: ignore[type-arg]
-    """A DataLoader that rebuilds the ``TrainingBatch`` of every ``PackedBatch`` its workers send."""
+    """A DataLoader that rebuilds the ``TrainingBatch`` of every ``PackedBatch`` its workers send, and starts
+    a new epoch (a new shuffle) each time it is iterated (``FeatureDataset.begin_iteration``)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of the next iteration (``FeatureDataset.set_epoch``)."""
+        self.dataset.set_epoch(epoch)  # type: ignore[attr-defined]
 
     def __iter__(self) -> Iterator[TrainingBatch]:  # type: ignore[override]
+        if isinstance(self.dataset, FeatureDataset):
+            self.dataset.begin_iteration()
         for batch in super().__iter__():
             if isinstance(batch, PackedBatch):
                 features, labels = unpack_batch(batch)
                 yield TrainingBatch(features, labels)
             else:
                 yield batch
+
+
+def _default_features(source: RowSource, labels: Sequence[str]) -> list[str]:
+    """The dataset's feature columns (its metadata), less the labels; SchemaError when it says none."""
+    listed = source.dataset_features()
+    if listed is None:
+        raise SchemaError("the rows carry no quasar.features metadata (they were not written by `quasar dataset` "
+                          "or Platform.dataset), so which columns are features is not known: name them with "
+                          f"features=[...] or spec=...; the columns are {', '.join(source.schema.names)}")
+    return [name for name in listed if name not in set(labels)]
 
 
 def as_source(data: Any) -> RowSource:
@@ -67,9 +85,15 @@ def make_loader(data: Any, *, features: Sequence[str] | None = None, spec: Input
                 epoch: int = 0) -> DataLoader:  # type: ignore[type-arg]
     """A DataLoader of ``TrainingBatch`` over ``data``.
 
-    Give ``spec`` (e.g. from a model bundle) or ``features`` (types inferred from the data); by default every
-    column but the labels, ``event_timestamp`` and join keys is a feature. Pinned memory defaults to on when
-    CUDA is available.
+    Give ``spec`` (e.g. from a model bundle) or ``features`` (types inferred from the data); by default the
+    features are the dataset's own, the columns its ``quasar.features`` metadata lists (``quasar dataset``,
+    ``Platform.dataset`` and their Iceberg tables carry it), so join keys, the event time and the labels are
+    not features and a feature named ``*_id`` is; rows without that metadata need ``features`` or ``spec``.
+    Pinned memory defaults to on when CUDA is available.
+
+    Each iteration of the loader is an epoch: with ``shuffle`` a new, seeded order each time (epoch ``epoch``
+    first, then ``epoch + 1``, ...), the same sequence for the same ``seed``; ``loader.set_epoch(n)`` (or
+    ``loader.dataset.set_epoch(n)``) makes the next iteration epoch ``n``.
 
     ``num_workers`` defaults to 0 (batches built in this process), from measurement (``python -m bench
     loader``, bench/RESULTS.md): on 2 cores, 1 or 2 workers were slower than none even with the packed
@@ -82,8 +106,7 @@ def make_loader(data: Any, *, features: Sequence[str] | None = None, spec: Input
     source = as_source(data)
     if spec is None:
         if features is None:
-            skip = set(labels) | {"event_timestamp", "created_timestamp"}
-            features = [f for f in source.schema.names if f not in skip and not f.endswith("_id")]
+            features = _default_features(source, labels)
         spec = spec_from_schema(source.schema, features)
     dataset = _WorkerPackedDataset(source, spec, labels=labels, batch_size=batch_size, shuffle=shuffle,
                              shuffle_buffer=shuffle_buffer, seed=seed, drop_last=drop_last, rank=rank,

@@ -6,6 +6,7 @@ rows can be dealt out to workers and ranks exactly once, and shuffled by piece b
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quasar.signals.errors import SchemaError, StoreError
+from quasar.store.dataset import FEATURES_KEY
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,15 @@ class RowSource(ABC):
 
     @abstractmethod
     def read(self, piece: Piece, columns: Sequence[str]) -> pa.Table: ...
+
+    def dataset_features(self) -> list[str] | None:
+        """The feature columns the rows say they hold: the ``quasar.features`` metadata that ``quasar dataset``
+        and ``Platform.dataset`` write (``quasar.store.dataset``), in column order; None without it."""
+        raw = (self.schema.metadata or {}).get(FEATURES_KEY.encode())
+        if raw is None:
+            return None
+        listed = set(json.loads(raw))
+        return [name for name in self.schema.names if name in listed]
 
     @property
     def num_rows(self) -> int:
@@ -66,7 +77,7 @@ class TableSource(RowSource):
 class ParquetSource(RowSource):
     """Parquet files (a file, a folder of ``*.parquet`` files, or a list of paths), read by row group."""
 
-    def __init__(self, paths: str | Path | Sequence[str | Path]) -> None:
+    def __init__(self, paths: str | Path | Sequence[str | Path], *, metadata: dict[bytes, bytes] | None = None) -> None:
         if isinstance(paths, (str, Path)):
             p = Path(paths)
             files = sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
@@ -85,7 +96,7 @@ class ParquetSource(RowSource):
             schema = schema or pq.read_schema(f)
             self._parts += [(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
         assert schema is not None
-        self._schema = schema
+        self._schema = schema.with_metadata({**(schema.metadata or {}), **metadata}) if metadata else schema
         self._open: dict[int, pq.ParquetFile] = {}
 
     @property
@@ -116,7 +127,9 @@ def iceberg_source(table: object) -> ParquetSource:
     tasks = list(scan.plan_files())
     if any(t.delete_files for t in tasks):
         raise StoreError("the Iceberg table has delete files; read it with Platform.training_dataset instead")
-    return ParquetSource([t.file.file_path.removeprefix("file://") for t in tasks])
+    properties = getattr(table, "properties", None) or {}
+    metadata = {FEATURES_KEY.encode(): properties[FEATURES_KEY].encode()} if FEATURES_KEY in properties else None
+    return ParquetSource([t.file.file_path.removeprefix("file://") for t in tasks], metadata=metadata)
 
 
 def check_columns(schema: pa.Schema, columns: Sequence[str]) -> None:
