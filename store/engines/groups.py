@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
+from quasar.signals.errors import QuasarError
 from quasar.signals.signal import Signal
+from quasar.signals.user_code import transform_failure
 from quasar.store.buckets import iceberg_buckets
 from quasar.store.output_check import as_table
 
@@ -56,8 +58,15 @@ def split(rows: pa.Table, groups: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
 
 def call(signal: Signal, fn: Callable[[pa.Table], pa.Table], rows: pa.Table) -> pa.Table:
     """One call of a transform, its output as a table (a Table, RecordBatch or pandas DataFrame is accepted,
-    anything else refused: ``quasar.store.output_check.as_table``, the same on both engines)."""
-    return as_table(fn(rows), signal)
+    anything else refused: ``quasar.store.output_check.as_table``, the same on both engines). An exception the
+    function raises becomes a BackfillError naming the user's file and line (``quasar.signals.user_code``)."""
+    try:
+        out = fn(rows)
+    except QuasarError:
+        raise
+    except Exception as exc:
+        raise transform_failure(fn, exc) from exc
+    return as_table(out, signal)
 
 
 def concat(tables: Iterable[pa.Table]) -> pa.Table:
