@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 import shlex
 import shutil
 import socket
@@ -46,7 +47,7 @@ def quasar_cli(project: Path, *args: str) -> None:
 
 def step_project(project: Path, world: World) -> None:
     _heading("1. A project, generated data and the example signals")
-    quasar_cli(project, "init", str(project), "--name", "demo", "--minimal")
+    quasar_cli(project, "init", str(project), "--name", f"demo_{secrets.token_hex(3)}", "--minimal")
     shutil.copytree(EXAMPLE_SIGNALS, project / "signals", ignore=shutil.ignore_patterns("__pycache__"))
     counts = generate(project, world)
     click.echo(f"generated {counts['events']:,} events, {counts['users']:,} user and {counts['pins']:,} pin "
@@ -204,19 +205,56 @@ def recent_world() -> World:
     return World(start=today - timedelta(days=World().days))
 
 
+NEXT_STEPS = [
+    "next steps:",
+    "  quasar init myproject       # a runnable sample project of your own: cd myproject, then its README.md",
+    "  quasar demo --dir DIR       # keep the demo project, then: quasar -C DIR/project ls, describe, serve",
+    "  README.md                   # the tours: signal author, trainer, online service",
+]
+
+
 def run_demo(workdir: Path | None = None, *, keep: bool = False, world: World | None = None) -> Path:
-    """Run every demo step in ``workdir`` (a fresh temp folder by default); return the project folder."""
+    """Run every demo step in ``workdir`` (a fresh temp folder by default); return the project folder.
+
+    The project has a name of its own (``demo_<hex>``), so its online keys never mix with another project's.
+    A temp run removes them (every signal, through ``Platform.delete``) and its folder at the end, even when a
+    step fails; a kept one (``workdir`` or ``keep``) keeps both and says under which name."""
     base = workdir or Path(tempfile.mkdtemp(prefix="quasar-demo-"))
     project = base / "project"
     if project.exists():
         shutil.rmtree(project)
     project.mkdir(parents=True)
     world = world or recent_world()
+    kept = keep or workdir is not None
     try:
         for step in STEPS:
             step(project.resolve(), world)
-        _heading(f"done: the demo project is in {project}" if (keep or workdir) else "done")
+        _heading(f"done: the demo project is in {project}" if kept else "done")
     finally:
-        if not (keep or workdir):
+        if not kept:
+            try:
+                _remove_online(project)
+            except QuasarError as exc:                 # never hide a failed step behind the clean-up's error
+                click.echo(f"warning: could not remove the demo's Redis keys: {exc}", err=True)
             shutil.rmtree(base, ignore_errors=True)
+    if kept:
+        with Platform.open(project) as p:
+            click.echo(f"its online values stay in Redis under the project {p.config.project.name} "
+                       f"(`quasar -C {project} delete SIGNAL` removes a signal's)")
+    else:
+        click.echo("removed the demo's Redis keys and its folder")
+    click.echo("\n".join(NEXT_STEPS))
     return project
+
+
+def _remove_online(project: Path) -> None:
+    """Delete every signal of the demo project (readers first), which removes its online fields: its keys."""
+    if not (project / "quasar.toml").is_file():
+        return
+    with Platform.open(project) as p:
+        names = [sv.name for sv in p.ls()]
+        while names:
+            free = [n for n in names if not set(p.registry.readers(n)) & set(names)] or names
+            for name in free:
+                p.delete(name)
+            names = [n for n in names if n not in free]
