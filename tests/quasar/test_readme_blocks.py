@@ -70,7 +70,10 @@ CLAIMS: dict[str, tuple[str, str]] = {
     "online_curl": ("bash", "/v1/features"),
     "online_json": ("json", '"feature_names"'),
     "online_python": ("python", "p.push("),
-    "score_cli": ("bash", "quasar score-serve"),
+    "score_cli": ("bash", "quasar score-serve --port 6567"),
+    "own_model_module": ("python", "# scorer.py"),
+    "own_model_save": ("python", "quasar.serving.save_bundle(model"),
+    "own_model_cli": ("bash", "quasar score-serve --port 6568"),
     "quality_module": ("python", "great_expectations"),
     "quality_cli": ("bash", "quasar validate"),
     "config_toml": ("toml", "[registry]"),
@@ -249,6 +252,7 @@ def test_the_readme_runs_top_to_bottom(tmp_path: Path, project_env: str, monkeyp
         monkeypatch.chdir(project)                       # the reader's Python session runs in the project
         trainer_tour(shell, project, notebook)
         online_tour(shell, project, notebook)
+        own_model_tour(shell, project, notebook, monkeypatch)
         data_quality(shell, project, author)
     finally:
         shell.close()
@@ -454,6 +458,55 @@ def online_tour(shell: Shell, project: Path, notebook: dict[str, Any]) -> None:
 
     run_commands(shell, claim("score_cli"), {"quasar score-serve": printing(), "curl": scored})
     shell.close()                                             # the services stop with the section
+
+
+def own_model_tour(shell: Shell, project: Path, notebook: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader's own model: its module saved where its first line says, trained and saved in the trainer's
+    session (a REPL at the project root imports it, as ``python`` puts the current folder on the path), then
+    served by a fresh ``quasar score-serve`` that must import it from the project root by itself."""
+    from quasar.serving_adapters.bundle import load_bundle
+    from quasar.signals.ufr.tensors import build_feature_batch
+
+    block = claim("own_model_module")
+    path = re.match(r"# (\S+\.py)\n", block.text)
+    assert path, f"{block.where()}: the module's first line names its file"
+    (project / path.group(1)).write_text(block.text)
+    monkeypatch.syspath_prepend(str(project))
+    saved = run_python(claim("own_model_save"), notebook)[-1]
+    assert saved == project / "models" / "taste"                            # "-> <project>/models/taste"
+    bundle = load_bundle(project / "models", "taste").spec
+    assert bundle.model_class == "scorer:TasteScorer" and bundle.model_kwargs == {"dense_dim": 2}
+    assert [(c.column, c.ref, c.role) for c in bundle.inputs] == [         # pinned to the serving versions
+        ("user_engagement__ctr_7d", "user_engagement@1:ctr_7d", "request"),
+        ("user_profile__taste", "user_profile@1:taste", "request"),
+        ("pin_stats__ctr_7d", "pin_stats@1:ctr_7d", "candidate"),
+        ("pin_profile__embedding", "pin_profile@1:embedding", "candidate")]
+    model, p = notebook["model"], notebook["p"]
+
+    def healthy(cmd: Command) -> None:                  # the shown line's facts: both bundles loaded at start-up
+        got = json.loads(cmd.output)
+        states = {m["name"]: m for m in got["models"]}
+        assert got["status"] == "ok" and sorted(states) == ["ranker", "taste"], got
+        assert states["taste"]["state"] == "loaded" and states["taste"]["model_class"] == "scorer:TasteScorer"
+        assert got["model_states"] == {"loaded": 2}
+
+    def scored(cmd: Command) -> None:                   # the model's own scores on the same rows, as of now
+        got = json.loads(cmd.output)
+        body = json.loads(re.search(r"-d '(.*)'", cmd.text).group(1))       # type: ignore[union-attr]
+        pins = body["candidates"]["pin_id"]
+        assert got["model"] == "taste" and len(got["scores"]) == len(pins)
+        spine = pa.table({"user_id": [7] * len(pins), "pin_id": pins,
+                          "event_timestamp": pa.array([datetime.now(UTC)] * len(pins), pa.timestamp("us", "UTC"))})
+        rows = p.training_dataset(spine, notebook["features"], full_names=True)
+        model.eval()
+        with torch.inference_mode():
+            want = model(build_feature_batch(rows, load_bundle(project / "models", "taste").spec.spec))
+        assert got["scores"] == [float(s) for s in want]
+
+    run_commands(shell, claim("own_model_cli"), {"quasar score-serve": printing(),
+                                                 "curl -s localhost:6568/healthz": healthy,
+                                                 "curl -s localhost:6568/v1/score": scored})
+    shell.close()
 
 
 def data_quality(shell: Shell, project: Path, author: Path) -> None:
