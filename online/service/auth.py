@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from quasar.online.service.errors import error_response
+from quasar.online.service.errors import scoped_error_response
 
 OPEN_PATHS = frozenset({"/healthz"})
 AUTHORIZED_KEY = "quasar.authorized"       # set in the ASGI scope of every request that reaches the app
@@ -59,5 +59,5 @@ class BearerAuthMiddleware:
         if self.on_answer is not None:
             self.on_answer(scope, 401)
         reason = "invalid bearer token" if header else "missing bearer token: send 'Authorization: Bearer <token>'"
-        response = error_response(401, "Unauthorized", reason, headers={"WWW-Authenticate": "Bearer"})
+        response = scoped_error_response(scope, 401, "Unauthorized", reason, headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)

@@ -20,12 +20,13 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Scope
 
 from quasar.online.service.status import HTTP_STATUS, http_status
 from quasar.signals.errors import NotFoundError, OnlineStoreError, QuasarError
 
 __all__ = ["HTTP_STATUS", "JSONResponse", "as_feast", "error_response", "feast_error_response",
-           "http_error_response", "http_status", "quasar_error_response"]
+           "http_error_response", "http_status", "quasar_error_response", "scoped_error_response"]
 
 log = logging.getLogger("quasar.service")
 
@@ -134,6 +135,8 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 # --- Feast's error shape --------------------------------------------------------------------------------------
 
 FEAST_ERRORS_MODULE = "feast.errors"
+#: Feast's routes (``routers.feast``): their errors answer in Feast's shape, the middlewares' too.
+FEAST_PATHS = frozenset({"/get-online-features", "/write-to-online-store", "/push"})
 FEAST_CLASS = "feast_class"        # the attribute ``as_feast`` sets on an error: the Feast class it answers as
 E = TypeVar("E", bound=QuasarError)
 
@@ -158,6 +161,14 @@ def feast_error_response(status: int, feast_class: str, message: str,
     """Feast's error answer: a JSON string holding ``{"module", "class", "message"}``, as its server writes it."""
     detail = json.dumps({"module": FEAST_ERRORS_MODULE, "class": feast_class, "message": message})
     return JSONResponse(detail, status_code=status, headers=headers)
+
+
+def scoped_error_response(scope: Scope, status: int, error_type: str, message: str,
+                          headers: dict[str, str] | None = None) -> JSONResponse:
+    """A middleware's own answer (401, 413): ``error_response``, or Feast's shape on Feast's routes."""
+    if scope.get("path") in FEAST_PATHS:
+        return feast_error_response(status, "FeastError", message, headers)
+    return error_response(status, error_type, message, headers)
 
 
 def feast_answer_to(request: Request, exc: Exception) -> JSONResponse | None:

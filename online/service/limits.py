@@ -3,7 +3,7 @@
 A body whose ``Content-Length`` is over the limit is answered 413 at once, before a byte of it is read; a
 body without one (chunked) is counted as it streams in, and answered 413 as soon as it passes the limit, so
 an oversized request costs neither the time nor the memory of parsing it. The answer is the platform's JSON
-error, ``RequestTooLarge``.
+error, ``RequestTooLarge`` (Feast's error document on Feast's routes).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from quasar.online.service.errors import error_response
+from quasar.online.service.errors import scoped_error_response
 from quasar.signals.errors import ConfigError
 
 #: The default limit of both services: a 10,000-row push of a few features fits several times over.
@@ -96,5 +96,5 @@ class BodyLimitMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, message: str) -> None:
         if self.on_answer is not None:
             self.on_answer(scope, 413)
-        response = error_response(413, "RequestTooLarge", message, headers={"Connection": "close"})
+        response = scoped_error_response(scope, 413, "RequestTooLarge", message, headers={"Connection": "close"})
         await response(scope, receive, send)

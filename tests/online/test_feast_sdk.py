@@ -32,7 +32,11 @@ from fixtures.feast_world import (
     USER_FEATURES,
     FeastWorld,
     feast_frame,
+    feast_repo,
 )
+from fixtures.feature_service import LiveServer
+
+pytestmark = pytest.mark.filterwarnings("ignore:'HTTP_422_UNPROCESSABLE_ENTITY' is deprecated")  # Feast's own
 
 REFS = [f"user_stats:{f}" for f in USER_FEATURES]
 ROWS = [{"user_id": k} for k in (1, 2, 3, 9)]
@@ -222,3 +226,57 @@ def test_feasts_raw_push_and_write_bodies(feast_world: FeastWorld) -> None:
                        json={"push_source_name": "user_stats", "df": {**df, "event_timestamp": ["9999-12-31T00:00:00"]}})
     assert stale.status_code == 422
     assert "event_timestamp" in str(FeastError.from_error_detail(stale.json()))   # quasar's time bounds hold
+
+
+def test_a_token_and_the_body_limit_answer_feasts_way(feast_world: FeastWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service with ``[online] auth_tokens``: Feast's OIDC client config with a static token (from an
+    environment variable) is all a Feast repo needs; without it, and for a body over ``max_body_bytes``, the
+    SDK raises FeastError saying why."""
+    from feast.errors import FeastError
+
+    from quasar.services import feature_app
+
+    toml = feast_world.project / "quasar.toml"
+    original = toml.read_text()
+    toml.write_text(original.replace("[online]\n", '[online]\nauth_tokens = ["s3cret"]\nmax_body_bytes = 2000\n'))
+    try:
+        app = feature_app()
+    finally:
+        toml.write_text(original)
+    monkeypatch.setenv("QUASAR_TOKEN", "s3cret")
+    with LiveServer(app) as server:
+        online = ["type: remote", f"path: {server.url}"]
+        with_token = feast_repo(feast_world.root, "with_token", online, auth=["type: oidc", "token_env_var: QUASAR_TOKEN"])
+        without = feast_repo(feast_world.root, "without_token", online)
+        got = with_token.get_online_features(["user_stats:clicks"], [{"user_id": 1}]).to_dict()
+        refused = raises(without, ["user_stats:clicks"], [{"user_id": 1}])
+        too_big = raises(with_token, ["user_stats:clicks"], [{"user_id": k} for k in range(1000)])
+        with pytest.raises(FeastError, match="missing bearer token"):
+            without.write_to_online_store("user_stats", feast_frame({"user_id": [41], "ts": [FRESH], "clicks": [1],
+                                                                    "ctr": [0.5], "dwell": [1.0], "country": ["x"],
+                                                                    "active": [True], "taste": [[1.0, 1.0]],
+                                                                    "recent": [[1]], "seen_at": [SEEN]}))
+    assert got == {"user_id": [1], "clicks": [10]}
+    assert type(refused) is FeastError and "missing bearer token" in str(refused)
+    assert type(too_big) is FeastError and "over the limit of 2000 bytes" in str(too_big)
+
+
+def test_feasts_push_to_offline_lands_in_the_signals_table(feast_world: FeastWorld) -> None:
+    """``"to": "offline"`` appends to the signal's Iceberg table only, ``"online_and_offline"`` to both."""
+    import pyarrow as pa
+
+    import quasar
+
+    df = {"event_timestamp": [FRESH.isoformat()], "clicks": [8], "ctr": [0.5], "dwell": [0.5], "country": ["pt"],
+          "active": [False], "taste": [[0.0, 1.0]], "recent": [[5]], "seen_at": [None]}
+    for user, to in ((51, "offline"), (52, "online_and_offline")):
+        answer = httpx.post(f"{feast_world.quasar_url}/push", json={"push_source_name": "user_stats", "to": to,
+                                                                    "df": {"user_id": [user], **df}})
+        assert answer.status_code == 200, answer.text
+    online = feast_world.quasar.get_online_features(["user_stats:clicks"], [{"user_id": 51}, {"user_id": 52}])
+    assert online.to_dict() == {"user_id": [51, 52], "clicks": [None, 8]}
+    spine = pa.table({"user_id": [51, 52], "event_timestamp": pa.array([NOW, NOW], pa.timestamp("us", tz="UTC"))})
+    with quasar.Platform.open(feast_world.project) as p:
+        offline = p.training_dataset(spine, ["user_stats:clicks", "user_stats:seen_at"])
+    assert offline.column("clicks").to_pylist() == [8, 8]
+    assert offline.column("seen_at").to_pylist() == [None, None]
