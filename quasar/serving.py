@@ -76,8 +76,9 @@ def save_bundle(model: torch.nn.Module, *, features: Features, name: str, projec
       names, as in training (``Platform.loader`` uses full names).
     - ``models``: the models folder (default: the project's ``[serving] models``).
 
-    BundleError names what is wrong (a class score-serve cannot import, an offline signal, an unknown feature)
-    before anything is written.
+    ``model`` may be wrapped by ``torch.compile`` or (Distributed)DataParallel: its own module is saved. A
+    BundleError names what is wrong (a class score-serve cannot import, an offline signal, arguments that do not
+    rebuild the model) before anything is written; an unknown signal or feature is a NotFoundError.
     """
     from quasar.serving_adapters.authoring import (
         check_rebuild,
@@ -85,12 +86,14 @@ def save_bundle(model: torch.nn.Module, *, features: Features, name: str, projec
         model_kwargs_for,
         model_reference,
         plan_inputs,
+        unwrap,
     )
     from quasar.serving_adapters.bundle import BundleSpec, model_class, write_bundle
     from quasar.signals.errors import BundleError
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise BundleError(f"bundle name {name!r}: use letters, digits, '_', '-' and '.', at most 128 (it names "
                           "a folder and the model in requests)")
+    model = unwrap(model)
     cls = type(model)
     with _opened(project) as p:
         reference = model_reference(cls, p.root)

@@ -139,6 +139,18 @@ def plan_inputs(features: Features, resolve: Resolve, *, candidate: str | Entity
 
 
 # --- the model class, by reference ------------------------------------------------------------------------
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The user's own module inside the wrappers training puts around it (``torch.compile``, DataParallel,
+    DistributedDataParallel): their class is torch's, and their state-dict keys carry a prefix."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)                  # torch.compile's OptimizedModule
+        if inner is None and isinstance(model, torch.nn.DataParallel | torch.nn.parallel.DistributedDataParallel):
+            inner = model.module
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
 def model_reference(cls: type, root: Path) -> str:
     """``module:Class`` for a model class, refused when score-serve (which imports from the project ``root``
     and installed packages) could not import it by that name."""

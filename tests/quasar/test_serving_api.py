@@ -180,3 +180,13 @@ def test_a_model_on_the_gpu_or_in_training_mode_is_saved_from_a_cpu_copy(shop: S
     state = torch.load(path / "model.pt", weights_only=True)
     assert all(t.device.type == "cpu" for t in state.values())
     assert not list(path.glob(".*partial"))
+
+
+def test_a_compiled_or_data_parallel_model_is_saved_as_its_own_module(shop: Shop) -> None:
+    model = shop_model()
+    for i, wrapped in enumerate((torch.compile(model), nn.DataParallel(model), nn.DataParallel(torch.compile(model)))):
+        path = save_bundle(wrapped, features=FEATURES, name=f"shop{i}", project=shop.root, candidate="product",
+                           model_kwargs={"dense_dim": 3})
+        spec = json.loads((path / "bundle.json").read_text())
+        assert spec["model_class"] == "shop_model:ShopScorer"
+        assert sorted(torch.load(path / "model.pt", weights_only=True)) == sorted(model.state_dict())
