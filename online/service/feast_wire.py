@@ -29,6 +29,7 @@ from quasar.signals.ufr.types import Timestamp
 FEAST_CREATED = "created"
 #: What Feast writes for a null UnixTimestamp (``NULL_TIMESTAMP_INT_VALUE``, pandas' NaT).
 FEAST_NULL_TIMESTAMP = INT64_MIN
+_NATIVE: dict[str, type] = {"int64": int, "string": str}      # the JSON type each key type arrives as natively
 
 
 def coerce_entities(entities: Mapping[str, Sequence[Any]], key_types: Mapping[str, str]) -> dict[str, list[Any]]:
@@ -37,8 +38,10 @@ def coerce_entities(entities: Mapping[str, Sequence[Any]], key_types: Mapping[st
     out: dict[str, list[Any]] = {}
     for key, values in entities.items():
         kind = key_types.get(key)
-        out[key] = list(values) if kind is None else [coerce_key(v, kind, f"entities.{key}[{i}]")
-                                                      for i, v in enumerate(values)]
+        if kind is None or all(type(v) is _NATIVE[kind] for v in values):     # the common case: nothing to do
+            out[key] = list(values)                                          # (the int64 range is checked later)
+        else:
+            out[key] = [coerce_key(v, kind, f"entities.{key}[{i}]") for i, v in enumerate(values)]
     return out
 
 
