@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from quasar.online.service.errors import scoped_error_response
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/health"})          # /health: Feast's probe, open as in feast serve
 AUTHORIZED_KEY = "quasar.authorized"       # set in the ASGI scope of every request that reaches the app
 
 

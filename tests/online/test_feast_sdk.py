@@ -206,6 +206,7 @@ def test_feasts_raw_push_and_write_bodies(feast_world: FeastWorld) -> None:
           "country": ["es"], "active": [True], "taste": [[0.25, 0.5]], "recent": [[1, 2]],
           "seen_at": [int(SEEN.timestamp())]}
     urls = (feast_world.quasar_url, feast_world.feast_url)
+    assert [(h.status_code, h.content) for h in (httpx.get(f"{u}/health") for u in urls)] == [(200, b"")] * 2
     pushed = [httpx.post(f"{u}/push", json={"push_source_name": "user_stats", "df": df, "to": "online"}) for u in urls]
     assert [(p.status_code, p.content) for p in pushed] == [(200, b""), (200, b"")]
     written = [httpx.post(f"{u}/write-to-online-store", json={"feature_view_name": "user_stats",
@@ -248,6 +249,7 @@ def test_a_token_and_the_body_limit_answer_feasts_way(feast_world: FeastWorld, m
         online = ["type: remote", f"path: {server.url}"]
         with_token = feast_repo(feast_world.root, "with_token", online, auth=["type: oidc", "token_env_var: QUASAR_TOKEN"])
         without = feast_repo(feast_world.root, "without_token", online)
+        probe = httpx.get(f"{server.url}/health")                 # Feast's probe stays open, like /healthz
         got = with_token.get_online_features(["user_stats:clicks"], [{"user_id": 1}]).to_dict()
         refused = raises(without, ["user_stats:clicks"], [{"user_id": 1}])
         too_big = raises(with_token, ["user_stats:clicks"], [{"user_id": k} for k in range(1000)])
@@ -256,6 +258,7 @@ def test_a_token_and_the_body_limit_answer_feasts_way(feast_world: FeastWorld, m
                                                                     "ctr": [0.5], "dwell": [1.0], "country": ["x"],
                                                                     "active": [True], "taste": [[1.0, 1.0]],
                                                                     "recent": [[1]], "seen_at": [SEEN]}))
+    assert (probe.status_code, probe.content) == (200, b"")
     assert got == {"user_id": [1], "clicks": [10]}
     assert type(refused) is FeastError and "missing bearer token" in str(refused)
     assert type(too_big) is FeastError and "over the limit of 2000 bytes" in str(too_big)

@@ -1,4 +1,5 @@
-"""``GET /healthz`` (is the online store reachable?) and ``GET /metrics`` (Prometheus text)."""
+"""``GET /healthz`` (is the online store reachable?), Feast's ``GET /health`` (the same, no body) and
+``GET /metrics`` (Prometheus text)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,14 @@ def health_router(ctx: ServiceContext) -> APIRouter:
         ok = reason == "ok"
         return JSONResponse({"status": "ok" if ok else "unavailable", "online_store": reason},
                             status_code=200 if ok else 503)
+
+    @router.get("/health", response_class=Response,  # type: ignore[misc]
+                responses={200: {"description": "The online store answers (no body)"},
+                           503: {"description": "The online store cannot be reached (no body)"}})
+    async def feast_health() -> Response:
+        """Feast's probe (``feast serve``'s ``/health``): 200 or 503 with no body, open like ``/healthz``."""
+        reason = await store_health(ctx)
+        return Response(status_code=200 if reason == "ok" else 503)
 
     @router.get("/metrics", response_class=Response,  # type: ignore[misc]
                 responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}})
