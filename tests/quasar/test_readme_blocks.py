@@ -58,9 +58,10 @@ PUSHED = datetime(2026, 11, 23, 10, tzinfo=UTC)          # the README push row's
 # Every README block, claimed by the runner below that runs it: (language, a marker only that block contains).
 CLAIMS: dict[str, tuple[str, str]] = {
     "two_commands": ("bash", "make demo"),
+    "own_project": ("bash", "cat README.md"),
     "author_module": ("python", "# signals/engagement.py"),
     "source_module": ("python", 'null_timestamps="drop"'),
-    "author_cli": ("bash", "quasar init myproject"),
+    "author_cli": ("bash", "quasar init myproject --minimal"),
     "register_output": ("text", "new version; needs backfill"),
     "trainer_dataset": ("python", "p.training_dataset("),
     "trainer_cli": ("bash", "quasar dataset "),
@@ -114,6 +115,23 @@ def test_the_two_commands_are_make_targets_that_run_what_the_readme_says() -> No
         assert "scripts/ensure_redis.sh" in dry.stdout, dry.stdout        # "makes sure a Redis is there"
     assert (ROOT / "scripts" / "ensure_redis.sh").stat().st_mode & 0o111, "scripts/ensure_redis.sh is not executable"
     assert "--dir" in CliRunner().invoke(main, ["demo", "--help"]).output      # `quasar demo --dir DIR`
+
+
+# --- your own project -----------------------------------------------------------------------------------------
+def test_quasar_init_makes_the_sample_the_readme_describes(tmp_path: Path, project_env: str) -> None:
+    """The block in a terminal; the sample's own README commands run end to end in tests/quasar/test_scaffold.py."""
+    shell = Shell(tmp_path, shell_env(project_env), tmp_path / "logs")
+    cmds = run_commands(shell, claim("own_project"), {
+        "quasar init": printing("created a sample project in", "quasar register signals/"),
+        "cd myproject && cat README.md": printing("quasar register signals/", "quasar backfill user_activity",
+                                                  "quasar dataset", "quasar materialize", "quasar serve"),
+    })
+    assert len(cmds) == 2
+    root = tmp_path / "myproject"
+    for part in ("quasar.toml", "signals", "data", ".gitignore", "README.md", "generate_data.py"):
+        assert (root / part).exists(), part                  # what the block's comment lists
+    assert ".quasar/" in (root / ".gitignore").read_text().splitlines()
+    assert "from quasar.signals import" in (root / "signals" / "activity.py").read_text()
 
 
 # --- configuration ------------------------------------------------------------------------------------------
@@ -332,14 +350,20 @@ def signal_author_cli(shell: Shell) -> Path:
         generate(shell.cwd, WORLD)
 
     def ls(cmd: Command) -> None:                          # the header the README's comment shows
-        assert cmd.output.splitlines()[0].split() == cmd.comment.split()
+        assert cmd.output.splitlines()[0].split() == cmd.comment.split("(")[0].split()
 
-    def describe(cmd: Command) -> None:                    # schema, versions, serving version, upstream/downstream
-        for heading in ("schema:", "versions:", "serving:", "upstream:", "downstream:"):
+    def describe(cmd: Command) -> None:                    # schema, aggregations, versions, serving, lineage
+        if cmd.text.split()[2] == "events":                # a source: where it reads, its schema, its signals
+            assert cmd.output.startswith("source events (parquet: data/events, timestamp ts)"), cmd.output
+            assert "signals:     pin_stats, user_engagement, user_recent_pins" in cmd.output
+            assert "schema:" in cmd.output
+            return
+        for heading in ("schema:", "aggregations (step 1d", "versions:", "serving:", "upstream:", "downstream:"):
             assert heading in cmd.output, cmd.output
 
     run_commands(shell, block, {
         "quasar init": init,
+        "quasar plan": printing("user_engagement v1: new", "nothing written"),
         "quasar register": printing("user_engagement v1: new", "user_affinity v1: new"),
         "quasar ls": ls,
         "quasar describe": describe,
