@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 import pyarrow as pa
@@ -291,43 +291,51 @@ def _async_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
 # --- the stores -----------------------------------------------------------------------------------------------
 
 
-class RedisOnlineStore(OnlineStore):
-    """The online store on Redis (or a Redis cluster with ``cluster=True``); password and TLS from the URL."""
+class _RedisClients:
+    """What both stores share: the target (URL, project, timeouts), and a read and a write client, each with its
+    own pool and timeout, made on first use (a cluster client needs a reachable node to start)."""
+
+    _asyncio: ClassVar[bool] = False
 
     def __init__(self, url: str, *, project: str, cluster: bool = False, socket_timeout: float = READ_TIMEOUT_S,
                  write_timeout: float = WRITE_TIMEOUT_S, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
         self._target = _Target(url, project, socket_timeout, write_timeout, connect_timeout)
         self.project = self._target.project
         self.cluster = bool(cluster)
-        self._options = _options(socket_timeout, connect_timeout, asyncio=False)
-        self._write_options = _options(write_timeout, connect_timeout, asyncio=False)
+        self._options = _options(socket_timeout, connect_timeout, asyncio=self._asyncio)
+        self._write_options = _options(write_timeout, connect_timeout, asyncio=self._asyncio)
         self.timeouts = StoreTimeouts(float(socket_timeout), float(write_timeout), float(connect_timeout))
         self._client: Any = None
         self._writer: Any = None
 
     @property
     def client(self) -> Any:
-        """The redis-py client for reads, made on first use (a cluster client needs a reachable node to start)."""
+        """The client for reads (and pings), made on first use."""
         if self._client is None:
             self._client = self._connect(self._options)
         return self._client
 
     @property
     def writer(self) -> Any:
-        """The redis-py client for writes (its own pool, with the write timeout), made on first use."""
+        """The client for writes (its own pool, with the write timeout), made on first use."""
         if self._writer is None:
             self._writer = self._connect(self._write_options)
         return self._writer
 
     def _connect(self, options: dict[str, Any]) -> Any:
+        make = _async_client if self._asyncio else _sync_client
         try:
-            return _sync_client(self._target.url, self.cluster, options)
+            return make(self._target.url, self.cluster, options)
         except (RedisError, RedisClusterException) as exc:
             raise self._target.error(exc) from exc
 
     @property
     def supports_cluster(self) -> bool:
         return True
+
+
+class RedisOnlineStore(_RedisClients, OnlineStore):
+    """The online store on Redis (or a Redis cluster with ``cluster=True``); password and TLS from the URL."""
 
     def write(self, signal: Signal, version: int, rows: pa.Table) -> int:
         plan = plan_write(self.project, signal, version, rows, cluster=self.cluster)
@@ -422,44 +430,11 @@ class RedisOnlineStore(OnlineStore):
         return f"RedisOnlineStore({self._target.where}, project={self.project!r}, cluster={self.cluster})"
 
 
-class AsyncRedisOnlineStore(AsyncOnlineStore):
+class AsyncRedisOnlineStore(_RedisClients, AsyncOnlineStore):
     """The asyncio twin of ``RedisOnlineStore`` (redis.asyncio), for the HTTP services. Use it from one
     event loop: its connections belong to the loop that made them."""
 
-    def __init__(self, url: str, *, project: str, cluster: bool = False, socket_timeout: float = READ_TIMEOUT_S,
-                 write_timeout: float = WRITE_TIMEOUT_S, connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
-        self._target = _Target(url, project, socket_timeout, write_timeout, connect_timeout)
-        self.project = self._target.project
-        self.cluster = bool(cluster)
-        self._options = _options(socket_timeout, connect_timeout, asyncio=True)
-        self._write_options = _options(write_timeout, connect_timeout, asyncio=True)
-        self.timeouts = StoreTimeouts(float(socket_timeout), float(write_timeout), float(connect_timeout))
-        self._client: Any = None
-        self._writer: Any = None
-
-    @property
-    def client(self) -> Any:
-        """The redis.asyncio client for reads and pings, made on first use."""
-        if self._client is None:
-            self._client = self._connect(self._options)
-        return self._client
-
-    @property
-    def writer(self) -> Any:
-        """The redis.asyncio client for writes (its own pool, with the write timeout), made on first use."""
-        if self._writer is None:
-            self._writer = self._connect(self._write_options)
-        return self._writer
-
-    def _connect(self, options: dict[str, Any]) -> Any:
-        try:
-            return _async_client(self._target.url, self.cluster, options)
-        except (RedisError, RedisClusterException) as exc:
-            raise self._target.error(exc) from exc
-
-    @property
-    def supports_cluster(self) -> bool:
-        return True
+    _asyncio: ClassVar[bool] = True
 
     async def write(self, signal: Signal, version: int, rows: pa.Table) -> int:
         plan = plan_write(self.project, signal, version, rows, cluster=self.cluster)
