@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import runpy
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from quasar.config import CONFIG_FILE, DEFAULT_TOML
@@ -231,8 +231,3 @@ def _gitignore(path: Path, lines: list[str]) -> bool:
     text = path.read_text()
     path.write_text(text + ("" if text.endswith("\n") else "\n") + "\n".join(missing) + "\n")
     return True
-
-
-def today() -> datetime:
-    """Today's UTC midnight: the sample data's default end."""
-    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
