@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import redis
 
 import quasar
+from fixtures.bounds_project import Row, write_source
 from fixtures.project import init_project
 from quasar.online.materialize import materialize, state_key
 from quasar.signals.ufr.codec import record_created_time_us, record_event_time_us
@@ -40,7 +40,6 @@ TODAY = NOW.replace(hour=0, minute=0, second=0)
 D0 = TODAY - timedelta(days=3)                     # the backfilled window: [D0, TODAY + 1 day)
 END = TODAY + timedelta(days=1)
 FIELD = "user_stats@1"
-Row = tuple[int, datetime, int, str]
 
 
 @pytest.fixture
@@ -49,17 +48,6 @@ def project(tmp_path: Path, project_env: str) -> Path:
     (tmp_path / "signals.py").write_text(MODULE.format(ttl="30d"))
     (tmp_path / "data" / "events").mkdir(parents=True)
     return tmp_path
-
-
-def write_source(project: Path, rows: list[Row], created: list[datetime | None] | None = None) -> None:
-    columns: dict[str, Any] = {
-        "user_id": pa.array([r[0] for r in rows], pa.int64()),
-        "ts": pa.array([r[1] for r in rows], pa.timestamp("us", "UTC")),
-        "clicks": pa.array([r[2] for r in rows], pa.int64()),
-        "country": pa.array([r[3] for r in rows], pa.string())}
-    if created is not None:
-        columns["created_timestamp"] = pa.array(created, pa.timestamp("us", "UTC"))
-    pq.write_table(pa.table(columns), project / "data" / "events" / "part-0.parquet")
 
 
 def at(day: int, hour: int) -> datetime:
