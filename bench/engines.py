@@ -82,7 +82,7 @@ class EngineRun:
 def make_project(root: Path, world: World, driver_memory: str, data_from: Path | None = None) -> None:
     """``quasar init`` with the Spark driver's heap in ``[spark.conf]``, the example signals, and the world's
     Parquet data (copied when already written)."""
-    result = CliRunner().invoke(quasar.cli.main, ["init", str(root), "--name", "bench"])
+    result = CliRunner().invoke(quasar.cli.main, ["init", str(root), "--name", "bench", "--minimal"])
     if result.exit_code != 0:
         raise RuntimeError(f"quasar init failed: {result.output}")
     with (root / "quasar.toml").open("a") as toml:
