@@ -58,7 +58,7 @@ class OnlineConfig:
     auth_tokens: tuple[str, ...] = ()                      # bearer tokens; empty -> no auth
     read_timeout: float = 0.5                              # seconds a read waits for Redis, then 503
     write_timeout: float = 2.0                             # seconds a write round trip (push) waits for Redis
-    connect_timeout: float = 0.25                          # seconds to connect to Redis
+    connect_timeout: float = 1.0                           # seconds to connect to Redis
     max_body_bytes: int = 4 * 1024 * 1024                  # request bodies of both services; more -> 413
 
 

@@ -35,7 +35,7 @@ def project(tmp_path: Path, project_env: str, monkeypatch: pytest.MonkeyPatch) -
 
 def test_the_defaults_are_well_under_a_second_for_reads(tmp_path: Path) -> None:
     online = load_config(tmp_path, env={}).online
-    assert (online.read_timeout, online.write_timeout, online.connect_timeout) == (0.5, 2.0, 0.25)
+    assert (online.read_timeout, online.write_timeout, online.connect_timeout) == (0.5, 2.0, 1.0)
     assert online.max_body_bytes == 4 * 1024 * 1024
 
 
