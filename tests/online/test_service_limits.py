@@ -15,24 +15,16 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.feature_service import LiveServer, live_app, serve, write_world
 from fixtures.feature_service import resolve as world_resolve
+from fixtures.prometheus import metric
 from quasar.signals import Entity, Float64, Source, signal
 from quasar.signals.errors import ConfigError
 from quasar.signals.signal import Signal
 
 READ = {"entities": {"user_id": [1, 2]}, "features": ["user_engagement:clicks"]}
 LIMIT = 64 * 1024
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 def push_body(rows: int) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from fixtures.feature_service import (
     FRESH,
@@ -30,6 +29,7 @@ from fixtures.feature_service import (
     user_profile,
     write_world,
 )
+from fixtures.prometheus import metric
 from fixtures.redis_server import RedisServer, free_port
 from quasar.online.service.runner import run_service
 from quasar.online.service.status import http_status
@@ -44,14 +44,6 @@ from quasar.signals.errors import (
 
 READ = {"entities": {"user_id": [1, 2]}, "features": ["user_engagement:clicks"]}
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 def test_bearer_auth_guards_every_route_but_healthz(redis_url: str) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from prometheus_client.parser import text_string_to_metric_families
 
+from fixtures.prometheus import sample_value
 from fixtures.redis_server import RedisServer
 from fixtures.serving import (
     SCORING_PROJECT,
@@ -44,11 +44,11 @@ def random_requests(world: ScoringWorld, count: int, seed: int) -> list[tuple[in
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    raise AssertionError(f"metric {name} {labels} not found")
+    """The sample's value; these tests expect every metric they read to be there."""
+    value = sample_value(text, name, **labels)
+    if value is None:
+        raise AssertionError(f"metric {name} {labels} not found")
+    return value
 
 
 def test_scores_equal_the_model_on_the_offline_rows_bit_for_bit(scoring_world: ScoringWorld,

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from fixtures.prometheus import metric
 from fixtures.serving import SCORING_PROJECT, ScoringWorld, score_body, serving
 from quasar.serving_adapters.bundle import load_bundle
 from quasar.serving_adapters.models import LoadedModel
@@ -23,14 +23,6 @@ from quasar.signals.errors import ModelNotFoundError
 from quasar.signals.ufr.tensors import FeatureBatch
 
 GOOD = {"Authorization": "Bearer s3cret"}
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 @pytest.mark.parametrize("name", ["r" * 256, "../ranker", "ranker/../ranker", ".", "..", "rank\x00er",
