@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from quasar.online.store import OnlineStore
 from quasar.signals.errors import QuasarError
 from quasar.signals.signal import Signal
+from quasar.signals.times import micros
 from quasar.signals.ufr.schema import EVENT_TIMESTAMP
 from quasar.signals.ufr.types import TIMESTAMP_ARROW
 
@@ -142,7 +143,7 @@ def check_consistency(*, signal: Signal, version: int, keys: Sequence[Any], popu
     offline = offline_as_of(spine)
     kwargs: dict[str, Any] = {}
     if "now_us" in inspect.signature(online.read).parameters:      # measure the TTL at the same instant
-        kwargs["now_us"] = int(now.timestamp() * 1_000_000)
+        kwargs["now_us"] = micros(now)
     (found,) = online.read([(signal, version)], list(keys), **kwargs)
     features = tuple(_compare(name, list(keys), offline.column(name).to_pylist(),
                               found.table.column(name).to_pylist()) for name in signal.schema.names)

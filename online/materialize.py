@@ -151,7 +151,7 @@ def materialize(*, signal: Signal, version: int, offline: OfflineStore, online: 
     if not isinstance(batch_rows, int) or batch_rows <= 0:
         raise QuasarError(f"batch_rows must be a positive int, got {batch_rows!r}")
     started = time.monotonic()
-    now_us = time.time_ns() // 1000 if now is None else int(now.timestamp() * 1_000_000)
+    now_us = time.time_ns() // 1000 if now is None else micros(now)
     key = state_key(signal.name, version)
     saved = state.get_state(key)
     snapshot = offline.current_snapshot_id(signal.name, version)
@@ -233,7 +233,7 @@ class _Run:
                  now_us: int, bounds: TimeBounds) -> None:
         self.signal, self.version, self.offline, self.online = signal, version, offline, online
         self.batch_rows, self.now_us, self.bounds = batch_rows, now_us, bounds
-        self.earliest_us = int(micros(bounds.earliest))
+        self.earliest_us = micros(bounds.earliest)
         self.out_of_bounds = 0                              # rows outside the bounds read by _append, _rebuild
         self.example: str | None = None
         self.join_key = signal.entity.join_key
