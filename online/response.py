@@ -27,7 +27,8 @@ import pyarrow as pa
 from quasar.online.store import AsyncOnlineStore, FeatureStatus, OnlineColumns, OnlineStore
 from quasar.signals.entity import Entity
 from quasar.signals.errors import RequestError, TooManyEntitiesError
-from quasar.signals.refs import PlanErrors, Resolve, parse_feature_ref, plan_refs
+from quasar.signals.refs import PlanErrors, Resolve, parse_feature_ref
+from quasar.signals.request_plan import FeaturePlan, Lookup, no_request_signals, plan_features, request_arrays
 from quasar.signals.signal import Signal
 
 #: Status names by ``FeatureStatus`` code, for turning a uint8 code column into names in one numpy take.
@@ -69,10 +70,15 @@ class OnlinePlan:
     rows: int
     join_keys: dict[str, list[Any]]
     reads: list[EntityRead]
-    outputs: list[tuple[int, int, OutputColumn]]     # (entity read, signal read, column) in request order
+    outputs: list[tuple[int, int, OutputColumn]]     # (entity read, signal read, column): every stored column
+    features: FeaturePlan | None = None              # with request-time signals: their steps and the outputs
+    request: dict[str, pa.Array] = field(default_factory=dict)    # the request fields they read
+    mode: str = "auto"
 
     @property
     def feature_names(self) -> list[str]:
+        if self.features is not None:
+            return [*self.join_keys, *(o.output for o in self.features.outputs)]
         return [*self.join_keys, *(c.output for _, _, c in self.outputs)]
 
 
@@ -94,14 +100,16 @@ def parse_refs(features: Sequence[str]) -> list[tuple[str, tuple[str, int | None
 
 
 def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str], resolve: Resolve, *,
-                 full_feature_names: bool = False, max_entities: int | None = None) -> OnlinePlan:
-    """Check a request and plan its reads (output columns from ``quasar.signals.refs.plan_refs``, grouped by entity);
-    every user mistake is a RequestError (or NotFoundError from ``resolve``) that names the signal, feature
-    or join key."""
+                 full_feature_names: bool = False, max_entities: int | None = None,
+                 lookup: Lookup = no_request_signals, request_data: Mapping[str, Sequence[Any]] | None = None,
+                 mode: str = "auto") -> OnlinePlan:
+    """Check a request and plan its reads (output columns from ``quasar.signals.request_plan.plan_features``,
+    stored reads grouped by entity); every user mistake is a RequestError (or NotFoundError from ``resolve``)
+    that names the signal, feature, join key or request field. Request-time signals' fields come from
+    ``request_data`` or, as Feast's SDK sends them, from ``entities``."""
     if not isinstance(entities, Mapping):
         raise RequestError('entities: give a dict of join key -> list of keys, e.g. {"user_id": [1, 2]}')
     parse_refs(features)
-    rows = _rows(entities, max_entities)
 
     def resolve_online(name: str, version: int | None) -> tuple[Signal, int]:
         sig, ver = resolve(name, version)
@@ -110,12 +118,21 @@ def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str],
                                "materialize it")
         return sig, ver
 
+    planned = plan_features(features, resolve_online, lookup, full_names=full_feature_names, errors=_PLAN_ERRORS)
+    given = dict(request_data or {})
+    keys = dict(entities)
+    for name in planned.request_fields:
+        if name in keys:
+            given.setdefault(name, keys.pop(name))
+    if request_data is not None and not isinstance(request_data, Mapping):
+        raise RequestError('request_data: give a dict of request field -> list of values, e.g. {"position": [1]}')
+    rows = _rows({**keys, **{k: v for k, v in given.items() if k in planned.request_fields}} or keys, max_entities)
     by_entity: dict[str, EntityRead] = {}
     by_version: dict[tuple[str, int], tuple[int, int]] = {}
     outputs: list[tuple[int, int, OutputColumn]] = []
-    named: dict[str, str] = {}
-    for planned in plan_refs(features, resolve_online, full_names=full_feature_names, errors=_PLAN_ERRORS):
-        sig, ver = planned.signal, planned.version
+    named: dict[str, str] = {o.output: o.ref for o in planned.outputs}
+    for p in planned.stored:
+        sig, ver = p.signal, p.version
         if (sig.name, ver) not in by_version:
             entity_read = by_entity.get(sig.entity.name)
             if entity_read is None:
@@ -123,14 +140,17 @@ def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str],
             entity_read.signals.append(SignalRead(sig, ver))
             by_version[(sig.name, ver)] = (list(by_entity).index(sig.entity.name), len(entity_read.signals) - 1)
         e_index, s_index = by_version[(sig.name, ver)]
-        column = OutputColumn(planned.ref, planned.feature, planned.output)
+        column = OutputColumn(p.ref, p.feature, p.output)
         by_entity[sig.entity.name].signals[s_index].columns.append(column)
         outputs.append((e_index, s_index, column))
-        named[planned.output] = planned.ref
-    join_keys = _join_keys(entities, by_entity, named)
+    join_keys = _join_keys(keys, by_entity, named)
     for entity_read in by_entity.values():
         entity_read.keys = join_keys[entity_read.entity.join_key]
-    return OnlinePlan(rows=rows, join_keys=join_keys, reads=list(by_entity.values()), outputs=outputs)
+    if not planned.has_requests:
+        return OnlinePlan(rows=rows, join_keys=join_keys, reads=list(by_entity.values()), outputs=outputs)
+    request = request_arrays(planned, given, rows, RequestError)
+    return OnlinePlan(rows=rows, join_keys=join_keys, reads=list(by_entity.values()), outputs=outputs,
+                      features=planned, request=request, mode=mode)
 
 
 def _rows(entities: Mapping[str, Sequence[Any]], max_entities: int | None) -> int:
@@ -180,10 +200,11 @@ def _join_keys(entities: Mapping[str, Sequence[Any]], reads: Mapping[str, Entity
 
 def online_features(store: OnlineStore, entities: Mapping[str, Sequence[Any]], features: Sequence[str],
                     resolve: Resolve, *, full_feature_names: bool = False,
-                    max_entities: int | None = None) -> dict[str, Any]:
+                    max_entities: int | None = None, lookup: Lookup = no_request_signals,
+                    request_data: Mapping[str, Sequence[Any]] | None = None, mode: str = "auto") -> dict[str, Any]:
     """Plan, read and build in one call: what ``Platform.online_features`` returns (the HTTP answer's shape)."""
     plan = plan_request(entities, features, resolve, full_feature_names=full_feature_names,
-                        max_entities=max_entities)
+                        max_entities=max_entities, lookup=lookup, request_data=request_data, mode=mode)
     return read_online_features(store, plan)
 
 
@@ -196,7 +217,7 @@ def read_online_features(store: OnlineStore, plan: OnlinePlan) -> dict[str, Any]
 async def aread_online_features(store: AsyncOnlineStore, plan: OnlinePlan) -> dict[str, Any]:
     """Read ``plan`` from an asyncio online store, the entities concurrently, and build the response."""
     reads = [store.read([(s.signal, s.version) for s in r.signals], r.keys) for r in plan.reads]
-    columns = await asyncio.gather(*reads) if len(reads) > 1 else [await reads[0]]
+    columns = await asyncio.gather(*reads) if len(reads) > 1 else [await reads[0]] if reads else []
     return build_response(plan, columns)
 
 
@@ -210,6 +231,8 @@ def build_response(plan: OnlinePlan, columns: Sequence[Sequence[OnlineColumns]])
     present = ["PRESENT"] * rows
     epoch = [EPOCH_ISO] * rows
     results = [{"values": keys, "statuses": present, "event_timestamps": epoch} for keys in plan.join_keys.values()]
+    if plan.features is not None:
+        return _with_requests(plan, plan.features, columns, results, epoch)
     times: dict[tuple[int, int], list[Any]] = {}
     for e, s, column in plan.outputs:
         got = columns[e][s]
@@ -218,6 +241,35 @@ def build_response(plan: OnlinePlan, columns: Sequence[Sequence[OnlineColumns]])
         results.append({"values": column_values(got.table.column(column.feature)),
                         "statuses": status_names(got.status[column.feature]),
                         "event_timestamps": times[(e, s)]})
+    return {"metadata": {"feature_names": plan.feature_names}, "results": results}
+
+
+def _with_requests(plan: OnlinePlan, features: FeaturePlan, columns: Sequence[Sequence[OnlineColumns]],
+                   results: list[dict[str, Any]], epoch: list[str]) -> dict[str, Any]:
+    """The response of a plan with request-time signals: run them on the stored columns just read (null where
+    not present, as offline), then every output in request order. A computed value is PRESENT or NULL_VALUE
+    and carries no event time (the epoch)."""
+    stored: dict[str, Any] = {}
+    cells: dict[str, dict[str, Any]] = {}
+    times: dict[tuple[int, int], list[Any]] = {}
+    for e, s, column in plan.outputs:
+        got = columns[e][s]
+        array = got.table.column(column.feature)
+        stored[column.output] = array
+        if (e, s) not in times:
+            times[(e, s)] = event_timestamps(got.event_time_us)
+        cells[column.output] = {"values": column_values(array), "statuses": status_names(got.status[column.feature]),
+                                "event_timestamps": times[(e, s)]}
+    computed = features.compute(stored, plan.request, plan.rows, plan.mode)
+    for o in features.outputs:
+        if not o.computed:
+            results.append(cells[o.column])
+            continue
+        array = computed[o.column]
+        nulls = array.is_null().to_numpy(zero_copy_only=False) if array.null_count else None
+        statuses = ["PRESENT"] * plan.rows if nulls is None else STATUS_NAMES[
+            np.where(nulls, int(FeatureStatus.NULL_VALUE), int(FeatureStatus.PRESENT))].tolist()
+        results.append({"values": column_values(array), "statuses": statuses, "event_timestamps": epoch})
     return {"metadata": {"feature_names": plan.feature_names}, "results": results}
 
 

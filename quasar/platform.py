@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from quasar.online.materialize import MaterializeResult
     from quasar.online.store import OnlineStore
     from quasar.registry import RegistrationReport, Registry, SignalVersion
+    from quasar.registry.feature_lists import FeatureLists
     from quasar.registry.records import RunRecord, Serving
     from quasar.signals.signal import Signal
     from quasar.store.backfill import BackfillResult
@@ -91,8 +92,17 @@ class Platform:
 
     # --- signal authors ---------------------------------------------------------------------------
     def register(self, target: str | Path) -> RegistrationReport:
-        """Register every Entity, Source and signal defined at the top level of a file, folder or module."""
-        return self.registry.register(target, root=self.root)
+        """Register every Entity, Source, signal, request-time signal and feature service defined at the top
+        level of a file, folder or module (a feature service is pinned to the serving versions of now)."""
+        report = self.registry.register(target, root=self.root)
+        self.feature_lists.clear()
+        return report
+
+    @cached_property
+    def feature_lists(self) -> FeatureLists:
+        """Feature lists and services made ready to plan (``quasar.registry.feature_lists``), cached."""
+        from quasar.registry.feature_lists import FeatureLists
+        return FeatureLists(self.registry)
 
     def plan(self, target: str | Path) -> RegistrationReport:
         """What ``register(target)`` would change (new versions, metadata updates), writing nothing."""
@@ -193,19 +203,24 @@ class Platform:
         return self.registry.runs(signal, limit=limit)
 
     # --- trainers ---------------------------------------------------------------------------------
-    def training_dataset(self, spine: Any, features: Sequence[str], *, engine: str | None = None,
-                         full_names: bool = False, progress: bool = False) -> pa.Table:
-        """Every spine row, in order, with each feature as of the row's ``event_timestamp``."""
-        return self.dataset(spine, features, engine=engine, full_names=full_names, progress=progress).table
+    def training_dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
+                         full_names: bool = False, progress: bool = False, mode: str = "auto") -> pa.Table:
+        """Every spine row, in order, with each feature as of the row's ``event_timestamp``. ``features`` is a
+        list of references (stored and request-time signals) or a feature service's name; request-time
+        signals read their request fields from spine columns."""
+        return self.dataset(spine, features, engine=engine, full_names=full_names, progress=progress,
+                            mode=mode).table
 
-    def dataset(self, spine: Any, features: Sequence[str], *, engine: str | None = None,
-                full_names: bool = False, progress: bool = False) -> DatasetResult:
+    def dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
+                full_names: bool = False, progress: bool = False, mode: str = "auto") -> DatasetResult:
         """Like ``training_dataset`` but returns the result with the snapshots it was read from."""
         from quasar.store.dataset import build_training_dataset
-        return build_training_dataset(spine, features, resolve=self._resolve, store_files=self._store_files,
-                                      engine=self.engine(engine), full_names=full_names, progress=progress)
+        planned = self.feature_lists.expand(features, self._resolve)
+        return build_training_dataset(spine, planned.refs, resolve=planned.resolve, store_files=self._store_files,
+                                      engine=self.engine(engine), full_names=full_names, progress=progress,
+                                      lookup=planned.lookup, mode=mode)
 
-    def loader(self, spine: Any, features: Sequence[str], *, labels: Sequence[str] = ("label",),
+    def loader(self, spine: Any, features: str | Sequence[str], *, labels: Sequence[str] = ("label",),
                engine: str | None = None, **options: Any) -> DataLoader:  # type: ignore[type-arg]
         """Feature references and a spine straight to a DataLoader of ``TrainingBatch``.
 
@@ -234,12 +249,17 @@ class Platform:
                                        progress=progress, full=full, bounds=self.config.time_bounds))
         return results
 
-    def online_features(self, entities: Mapping[str, Sequence[Any]], features: Sequence[str], *,
-                        full_feature_names: bool = False) -> dict[str, Any]:
-        """The latest feature values of ``entities`` from the online store, in the HTTP response's shape."""
+    def online_features(self, entities: Mapping[str, Sequence[Any]], features: str | Sequence[str], *,
+                        full_feature_names: bool = False, request_data: Mapping[str, Sequence[Any]] | None = None,
+                        mode: str = "auto") -> dict[str, Any]:
+        """The latest feature values of ``entities`` from the online store, in the HTTP response's shape.
+        ``features`` is a list of references or a feature service's name; request-time signals read their
+        fields from ``request_data`` (or from ``entities``, as Feast sends them)."""
         from quasar.online.response import online_features
-        return online_features(self.online_store, entities, features, self._resolve,
-                               full_feature_names=full_feature_names, max_entities=self.config.online.max_entities)
+        planned = self.feature_lists.expand(features, self._resolve)
+        return online_features(self.online_store, entities, planned.refs, planned.resolve,
+                               full_feature_names=full_feature_names, max_entities=self.config.online.max_entities,
+                               lookup=planned.lookup, request_data=request_data, mode=mode)
 
     def consistency(self, signal: str, *, sample: int = 1000, seed: int | None = None,
                     engine: str | None = None) -> ConsistencyReport:

@@ -26,10 +26,12 @@ from typing import Any
 
 from quasar.signals.entity import Entity
 from quasar.signals.errors import QuasarError, RegistrationError
+from quasar.signals.request import RequestSignal
+from quasar.signals.service import FeatureService
 from quasar.signals.signal import Signal
 from quasar.signals.source import Source
 
-Definition = Entity | Source | Signal
+Definition = Entity | Source | Signal | RequestSignal | FeatureService
 _LOCK = threading.RLock()          # sys.path / sys.modules are process-wide
 _COUNTER = itertools.count()
 
@@ -165,7 +167,7 @@ def _refresh_code(module: ModuleType) -> None:
     """Re-read each top-level signal's code now that the whole module has run (and its sibling modules are
     still importable), so helpers and constants defined below a signal are part of its version."""
     for var, obj in list(vars(module).items()):
-        if isinstance(obj, Signal):
+        if isinstance(obj, Signal | RequestSignal):
             setattr(module, var, obj.with_fresh_code())
 
 
@@ -189,14 +191,18 @@ def _where(tb: TracebackType | None, file: Path, folders: list[Path]) -> str:
 
 # --- collecting ---------------------------------------------------------------------------------------------
 def top_level(module: ModuleType) -> list[tuple[str, Definition]]:
-    """``(variable, object)`` for every Entity, Source and Signal at the module's top level."""
-    return [(var, obj) for var, obj in vars(module).items() if isinstance(obj, Entity | Source | Signal)]
+    """``(variable, object)`` for every Entity, Source, Signal, RequestSignal and FeatureService at the module's
+    top level."""
+    return [(var, obj) for var, obj in vars(module).items()
+            if isinstance(obj, Entity | Source | Signal | RequestSignal | FeatureService)]
 
 
 def home_of(obj: Definition, siblings: dict[str, ModuleType]) -> str | None:
     """The file of the sibling module ``obj`` was imported from, if it was imported from one."""
-    if isinstance(obj, Signal) and obj.transform is not None:
-        code = getattr(obj.transform, "__code__", None)
+    fn = (obj.transform if isinstance(obj, Signal) else (obj.row_fn or obj.batch_fn)
+          if isinstance(obj, RequestSignal) else None)
+    if fn is not None:
+        code = getattr(fn, "__code__", None)
         file = getattr(code, "co_filename", "")
         return file if file and os.path.isfile(file) else None
     for name in sorted(siblings):
@@ -248,4 +254,9 @@ def module_file(name: str) -> Path:
 
 
 def _with_module(obj: Definition, module: str) -> Definition:
-    return dataclasses.replace(obj, module=module) if isinstance(obj, Signal) else obj
+    if isinstance(obj, Signal | RequestSignal):
+        return dataclasses.replace(obj, module=module)
+    if isinstance(obj, FeatureService):
+        return FeatureService(name=obj.name, features=obj.features, logging=obj.logging, owner=obj.owner,
+                              description=obj.description, pins=obj.pins, module=module)
+    return obj

@@ -156,3 +156,15 @@ state = Table(
     Column("value", JSON, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+definitions = Table(
+    "quasar_definitions", metadata,                       # versioned request-time signals and feature services
+    Column("kind", String(20), nullable=False),           # "request" | "service"
+    Column("name", NAME, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("definition", JSON, nullable=False),           # RequestSignal.to_dict() / FeatureService.to_dict()
+    Column("definition_fingerprint", String(32), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("kind", "name", "version"),
+)

@@ -7,11 +7,12 @@ import os
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from quasar.registry import definitions as defs
 from quasar.registry import models as m
 from quasar.registry.db import open_engine, transaction, utc_now
 from quasar.registry.deletion import delete_versions, readers
@@ -43,6 +44,7 @@ from quasar.registry.source_schemas import record_schema, recorded_schema
 from quasar.registry.writer import apply_registration, plain
 from quasar.signals.entity import Entity
 from quasar.signals.errors import DefinitionError, NotFoundError, RegistrationError
+from quasar.signals.request import RequestSignal
 from quasar.signals.signal import Signal
 from quasar.signals.source import Source
 from quasar.signals.source_schema import RecordedSchema, SourceSchema
@@ -260,6 +262,62 @@ class Registry:
             names = list(conn.execute(select(m.signals.c.name).order_by(m.signals.c.name)).scalars())
         return f"no signal named {name!r}; {_known('signals', names)}"
 
+    # --- request-time signals and feature services -----------------------------------------------------
+    def request_signals(self) -> list[defs.RequestVersion]:
+        """The latest version of every request-time signal, sorted by name."""
+        with transaction(self._engine) as conn:
+            return [defs.request_version(r, True) for r in defs.latest(conn, "request").values()]
+
+    def request_signal(self, name: str, version: int | None = None) -> defs.RequestVersion:
+        """Request-time signal ``name`` at ``version`` (latest when None); NotFoundError names what exists."""
+        with transaction(self._engine) as conn:
+            found = defs.rows(conn, "request", name)
+            row, is_latest = defs.pick(found, "request", name, version, [] if found else defs.names(conn, "request"))
+        return defs.request_version(row, is_latest)
+
+    def lookup_request(self, name: str, version: int | None = None) -> tuple[Any, int] | None:
+        """``(RequestSignal, version)`` when ``name`` is a request-time signal (functions attached, loaded from
+        its module), None when it is not one; what ``quasar.signals.request_plan`` asks."""
+        with transaction(self._engine) as conn:
+            found = defs.rows(conn, "request", name)
+        if not found:
+            return None
+        rv = defs.request_version(defs.pick(found, "request", name, version, [])[0], False)
+        return self.load_request(name, rv.version).signal, rv.version
+
+    def load_request(self, name: str, version: int | None = None) -> defs.RequestVersion:
+        """Like ``request_signal`` with its functions attached, re-imported from the recorded module;
+        DefinitionError when that code no longer matches the version (the author must register)."""
+        found = self.request_signal(name, version)
+        recorded = found.signal
+        loaded = _import_definition(recorded.module, name, found.version, RequestSignal)
+        if loaded.definition_fingerprint != recorded.definition_fingerprint:
+            raise DefinitionError(f"request-time signal {name}: the code in {recorded.module} changed since "
+                                  f"version {found.version} was registered; run quasar register")
+        return dataclasses.replace(found, signal=dataclasses.replace(recorded, row_fn=loaded.row_fn,
+                                                                     batch_fn=loaded.batch_fn))
+
+    def services(self) -> list[defs.ServiceVersion]:
+        """The latest version of every feature service, sorted by name."""
+        with transaction(self._engine) as conn:
+            return [defs.service_version(r, True) for r in defs.latest(conn, "service").values()]
+
+    def service(self, name: str, version: int | None = None) -> defs.ServiceVersion:
+        """Feature service ``name`` at ``version`` (latest when None), pins included; NotFoundError names the
+        registered services."""
+        with transaction(self._engine) as conn:
+            found = defs.rows(conn, "service", name)
+            row, is_latest = defs.pick(found, "service", name, version, [] if found else defs.names(conn, "service"))
+        return defs.service_version(row, is_latest)
+
+    def service_versions(self, name: str) -> list[defs.ServiceVersion]:
+        """Every version of feature service ``name``, oldest first."""
+        with transaction(self._engine) as conn:
+            found = defs.rows(conn, "service", name)
+            if not found:
+                defs.pick(found, "service", name, None, defs.names(conn, "service"))
+        return [defs.service_version(r, r.version == found[-1].version) for r in found]
+
     # --- lineage --------------------------------------------------------------------------------------------
     def upstream(self, name: str) -> list[str]:
         """The signals the latest version of ``name`` is computed from."""
@@ -373,6 +431,14 @@ def _known(what: str, names: list[str]) -> str:
 
 def _import_signal(module: str, name: str, version: int) -> Signal:
     """Re-import ``module`` (a file path or module name) fresh and take the signal called ``name``."""
+    return _import_definition(module, name, version, Signal)
+
+
+_T = TypeVar("_T", Signal, RequestSignal)
+
+
+def _import_definition(module: str, name: str, version: int, kind: type[_T]) -> _T:
+    """Re-import ``module`` fresh and take the ``kind`` object called ``name``."""
     if os.path.isabs(module) and module.endswith(".py"):
         if not os.path.isfile(module):
             raise DefinitionError(f"signal {name}: version {version} was registered from {module}, which no "
@@ -387,7 +453,7 @@ def _import_signal(module: str, name: str, version: int) -> Signal:
     with fresh_imports([file.parent]):
         loaded = exec_file(file, module_name, [file.parent])
     for _, obj in top_level(loaded):
-        if isinstance(obj, Signal) and obj.name == name:
+        if isinstance(obj, kind) and obj.name == name:
             return obj
     raise DefinitionError(f"signal {name}: {module} no longer defines it (version {version} was registered from "
                           "there); run quasar register")

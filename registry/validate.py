@@ -13,6 +13,9 @@ from typing import Any
 from quasar.registry.loader import Definition, Found
 from quasar.signals.entity import Entity
 from quasar.signals.errors import DefinitionError, RegistrationError
+from quasar.signals.refs import parse_feature_ref
+from quasar.signals.request import RequestSignal
+from quasar.signals.service import FeatureService
 from quasar.signals.signal import Signal
 from quasar.signals.source import Source
 from quasar.signals.ufr.types import check_feature_type
@@ -32,6 +35,8 @@ class RegistryState:
     entities: dict[str, Entity] = field(default_factory=dict)
     sources: dict[str, Source] = field(default_factory=dict)
     signals: dict[str, Signal] = field(default_factory=dict)
+    requests: dict[str, RequestSignal] = field(default_factory=dict)     # latest version of each
+    services: dict[str, FeatureService] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,15 +46,21 @@ class Definitions:
     entities: dict[str, Entity] = field(default_factory=dict)
     sources: dict[str, Source] = field(default_factory=dict)
     signals: dict[str, Signal] = field(default_factory=dict)
+    requests: dict[str, RequestSignal] = field(default_factory=dict)
+    services: dict[str, FeatureService] = field(default_factory=dict)
 
 
 def _kind(obj: Definition) -> str:
+    if isinstance(obj, RequestSignal):
+        return "request"
+    if isinstance(obj, FeatureService):
+        return "service"
     return "entity" if isinstance(obj, Entity) else "source" if isinstance(obj, Source) else "signal"
 
 
 def _unique(found: Iterable[Found]) -> tuple[dict[str, dict[str, Found]], list[str]]:
     """One definition per (kind, name); two different definitions with one name are an error naming both."""
-    by_kind: dict[str, dict[str, Found]] = {"entity": {}, "source": {}, "signal": {}}
+    by_kind: dict[str, dict[str, Found]] = {"entity": {}, "source": {}, "signal": {}, "request": {}, "service": {}}
     problems = []
     for item in found:
         kind, name = _kind(item.obj), item.obj.name
@@ -57,7 +68,8 @@ def _unique(found: Iterable[Found]) -> tuple[dict[str, dict[str, Found]], list[s
         if seen is None:
             by_kind[kind][name] = item
         elif seen.obj is not item.obj and seen.obj.to_dict() != item.obj.to_dict():
-            problems.append(f"two different {kind}s are named {name!r}: {seen.where} and {item.where}")
+            what = {"request": "request-time signal", "service": "feature service"}.get(kind, kind)
+            problems.append(f"two different {what}s are named {name!r}: {seen.where} and {item.where}")
     return by_kind, problems
 
 
@@ -72,6 +84,8 @@ def validate(found: list[Found], state: RegistryState, module: str) -> Definitio
         entities={n: f.obj for n, f in by_kind["entity"].items()},  # type: ignore[misc]
         sources={n: f.obj for n, f in by_kind["source"].items()},   # type: ignore[misc]
         signals={n: f.obj for n, f in by_kind["signal"].items()},   # type: ignore[misc]
+        requests={n: f.obj for n, f in by_kind["request"].items()},  # type: ignore[misc]
+        services={n: f.obj for n, f in by_kind["service"].items()},  # type: ignore[misc]
     )
     where = {kind: {n: f.where for n, f in items.items()} for kind, items in by_kind.items()}
     problems += _add_inline_sources(defs, where)
@@ -83,6 +97,7 @@ def validate(found: list[Found], state: RegistryState, module: str) -> Definitio
             problems.append(f"source {name!r} ({where['source'][name]}) reads signal {src.upstream!r}, which is "
                             f"neither defined in {module} nor registered")
     problems += _check_cycles(defs, state)
+    problems += _check_requests(defs, state, where)
     if problems:
         raise RegistrationError(f"cannot register {module}: " + "; ".join(dict.fromkeys(problems)))
     return defs
@@ -162,5 +177,52 @@ def _check_cycles(defs: Definitions, state: RegistryState) -> list[str]:
         done.add(name)
 
     for name in sorted(defs.signals):
+        visit(name, [])
+    return problems
+
+
+def _check_requests(defs: Definitions, state: RegistryState, where: dict[str, dict[str, str]]) -> list[str]:
+    """Request-time signals and services share the reference namespace with stored signals: no name is two
+    things; a request-time signal's inputs name existing features; request-time signals read no cycle."""
+    problems = []
+    stored = {**state.signals, **defs.signals}
+    requests = {**state.requests, **defs.requests}
+    for name in defs.requests:
+        if name in stored:
+            problems.append(f"request-time signal {name!r} ({where['request'][name]}) has the name of a signal; "
+                            "references could not tell them apart: rename one")
+    for name in defs.signals:
+        if name in state.requests:
+            problems.append(f"signal {name!r} ({where['signal'][name]}) has the name of a registered request-time "
+                            "signal: rename one")
+    for name in defs.services:
+        if name in stored or name in requests:
+            problems.append(f"feature service {name!r} ({where['service'][name]}) has the name of a signal: a "
+                            "feature list naming it could mean either; rename one")
+    for name, rs in defs.requests.items():
+        for _, raw in rs.inputs:
+            ref = parse_feature_ref(raw, RegistrationError)
+            target = stored.get(ref.signal) or requests.get(ref.signal)
+            if target is None:
+                problems.append(f"request-time signal {name!r} ({where['request'][name]}) reads {raw!r}, but no "
+                                f"signal named {ref.signal!r} is registered or defined in the module")
+            elif ref.version is None and ref.feature not in target.schema.names:
+                problems.append(f"request-time signal {name!r} ({where['request'][name]}) reads {raw!r}, but "
+                                f"{ref.signal!r} has no feature {ref.feature!r}; its features: "
+                                f"{', '.join(target.schema.names)}")
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            problems.append("request-time signals read each other in a cycle: "
+                            + " -> ".join([*path[path.index(name):], name]))
+            return
+        if name in done or name not in requests:
+            return
+        for up in requests[name].upstream:
+            visit(up, [*path, name])
+        done.add(name)
+
+    for name in sorted(defs.requests):
         visit(name, [])
     return problems

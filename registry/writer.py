@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from quasar.registry import definitions as d
 from quasar.registry import models as m
 from quasar.registry.loader import Found
 from quasar.registry.records import RegistrationReport, SignalChange
@@ -46,18 +47,39 @@ def read_state(conn: Connection) -> RegistryState:
     for row in conn.execute(latest):
         sig = Signal.from_dict(row.definition)
         state.signals[sig.name] = sig
+    state.requests = {n: d.request_version(r, True).signal for n, r in d.latest(conn, "request").items()}
+    state.services = {n: d.service_version(r, True).service for n, r in d.latest(conn, "service").items()}
     return state
 
 
 def apply_registration(conn: Connection, found: list[Found], module: str, now: datetime) -> RegistrationReport:
     """Validate ``found`` against the registry and write it; returns what was created, updated, unchanged."""
-    defs = validate(found, read_state(conn), module)
+    state = read_state(conn)
+    defs = validate(found, state, module)
     report = RegistrationReport(module=module)
     _write_entities(conn, defs, now, report)
     _write_sources(conn, defs, now, report)
     for name in sorted(defs.signals):
         _write_signal(conn, defs.signals[name], now, report)
+    _write_requests_and_services(conn, defs, state, now, report)
     return report
+
+
+def _write_requests_and_services(conn: Connection, defs: Definitions, state: RegistryState, now: datetime,
+                                 report: RegistrationReport) -> None:
+    """Request-time signals (after the stored signals they read), then feature services, pinned now."""
+    versions = {n: r.version for n, r in d.latest(conn, "request").items()}
+    for name in sorted(defs.requests):
+        rs = defs.requests[name]
+        versions[name] = d.write(conn, "request", rs, plain(rs.to_dict()), now, report)
+    if not defs.services:
+        return
+    requests = {**state.requests, **defs.requests}
+    stored = set(state.signals) | set(defs.signals)
+    serving = serving_versions(conn)
+    for name in sorted(defs.services):
+        pinned = d.pin_service(defs.services[name], lambda s: serving[s].version, requests, versions, stored)
+        d.write(conn, "service", pinned, plain(pinned.to_dict()), now, report)
 
 
 def _write_entities(conn: Connection, defs: Definitions, now: datetime, report: RegistrationReport) -> None:

@@ -20,8 +20,10 @@ from typing import Any
 import pyarrow as pa
 
 from quasar.signals.errors import DatasetError, NotFoundError, StoreError
-from quasar.signals.refs import FeatureRef, PlanErrors, Resolve, plan_refs
+from quasar.signals.refs import FeatureRef, PlanErrors, PlannedFeature, Resolve
 from quasar.signals.refs import parse_feature_ref as refs_parse
+from quasar.signals.request_plan import FeaturePlan, Lookup, no_request_signals, request_arrays
+from quasar.signals.request_plan import plan_features as plan_with_requests
 from quasar.signals.signal import Signal
 from quasar.signals.ufr.schema import FeatureSchema
 from quasar.store.engines.base import Engine, FeatureRequest
@@ -164,15 +166,26 @@ def parse_feature_ref(ref: str) -> FeatureRef:
     return refs_parse(ref, DatasetError)
 
 
-def plan_features(refs: Sequence[str], resolve: Resolve, *, full_names: bool = False) -> list[SignalPlan]:
+def plan_features(refs: Sequence[str], resolve: Resolve, *, full_names: bool = False,
+                  lookup: Lookup = no_request_signals) -> list[SignalPlan]:
     """Resolve references to signal versions and output columns, in request order (``quasar.signals.refs.plan_refs``),
-    grouped by the signal version they read."""
+    grouped by the signal version they read (stored features only; see ``plan_dataset``)."""
+    return _group(plan_dataset(refs, resolve, full_names=full_names, lookup=lookup).stored)
+
+
+def plan_dataset(refs: Sequence[str], resolve: Resolve, *, full_names: bool = False,
+                 lookup: Lookup = no_request_signals) -> FeaturePlan:
+    """The dataset's plan (``quasar.signals.request_plan``): stored columns to join, request-time steps, outputs."""
     if isinstance(refs, str):
         refs = [refs]
     if not refs:
         raise DatasetError("no features requested: give at least one 'signal' or 'signal:feature'")
+    return plan_with_requests(refs, resolve, lookup, full_names=full_names, errors=_PLAN_ERRORS)
+
+
+def _group(stored: Sequence[PlannedFeature]) -> list[SignalPlan]:
     plans: dict[tuple[str, int], SignalPlan] = {}
-    for planned in plan_refs(refs, resolve, full_names=full_names, errors=_PLAN_ERRORS):
+    for planned in stored:
         plan = plans.setdefault((planned.signal.name, planned.version), SignalPlan(planned.signal, planned.version))
         plan.columns.append(PlannedColumn(ref=planned.ref, feature=planned.feature, output=planned.output))
     return list(plans.values())
@@ -200,40 +213,65 @@ def _sources(plans: Sequence[SignalPlan], requests: Sequence[FeatureRequest]) ->
 
 def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve, store_files: StoreFiles,
                            engine: Engine, full_names: bool = False, chunk_rows: int = 1_000_000,
-                           progress: bool = False) -> DatasetResult:
+                           progress: bool = False, lookup: Lookup = no_request_signals,
+                           mode: str = "auto") -> DatasetResult:
     """Every spine row, in order, with its columns followed by each referenced feature as of its time.
 
     ``resolve(name, version)`` gives a signal version from the registry; ``store_files(name, version, start,
     end)`` the data files of its current snapshot holding event times in ``[start, end)`` and the snapshot id.
+    ``lookup`` knows the request-time signals: they run on each chunk's joined inputs, their request fields
+    read from spine columns of the same names (``mode`` forces their row or batch function, for tests).
     """
-    plans = plan_features(refs, resolve, full_names=full_names)
+    plan = plan_dataset(refs, resolve, full_names=full_names, lookup=lookup)
+    plans = _group(plan.stored)
     join_keys = _join_keys(plans)
     data = as_arrow(spine)
     check_spine_schema(data.schema, join_keys)
-    for p in plans:
-        for c in p.columns:
-            if c.output in data.schema.names:
-                raise DatasetError(f"feature {c.ref!r} would be named {c.output!r}, which is already a spine "
-                                   "column: rename the spine column or pass full_names=True")
+    for o in plan.outputs:
+        if o.output in data.schema.names:
+            raise DatasetError(f"feature {o.ref!r} would be named {o.output!r}, which is already a spine "
+                               "column: rename the spine column or pass full_names=True")
+    missing = [f for f in plan.request_fields if f not in data.schema.names]
+    if missing:
+        ftype, signal = plan.request_fields[missing[0]]
+        raise DatasetError(f"request field {missing[0]!r} ({ftype}) of request-time signal {signal!r} is not a "
+                           "spine column: add it to the spine (the value the caller would send)")
     lo = hi = None
     if isinstance(data, pa.Table):
         data = normalize_spine(data, join_keys)      # once, so the time range can narrow the file planning
         lo, hi = time_range(data.column("event_timestamp"))
     requests = [_request(p, store_files, lo, hi) for p in plans]
-    outputs = [(c.output, p.signal.schema.type_of(c.feature)) for p in plans for c in p.columns]
+    stored = [(c.output, p.signal.schema.type_of(c.feature)) for p in plans for c in p.columns]
     parts = []
-    with Progress(f"dataset: point-in-time join of {len(outputs)} feature(s)", unit="row", enabled=progress,
+    with Progress(f"dataset: point-in-time join of {len(plan.outputs)} feature(s)", unit="row", enabled=progress,
                   total=data.num_rows if isinstance(data, pa.Table) else None) as bar:
         for chunk in spine_chunks(data, chunk_rows):
-            parts.append(_join_chunk(normalize_spine(chunk, join_keys), join_keys, requests, outputs, engine))
+            joined = _join_chunk(normalize_spine(chunk, join_keys), join_keys, requests, stored, engine)
+            parts.append(_finish_chunk(joined, plan, mode))
             bar.update(chunk.num_rows)
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
     result = DatasetResult(table=table, sources=_sources(plans, requests),
-                           features={c.output: f"{p.signal.name}@{p.version}:{c.feature}"
-                                     for p in plans for c in p.columns})
+                           features={o.output: f"{o.signal}@{o.version}:{o.feature}" for o in plan.outputs})
     return DatasetResult(table=table.replace_schema_metadata({**metadata, **result.metadata()}),
                          sources=result.sources, features=result.features)
+
+
+def _finish_chunk(chunk: pa.Table, plan: FeaturePlan, mode: str) -> pa.Table:
+    """Run the request-time signals on a joined chunk; keep the spine's columns and the outputs in order."""
+    if not plan.has_requests:
+        return chunk
+    stored_names = {p.output for p in plan.stored}
+    stored = {name: chunk.column(name) for name in stored_names}
+    request = request_arrays(plan, {f: chunk.column(f) for f in plan.request_fields}, chunk.num_rows, DatasetError)
+    computed = plan.compute(stored, request, chunk.num_rows, mode) if chunk.num_rows else {}
+    spine = chunk.drop_columns([c for c in chunk.column_names if c in stored_names])
+    for o in plan.outputs:
+        column = computed.get(o.column) if o.computed else chunk.column(o.column)
+        if column is None:
+            column = pa.nulls(0, o.ftype.arrow_type())
+        spine = spine.append_column(pa.field(o.output, o.ftype.arrow_type()), column)
+    return spine
 
 
 def _request(plan: SignalPlan, store_files: StoreFiles, lo: datetime | None,
