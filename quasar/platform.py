@@ -114,7 +114,10 @@ class Platform:
         it or a run of it is live. Returns what was removed."""
         from quasar.delete import delete, plan_delete
         plan = plan_delete(self, signal, version)
-        delete(self, plan)
+        try:
+            delete(self, plan)
+        finally:
+            self.feature_lists.clear()
         return plan
 
     def ls(self) -> list[SignalVersion]:
@@ -128,7 +131,10 @@ class Platform:
     def promote(self, signal: str, version: int | None) -> Serving:
         """Serve ``version`` of ``signal`` to unpinned references, offline and online, until the next promotion;
         ``None`` returns to the rule (the newest version whose backfill and materialization completed)."""
-        return self.registry.promote(signal, version)
+        try:
+            return self.registry.promote(signal, version)
+        finally:
+            self.feature_lists.clear()
 
     def describe(self, name: str, what: str | None = None) -> dict[str, Any]:
         """A signal (schema, aggregations, versions, lineage, recent runs), an entity (join key, signals) or a
@@ -150,11 +156,19 @@ class Platform:
     def backfill(self, signal: str, start: str | datetime, end: str | datetime, *, engine: str | None = None,
                  with_upstream: bool = False, progress: bool = False) -> list[BackfillResult]:
         """Compute ``signal`` for the days in ``[start, end)`` into its Iceberg table (upstream first when asked)."""
+        order = self._upstream_order(signal) if with_upstream else [signal]
+        results: list[BackfillResult] = []
+        eng = self.engine(engine)
+        try:
+            self._backfill_each(order, start, end, eng, progress, results)
+        finally:
+            self.feature_lists.clear()              # a completed version may serve now
+        return results
+
+    def _backfill_each(self, order: Sequence[str], start: str | datetime, end: str | datetime, eng: Engine,
+                       progress: bool, results: list[BackfillResult]) -> None:
         from quasar.store.backfill import backfill
         from quasar.store.sources import SourceReader
-        order = self._upstream_order(signal) if with_upstream else [signal]
-        results = []
-        eng = self.engine(engine)
         for name in order:
             sv = self.registry.load_signal(name)
             upstream = {u: self._latest(u) for u in sv.signal.upstream}
@@ -164,7 +178,6 @@ class Platform:
                                     engine=eng, sources=reader, runs=self.registry, progress=progress,
                                     bounds=self.config.time_bounds))
             self._collect_after(name, results[-1].run_id)
-        return results
 
     def gc(self, signals: Sequence[str] | None = None, *, retention: timedelta | None = None,
            grace: timedelta | None = None, dry_run: bool = False) -> list[GcResult]:
@@ -241,12 +254,15 @@ class Platform:
         from quasar.online.materialize import materialize
         chosen = [self.registry.signal(name) for name in signals] if signals else self._online_versions()
         results = []
-        for sv in chosen:
-            if not signals and self.offline.current_snapshot_id(sv.name, sv.version) is None:
-                continue                                   # never backfilled: nothing to materialize yet
-            results.append(materialize(signal=sv.signal, version=sv.version, offline=self.offline,
-                                       online=self.online_store, state=self.registry, batch_rows=batch_rows,
-                                       progress=progress, full=full, bounds=self.config.time_bounds))
+        try:
+            for sv in chosen:
+                if not signals and self.offline.current_snapshot_id(sv.name, sv.version) is None:
+                    continue                               # never backfilled: nothing to materialize yet
+                results.append(materialize(signal=sv.signal, version=sv.version, offline=self.offline,
+                                           online=self.online_store, state=self.registry, batch_rows=batch_rows,
+                                           progress=progress, full=full, bounds=self.config.time_bounds))
+        finally:
+            self.feature_lists.clear()                     # a completed version may serve now
         return results
 
     def online_features(self, entities: Mapping[str, Sequence[Any]], features: str | Sequence[str], *,
@@ -310,10 +326,10 @@ class Platform:
         return sv.signal, sv.version
 
     def _resolve(self, name: str, version: int | None) -> tuple[Any, int]:
-        """A reference's signal version: pinned as given, unpinned the serving version (datasets, online reads
-        and the HTTP service all resolve through here)."""
-        sv = self.registry.resolve(name, version)
-        return sv.signal, sv.version
+        """A reference's signal version: pinned as given, unpinned the serving version (datasets and online
+        reads resolve through here), cached for a few seconds (``FeatureLists.resolve``); this platform's own
+        registrations, backfills, materializations, promotions and deletions clear the cache."""
+        return self.feature_lists.resolve(name, version)
 
     def _online_versions(self) -> list[SignalVersion]:
         """What a plain ``materialize`` keeps fresh: the latest version of every online signal, and its serving

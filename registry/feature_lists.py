@@ -4,7 +4,8 @@
 the HTTP services, the scorer's bundles and ``quasar skew`` all go through it, so a service reads the same
 signal versions everywhere. It also answers ``lookup`` (is this name a request-time signal, and which
 version), caching the loaded functions of a version for good and what an unpinned name means for
-``ttl_s`` seconds, so a hot path does not import modules or query the registry on every call.
+``ttl_s`` seconds, so a hot path does not import modules or query the registry on every call; ``resolve``
+caches stored signals' serving versions the same way (the HTTP service's ``ResolveCache`` rule).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from quasar.signals.errors import NotFoundError, QuasarError
 from quasar.signals.refs import Resolve, parse_feature_ref
 from quasar.signals.request import RequestSignal
 from quasar.signals.request_plan import Lookup, with_pins
+from quasar.signals.signal import Signal
 
 if TYPE_CHECKING:
     from quasar.registry.definitions import ServiceVersion
@@ -58,12 +60,30 @@ class FeatureLists:
         self._loaded: dict[tuple[str, int], RequestSignal] = {}
         self._latest: dict[str, tuple[float, int | None]] = {}
         self._services: dict[tuple[str, int | None], tuple[float, ServiceVersion | None]] = {}
+        self._resolved: dict[tuple[str, int | None], tuple[float, tuple[Signal, int]]] = {}
 
     def clear(self) -> None:
+        """Forget everything cached (after this process registers, backfills, materializes or promotes)."""
         with self._lock:
             self._loaded.clear()
             self._latest.clear()
             self._services.clear()
+            self._resolved.clear()
+
+    # --- stored signals -------------------------------------------------------------------------------
+    def resolve(self, name: str, version: int | None) -> tuple[Signal, int]:
+        """What ``Registry.resolve`` answers (the serving version when unpinned), cached for ``ttl_s``: a new
+        serving version or a changed TTL made by another process is seen within that time; unknown names
+        are not cached (NotFoundError names what exists)."""
+        now = time.monotonic()
+        hit = self._resolved.get((name, version))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        sv = self.registry.resolve(name, version)
+        answer = (sv.signal, sv.version)
+        with self._lock:
+            self._resolved[(name, version)] = (now + self.ttl_s, answer)
+        return answer
 
     # --- request-time signals -------------------------------------------------------------------------
     def lookup(self, name: str, version: int | None) -> tuple[RequestSignal, int] | None:

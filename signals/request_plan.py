@@ -130,6 +130,7 @@ def plan_features(refs: Sequence[str], resolve: Resolve, lookup: Lookup, *, full
                   errors: PlanErrors) -> FeaturePlan:
     """Plan ``refs``: stored ones through ``quasar.signals.refs.plan_refs``, request-time ones (``lookup``
     knows them) with their inputs, transitively; output names follow the same rules and must not clash."""
+    resolve = _memo(resolve)                              # one registry answer per signal version per plan
     parsed = [(raw, parse_feature_ref(raw, errors.syntax)) for raw in refs]
     kinds: list[tuple[str, Any]] = []                     # ("stored", raw) | ("request", (raw, rs, v, ref))
     known: dict[tuple[str, int | None], tuple[RequestSignal, int] | None] = {}
@@ -176,6 +177,18 @@ def plan_features(refs: Sequence[str], resolve: Resolve, lookup: Lookup, *, full
                                   True))
     return FeaturePlan(stored=builder.stored, steps=builder.steps, outputs=outputs,
                        request_fields=builder.fields)
+
+
+def _memo(resolve: Resolve) -> Resolve:
+    answers: dict[tuple[str, int | None], tuple[Signal, int]] = {}
+
+    def memo(name: str, version: int | None) -> tuple[Signal, int]:
+        key = (name, version)
+        if key not in answers:
+            answers[key] = resolve(name, version)
+        return answers[key]
+
+    return memo
 
 
 class _Builder:
