@@ -1,0 +1,525 @@
+"""Feature logging: what a feature service served, appended in the background to an Iceberg table per service.
+
+``quasar serve`` and ``quasar score-serve`` build one ``ServedVectors`` per answered request
+(``served_vectors_from(plan, response, ...)``, or ``vectors_for(...)`` without a plan) and hand it to a
+``FeatureLogger``. ``submit`` samples the request with the service's rate and puts it on a queue bounded in
+entity rows; it never blocks and never raises (a full queue drops the request's rows and counts them). One
+background thread takes batches off the queue and appends them to ``<namespace>.<service>__log``
+(``quasar.signals.service.log_table_name``), creating the table on first write and adding the columns of a
+new service version by name. A failed write is counted and logged, never raised into a request.
+
+One row per entity row. The log's own columns carry a ``__`` prefix, as Feast's logs do (``__request_id``,
+``__log_timestamp``): feature, join key and request field names cannot contain ``__``, so nothing a service
+serves can clash with them (the test world serves a feature called ``score``)::
+
+    __request_id (string)  event_timestamp (timestamptz, the serving time)  __service_version (long)
+    __source (string: serve | score)  __model (string, null)  __score (double, null)  __versions (JSON string)
+    <join keys>  <request fields>  <feature>  <feature>__status (string)  ...
+
+``event_timestamp`` keeps its spine name, so the log's rows are a training spine as they are (the serving time
+is the point-in-time of the row). Values are stored as the offline store stores them
+(``quasar.store.arrow_types.storage_type``: vectors as ``list<float>``). The columns each service version
+logged (and their UFR types) are kept in the table's properties (``quasar.log.v<N>``), so a reader knows
+which columns are keys, request fields and features, version by version (``quasar.online.skew``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from quasar.signals.errors import NotFoundError, StoreError
+from quasar.signals.service import log_table_name
+from quasar.signals.ufr.schema import EVENT_TIMESTAMP
+from quasar.signals.ufr.types import (
+    TIMESTAMP_ARROW,
+    FeatureType,
+    Int64,
+    String,
+    Timestamp,
+    feature_type_from_dict,
+)
+from quasar.store.arrow_types import storage_type
+
+if TYPE_CHECKING:
+    from quasar.online.response import OnlinePlan
+
+log = logging.getLogger("quasar.feature_log")
+
+REQUEST_ID = "__request_id"
+SERVICE_VERSION = "__service_version"
+SOURCE = "__source"
+MODEL = "__model"
+SCORE = "__score"
+VERSIONS = "__versions"
+STATUS_SUFFIX = "__status"
+#: The log's own columns, in table order (join keys, request fields and features follow).
+LOG_COLUMNS = (REQUEST_ID, EVENT_TIMESTAMP, SERVICE_VERSION, SOURCE, MODEL, SCORE, VERSIONS)
+LAYOUT_PREFIX = "quasar.log.v"
+_META_TYPES = {REQUEST_ID: pa.string(), EVENT_TIMESTAMP: TIMESTAMP_ARROW, SERVICE_VERSION: pa.int64(),
+               SOURCE: pa.string(), MODEL: pa.string(), SCORE: pa.float64(), VERSIONS: pa.string()}
+_KEY_TYPES: dict[str, FeatureType] = {"int64": Int64(), "string": String()}
+
+
+@dataclass(frozen=True)
+class ServedVectors:
+    """One served request of a feature service, as it is logged.
+
+    ``response`` is the Feast-shaped body (``metadata.feature_names`` and ``results`` with ``values``,
+    ``statuses`` and ``event_timestamps``, join keys first). ``types`` names the UFR type of every logged
+    column: each feature, and each join key and request field (``vectors_for`` fills the keys and fields from
+    the values' Python types when missing: int -> Int64, else String). ``join_keys`` and ``request_fields``
+    hold a list (or an Arrow array) per name, one value per entity row; ``versions`` is signal -> version read.
+    """
+
+    service: str
+    service_version: int
+    sample_rate: float
+    request_id: str
+    served_at_us: int
+    join_keys: dict[str, Any]
+    request_fields: dict[str, Any]
+    response: dict[str, Any]
+    types: dict[str, FeatureType]
+    versions: dict[str, int]
+    scores: list[float] | None = None
+    model: str | None = None
+    source: str = "serve"
+
+    @property
+    def rows(self) -> int:
+        for values in self.join_keys.values():
+            return len(values)
+        results = self.response.get("results") or []
+        return len(results[0]["values"]) if results else 0
+
+    @property
+    def features(self) -> list[str]:
+        """The logged feature names: the response's names after its join keys."""
+        names = list(self.response["metadata"]["feature_names"])
+        return [n for n in names if n not in self.join_keys]
+
+
+def vectors_for(*, service: str, service_version: int, sample_rate: float, response: Mapping[str, Any],
+                join_keys: Sequence[str], request_fields: Mapping[str, Any], types: Mapping[str, FeatureType],
+                versions: Mapping[str, int], request_id: str, served_at_us: int,
+                scores: Sequence[float] | None = None, model: str | None = None,
+                source: str = "serve") -> ServedVectors:
+    """``ServedVectors`` from a response whose first columns are the named ``join_keys`` (their values are
+    taken from the response); join keys and request fields missing from ``types`` are typed from their values."""
+    body = dict(response)
+    names = list(body["metadata"]["feature_names"])
+    results = body["results"]
+    keys = {k: list(results[names.index(k)]["values"]) for k in join_keys}
+    all_types = dict(types)
+    for name, values in [*keys.items(), *request_fields.items()]:
+        if name not in all_types:
+            all_types[name] = _infer(values)
+    return ServedVectors(service=service, service_version=int(service_version), sample_rate=float(sample_rate),
+                         request_id=str(request_id), served_at_us=int(served_at_us), join_keys=keys,
+                         request_fields=dict(request_fields), response=body, types=all_types,
+                         versions={str(k): int(v) for k, v in versions.items()},
+                         scores=None if scores is None else list(scores), model=model, source=source)
+
+
+def served_vectors_from(plan: OnlinePlan, response: Mapping[str, Any], *, service: str, service_version: int,
+                        sample_rate: float, request_id: str | None = None, served_at_us: int | None = None,
+                        scores: Sequence[float] | None = None, model: str | None = None,
+                        source: str = "serve") -> ServedVectors:
+    """``ServedVectors`` of an answered ``plan`` (``quasar.online.response.plan_request``): join key types from
+    the plan's entities, request fields and their declared types from the plan, feature types from the signals,
+    versions from every signal version read or run (hidden inputs included). A new request id (uuid4 hex) and
+    the time of now unless given."""
+    import uuid
+
+    types: dict[str, FeatureType] = {}
+    versions: dict[str, int] = {}
+    for read in plan.reads:
+        types[read.entity.join_key] = _KEY_TYPES[read.entity.join_key_type]
+        for s in read.signals:
+            versions[s.signal.name] = s.version
+            schema = s.signal.schema.as_dict()
+            for column in s.columns:
+                types[column.output] = schema[column.feature]
+    request: dict[str, Any] = {}
+    if plan.features is not None:
+        for name, (ftype, _) in plan.features.request_fields.items():
+            types[name] = ftype
+            request[name] = plan.request[name]
+        for step in plan.features.steps:
+            versions[step.signal.name] = step.version
+        for o in plan.features.outputs:
+            types[o.output] = o.ftype
+            versions.setdefault(o.signal, o.version)
+    return vectors_for(service=service, service_version=service_version, sample_rate=sample_rate,
+                       response=response, join_keys=list(plan.join_keys), request_fields=request, types=types,
+                       versions=versions, request_id=request_id or uuid.uuid4().hex,
+                       served_at_us=time.time_ns() // 1000 if served_at_us is None else served_at_us,
+                       scores=scores, model=model, source=source)
+
+
+def _infer(values: Any) -> FeatureType:
+    if isinstance(values, pa.ChunkedArray | pa.Array):
+        return Int64() if pa.types.is_integer(values.type) else String()
+    first = next((v for v in values if v is not None), None)
+    return Int64() if isinstance(first, int) and not isinstance(first, bool) else String()
+
+
+# --- rows ------------------------------------------------------------------------------------------------------
+
+
+def to_storage_array(values: Any, ftype: FeatureType) -> pa.Array:
+    """Served values (a response column of JSON-ready Python values, or an Arrow array) in the type the offline
+    store keeps ``ftype`` in. Timestamps arrive as ISO-8601 strings; float32 values as their exact float64
+    widening (narrowed back exactly); float16 vectors widened to float32, as the offline store keeps them."""
+    target = storage_type(ftype)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values if values.type == target else values.cast(target)
+    values = list(values)
+    if isinstance(ftype, Timestamp) and any(isinstance(v, str) for v in values):
+        return pa.array([None if v is None else str(v) for v in values], pa.string()).cast(target)
+    return pa.array(values, target)
+
+
+def layout_of(vectors: ServedVectors) -> dict[str, Any]:
+    """What one service version logs: its join keys, request fields and features, and their UFR types."""
+    features = vectors.features
+    names = [*vectors.join_keys, *vectors.request_fields, *features]
+    return {"join_keys": list(vectors.join_keys), "request_fields": list(vectors.request_fields),
+            "features": features, "types": {n: vectors.types[n].to_dict() for n in names if n in vectors.types}}
+
+
+def rows_of(vectors: ServedVectors) -> pa.Table:
+    """The log rows of one served request, in storage types (one row per entity row)."""
+    n = vectors.rows
+    names = list(vectors.response["metadata"]["feature_names"])
+    results = vectors.response["results"]
+
+    def repeat(value: Any, dtype: pa.DataType) -> pa.Array:
+        return pa.array([value] * n, dtype)
+
+    columns: dict[str, pa.Array] = {
+        REQUEST_ID: repeat(vectors.request_id, pa.string()),
+        EVENT_TIMESTAMP: pa.array([vectors.served_at_us] * n, pa.int64()).cast(TIMESTAMP_ARROW),
+        SERVICE_VERSION: repeat(vectors.service_version, pa.int64()),
+        SOURCE: repeat(vectors.source, pa.string()),
+        MODEL: repeat(vectors.model, pa.string()),
+        SCORE: pa.array(vectors.scores if vectors.scores is not None else [None] * n, pa.float64()),
+        VERSIONS: repeat(json.dumps(dict(sorted(vectors.versions.items())), separators=(",", ":")), pa.string()),
+    }
+    for name, values in [*vectors.join_keys.items(), *vectors.request_fields.items()]:
+        columns[name] = to_storage_array(values, vectors.types.get(name) or _infer(values))
+    for name in vectors.features:
+        result = results[names.index(name)]
+        ftype = vectors.types.get(name)
+        columns[name] = to_storage_array(result["values"], ftype) if ftype else pa.array(result["values"])
+        columns[name + STATUS_SUFFIX] = pa.array(result["statuses"], pa.string())
+    for name, array in columns.items():
+        if len(array) != n:
+            raise StoreError(f"feature log of {vectors.service}: column {name!r} has {len(array)} values for "
+                             f"{n} entity rows")
+    return pa.table(columns)
+
+
+# --- the Iceberg table -----------------------------------------------------------------------------------------
+
+
+class LogTables:
+    """The feature-log tables of one namespace: create, add a version's columns, append, read."""
+
+    def __init__(self, catalog: Any, namespace: str) -> None:
+        self.catalog = catalog
+        self.namespace = namespace
+
+    def identifier(self, service: str) -> tuple[str, str]:
+        return (self.namespace, log_table_name(service))
+
+    def table(self, service: str) -> Any:
+        """The service's log table; NotFoundError when nothing was logged for it yet."""
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        try:
+            return self.catalog.load_table(self.identifier(service))
+        except (NoSuchTableError, NoSuchNamespaceError) as exc:
+            raise NotFoundError(f"feature service {service!r} has no feature log yet: declare "
+                                "logging=FeatureLogging(...) on it and serve it") from exc
+
+    def ensure(self, service: str, schema: pa.Schema) -> Any:
+        """The log table, created with ``schema`` (partitioned by day of ``event_timestamp``) when missing."""
+        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+
+        ident = self.identifier(service)
+        for attempt in range(3):
+            try:
+                return self.catalog.load_table(ident)
+            except (NoSuchTableError, NoSuchNamespaceError):
+                pass
+            try:
+                self.catalog.create_namespace_if_not_exists(self.namespace)
+                table = self.catalog.create_table(ident, schema=schema,
+                                                  properties={"quasar.feature_log": service})
+            except Exception:
+                if attempt == 2:                   # not a concurrent creator winning the race: give up
+                    raise
+                continue
+            try:
+                from pyiceberg.transforms import DayTransform
+                with table.update_spec() as spec:
+                    spec.add_field(EVENT_TIMESTAMP, DayTransform(), f"{EVENT_TIMESTAMP}_day")
+            except Exception as exc:               # unpartitioned still works; reads just prune less
+                log.warning("feature log %s: partitioning by day failed: %s", ".".join(ident), exc)
+            return self.catalog.load_table(ident)
+        raise AssertionError("unreachable")
+
+    def append(self, service: str, rows: pa.Table, layouts: Mapping[int, dict[str, Any]]) -> None:
+        """Append ``rows`` (storage types), adding missing columns by name and recording new versions' layouts;
+        retried on a fresh table when another writer commits first (``quasar.store.commits``)."""
+        from quasar.store.commits import WRITE_ID, Write, commit
+
+        table = self.ensure(service, rows.schema)
+        have = {f.name for f in table.schema().fields}
+        if any(name not in have for name in rows.column_names):
+            with table.update_schema() as update:
+                update.union_by_name(rows.schema)
+            table = self.catalog.load_table(self.identifier(service))
+        new = {f"{LAYOUT_PREFIX}{v}": json.dumps(layout, separators=(",", ":")) for v, layout in layouts.items()
+               if f"{LAYOUT_PREFIX}{v}" not in table.properties}
+        write = Write()
+
+        def build(fresh: Any, tx: Any) -> None:
+            target = fresh.schema().as_arrow()
+            columns = []
+            for f in target:
+                column = rows.column(f.name) if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
+                columns.append(column.cast(f.type))
+            if new:
+                tx.set_properties(**new)
+            tx.append(pa.Table.from_arrays(columns, schema=target), snapshot_properties={WRITE_ID: write.id})
+
+        def fail(exc: BaseException, conflict: bool) -> StoreError:
+            return StoreError(f"appending {rows.num_rows} row(s) to the feature log {'.'.join(self.identifier(service))} "
+                              f"failed: {type(exc).__name__}: {exc}")
+
+        commit(lambda: self.catalog.load_table(self.identifier(service)), build, write, fail=fail)
+
+    def read(self, service: str, start: datetime | None = None, end: datetime | None = None) -> pa.Table:
+        """The log rows with ``start <= event_timestamp < end``, feature and key columns in their UFR types."""
+        from quasar.store.tables import time_filter
+
+        table = self.table(service)
+        try:
+            rows = table.scan(row_filter=time_filter(EVENT_TIMESTAMP, start, end)).to_arrow()
+        except Exception as exc:
+            raise StoreError(f"reading the feature log of {service!r} failed: {type(exc).__name__}: {exc}") from exc
+        return restore_types(rows, layouts(table))
+
+
+def layouts(table: Any) -> dict[int, dict[str, Any]]:
+    """The layouts (``layout_of``) the table's properties record, by service version."""
+    out = {}
+    for key, value in table.properties.items():
+        if key.startswith(LAYOUT_PREFIX) and key[len(LAYOUT_PREFIX):].isdigit():
+            out[int(key[len(LAYOUT_PREFIX):])] = json.loads(value)
+    return dict(sorted(out.items()))
+
+
+def restore_types(rows: pa.Table, known: Mapping[int, dict[str, Any]]) -> pa.Table:
+    """Log rows with every typed column in its UFR Arrow type (vectors back to fixed-size lists)."""
+    types: dict[str, FeatureType] = {}
+    for layout in known.values():
+        for name, data in layout.get("types", {}).items():
+            types[name] = feature_type_from_dict(data)
+    columns, fields = [], []
+    for f, column in zip(rows.schema, rows.columns, strict=True):
+        target = types[f.name].arrow_type() if f.name in types else _META_TYPES.get(f.name, f.type)
+        if str(column.type) != str(target):
+            column = column.cast(target)
+        columns.append(column)
+        fields.append(pa.field(f.name, target))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+# --- the logger ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LogStats:
+    """Entity rows by fate: written, dropped at a full queue, failed to write, not sampled; the queue's peak."""
+
+    logged_rows: int = 0
+    dropped_rows: int = 0
+    failed_rows: int = 0
+    sampled_out: int = 0
+    peak_queued_rows: int = 0
+
+
+@dataclass
+class _Queued:
+    seq: int
+    vectors: ServedVectors
+    rows: int
+
+
+@dataclass
+class _State:
+    queue: deque[_Queued] = field(default_factory=deque)
+    queued_rows: int = 0
+    submitted: int = 0
+    done: int = 0
+    flush_to: int = 0
+    closing: bool = False
+
+
+class FeatureLogger:
+    """Samples served requests, queues them (at most ``max_queue`` entity rows) and appends them in batches of
+    about ``batch_rows`` rows (or every ``flush_interval_s``) from one background thread. ``catalog_factory``
+    opens the Iceberg catalog, in that thread, on the first write (a failure is counted and tried again on the
+    next). ``observe(event, rows)`` (optional) is told of every count as it happens, for Prometheus counters:
+    events ``logged``, ``dropped``, ``failed``, ``sampled_out``."""
+
+    def __init__(self, catalog_factory: Callable[[], Any], namespace: str, *, max_queue: int = 10_000,
+                 batch_rows: int = 5_000, flush_interval_s: float = 1.0, seed: int | None = None,
+                 observe: Callable[[str, int], None] | None = None) -> None:
+        if max_queue <= 0 or batch_rows <= 0 or flush_interval_s <= 0:
+            raise ValueError("max_queue, batch_rows and flush_interval_s must be positive")
+        self.catalog_factory = catalog_factory
+        self.namespace = namespace
+        self.max_queue = max_queue
+        self.batch_rows = batch_rows
+        self.flush_interval_s = flush_interval_s
+        self.stats = LogStats()
+        self._observe = observe
+        self._rng = random.Random(seed)
+        self._state = _State()
+        self._cond = threading.Condition()
+        self._tables: LogTables | None = None
+        self._thread = threading.Thread(target=self._run, name="quasar-feature-log", daemon=True)
+        self._thread.start()
+
+    @property
+    def queued_rows(self) -> int:
+        return self._state.queued_rows
+
+    def submit(self, vectors: ServedVectors) -> bool:
+        """Queue a served request with probability ``vectors.sample_rate``; False when not sampled, dropped (the
+        queue is full or the logger closed: counted) or not loggable. Never blocks on I/O, never raises."""
+        try:
+            rows = vectors.rows
+            if vectors.sample_rate < 1.0 and self._rng.random() >= vectors.sample_rate:
+                self._count("sampled_out", rows)
+                return False
+            with self._cond:
+                s = self._state
+                if s.closing or s.queued_rows + rows > self.max_queue:
+                    accepted = False
+                else:
+                    s.submitted += 1
+                    s.queue.append(_Queued(s.submitted, vectors, rows))
+                    s.queued_rows += rows
+                    self.stats.peak_queued_rows = max(self.stats.peak_queued_rows, s.queued_rows)
+                    accepted = True
+                    if s.queued_rows >= self.batch_rows:
+                        self._cond.notify_all()
+            if not accepted:
+                self._count("dropped", rows)
+            return accepted
+        except Exception as exc:  # a request must never fail for its log
+            log.warning("feature log: a served request could not be queued: %s: %s", type(exc).__name__, exc)
+            return False
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Write everything queued so far; return when it is written (or failed), or after ``timeout_s``."""
+        with self._cond:
+            target = self._state.submitted
+            self._state.flush_to = max(self._state.flush_to, target)
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._state.done >= target or not self._thread.is_alive(), timeout_s)
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Write what is queued, then stop the thread; later submits are dropped."""
+        with self._cond:
+            self._state.closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+
+    def __enter__(self) -> FeatureLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the writer thread ---------------------------------------------------------------------------------
+    def _count(self, event: str, rows: int) -> None:
+        with self._cond:
+            name = event if event == "sampled_out" else f"{event}_rows"
+            setattr(self.stats, name, getattr(self.stats, name) + rows)
+        if self._observe is not None:
+            try:
+                self._observe(event, rows)
+            except Exception as exc:  # metrics must not break logging
+                log.debug("feature log observer failed: %s", exc)
+
+    def _take(self) -> list[_Queued] | None:
+        """The next batch (up to ``batch_rows`` rows, at least one request), waiting for one; None to stop."""
+        s = self._state
+        with self._cond:
+            self._cond.wait_for(lambda: s.closing or s.flush_to > s.done or s.queued_rows >= self.batch_rows,
+                                self.flush_interval_s)
+            if not s.queue:
+                if s.flush_to > s.done:
+                    s.done = s.submitted
+                    self._cond.notify_all()
+                return None if s.closing else []
+            batch, rows = [], 0
+            while s.queue and (not batch or rows + s.queue[0].rows <= self.batch_rows):
+                item = s.queue.popleft()
+                batch.append(item)
+                rows += item.rows
+            s.queued_rows -= rows
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            if not batch:
+                continue
+            try:
+                self._write([q.vectors for q in batch])
+            finally:
+                with self._cond:
+                    self._state.done = max(self._state.done, batch[-1].seq)
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[ServedVectors]) -> None:
+        by_service: dict[str, list[ServedVectors]] = {}
+        for v in batch:
+            by_service.setdefault(v.service, []).append(v)
+        for service, items in by_service.items():
+            rows = sum(v.rows for v in items)
+            try:
+                if self._tables is None:
+                    self._tables = LogTables(self.catalog_factory(), self.namespace)
+                tables = [rows_of(v) for v in items]
+                merged = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+                found = {v.service_version: layout_of(v) for v in items}
+                self._tables.append(service, merged, found)
+            except Exception as exc:  # counted and logged; the next batch tries again
+                log.warning("feature log of %s: %d row(s) could not be written: %s: %s", service, rows,
+                            type(exc).__name__, exc)
+                self._count("failed", rows)
+                continue
+            self._count("logged", rows)
