@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from quasar.platform import Platform
 
@@ -34,6 +35,17 @@ def _async_store(p: Platform):  # type: ignore[no-untyped-def]
                                  connect_timeout=on.connect_timeout)
 
 
+def _feature_logger(p: Platform) -> Callable[[Callable[[str, int], None]], Any]:
+    """The factory of the project's served-feature logger: Iceberg tables ``<namespace>.<service>__log`` in
+    the project's catalog (opened by the logger's thread on its first write)."""
+    from quasar.online.feature_log import FeatureLogger
+
+    def build(observe: Callable[[str, int], None]) -> Any:
+        return FeatureLogger(lambda: p.catalog, p.config.offline.namespace, observe=observe)
+
+    return build
+
+
 def feature_app() -> FastAPI:
     """The HTTP feature service of the project in ``$QUASAR_PROJECT`` (default: the current folder)."""
     from quasar.online.service.app import create_app
@@ -41,7 +53,8 @@ def feature_app() -> FastAPI:
     on = p.config.online
     app = create_app(resolve=p._resolve, store=_async_store(p), max_entities=on.max_entities,
                      auth_tokens=on.auth_tokens, offline_push=p.push_offline, close_store=True,
-                     max_body_bytes=on.max_body_bytes)
+                     max_body_bytes=on.max_body_bytes, feature_lists=p.feature_lists,
+                     feature_logger=_feature_logger(p))
     app.state.context.time_bounds = p.config.time_bounds     # what a push accepts: [time] (quasar.signals.bounds)
     return app
 
@@ -64,7 +77,7 @@ def scoring_app() -> FastAPI:
     p = _platform()
     project_importable(p.root)
     sv = p.config.serving
-    models = ModelRegistry(p.config.path(sv.models), registry_resolver(p.registry))
+    models = ModelRegistry(p.config.path(sv.models), registry_resolver(p.registry), p.feature_lists)
     models.load_all()
     return create_scoring_app(models=models, store=_async_store(p), auth_tokens=p.config.online.auth_tokens,
                               max_batch_rows=sv.max_batch_rows, max_wait_ms=sv.max_wait_ms,

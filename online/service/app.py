@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
@@ -18,7 +21,7 @@ from starlette.responses import JSONResponse as StarletteJSONResponse
 
 from quasar.online.response import Resolve
 from quasar.online.service.auth import BearerAuthMiddleware
-from quasar.online.service.context import OfflinePush, ResolveCache, ServiceContext
+from quasar.online.service.context import OfflinePush, RequestPlanner, ResolveCache, ServiceContext
 from quasar.online.service.errors import (
     JSONResponse,
     handle_http_error,
@@ -28,20 +31,29 @@ from quasar.online.service.errors import (
 )
 from quasar.online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
 from quasar.online.service.metrics import MetricsMiddleware, ServiceMetrics
+from quasar.online.service.request_id import RequestIdMiddleware
 from quasar.online.service.routers.feast import feast_router
 from quasar.online.service.routers.features import features_router
 from quasar.online.service.routers.health import health_router
 from quasar.online.service.routers.push import push_router
+from quasar.online.service.served_log import LoggerFactory, ServedLog
 from quasar.online.store import AsyncOnlineStore
 from quasar.signals.errors import ConfigError, QuasarError
 from quasar.signals.signal import Signal
 
+if TYPE_CHECKING:
+    from quasar.registry.feature_lists import FeatureLists
+
 DESCRIPTION = """Online features from the quasar online store, in the response shape Feast clients read.
 
-Feature references are `signal`, `signal:feature` or `signal@version:feature`. JSON values: vectors and id
+Feature references are `signal`, `signal:feature` or `signal@version:feature`, stored or request-time; a
+registered feature service (`"feature_service": "ranker"`) stands for its pinned features. Request-time
+signals read their request fields from `request_data` or from `entities` (as Feast sends request data). Every
+answer carries an `X-Request-ID` header (the caller's, or a new one), the id feature logging records. JSON values: vectors and id
 lists are lists, weighted id lists are lists of `{"id", "weight"}`, timestamps are ISO-8601 UTC strings, and
 NaN and ±inf are `null` (JSON has no such numbers; the status stays PRESENT). Errors answer
-`{"error": {"type", "message"}}`: 422 for an unknown signal, feature or join key or a key of the wrong type,
+`{"error": {"type", "message"}}`: 422 for an unknown signal, feature, feature service or join key, a key of the
+wrong type, a missing or mistyped request field, or a request-time function that failed (naming the signal),
 413 for too many entity rows or a request body over the size limit, 401 without a valid bearer token (when
 the service has tokens), 503 while the online store cannot be reached (the service recovers by itself when it
 is back)."""
@@ -58,7 +70,8 @@ class ModelJSONResponse(JSONResponse, StarletteJSONResponse):
 def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int = 1000,
                auth_tokens: Sequence[str] = (), offline_push: OfflinePush | None = None,
                max_push_rows: int = 10_000, resolve_cache_s: float = 5.0, close_store: bool = False,
-               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, feature_lists: FeatureLists | None = None,
+               feature_logger: LoggerFactory | None = None) -> FastAPI:
     """A FastAPI feature service reading ``store``, resolving ``signal[@version]`` with ``resolve``.
 
     ``resolve(name, version)`` returns ``(Signal, version)`` (latest when version is None) or raises
@@ -66,20 +79,33 @@ def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int =
     ``/healthz`` needs ``Authorization: Bearer <token>``. ``offline_push(signal, version, table)`` appends
     pushed rows to the offline store (``"to": "online_and_offline"``). A request body over
     ``max_body_bytes`` is answered 413 before it is parsed. The store belongs to the caller unless
-    ``close_store``.
+    ``close_store``. ``feature_lists`` (over the registry ``resolve`` reads) adds request-time signals and
+    feature services. ``feature_logger(observe)`` builds a ``quasar.online.feature_log.FeatureLogger`` at
+    start-up (in each worker, told of its counts by ``observe``) for the services that declare logging; it is
+    flushed at shutdown.
     """
     if max_entities < 1 or max_push_rows < 1:
         raise ConfigError(f"max_entities and max_push_rows must be at least 1, got {max_entities}, {max_push_rows}")
     check_limit(max_body_bytes)
     metrics = ServiceMetrics()
-    ctx = ServiceContext(store=store, resolver=ResolveCache(resolve, resolve_cache_s), metrics=metrics,
-                         max_entities=max_entities, max_push_rows=max_push_rows, offline_push=offline_push)
+    resolver = ResolveCache(resolve, resolve_cache_s)
+    ctx = ServiceContext(store=store, resolver=resolver, metrics=metrics, max_entities=max_entities,
+                         max_push_rows=max_push_rows, offline_push=offline_push,
+                         request_planner=RequestPlanner(resolver, feature_lists, ttl_s=resolve_cache_s))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if close_store:
-            await store.close()
+        served = None
+        if feature_logger is not None:
+            served = ctx.served_log = await anyio.to_thread.run_sync(ServedLog, feature_logger, metrics)
+        try:
+            yield
+        finally:
+            ctx.served_log = None
+            if served is not None:
+                await anyio.to_thread.run_sync(served.close)      # flush what was served
+            if close_store:
+                await store.close()
 
     app = FastAPIOffline(title="quasar feature service", version="1", description=DESCRIPTION, lifespan=lifespan,
                          default_response_class=ModelJSONResponse, static_url=DOCS_ASSETS)
@@ -96,6 +122,7 @@ def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int =
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)  # innermost: after auth
     app.add_middleware(BearerAuthMiddleware, tokens=tuple(auth_tokens))      # inner: runs after metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known)  # outer: sees every answer
+    app.add_middleware(RequestIdMiddleware)                                    # outermost: every answer has one
     return app
 
 
@@ -108,11 +135,13 @@ def _int_env(name: str, default: int) -> int:
 
 
 def app_from_env() -> FastAPI:
-    """A service from the environment: ``QUASAR_REGISTRY_URL`` (default ``sqlite:///.quasar/registry.db``),
+    """A service from the environment (stored and request-time signals, feature services; no feature
+    logging): ``QUASAR_REGISTRY_URL`` (default ``sqlite:///.quasar/registry.db``),
     ``QUASAR_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``), ``QUASAR_PROJECT`` (default ``quasar``),
     ``QUASAR_REDIS_CLUSTER`` (``1`` for a cluster), ``QUASAR_MAX_ENTITIES`` (default 1000),
     ``QUASAR_MAX_BODY_BYTES`` (default 4 MiB) and ``QUASAR_AUTH_TOKENS`` (comma-separated). No offline push."""
     from quasar.online.redis_store import AsyncRedisOnlineStore
+    from quasar.registry.feature_lists import FeatureLists
     from quasar.registry.registry import Registry
 
     registry = Registry.open(os.environ.get("QUASAR_REGISTRY_URL", "sqlite:///.quasar/registry.db"))
@@ -126,5 +155,5 @@ def app_from_env() -> FastAPI:
 
     tokens = [t.strip() for t in os.environ.get("QUASAR_AUTH_TOKENS", "").split(",") if t.strip()]
     return create_app(resolve=resolve, store=store, max_entities=_int_env("QUASAR_MAX_ENTITIES", 1000),
-                      auth_tokens=tokens, close_store=True,
+                      auth_tokens=tokens, close_store=True, feature_lists=FeatureLists(registry),
                       max_body_bytes=_int_env("QUASAR_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))

@@ -45,6 +45,18 @@ def coerce_entities(entities: Mapping[str, Sequence[Any]], key_types: Mapping[st
     return out
 
 
+def coerce_plan_keys(plan: OnlinePlan) -> None:
+    """The planned join keys as their entities' key types (``coerce_entities``), in the plan's reads too:
+    done after planning, so the join keys of every entity a request reads (a request-time signal's inputs
+    included) are coerced and request fields among the entities are left alone."""
+    types: dict[str, str] = {}
+    for read in plan.reads:
+        types.setdefault(read.entity.join_key, read.entity.join_key_type)
+    plan.join_keys.update(coerce_entities(plan.join_keys, types))
+    for read in plan.reads:
+        read.keys = plan.join_keys[read.entity.join_key]
+
+
 def epoch_seconds(iso: str | None) -> int | None:
     """An ISO-8601 UTC time as Feast's UnixTimestamp: whole seconds, truncated toward zero as Feast does."""
     if iso is None:

@@ -12,16 +12,26 @@ _SIGNAL = r"^[A-Za-z_][A-Za-z0-9_]*(@[0-9]+)?$"
 
 
 class FeaturesRequest(BaseModel):
-    """``{"entities": {"user_id": [1, 2]}, "features": ["user_engagement:ctr_7d"]}``."""
+    """``{"entities": {"user_id": [1, 2]}, "features": ["user_engagement:ctr_7d"]}``, or a feature service
+    (``"feature_service": "ranker"``) instead of ``features``; request-time signals' fields in
+    ``request_data`` or, as Feast's SDK sends them, among the ``entities``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    entities: dict[str, list[Key]] = Field(
-        description="Join key -> keys, one per entity row; every join key the features need, all of one length",
+    entities: dict[str, list[Any]] = Field(
+        description="Join key -> keys (int64 or string), one per entity row; every join key the features need, "
+                    "all of one length. Request fields may be given here too (as Feast sends request data)",
         examples=[{"user_id": [1, 2]}])
-    features: list[StrictStr] = Field(
-        min_length=1, description="'signal', 'signal:feature' or 'signal@version:feature'",
+    features: list[StrictStr] | None = Field(
+        None, description="'signal', 'signal:feature' or 'signal@version:feature' (stored or request-time); "
+                          "give this or feature_service",
         examples=[["user_engagement:ctr_7d"]])
+    feature_service: StrictStr | None = Field(
+        None, description="A registered feature service, 'name' (its latest version) or 'name@N': its pinned "
+                          "features; give this or features", examples=["ranker"])
+    request_data: dict[str, list[Any]] | None = Field(
+        None, description="Request field -> values, one per entity row, for request-time signals",
+        examples=[{"position": [0, 3]}])
     full_feature_names: StrictBool = Field(False, description="Name columns '<signal>__<feature>'")
 
 
@@ -36,8 +46,9 @@ class FeastFeaturesRequest(BaseModel):
     features: list[StrictStr] = Field(default_factory=list,
                                       description="'view:feature' references (a view is a signal; "
                                                   "'view@v2:feature' pins a version)")
-    feature_service: StrictStr | None = Field(None, description="Not yet: quasar's feature services arrive with "
-                                                                "issue 16; list the features instead")
+    feature_service: StrictStr | None = Field(None, description="A registered feature service ('name' or "
+                                                                "'name@N') instead of features; request fields "
+                                                                "go among the entities")
     full_feature_names: bool = Field(False, description="Name columns '<view>__<feature>'")
     include_feature_view_version_metadata: bool = Field(
         False, description="Add metadata.feature_view_metadata: each view read and the signal version read")

@@ -124,7 +124,7 @@ def test_feast_route_takes_feast_bodies(world: str) -> None:
     assert feast.json() == ours.json()
     assert feast.json()["results"][1]["statuses"] == ["PRESENT", "OUTSIDE_MAX_AGE"]
     service = call(world, "/get-online-features", {**body, "feature_service": "ranker_v1"})
-    assert service.status_code == 422
+    assert service.status_code == 404
     detail = orjson.loads(service.json())                # Feast's error document, as a JSON string
     assert detail["module"] == "feast.errors" and detail["class"] == "FeatureServiceNotFoundException"
     assert "ranker_v1" in detail["message"]

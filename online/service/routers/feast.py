@@ -5,8 +5,9 @@ the SDK raises its own typed exceptions (FeatureViewNotFoundException, FeastErro
 
 A feature view is a signal (``view@v2`` pins a version), and so is a push source. Reads and writes go through
 the same planning, push rules and stores as ``/v1/features`` and ``/v1/push``; what Feast's wire format needs
-besides is in ``quasar.online.service.feast_wire``. Feature services do not exist yet (issue 16): a request
-for one is answered with Feast's FeatureServiceNotFoundException, saying so.
+besides is in ``quasar.online.service.feast_wire``. ``feature_service`` names a registered quasar feature
+service (its pinned features; an unknown one is Feast's FeatureServiceNotFoundException, 404), and request
+data for request-time signals comes among the entities, as Feast's SDK sends it.
 """
 
 from __future__ import annotations
@@ -21,17 +22,19 @@ from starlette.responses import Response
 
 from quasar.online.push import validate_push_rows
 from quasar.online.response import parse_refs
-from quasar.online.service.context import ServiceContext
-from quasar.online.service.errors import JSONResponse, as_feast, feast_answer_to
-from quasar.online.service.feast_wire import coerce_entities, feast_answer, feast_rows
+from quasar.online.service.context import Prepared, ServiceContext
+from quasar.online.service.errors import JSONResponse, as_feast, feast_answer_to, feast_error_response
+from quasar.online.service.feast_wire import coerce_plan_keys, feast_answer, feast_rows
 from quasar.online.service.models import (
     FeastFeaturesRequest,
     FeastPushRequest,
     FeastWriteRequest,
     FeaturesResponse,
 )
+from quasar.online.service.request_id import request_id_of
 from quasar.online.service.routers.features import read_features
 from quasar.online.service.routers.push import check_push, pushed_signal, rows_from_json, write_pushed
+from quasar.online.service.served_log import log_served
 from quasar.signals.errors import NotFoundError, QuasarError, RequestError
 from quasar.signals.refs import parse_feature_ref
 
@@ -62,18 +65,6 @@ class FeastRoute(APIRoute):
         return feast_handler
 
 
-def key_types(ctx: ServiceContext, refs: Refs) -> dict[str, str]:
-    """Join key -> key type of the signals the references name (those that resolve)."""
-    types: dict[str, str] = {}
-    for _, (name, version, _) in refs:
-        try:
-            signal, _ = ctx.resolver.get(name, version)
-        except QuasarError:
-            continue
-        types.setdefault(signal.entity.join_key, signal.entity.join_key_type)
-    return types
-
-
 def feast_read_error(ctx: ServiceContext, exc: QuasarError, refs: Refs) -> QuasarError:
     """``exc`` (from planning a read) marked with the Feast class it is: an unknown view or view version, or an
     unknown feature of a known view; other errors stay Feast's root, FeastError."""
@@ -100,11 +91,17 @@ def _known(ctx: ServiceContext, name: str) -> bool:
     return True
 
 
-def feature_service_error(name: str) -> NotFoundError:
-    return as_feast(NotFoundError(
-        f"feature service {name!r}: quasar has no feature services yet (they arrive with issue 16); ask for "
-        "the service's features by reference instead, features=['view:feature', ...]"),
-        "FeatureServiceNotFoundException")
+FEATURE_SERVICE_NOT_FOUND = "FeatureServiceNotFoundException"
+
+
+async def prepare_service(ctx: ServiceContext, name: str) -> Prepared | Response:
+    """The feature service ``name`` ready to plan, or Feast's FeatureServiceNotFoundException (404) naming it."""
+    try:
+        return await ctx.planner.prepare([], name)
+    except NotFoundError as exc:
+        return feast_error_response(404, FEATURE_SERVICE_NOT_FOUND,
+                                    f"feature service {name!r} does not exist: {exc}; or ask for features by "
+                                    "reference, features=['view:feature', ...]")
 
 
 async def write_df(ctx: ServiceContext, name: str, df: Mapping[str, Sequence[Any]], *, what: str,
@@ -127,19 +124,27 @@ def feast_router(ctx: ServiceContext) -> APIRouter:
     router = APIRouter(tags=["feast"], route_class=FeastRoute)
 
     @router.post("/get-online-features", response_model=FeaturesResponse, responses=ERRORS)  # type: ignore[misc]
-    async def get_online_features(body: FeastFeaturesRequest) -> Response:
+    async def get_online_features(body: FeastFeaturesRequest, request: Request) -> Response:
         """Feast's read: the answer of ``/v1/features`` (join keys first, then the features in request order;
         the TTL is enforced: OUTSIDE_MAX_AGE), with Timestamp features in epoch seconds as Feast answers them.
-        Keys in the other JSON type are taken when exact (``"7"`` for an int64 key); errors are Feast's."""
-        if body.feature_service is not None:
-            raise feature_service_error(body.feature_service)
-        refs = parse_refs(body.features)
-        await ctx.resolver.prefetch([(name, version) for _, (name, version, _) in refs])
-        entities = coerce_entities(body.entities, key_types(ctx, refs))
+        Keys in the other JSON type are taken when exact (``"7"`` for an int64 key); errors are Feast's.
+        ``feature_service`` reads a quasar feature service (request fields among the entities)."""
+        service = body.feature_service
+        if service is not None:                      # as Feast's server: a service wins over a feature list
+            prepared = await prepare_service(ctx, service)
+            if isinstance(prepared, Response):
+                return prepared
+            features = prepared.refs
+        else:
+            features = body.features
+        refs = parse_refs(features)
         try:
-            plan, answer = await read_features(ctx, entities, body.features, body.full_feature_names)
+            prepared, plan, answer = await read_features(ctx, body.entities, [] if service else features,
+                                                         body.full_feature_names, service=service,
+                                                         check_keys=coerce_plan_keys)
         except (NotFoundError, RequestError) as exc:
             raise await anyio.to_thread.run_sync(feast_read_error, ctx, exc, refs) from None
+        log_served(ctx, prepared, plan, answer, request_id_of(request))
         return JSONResponse(feast_answer(plan, answer, version_metadata=body.include_feature_view_version_metadata))
 
     @router.post("/write-to-online-store", responses={  # type: ignore[misc]
