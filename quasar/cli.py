@@ -115,18 +115,23 @@ def init(path: str, name: str | None, minimal: bool) -> None:
         click.echo(f"  {line}")
 
 
+#: Report lines that a ``SignalChange`` line says better (signals, request-time signals, feature services).
+_CHANGE_LINES = ("signal ", "request-time signal ", "feature service ")
+
+
 @main.command()
 @click.argument("targets", nargs=-1, required=True)
 @click.pass_context
 @_fail_cleanly
 def register(ctx: click.Context, targets: tuple[str, ...]) -> None:
-    """Register the entities, sources and signals of .py files, folders or modules."""
+    """Register the entities, sources, signals, request-time signals and feature services of .py files, folders
+    or modules (a feature service is pinned to the signal versions serving now)."""
     p = _platform(ctx)
     for target in targets:
         report = p.register(_here(ctx, target))
         for what, lines in (("created", report.created), ("updated", report.updated)):
             for line in lines:
-                if not line.startswith("signal "):
+                if not line.startswith(_CHANGE_LINES):
                     click.echo(f"  {what:<10} {line}")
         for change in report.signals:               # unchanged / metadata updated / new version N, and its needs
             click.echo(f"  {change.summary}")
@@ -145,7 +150,7 @@ def plan(ctx: click.Context, targets: tuple[str, ...]) -> None:
         report = p.plan(_here(ctx, target))
         for what, lines in (("would create", report.created), ("would update", report.updated)):
             for line in lines:
-                if not line.startswith("signal "):
+                if not line.startswith(_CHANGE_LINES):
                     click.echo(f"  {what}  {line}")
         for change in report.signals:
             click.echo(f"  {change.summary}")
@@ -164,14 +169,17 @@ def _table(rows: list[dict[str, Any]], header: dict[str, str]) -> None:
 @main.command(name="ls")
 @click.option("--entities", is_flag=True, help="List the entities (join key, signals of each) instead.")
 @click.option("--sources", is_flag=True, help="List the sources (kind, location, signals reading each) instead.")
+@click.option("--requests", is_flag=True, help="List only the request-time signals.")
+@click.option("--services", is_flag=True, help="List only the feature services.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @_fail_cleanly
-def ls_(ctx: click.Context, entities: bool, sources: bool, as_json: bool) -> None:
-    """List registered signals: latest version, serving version (what unpinned references read), kind, ...
-    (or, with --entities / --sources, the entities or the sources)."""
-    if entities and sources:
-        raise click.UsageError("give one of --entities, --sources (or neither, for the signals)")
+def ls_(ctx: click.Context, entities: bool, sources: bool, requests: bool, services: bool, as_json: bool) -> None:
+    """List registered signals: latest version, serving version (what unpinned references read), kind, ...,
+    then the request-time signals and the feature services (with --json: one list, each row with its kind).
+    --entities, --sources, --requests, --services list only those."""
+    if entities + sources + requests + services > 1:
+        raise click.UsageError("give one of --entities, --sources, --requests, --services (or none, for all)")
     p = _platform(ctx)
     if entities or sources:
         listed = p.entities() if entities else p.sources()
@@ -189,21 +197,46 @@ def ls_(ctx: click.Context, entities: bool, sources: bool, as_json: bool) -> Non
                    {"name": "SOURCE", "kind": "KIND", "location": "LOCATION", "timestamp": "TIMESTAMP",
                     "signals": "SIGNALS", "description": "DESCRIPTION"})
         return
-    serving = p.serving_versions()
-    rows = [{"name": sv.name, "version": sv.version, "serving": serving[sv.name].version, "kind": sv.signal.kind,
-             "entity": sv.signal.entity.name, "features": len(sv.signal.schema), "online": sv.signal.online,
-             "owner": sv.signal.owner}
-            for sv in p.ls()]
+    everything = not (requests or services)
+    rows: list[dict[str, Any]] = []
+    if everything:
+        serving = p.serving_versions()
+        rows = [{"name": sv.name, "version": sv.version, "serving": serving[sv.name].version,
+                 "kind": sv.signal.kind, "entity": sv.signal.entity.name, "features": len(sv.signal.schema),
+                 "online": sv.signal.online, "owner": sv.signal.owner}
+                for sv in p.ls()]
+    on_demand = p.request_signals() if everything or requests else []
+    bound = p.feature_services() if everything or services else []
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([*rows, *on_demand, *bound], indent=2))
         return
-    if not rows:
-        click.echo("no signals registered: run `quasar register <file or folder>`")
+    if not (rows or on_demand or bound):
+        what = "request-time signals" if requests else "feature services" if services else "signals"
+        click.echo(f"no {what} registered: run `quasar register <file or folder>`")
         return
-    _table([{**r, "version": f"v{r['version']}", "serving": f"v{r['serving']}", "online": "yes" if r["online"]
-             else "no"} for r in rows],
-           {"name": "SIGNAL", "version": "VERSION", "serving": "SERVING", "kind": "KIND", "entity": "ENTITY",
-            "features": "FEATURES", "online": "ONLINE", "owner": "OWNER"})
+    sections = []
+    if rows:
+        sections.append(lambda: _table(
+            [{**r, "version": f"v{r['version']}", "serving": f"v{r['serving']}",
+              "online": "yes" if r["online"] else "no"} for r in rows],
+            {"name": "SIGNAL", "version": "VERSION", "serving": "SERVING", "kind": "KIND", "entity": "ENTITY",
+             "features": "FEATURES", "online": "ONLINE", "owner": "OWNER"}))
+    if on_demand:
+        sections.append(lambda: _table(
+            [{**r, "version": f"v{r['version']}", "inputs": ", ".join(r["inputs"]) or "-",
+              "request": ", ".join(r["request"]) or "-", "modes": ", ".join(r["modes"]) or "-"} for r in on_demand],
+            {"name": "REQUEST-TIME SIGNAL", "version": "VERSION", "inputs": "INPUTS", "request": "REQUEST FIELDS",
+             "features": "FEATURES", "modes": "MODES", "owner": "OWNER"}))
+    if bound:
+        sections.append(lambda: _table(
+            [{**r, "version": f"v{r['version']}", "pins": ", ".join(f"{k}@{v}" for k, v in r["pins"].items()) or "-",
+              "logging": "off" if r["logging"] is None else f"{r['logging']:g}"} for r in bound],
+            {"name": "FEATURE SERVICE", "version": "VERSION", "features": "FEATURES", "pins": "PINS",
+             "logging": "LOGGING", "owner": "OWNER"}))
+    for i, show in enumerate(sections):
+        if i:
+            click.echo("")
+        show()
 
 
 @main.command()
@@ -211,12 +244,16 @@ def ls_(ctx: click.Context, entities: bool, sources: bool, as_json: bool) -> Non
 @click.option("--entity", "what", flag_value="entity", help="NAME is an entity.")
 @click.option("--source", "what", flag_value="source", help="NAME is a source.")
 @click.option("--signal", "what", flag_value="signal", help="NAME is a signal (the default when one has it).")
+@click.option("--request", "what", flag_value="request", help="NAME is a request-time signal.")
+@click.option("--service", "what", flag_value="service", help="NAME is a feature service.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @_fail_cleanly
 def describe(ctx: click.Context, name: str, what: str | None, as_json: bool) -> None:
-    """Show a signal (schema, aggregations, versions, upstream and downstream signals, recent runs), an entity
-    (join key, signals) or a source (location, schema, signals). NAME is looked up in that order."""
+    """Show a signal (schema, aggregations, versions, upstream and downstream signals, recent runs, the feature
+    services and model bundles reading each version), a request-time signal (inputs, request fields, features,
+    modes, versions, users), a feature service (features, pins, versions, logging), an entity (join key,
+    signals) or a source (location, schema, signals). NAME is looked up in that order."""
     from quasar.describe import format_description
     d = _platform(ctx).describe(name, what)
     click.echo(json.dumps(d, indent=2) if as_json else format_description(d))
@@ -365,22 +402,69 @@ def consistency(ctx: click.Context, signal: str, sample: int, seed: int | None, 
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else "\n".join(format_consistency(report)))
 
 
+SKEW_EXIT = 3
+
+
+@main.command()
+@click.argument("service")
+@click.option("--start", default=None, help="Serving time to start at (inclusive, ISO-8601), e.g. 2026-01-01.")
+@click.option("--end", default=None, help="Serving time to end at (exclusive, ISO-8601), e.g. 2026-01-02T12:00Z.")
+@click.option("--sample", default=None, type=click.IntRange(min=1), help="Compare a random sample of the rows.")
+@click.option("--seed", default=None, type=int, help="Seed of the sample.")
+@click.option("--engine", default=None, help="Engine of the offline point-in-time read (local or spark).")
+@click.option("--fail-on-mismatch", is_flag=True,
+              help=f"Exit {SKEW_EXIT} when any feature has a mismatch or a value missing on either side.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_fail_cleanly
+def skew(ctx: click.Context, service: str, start: str | None, end: str | None, sample: int | None,
+         seed: int | None, engine: str | None, fail_on_mismatch: bool, as_json: bool) -> None:
+    """Compare what SERVICE served (its feature log) with the offline point-in-time values of the same keys,
+    request fields and times: per feature the mismatch and missing rates, with examples. Exit 0 with the
+    report (1 on an error; with --fail-on-mismatch, 3 when anything differs)."""
+    from quasar.online.skew import format_skew, report_json
+    report = _platform(ctx).skew(service, start=start, end=end, sample=sample, seed=seed, engine=engine)
+    click.echo(report_json(report) if as_json else "\n".join(format_skew(report)))
+    if fail_on_mismatch and not report.consistent:
+        sys.exit(SKEW_EXIT)
+
+
 @main.command()
 @click.option("--spine", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Parquet (or CSV) file: join keys, event_timestamp, labels.")
-@click.option("--features", required=True, help="Comma-separated references: signal, signal:feature, signal@2:feature.")
+              help="Parquet (or CSV) file: join keys, event_timestamp, request fields, labels.")
+@click.option("--features", default=None,
+              help="Comma-separated references: signal, signal:feature, signal@2:feature, request-time signals.")
+@click.option("--service", default=None, help="A feature service (ranker, or ranker@2): exactly its pinned features.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
 @click.option("--engine", default=None, help="local or spark.")
 @click.option("--full-names", is_flag=True, help="Name columns <signal>__<feature>.")
 @click.pass_context
 @_fail_cleanly
-def dataset(ctx: click.Context, spine: str, features: str, out: str, engine: str | None, full_names: bool) -> None:
-    """Build a point-in-time correct training dataset and write it to Parquet."""
+def dataset(ctx: click.Context, spine: str, features: str | None, service: str | None, out: str,
+            engine: str | None, full_names: bool) -> None:
+    """Build a point-in-time correct training dataset and write it to Parquet: --features or --service."""
     from quasar.io import read_table
-    refs = [f.strip() for f in features.split(",") if f.strip()]
-    result = _platform(ctx).dataset(read_table(spine), refs, engine=engine, full_names=full_names, progress=True)
+    if (features is None) == (service is None):
+        raise click.UsageError("give exactly one of --features and --service")
+    p = _platform(ctx)
+    chosen: str | list[str]
+    if service is not None:
+        from quasar.registry.feature_lists import service_name
+        named = service_name(service.strip())
+        if named is None:
+            raise click.UsageError(f"--service takes a feature service name (ranker or ranker@2), got {service!r}")
+        found = p.registry.service(*named)             # NotFoundError names the registered services
+        chosen = f"{found.name}@{found.version}"
+    else:
+        assert features is not None
+        chosen = [f.strip() for f in features.split(",") if f.strip()]
+        if not chosen:
+            raise click.UsageError("--features names no feature")
+    result = p.dataset(read_table(spine), chosen, engine=engine, full_names=full_names, progress=True)
     result.write_parquet(out)
     click.echo(f"wrote {result.table.num_rows} rows x {result.table.num_columns} columns to {out}")
+    if service is not None:
+        click.echo(f"  feature service {chosen}: {', '.join(dict.fromkeys(result.features.values()))}")
 
 
 @main.command()

@@ -1,33 +1,48 @@
 """What ``quasar describe`` and ``quasar ls --entities/--sources`` show, as plain data and as text: a signal's
-schema, aggregations, versions, lineage and recent runs; an entity's join key and signals; a source's location,
-schema and signals."""
+schema, aggregations, versions, lineage, recent runs and the feature services and model bundles that read each
+version; an entity's join key and signals; a source's location, schema and signals. Request-time signals and
+feature services are described by ``quasar.describe_features``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from quasar.describe_features import (
+    describe_request,
+    describe_service,
+    format_request,
+    format_service,
+    format_used_by,
+    usage,
+    used_by,
+)
 from quasar.quality import last_validation
 from quasar.signals.durations import format_duration
 from quasar.signals.expectations import describe_expectation
 
-KINDS = ("signal", "entity", "source")
+KINDS = ("signal", "request", "service", "entity", "source")
 
 
-def describe(registry: Any, name: str, what: str | None = None) -> dict[str, Any]:
-    """``name`` described as ``what`` (a signal, an entity or a source); None: the first kind that has the name,
-    in that order. NotFoundError names what exists."""
+def describe(registry: Any, name: str, what: str | None = None, models: Path | None = None) -> dict[str, Any]:
+    """``name`` described as ``what`` (a signal, a request-time signal, a feature service, an entity or a
+    source); None: the first kind that has the name, in that order. ``models``: the bundles folder, to name
+    the bundles that read a signal version or a service. NotFoundError names what exists."""
     from quasar.signals.errors import NotFoundError
-    if what is not None:
-        return {"signal": describe_signal, "entity": describe_entity, "source": describe_source}[what](registry,
-                                                                                                     name)
-    if name in {sv.name for sv in registry.signals()}:
-        return describe_signal(registry, name)
-    if name in {e.name for e in registry.entities()}:
-        return describe_entity(registry, name)
-    if name in {s.name for s in registry.sources()}:
-        return describe_source(registry, name)
-    raise NotFoundError(f"no signal, entity or source named {name!r}; see `quasar ls`, `quasar ls --entities` "
-                        "and `quasar ls --sources`")
+    if what is None:
+        what = next((kind for kind, names in (
+            ("signal", lambda: {sv.name for sv in registry.signals()}),
+            ("request", lambda: {rv.name for rv in registry.request_signals()}),
+            ("service", lambda: {sv.name for sv in registry.services()}),
+            ("entity", lambda: {e.name for e in registry.entities()}),
+            ("source", lambda: {s.name for s in registry.sources()})) if name in names()), None)
+    if what is None:
+        raise NotFoundError(f"no signal, entity or source named {name!r}, nor a request-time signal or feature "
+                            "service; see `quasar ls`, `quasar ls --entities` and `quasar ls --sources`")
+    if what in ("signal", "request", "service"):
+        return {"signal": describe_signal, "request": describe_request, "service": describe_service}[what](
+            registry, name, models)
+    return {"entity": describe_entity, "source": describe_source}[what](registry, name)
 
 
 def entity_rows(registry: Any) -> list[dict[str, Any]]:
@@ -68,9 +83,10 @@ def describe_source(registry: Any, name: str) -> dict[str, Any]:
             "signals": sorted(sv.name for sv in registry.signals() if sv.signal.source.name == name)}
 
 
-def describe_signal(registry: Any, name: str) -> dict[str, Any]:
+def describe_signal(registry: Any, name: str, models: Path | None = None) -> dict[str, Any]:
     """A JSON-safe description of signal ``name`` from the registry."""
     latest = registry.signal(name)
+    versions = registry.versions(name)
     sig = latest.signal
     runs = registry.runs(name, limit=5)
     serving = registry.serving(name)
@@ -94,9 +110,12 @@ def describe_signal(registry: Any, name: str) -> dict[str, Any]:
         "module": sig.module,
         "versions": [{"version": v.version, "created_at": v.created_at.isoformat(),
                       "schema_fingerprint": v.signal.schema.fingerprint_hex}
-                     for v in registry.versions(name)],
+                     for v in versions],
         "upstream": registry.upstream(name),
         "downstream": registry.downstream(name),
+        "read_at_request_time_by": sorted(rv.name for rv in registry.request_signals()
+                                          if name in rv.signal.upstream),
+        "used_by": used_by(usage(registry, models), name, [v.version for v in versions]),
         "runs": [{"id": r.id, "kind": r.kind, "version": r.version, "status": r.status,
                   "started_at": r.started_at.isoformat(), "rows": r.rows, "snapshot_id": r.snapshot_id,
                   "duration_s": r.duration_s} for r in runs],
@@ -112,6 +131,10 @@ def format_description(d: dict[str, Any]) -> str:
         return _format_entity(d)
     if d.get("what") == "source":
         return _format_source(d)
+    if d.get("what") == "request":
+        return format_request(d)
+    if d.get("what") == "service":
+        return format_service(d)
     lines = [
         f"signal {d['name']} v{d['version']} ({d['kind']})",
         f"  description: {d['description'] or '-'}",
@@ -135,6 +158,9 @@ def format_description(d: dict[str, Any]) -> str:
     lines.append(f"  versions:    {versions}")
     lines.append(f"  upstream:    {', '.join(d['upstream']) or '-'}")
     lines.append(f"  downstream:  {', '.join(d['downstream']) or '-'}")
+    if d.get("read_at_request_time_by"):
+        lines.append(f"  read by request-time signals: {', '.join(d['read_at_request_time_by'])}")
+    lines += format_used_by(d.get("used_by", []))
     if d.get("expectations"):
         lines.append(f"  expectations ({d['policy']}):")
         lines += [f"    {e}" for e in d["expectations"]]

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from quasar.delete import DeletePlan
     from quasar.online.consistency import ConsistencyReport
     from quasar.online.materialize import MaterializeResult
+    from quasar.online.skew import SkewReport
     from quasar.online.store import OnlineStore
     from quasar.registry import RegistrationReport, Registry, SignalVersion
     from quasar.registry.feature_lists import FeatureLists
@@ -137,11 +138,23 @@ class Platform:
             self.feature_lists.clear()
 
     def describe(self, name: str, what: str | None = None) -> dict[str, Any]:
-        """A signal (schema, aggregations, versions, lineage, recent runs), an entity (join key, signals) or a
-        source (location, schema, signals) as plain data; ``what`` ("signal", "entity", "source") says which,
-        None takes the first kind that has the name, in that order."""
+        """A signal (schema, aggregations, versions, lineage, recent runs, the services and bundles reading each
+        version), a request-time signal (inputs, request fields, features, modes, versions, users), a feature
+        service (features, pins, versions, logging, bundles), an entity (join key, signals) or a source
+        (location, schema, signals) as plain data; ``what`` ("signal", "request", "service", "entity",
+        "source") says which, None takes the first kind that has the name, in that order."""
         from quasar.describe import describe
-        return describe(self.registry, name, what)
+        return describe(self.registry, name, what, models=self.config.path(self.config.serving.models))
+
+    def request_signals(self) -> list[dict[str, Any]]:
+        """The latest version of every request-time signal: inputs, request fields, features, modes."""
+        from quasar.describe_features import request_rows
+        return request_rows(self.registry)
+
+    def feature_services(self) -> list[dict[str, Any]]:
+        """The latest version of every feature service: feature count, pins, logging sample rate."""
+        from quasar.describe_features import service_rows
+        return service_rows(self.registry)
 
     def entities(self) -> list[dict[str, Any]]:
         """Every registered entity with the signals of it."""
@@ -386,6 +399,28 @@ class Platform:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # --- feature logs (quasar.online.feature_log, quasar.online.skew) ---------------------------------------
+    def feature_log(self, service: str, start: str | datetime | None = None, end: str | datetime | None = None,
+                    *, features: bool = False) -> pa.Table:
+        """The rows ``service`` logged with serving times in ``[start, end)``: a training spine as it is
+        (``training_dataset(p.feature_log("ranker"), "ranker")`` trains on exactly what was served);
+        ``features=True`` adds the served values and statuses."""
+        from quasar.online.skew import read_feature_log
+        self.registry.service(service)                     # NotFoundError names the registered services
+        return read_feature_log(self.catalog, self.config.offline.namespace, service, start, end,
+                                features=features)
+
+    def skew(self, service: str, *, start: str | datetime | None = None, end: str | datetime | None = None,
+             sample: int | None = None, seed: int | None = None, engine: str | None = None) -> SkewReport:
+        """Compare the values ``service`` logged in ``[start, end)`` with the offline point-in-time values of
+        the same keys, request fields and times, per feature (``quasar.online.skew``)."""
+        from quasar.online.skew import measure_skew
+        self.registry.service(service)
+        return measure_skew(self.catalog, self.config.offline.namespace, service,
+                            lambda spine, ref, full: self.training_dataset(spine, ref, engine=engine,
+                                                                           full_names=full),
+                            start=start, end=end, sample=sample, seed=seed)
 
 
 def _column_names(spine: Any) -> list[str]:

@@ -104,55 +104,95 @@ def write(conn: Connection, kind: str, obj: RequestSignal | FeatureService, defi
     what = KINDS[kind]
     fingerprint = obj.definition_fingerprint
     current = conn.execute(select(func.max(d.c.version)).where(d.c.kind == kind, d.c.name == obj.name)).scalar()
-    if current is None or conn.execute(select(d.c.definition_fingerprint).where(
-            d.c.kind == kind, d.c.name == obj.name, d.c.version == current)).scalar() != fingerprint:
+    old = None if current is None else conn.execute(select(d.c.definition, d.c.definition_fingerprint).where(
+        d.c.kind == kind, d.c.name == obj.name, d.c.version == current)).one()
+    if old is None or old.definition_fingerprint != fingerprint:
         version = 1 if current is None else current + 1
         conn.execute(insert(d).values(kind=kind, name=obj.name, version=version, definition=definition,
                                       definition_fingerprint=fingerprint, created_at=now, updated_at=now))
         report.created.append(f"{what} {obj.name} v{version}")
         report.signals.append(SignalChange(name=obj.name, status="new" if version == 1 else "new version",
-                                           version=version, note=_note(obj)))
+                                           version=version, kind=kind,
+                                           changed=[] if old is None else _what_changed(kind, old.definition,
+                                                                                       definition),
+                                           note=_note(obj, None if old is None else old.definition)))
         return version
-    old = conn.execute(select(d.c.definition).where(d.c.kind == kind, d.c.name == obj.name,
-                                                    d.c.version == current)).scalar()
-    if old != definition:
-        changed = sorted(k for k in set(old) | set(definition) if old.get(k) != definition.get(k))
+    assert current is not None
+    if old.definition != definition:
+        changed = sorted(k for k in set(old.definition) | set(definition)
+                         if old.definition.get(k) != definition.get(k))
         conn.execute(update(d).where(d.c.kind == kind, d.c.name == obj.name, d.c.version == current)
                      .values(definition=definition, updated_at=now))
         report.updated.append(f"{what} {obj.name} v{current}")
         report.signals.append(SignalChange(name=obj.name, status="metadata updated", version=current,
-                                           changed=changed))
+                                           changed=changed, kind=kind))
     else:
         report.unchanged.append(f"{what} {obj.name} v{current}")
-        report.signals.append(SignalChange(name=obj.name, status="unchanged", version=current))
+        report.signals.append(SignalChange(name=obj.name, status="unchanged", version=current, kind=kind,
+                                           note=_note(obj, old.definition) if kind == "service" else ""))
     return current
 
 
-def _note(obj: RequestSignal | FeatureService) -> str:
+#: What makes a new version, per kind, as people call it.
+IDENTITY = {"request": {"schema": "features", "request": "request fields", "inputs": "inputs", "code": "code"},
+            "service": {"features": "features", "pins": "pins"}}
+
+
+def _what_changed(kind: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [label for key, label in IDENTITY[kind].items() if old.get(key) != new.get(key)]
+
+
+def _note(obj: RequestSignal | FeatureService, old: dict[str, Any] | None) -> str:
+    """A service's pins (and how they moved since ``old``, the previous version); what a request-time signal
+    reads and how it runs."""
     if isinstance(obj, FeatureService):
-        return "pins " + ", ".join(f"{k}@{v}" for k, v in obj.pins.items()) if obj.pins else ""
-    return f"request-time signal reading {', '.join(r for _, r in obj.inputs)}" if obj.inputs else ""
+        before = {str(k): int(v) for k, v in (old or {}).get("pins", {}).items()}
+        moved = [f"{k}@{before[k]} -> @{v}" for k, v in obj.pins.items() if k in before and before[k] != v]
+        pins = ", ".join(f"{k}@{v}" for k, v in obj.pins.items())
+        text = f"pins {pins}" if pins else "no pins"
+        return f"{text} (moved: {', '.join(moved)})" if moved else text
+    parts = []
+    if obj.inputs:
+        parts.append("reads " + ", ".join(r for _, r in obj.inputs))
+    if len(obj.request):
+        parts.append("request fields " + ", ".join(obj.request.names))
+    modes = [m for m, fn in (("row", obj.row_fn), ("batch", obj.batch_fn)) if fn is not None]
+    if modes:
+        parts.append("modes " + ", ".join(modes))
+    return "; ".join(parts)
 
 
 ServingOf = Callable[[str], int]
+RequestAt = Callable[[str, int], RequestSignal]
 
 
 def pin_service(service: FeatureService, stored_serving: ServingOf, request_latest: dict[str, RequestSignal],
-                request_version: dict[str, int], stored: set[str]) -> FeatureService:
+                request_version: dict[str, int], stored: set[str],
+                request_at: RequestAt | None = None) -> FeatureService:
     """``service`` with its pins: every unpinned reference's signal at its serving version, and the inputs of
-    the request-time signals it reads, transitively. RegistrationError names a reference to nothing."""
+    the request-time signals it reads, transitively (of the version it reads: ``request_at`` gives an older
+    pinned one). RegistrationError names a reference to nothing."""
     pins: dict[str, int] = {}
     problems: list[str] = []
+    seen: set[tuple[str, int]] = set()
 
     def visit(raw: str, via: str) -> None:
         ref = parse_feature_ref(raw, RegistrationError)
         if ref.signal in request_latest:
+            version = ref.version if ref.version is not None else pins.get(ref.signal, request_version[ref.signal])
             if ref.version is None:
-                pins.setdefault(ref.signal, request_version[ref.signal])
-            rs = request_latest[ref.signal]
-            if ref.version is None or ref.version == request_version[ref.signal]:
-                for _, up in rs.inputs:
-                    visit(up, f"request-time signal {rs.name!r}")
+                pins.setdefault(ref.signal, version)
+            if (ref.signal, version) in seen:
+                return
+            seen.add((ref.signal, version))
+            if version == request_version[ref.signal]:
+                rs = request_latest[ref.signal]
+            elif request_at is not None:
+                rs = request_at(ref.signal, version)
+            else:
+                return
+            for _, up in rs.inputs:
+                visit(up, f"request-time signal {rs.name!r}")
             return
         if ref.signal not in stored:
             problems.append(f"{via} reads {raw!r}: no signal or request-time signal named {ref.signal!r} is "
@@ -166,3 +206,12 @@ def pin_service(service: FeatureService, stored_serving: ServingOf, request_late
     if problems:
         raise RegistrationError("; ".join(dict.fromkeys(problems)))
     return service.pinned(pins)
+
+
+def request_at(conn: Connection) -> RequestAt:
+    """A reader of registered request-time signal versions (no functions attached) on ``conn``."""
+    def at(name: str, version: int) -> RequestSignal:
+        found = rows(conn, "request", name)
+        row, _ = pick(found, "request", name, version, [])
+        return RequestSignal.from_dict(row.definition)
+    return at

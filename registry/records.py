@@ -47,7 +47,8 @@ class SignalChange:
     updated"`` (descriptions, owner, TTL, ... changed in place: ``changed`` names them) or ``"unchanged"``.
     ``needs``: the runs a new version needs before unpinned references resolve to it (``"backfill"``, and
     ``"materialize"`` for an online signal). ``serving``: for a new version, the version that keeps serving
-    meanwhile.
+    meanwhile. ``kind``: ``"signal"``, ``"request"`` (a request-time signal) or ``"service"`` (a feature service;
+    its ``note`` names the pins); the summary names the kind of the latter two.
     """
 
     name: str
@@ -57,11 +58,13 @@ class SignalChange:
     changed: list[str] = field(default_factory=list)
     serving: int | None = None
     note: str = ""
+    kind: str = "signal"
 
     @property
     def summary(self) -> str:
         """One line for people, e.g. ``user_clicks v2: new version; needs backfill, materialize ...``."""
-        text = f"{self.name} v{self.version}: {self.status}"
+        what = {"request": "request-time signal ", "service": "feature service "}.get(self.kind, "")
+        text = f"{what}{self.name} v{self.version}: {self.status}"
         if self.changed:
             text += f" ({', '.join(self.changed)})"
         if self.note:

@@ -183,33 +183,18 @@ def _check_cycles(defs: Definitions, state: RegistryState) -> list[str]:
 
 def _check_requests(defs: Definitions, state: RegistryState, where: dict[str, dict[str, str]]) -> list[str]:
     """Request-time signals and services share the reference namespace with stored signals: no name is two
-    things; a request-time signal's inputs name existing features; request-time signals read no cycle."""
-    problems = []
+    things; a request-time signal's inputs and a service's references name existing features; request-time
+    signals read no cycle."""
     stored = {**state.signals, **defs.signals}
     requests = {**state.requests, **defs.requests}
-    for name in defs.requests:
-        if name in stored:
-            problems.append(f"request-time signal {name!r} ({where['request'][name]}) has the name of a signal; "
-                            "references could not tell them apart: rename one")
-    for name in defs.signals:
-        if name in state.requests:
-            problems.append(f"signal {name!r} ({where['signal'][name]}) has the name of a registered request-time "
-                            "signal: rename one")
-    for name in defs.services:
-        if name in stored or name in requests:
-            problems.append(f"feature service {name!r} ({where['service'][name]}) has the name of a signal: a "
-                            "feature list naming it could mean either; rename one")
+    problems = _check_names(defs, state, where, stored, requests)
     for name, rs in defs.requests.items():
         for _, raw in rs.inputs:
-            ref = parse_feature_ref(raw, RegistrationError)
-            target = stored.get(ref.signal) or requests.get(ref.signal)
-            if target is None:
-                problems.append(f"request-time signal {name!r} ({where['request'][name]}) reads {raw!r}, but no "
-                                f"signal named {ref.signal!r} is registered or defined in the module")
-            elif ref.version is None and ref.feature not in target.schema.names:
-                problems.append(f"request-time signal {name!r} ({where['request'][name]}) reads {raw!r}, but "
-                                f"{ref.signal!r} has no feature {ref.feature!r}; its features: "
-                                f"{', '.join(target.schema.names)}")
+            problems += _check_ref(raw, f"request-time signal {name!r} ({where['request'][name]})", stored,
+                                   requests)
+    for name, fs in defs.services.items():
+        for raw in fs.features:
+            problems += _check_ref(raw, f"feature service {name!r} ({where['service'][name]})", stored, requests)
     done: set[str] = set()
 
     def visit(name: str, path: list[str]) -> None:
@@ -225,4 +210,67 @@ def _check_requests(defs: Definitions, state: RegistryState, where: dict[str, di
 
     for name in sorted(defs.requests):
         visit(name, [])
+    for name, fs in defs.services.items():
+        problems += _check_request_fields(fs, requests, where["service"][name])
+    return problems
+
+
+def _check_names(defs: Definitions, state: RegistryState, where: dict[str, dict[str, str]],
+                 stored: dict[str, Signal], requests: dict[str, RequestSignal]) -> list[str]:
+    """No name is a stored signal, a request-time signal and a feature service at once (module or registry)."""
+    problems = []
+    for name in defs.requests:
+        if name in stored:
+            problems.append(f"request-time signal {name!r} ({where['request'][name]}) has the name of a signal; "
+                            "references could not tell them apart: rename one")
+    for name in defs.signals:
+        if name in state.requests:
+            problems.append(f"signal {name!r} ({where['signal'][name]}) has the name of a registered request-time "
+                            "signal: rename one")
+    for kind, what in (("signal", "signal"), ("request", "request-time signal")):
+        for name in getattr(defs, "signals" if kind == "signal" else "requests"):
+            if name in state.services:
+                problems.append(f"{what} {name!r} ({where[kind][name]}) has the name of a registered feature "
+                                "service: a feature list naming it could mean either; rename one")
+    for name in defs.services:
+        if name in stored or name in requests:
+            what = "signal" if name in stored else "request-time signal"
+            problems.append(f"feature service {name!r} ({where['service'][name]}) has the name of a {what}: a "
+                            "feature list naming it could mean either; rename one")
+    return problems
+
+
+def _check_ref(raw: str, who: str, stored: dict[str, Signal], requests: dict[str, RequestSignal]) -> list[str]:
+    """``raw`` names a registered or module-defined signal (and, unpinned, one of its features)."""
+    ref = parse_feature_ref(raw, RegistrationError)
+    target: Signal | RequestSignal | None = stored.get(ref.signal) or requests.get(ref.signal)
+    if target is None:
+        return [f"{who} reads {raw!r}, but no signal or request-time signal named {ref.signal!r} is registered "
+                "or defined in the module"]
+    if ref.version is None and ref.feature is not None and ref.feature not in target.schema.names:
+        return [f"{who} reads {raw!r}, but {ref.signal!r} has no feature {ref.feature!r}; its features: "
+                f"{', '.join(target.schema.names)}"]
+    return []
+
+
+def _check_request_fields(fs: FeatureService, requests: dict[str, RequestSignal], where: str) -> list[str]:
+    """The request-time signals a service reads (transitively, latest definitions) agree on the type of each
+    request field: a caller sends one value per field."""
+    fields: dict[str, tuple[str, str]] = {}
+    problems = []
+    seen: set[str] = set()
+    todo = [parse_feature_ref(raw, RegistrationError).signal for raw in fs.features]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in requests:
+            continue
+        seen.add(name)
+        rs = requests[name]
+        for fname, ftype in rs.request:
+            other = fields.setdefault(fname, (str(ftype), name))
+            if other[0] != str(ftype):
+                problems.append(f"feature service {fs.name!r} ({where}) reads request-time signals {other[1]!r} "
+                                f"and {name!r}, which declare request field {fname!r} as {other[0]} and {ftype}: "
+                                "a caller sends one value; rename one")
+        todo += rs.upstream
     return problems

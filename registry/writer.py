@@ -78,7 +78,8 @@ def _write_requests_and_services(conn: Connection, defs: Definitions, state: Reg
     stored = set(state.signals) | set(defs.signals)
     serving = serving_versions(conn)
     for name in sorted(defs.services):
-        pinned = d.pin_service(defs.services[name], lambda s: serving[s].version, requests, versions, stored)
+        pinned = d.pin_service(defs.services[name], lambda s: serving[s].version, requests, versions, stored,
+                               d.request_at(conn))
         d.write(conn, "service", pinned, plain(pinned.to_dict()), now, report)
 
 

@@ -73,6 +73,7 @@ class RequestSignal:
     module: str = ""
     row_fn: RowFn | None = field(default=None, repr=False)
     batch_fn: BatchFn | None = field(default=None, repr=False)
+    recorded_modes: tuple[str, ...] = field(default=(), repr=False)   # as registered, when no function is attached
 
     def __post_init__(self) -> None:
         check_name(self.name, "request-time signal")
@@ -104,6 +105,12 @@ class RequestSignal:
     @property
     def features(self) -> dict[str, Any]:
         return self.schema.as_dict()
+
+    @property
+    def modes(self) -> list[str]:
+        """The forms it has, ``row`` and/or ``batch``: of the attached functions, else as registered."""
+        attached = [m for m, fn in (("row", self.row_fn), ("batch", self.batch_fn)) if fn is not None]
+        return attached or list(self.recorded_modes)
 
     @property
     def input_refs(self) -> list[FeatureRef]:
@@ -234,7 +241,7 @@ class RequestSignal:
         return {"name": self.name, "kind": "request", "inputs": [list(i) for i in self.inputs],
                 "request": self.request.to_dict(), "schema": self.schema.to_dict(), "owner": self.owner,
                 "description": self.description, "code": self.code, "module": self.module,
-                "modes": [m for m, fn in (("row", self.row_fn), ("batch", self.batch_fn)) if fn is not None]}
+                "modes": self.modes}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], row_fn: RowFn | None = None,
@@ -243,7 +250,8 @@ class RequestSignal:
                    request=FeatureSchema.from_dict(data.get("request", [])),
                    schema=FeatureSchema.from_dict(data["schema"]), owner=data.get("owner", ""),
                    description=data.get("description", ""), code=data.get("code", ""),
-                   module=data.get("module", ""), row_fn=row_fn, batch_fn=batch_fn)
+                   module=data.get("module", ""), row_fn=row_fn, batch_fn=batch_fn,
+                   recorded_modes=tuple(str(m) for m in data.get("modes", [])))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RequestSignal) and self.to_dict() == other.to_dict()
