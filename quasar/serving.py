@@ -1,8 +1,12 @@
-"""Serve your own model: save a bundle from any torch model and the feature references it was trained on.
+"""Serve your own model: save a bundle from any torch model and the features it was trained on.
 
     import quasar.serving
-    quasar.serving.save_bundle(model, features=["user_engagement:ctr_7d", "pin_stats"], name="my_ranker",
-                               project=".", candidate="pin", model_kwargs={"hidden": 32})
+    quasar.serving.save_bundle(model, features="ranker", name="my_ranker", project=".", candidate="pin",
+                               model_kwargs={"hidden": 32})
+
+``features`` names a registered feature service (``"ranker"``: its latest version now, recorded in the bundle;
+``"ranker@3"``: that version), whose stored and request-time features the model reads, or is a list of stored
+feature references (``["user_engagement:ctr_7d", "pin_stats"]``).
 
 writes ``<project>/models/my_ranker/`` (``[serving] models``), which ``quasar score-serve`` loads at start-up.
 The model's class is recorded by reference (``module:Class``): define it in a module of the project (or an
@@ -44,20 +48,22 @@ def _opened(project: Platform | str | Path) -> Iterator[Platform]:
 
 
 def pin_features(features: Features, *, project: Platform | str | Path = ".") -> list[str]:
-    """``features`` with every version pinned as it resolves now (unpinned: the serving version), one
-    ``signal@version:feature`` per feature: train and save with these and both read the same versions."""
-    from quasar.serving_adapters.authoring import pinned, planned_features
+    """``features`` with every version pinned as it resolves now (unpinned: the serving version; a service:
+    its pins), one ``signal@version:feature`` per feature: train and save with these and both read the same
+    versions."""
+    from quasar.serving_adapters.authoring import pinned_output, plan_bundle_features
     with _opened(project) as p:
-        return [pinned(pf) for pf in planned_features(features, p._resolve)]
+        return [pinned_output(o) for o in plan_bundle_features(features, p._resolve, p.feature_lists).plan.outputs]
 
 
 def input_spec(features: Features, *, project: Platform | str | Path = ".", full_names: bool = True,
                dense: Sequence[str] | None = None) -> InputSpec:
     """The UFR input spec a bundle of ``features`` records (columns ``<signal>__<feature>``, or ``<feature>``
     without ``full_names``, typed by the signals' schemas), e.g. for ``make_loader(..., spec=...)``."""
-    from quasar.serving_adapters.authoring import planned_features, spec_of
+    from quasar.serving_adapters.authoring import plan_bundle_features, spec_of
     with _opened(project) as p:
-        return spec_of(planned_features(features, p._resolve, full_names=full_names), dense)
+        planned = plan_bundle_features(features, p._resolve, p.feature_lists, full_names=full_names)
+        return spec_of(planned.plan.outputs, dense)
 
 
 def save_bundle(model: torch.nn.Module, *, features: Features, name: str, project: Platform | str | Path = ".",
@@ -66,8 +72,11 @@ def save_bundle(model: torch.nn.Module, *, features: Features, name: str, projec
                 metrics: Mapping[str, float] | None = None) -> Path:
     """Save ``model`` as bundle ``name`` for ``quasar score-serve``; returns the bundle's folder.
 
-    - ``features``: the references the model reads (``signal``, ``signal:feature``, pinned or not), in the
-      order of its input columns; unpinned ones are pinned to the signal's serving version.
+    - ``features``: a feature service's name (``"ranker"``, its latest version now; ``"ranker@3"``), or the
+      stored references the model reads (``signal``, ``signal:feature``, pinned or not), in the order of its
+      input columns; unpinned ones are pinned to the signal's serving version. The bundle records the service
+      version, and ``quasar score-serve`` reads exactly its features at its pins, request-time ones included
+      (computed from the request fields sent in ``request_data``).
     - ``candidate``: the entity (name or join key) the scored candidates are; the features of any other entity
       describe the request entity (at most one). Needed only when the features describe two entities.
     - ``model_kwargs``: the arguments to rebuild the model with, ``Class(**model_kwargs)`` (JSON values);
@@ -97,10 +106,11 @@ def save_bundle(model: torch.nn.Module, *, features: Features, name: str, projec
     cls = type(model)
     with _opened(project) as p:
         reference = model_reference(cls, p.root)
-        planned = plan_inputs(features, p._resolve, candidate=candidate, full_names=full_names, dense=dense)
+        planned = plan_inputs(features, p._resolve, lists=p.feature_lists, candidate=candidate,
+                              full_names=full_names, dense=dense)
         folder = Path(models) if models is not None else p.config.path(p.config.serving.models)
     spec = BundleSpec(name=name, model_class=reference, model_kwargs=model_kwargs_for(cls, model_kwargs),
                       spec=planned.spec, inputs=planned.inputs, request_key=planned.request_key,
-                      candidate_key=planned.candidate_key, metrics=dict(metrics or {}))
+                      candidate_key=planned.candidate_key, metrics=dict(metrics or {}), service=planned.service)
     check_rebuild(spec, model, model_class(reference))
     return write_bundle(folder, spec, cpu_state(model))

@@ -1,9 +1,12 @@
-"""Making a model bundle from any torch model and a list of feature references (``quasar.serving.save_bundle``).
+"""Making a model bundle from any torch model and a feature service or a list of feature references
+(``quasar.serving.save_bundle``).
 
-The references are planned by the training dataset's own planner (``quasar.signals.refs.plan_refs``), so the
-bundle's input columns have the names, versions and UFR types the training data had: each unpinned reference
-is pinned to the version it resolves to (the serving version), the ``InputSpec`` comes from the signals'
-schemas, and each input's role (the request entity, or the candidates) from its signal's entity.
+The features are planned by the training dataset's own planner (``quasar.signals.request_plan``), so the
+bundle's input columns have the names, versions and UFR types the training data had: a service's references
+carry its pins (its version is recorded in the bundle, the latest at save when none is named), each unpinned
+reference of a list is pinned to the version it resolves to (the serving version), the ``InputSpec`` comes
+from the signals' schemas, and each input's role (the request entity, the candidates, or ``computed`` for a
+request-time signal's feature) from its signal.
 
 The model class is recorded by reference (``module:Class``) and the scorer rebuilds the model as
 ``Class(**model_kwargs)`` with the saved weights. So before anything is written the model is rebuilt here the
@@ -26,10 +29,12 @@ from typing import Any
 import pyarrow as pa
 import torch
 
-from quasar.serving_adapters.bundle import BundleSpec, InputColumn, Role
+from quasar.registry.feature_lists import Expanded, FeatureLists, service_name
+from quasar.serving_adapters.bundle import BundleSpec, InputColumn, Role, ServiceRef
 from quasar.signals.entity import Entity
 from quasar.signals.errors import BundleError, NotFoundError
 from quasar.signals.refs import PlanErrors, PlannedFeature, plan_refs
+from quasar.signals.request_plan import FeaturePlan, Lookup, Output, no_request_signals, plan_features
 from quasar.signals.signal import Signal
 from quasar.signals.ufr.tensors import FeatureBatch, InputSpec, build_feature_batch
 from quasar.signals.ufr.types import (
@@ -46,47 +51,117 @@ from quasar.signals.ufr.types import (
 )
 
 Resolve = Callable[[str, int | None], tuple[Signal, int]]
-#: What ``features=`` takes: a list of references (``signal``, ``signal:feature``, pinned or not). A feature
-#: service will be accepted here too once they exist (``feature_refs`` is where it plugs in).
-Features = Sequence[str]
+#: What ``features=`` takes: a feature service's name (``"ranker"``, or ``"ranker@3"`` for one version), or a
+#: list of stored feature references (``signal``, ``signal:feature``, pinned or not). ``feature_refs`` is
+#: where a service becomes its pinned references (``quasar.registry.feature_lists.FeatureLists.expand``).
+Features = str | Sequence[str]
 
 _ERRORS = PlanErrors(syntax=BundleError, missing=NotFoundError, full_names_hint="pass full_names=True")
 
 
 @dataclass(frozen=True)
 class PlannedInputs:
-    """A bundle's inputs: the spec, each column's pinned reference and role, and the two join keys."""
+    """A bundle's inputs: the spec, each column's pinned reference and role, the two join keys, and the
+    feature service they come from (None for a list of references)."""
 
     spec: InputSpec
     inputs: tuple[InputColumn, ...]
     request_key: str            # "" when the model reads nothing about a request entity
     candidate_key: str
+    service: ServiceRef | None = None
 
 
-def feature_refs(features: Features) -> list[str]:
-    """The references ``features`` names, in order; a clear error for anything that is not a list of them."""
+@dataclass(frozen=True)
+class BundleFeatures:
+    """What a bundle's ``features`` plan to: the planner's ``FeaturePlan`` (outputs in column order, stored
+    reads including the hidden inputs of request-time signals) and the service version, if one was named."""
+
+    plan: FeaturePlan
+    service: ServiceRef | None
+
+
+def feature_refs(features: Features, resolve: Resolve, lists: FeatureLists | None, *,
+                 full_names: bool = True) -> tuple[Expanded, ServiceRef | None]:
+    """``features`` as references ready to plan: a service's name becomes its pinned references (and the
+    version named, or its latest now); a list is taken as given. A clear error for anything else."""
     if isinstance(features, str):
-        raise BundleError(f"features={features!r}: give a list of feature references, e.g. [{features!r}] "
-                          "(a single string is kept for naming a feature service)")
+        named = service_name(features)
+        if named is None:
+            raise BundleError(f"features={features!r}: give a feature service's name (e.g. 'ranker') or a list "
+                              "of feature references")
+        if lists is None:
+            raise BundleError(f"features={features!r}: naming a feature service needs the project's registry")
+        expanded = lists.expand(features, resolve, service=features)   # NotFoundError names the services
+        assert expanded.service is not None
+        return expanded, ServiceRef(name=expanded.service.name, version=expanded.service.version,
+                                    full_names=full_names)
     refs = list(features)
     if not refs:
-        raise BundleError("features: give at least one feature reference")
+        raise BundleError("features: give at least one feature reference (or a feature service's name)")
     bad = [r for r in refs if not isinstance(r, str)]
     if bad:
         raise BundleError(f"features: every feature reference is a string like 'signal:feature', got {bad[0]!r}")
-    return refs
+    lookup = lists.lookup if lists is not None else no_request_signals
+    return Expanded(refs, resolve, _stored_only(lookup)), None
+
+
+def _stored_only(lookup: Lookup) -> Lookup:
+    """A lookup that refuses request-time signals in a plain list: their inputs would float with the serving
+    versions, where a feature service pins them."""
+
+    def refuse(name: str, version: int | None) -> None:
+        if lookup(name, version) is not None:
+            raise BundleError(f"{name!r} is a request-time signal: a bundle reads request-time signals through a "
+                              "feature service, whose pins fix their inputs; define FeatureService(name=..., "
+                              "features=[...]) in a module, register it and pass features='<its name>'")
+        return None
+
+    return refuse
+
+
+def plan_bundle_features(features: Features, resolve: Resolve, lists: FeatureLists | None = None, *,
+                         full_names: bool = True) -> BundleFeatures:
+    """The references planned as a training dataset plans them (``quasar.signals.request_plan``): pinned to
+    the versions they resolve to (a service's pins), each column named as the dataset names it
+    (``<signal>__<feature>`` with ``full_names``)."""
+    expanded, service = feature_refs(features, resolve, lists, full_names=full_names)
+    plan = plan_features(expanded.refs, expanded.resolve, expanded.lookup, full_names=full_names, errors=_ERRORS)
+    return BundleFeatures(plan, service)
+
+
+def planned_features(features: Sequence[str], resolve: Resolve, *, full_names: bool = True) -> list[PlannedFeature]:
+    """A list of stored references planned as a training dataset plans them (``plan_refs``)."""
+    refs = list(features) if not isinstance(features, str) else [features]
+    return plan_refs(refs, resolve, full_names=full_names, errors=_ERRORS)
+
+
+def spec_of(outputs: Sequence[Output], dense: Sequence[str] | None = None) -> InputSpec:
+    """The InputSpec of planned outputs: their columns, typed by the signals' schemas."""
+    return InputSpec(features=tuple((o.output, o.ftype) for o in outputs),
+                     dense=None if dense is None else tuple(dense))
+
+
+def pinned(pf: PlannedFeature) -> str:
+    return f"{pf.signal.name}@{pf.version}:{pf.feature}"
+
+
+def pinned_output(o: Output) -> str:
+    return f"{o.signal}@{o.version}:{o.feature}"
 
 
 def _entity_label(entity: Entity) -> str:
     return f"{entity.name} ({entity.join_key})"
 
 
-def _candidate_key(planned: list[PlannedFeature], candidate: str | Entity | None) -> str:
+def _candidate_key(planned: Sequence[PlannedFeature], candidate: str | Entity | None) -> str:
     """The candidates' join key: the entity ``candidate`` names (by name or join key), or the only one."""
     entities: dict[str, Entity] = {}
     for pf in planned:
         entities.setdefault(pf.signal.entity.join_key, pf.signal.entity)
     shown = ", ".join(_entity_label(e) for e in entities.values())
+    if not entities:
+        raise BundleError("the features read no stored feature, so no entity says what the candidates are: "
+                          "add a stored feature of the candidates' entity")
     if candidate is None:
         if len(entities) == 1:
             return next(iter(entities))
@@ -100,42 +175,34 @@ def _candidate_key(planned: list[PlannedFeature], candidate: str | Entity | None
     raise BundleError(f"candidate={wanted!r}: no feature describes that entity; the features describe {shown}")
 
 
-def planned_features(features: Features, resolve: Resolve, *, full_names: bool = True) -> list[PlannedFeature]:
-    """The references planned as a training dataset plans them: pinned to the versions they resolve to, each
-    column named as the dataset names it (``<signal>__<feature>`` with ``full_names``)."""
-    return plan_refs(feature_refs(features), resolve, full_names=full_names, errors=_ERRORS)
-
-
-def spec_of(planned: Sequence[PlannedFeature], dense: Sequence[str] | None = None) -> InputSpec:
-    """The InputSpec of planned features: their columns, typed by the signals' schemas."""
-    return InputSpec(features=tuple((pf.output, pf.signal.schema.type_of(pf.feature)) for pf in planned),
-                     dense=None if dense is None else tuple(dense))
-
-
-def pinned(pf: PlannedFeature) -> str:
-    return f"{pf.signal.name}@{pf.version}:{pf.feature}"
-
-
-def plan_inputs(features: Features, resolve: Resolve, *, candidate: str | Entity | None = None,
-                full_names: bool = True, dense: Sequence[str] | None = None) -> PlannedInputs:
-    """Plan a bundle's inputs: ``planned_features``, every signal online, each column's role from its entity."""
-    planned = planned_features(features, resolve, full_names=full_names)
-    offline = sorted({pf.signal.name for pf in planned if not pf.signal.online})
+def plan_inputs(features: Features, resolve: Resolve, *, lists: FeatureLists | None = None,
+                candidate: str | Entity | None = None, full_names: bool = True,
+                dense: Sequence[str] | None = None) -> PlannedInputs:
+    """Plan a bundle's inputs: ``plan_bundle_features``, every stored signal online (the hidden inputs of
+    request-time signals too), each stored column's role from its entity, request-time columns computed."""
+    planned = plan_bundle_features(features, resolve, lists, full_names=full_names)
+    plan = planned.plan
+    offline = sorted({pf.signal.name for pf in plan.stored if not pf.signal.online})
     if offline:
         raise BundleError(f"signal(s) {', '.join(offline)} are not online: the scorer reads a model's features "
                           "from the online store, so declare them with online=True and materialize them")
-    candidate_key = _candidate_key(planned, candidate)
-    request = {pf.signal.entity.join_key: pf.signal.entity for pf in planned
+    candidate_key = _candidate_key(plan.stored, candidate)
+    request = {pf.signal.entity.join_key: pf.signal.entity for pf in plan.stored
                if pf.signal.entity.join_key != candidate_key}
     if len(request) > 1:
         raise BundleError(f"a scoring request has one request entity besides its candidates ({candidate_key}), "
                           f"but the features describe {', '.join(_entity_label(e) for e in request.values())}")
+    entity_of = {(pf.signal.name, pf.version): pf.signal.entity.join_key for pf in plan.stored}
     inputs = []
-    for pf in planned:
-        role: Role = "candidate" if pf.signal.entity.join_key == candidate_key else "request"
-        inputs.append(InputColumn(column=pf.output, ref=pinned(pf), role=role))
-    return PlannedInputs(spec=spec_of(planned, dense), inputs=tuple(inputs), request_key=next(iter(request), ""),
-                         candidate_key=candidate_key)
+    for o in plan.outputs:
+        role: Role
+        if o.computed:
+            role = "computed"
+        else:
+            role = "candidate" if entity_of[(o.signal, o.version)] == candidate_key else "request"
+        inputs.append(InputColumn(column=o.output, ref=pinned_output(o), role=role))
+    return PlannedInputs(spec=spec_of(plan.outputs, dense), inputs=tuple(inputs),
+                         request_key=next(iter(request), ""), candidate_key=candidate_key, service=planned.service)
 
 
 # --- the model class, by reference ------------------------------------------------------------------------

@@ -3,8 +3,11 @@
 A bundle is a folder ``<models>/<name>/`` holding ``bundle.json`` and ``model.pt`` (the state dict).
 ``bundle.json`` records the model class (``module:Class``) and its constructor kwargs, and for every
 input column the feature reference it was read from (``signal@version:feature``), the entity it
-describes (``request`` entity or ``candidate`` entity), and its UFR type. The scorer refuses a bundle
-whose references no longer match the registry.
+describes (``request`` entity or ``candidate`` entity; ``computed`` for a request-time signal's feature,
+computed per candidate row), and its UFR type. A bundle saved from a feature service also records the
+service's name and version (``"service": {"name": "ranker", "version": 3, "full_names": true}``, pinned at
+save): the scorer reads exactly that service version's features. The scorer refuses a bundle whose
+references no longer match the registry.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from quasar.signals.ufr.tensors import InputSpec
 
 BUNDLE_FILE = "bundle.json"
 WEIGHTS_FILE = "model.pt"
-Role = Literal["request", "candidate"]
+Role = Literal["request", "candidate", "computed"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +37,7 @@ class InputColumn:
 
     column: str          # name in the InputSpec (and in the training dataset)
     ref: str             # signal@version:feature
-    role: Role           # "request" (e.g. the user) or "candidate" (e.g. each pin)
+    role: Role           # "request" (e.g. the user), "candidate" (e.g. each pin), "computed" (request-time)
 
     def to_dict(self) -> dict[str, Any]:
         return {"column": self.column, "ref": self.ref, "role": self.role}
@@ -42,6 +45,25 @@ class InputColumn:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InputColumn:
         return cls(column=d["column"], ref=d["ref"], role=d["role"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceRef:
+    """The feature service version a bundle reads (pinned at save), and how its columns were named."""
+
+    name: str
+    version: int
+    full_names: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "full_names": self.full_names}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ServiceRef:
+        return cls(name=str(d["name"]), version=int(d["version"]), full_names=bool(d.get("full_names", True)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,19 +79,25 @@ class BundleSpec:
     candidate_key: str                    # join key of the candidates, e.g. "pin_id"
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     metrics: dict[str, float] = field(default_factory=dict)
+    service: ServiceRef | None = None     # the feature service the inputs are, when saved from one
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model_class": self.model_class, "model_kwargs": self.model_kwargs,
-                "spec": self.spec.to_dict(), "inputs": [c.to_dict() for c in self.inputs],
-                "request_key": self.request_key, "candidate_key": self.candidate_key,
-                "created_at": self.created_at, "metrics": self.metrics}
+        out = {"name": self.name, "model_class": self.model_class, "model_kwargs": self.model_kwargs,
+               "spec": self.spec.to_dict(), "inputs": [c.to_dict() for c in self.inputs],
+               "request_key": self.request_key, "candidate_key": self.candidate_key,
+               "created_at": self.created_at, "metrics": self.metrics}
+        if self.service is not None:
+            out["service"] = self.service.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BundleSpec:
+        service = d.get("service")
         return cls(name=d["name"], model_class=d["model_class"], model_kwargs=d["model_kwargs"],
                    spec=InputSpec.from_dict(d["spec"]), inputs=tuple(InputColumn.from_dict(c) for c in d["inputs"]),
                    request_key=d["request_key"], candidate_key=d["candidate_key"], created_at=d["created_at"],
-                   metrics=d.get("metrics", {}))
+                   metrics=d.get("metrics", {}),
+                   service=None if service is None else ServiceRef.from_dict(service))
 
 
 @dataclass

@@ -6,6 +6,13 @@ pipelined round trip of the online store, and the two run concurrently. The rows
 Arrow table (one row per candidate; the request entity's values broadcast to every row) and turned into a
 ``FeatureBatch`` by ``build_feature_batch``, the very builder the training loader uses, so a missing or
 stale value is a False mask here exactly as a null is in training.
+
+A bundle of a feature service with request-time signals also reads their stored inputs (hidden columns of
+the same two reads) and then runs the signals over the stored columns just read and the request fields
+(``request_data``), by the planner's own ``FeaturePlan.compute``, the code that computes them in
+training datasets. Request fields broadcast like the request entity: a field given one value applies to
+every candidate (a request-level field such as the query); a field given one value per candidate is
+per candidate (its position); any other length is a RequestError naming the field.
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from quasar.online.response import EPOCH_ISO, STATUS_NAMES, column_values, event_timestamps, status_names
+from quasar.online.store import FeatureStatus
 from quasar.serving_adapters.models import LoadedModel, SignalRead
 from quasar.signals.entity import Entity
 from quasar.signals.errors import RequestError, ServingError, TooManyEntitiesError
+from quasar.signals.request_plan import request_arrays
 from quasar.signals.signal import Signal
 from quasar.signals.ufr.tensors import FeatureBatch, build_feature_batch
 
@@ -111,11 +121,41 @@ async def fetch_online(store: AsyncOnlineReader, model: LoadedModel,
     return request, candidates
 
 
+def request_fields(model: LoadedModel, request_data: Mapping[str, Sequence[Any]] | None,
+                   rows: int) -> dict[str, pa.Array]:
+    """The request fields the model's request-time signals read, as Arrow arrays ``rows`` long (a field of
+    one value broadcast to every candidate); a RequestError names an unknown, missing, mistyped or
+    wrongly sized field."""
+    given = dict(request_data or {})
+    plan = model.plan
+    wanted = plan.request_fields if plan is not None else {}
+    unknown = sorted(set(given) - set(wanted))
+    if unknown:
+        takes = ", ".join(repr(f) for f in wanted) or "no request fields"
+        raise RequestError(f"request_data: unknown field {unknown[0]!r}; model {model.name!r} takes {takes}")
+    if plan is None or not wanted:
+        return {}
+    values: dict[str, Any] = {}
+    for name, value in given.items():
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+            raise RequestError(f"request_data.{name}: give a list of values (one per candidate, or one for all), "
+                               f"got {type(value).__name__}")
+        if len(value) == rows:
+            values[name] = value
+        elif len(value) == 1:
+            values[name] = list(value) * rows
+        else:
+            raise RequestError(f"request_data.{name}: {len(value)} values for {rows} candidates; give one per "
+                               "candidate, or one for every candidate")
+    return request_arrays(plan, values, rows, RequestError)
+
+
 def assemble_feature_table(model: LoadedModel, request: Sequence[Any], candidates: Sequence[Any],
-                           rows: int) -> pa.Table:
+                           rows: int, fields: Mapping[str, pa.Array] | None = None, mode: str = "auto") -> pa.Table:
     """One row per candidate, the model's input columns in spec order; request values broadcast to all rows.
 
-    ``request`` and ``candidates`` are the store's ``OnlineColumns`` in the order of the model's reads.
+    ``request`` and ``candidates`` are the store's ``OnlineColumns`` in the order of the model's reads. A
+    service bundle's request-time columns are computed from them and ``fields`` (``request_fields``).
     """
     columns: dict[str, pa.Array | pa.ChunkedArray] = {}
     broadcast = pa.array(np.zeros(rows, dtype=np.int64))
@@ -125,7 +165,51 @@ def assemble_feature_table(model: LoadedModel, request: Sequence[Any], candidate
     for read, got in zip(model.candidate_reads, candidates, strict=True):
         for feature, column in read.features:
             columns[column] = _column(got, read, feature)
-    return pa.table({name: columns[name] for name, _ in model.spec.spec.features})
+    plan = model.plan
+    if plan is None or not plan.has_requests:
+        return pa.table({name: columns[name] for name, _ in model.spec.spec.features})
+    if fields is None:
+        fields = request_fields(model, None, rows)
+    computed = plan.compute(columns, fields, rows, mode)
+    return pa.table({o.output: computed[o.column] if o.computed else columns[o.column] for o in plan.outputs})
+
+
+def served_features(model: LoadedModel, keys: RequestKeys, request: Sequence[Any], candidates: Sequence[Any],
+                    table: pa.Table) -> dict[str, Any]:
+    """What the model read, in the Feast response shape of ``/v1/features`` (one row per candidate): the join
+    keys, then every input column with its values, statuses and event times as read (a request-time value
+    PRESENT or NULL_VALUE at the epoch). Built only when asked for or logged, never on the scoring path."""
+    spec = model.spec
+    rows = len(keys.candidates)
+    present, epoch = ["PRESENT"] * rows, [EPOCH_ISO] * rows
+    names: list[str] = []
+    results: list[dict[str, Any]] = []
+    if keys.request is not None:
+        names.append(spec.request_key)
+        results.append({"values": [keys.request] * rows, "statuses": present, "event_timestamps": epoch})
+    names.append(spec.candidate_key)
+    results.append({"values": list(keys.candidates), "statuses": present, "event_timestamps": epoch})
+    inputs = set(table.column_names)
+    cells: dict[str, dict[str, Any]] = {}
+    for reads, got_all, repeat in ((model.request_reads, request, rows), (model.candidate_reads, candidates, 1)):
+        for read, got in zip(reads, got_all, strict=True):
+            times = event_timestamps(got.event_time_us)
+            for feature, column in read.features:
+                if column in inputs:
+                    cells[column] = {"values": column_values(table.column(column)),
+                                     "statuses": status_names(got.status[feature]) * repeat,
+                                     "event_timestamps": times * repeat}
+    for name in table.column_names:
+        names.append(name)
+        cell = cells.get(name)
+        if cell is None:                            # computed at request time
+            array = table.column(name)
+            nulls = array.is_null().to_numpy(zero_copy_only=False)
+            statuses = present if not nulls.any() else STATUS_NAMES[
+                np.where(nulls, int(FeatureStatus.NULL_VALUE), int(FeatureStatus.PRESENT))].tolist()
+            cell = {"values": column_values(array), "statuses": statuses, "event_timestamps": epoch}
+        results.append(cell)
+    return {"metadata": {"feature_names": names}, "results": results}
 
 
 def _column(got: Any, read: SignalRead, feature: str) -> pa.ChunkedArray:

@@ -5,6 +5,13 @@ and its UFR type. At request time those features come from the online store, whi
 current version of each signal; so a bundle is served only while every reference still names that version,
 an existing feature, the same UFR type, an online signal and the right entity. Anything else is refused at
 load with a ``BundleError`` that names the model, the reference and the mismatch.
+
+A bundle saved from a feature service is checked differently: the service version it records is expanded
+(``quasar.registry.feature_lists.FeatureLists.expand``, the one place a service becomes pinned references)
+and planned by ``quasar.signals.request_plan`` again, and the outputs must be the bundle's input columns,
+references and types. Its stored signals are read at the service's pins (a newer serving version does not
+change the model's inputs), and only what the plan needs is read: the service's stored features and the
+stored inputs of its request-time signals, nothing more.
 """
 
 from __future__ import annotations
@@ -14,12 +21,18 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from quasar.serving_adapters.bundle import Bundle, BundleSpec, InputColumn, bundle_names, load_bundle
 from quasar.signals.entity import Entity
 from quasar.signals.errors import BundleError, ModelNotFoundError, NotFoundError, QuasarError
+from quasar.signals.refs import PlanErrors
+from quasar.signals.request_plan import FeaturePlan, plan_features
 from quasar.signals.signal import Signal
+
+if TYPE_CHECKING:
+    from quasar.registry.definitions import ServiceVersion
+    from quasar.registry.feature_lists import FeatureLists
 
 log = logging.getLogger("quasar.scorer")
 
@@ -60,16 +73,25 @@ class LoadedModel:
     candidate_reads: tuple[SignalRead, ...]
     request_entity: Entity | None       # None when the model reads nothing about the request entity
     candidate_entity: Entity | None     # None when the model reads nothing about the candidates
+    plan: FeaturePlan | None = None     # a service bundle's plan: its outputs, request-time steps and fields
+    service: ServiceVersion | None = None
 
     @property
     def spec(self) -> BundleSpec:
         return self.bundle.spec
 
+    @property
+    def request_fields(self) -> list[str]:
+        """The request fields a request must send in ``request_data`` (for request-time signals)."""
+        return list(self.plan.request_fields) if self.plan is not None else []
+
     def describe(self) -> dict[str, object]:
         """A short JSON-able summary (for ``/healthz``)."""
         return {"name": self.name, "model_class": self.spec.model_class, "request_key": self.spec.request_key,
                 "candidate_key": self.spec.candidate_key, "inputs": [c.ref for c in self.spec.inputs],
-                "created_at": self.spec.created_at}
+                "created_at": self.spec.created_at,
+                "service": str(self.spec.service) if self.spec.service is not None else None,
+                "request_fields": self.request_fields}
 
 
 def parse_ref(ref: str, model: str) -> FeatureRef:
@@ -108,9 +130,11 @@ def registry_resolver(registry: object) -> Resolver:
     return resolve
 
 
-def check_bundle(bundle: Bundle, resolve: Resolver) -> LoadedModel:
+def check_bundle(bundle: Bundle, resolve: Resolver, lists: FeatureLists | None = None) -> LoadedModel:
     """Check every input of ``bundle`` against the registry and group the online reads; BundleError if not."""
     spec = bundle.spec
+    if spec.service is not None:
+        return check_service_bundle(bundle, resolve, lists)
     model = spec.name
     spec_types = dict(spec.spec.features)
     columns = [c.column for c in spec.inputs]
@@ -150,6 +174,78 @@ def check_bundle(bundle: Bundle, resolve: Resolver) -> LoadedModel:
     return LoadedModel(name=model, bundle=bundle, request_reads=grouped("request"),
                        candidate_reads=grouped("candidate"), request_entity=entities.get("request"),
                        candidate_entity=entities.get("candidate"))
+
+
+def _service_plan(spec: BundleSpec, resolve: Resolver, lists: FeatureLists | None) -> tuple[FeaturePlan, ServiceVersion | None]:
+    """The recorded service version expanded and planned again; BundleError naming the model otherwise."""
+    assert spec.service is not None
+    model, service = spec.name, spec.service
+    if lists is None:
+        raise BundleError(f"model {model!r} reads feature service {service}, but this scorer has no registry "
+                          "to expand services with")
+    errors = PlanErrors(syntax=BundleError, missing=BundleError, full_names_hint="save the bundle again")
+    try:
+        expanded = lists.expand(str(service), resolve, service=str(service))
+        plan = plan_features(expanded.refs, expanded.resolve, expanded.lookup, full_names=service.full_names,
+                             errors=errors)
+    except BundleError as exc:
+        raise BundleError(f"model {model!r} reads feature service {service}: {exc}") from exc
+    except QuasarError as exc:
+        raise BundleError(f"model {model!r} reads feature service {service}, which cannot be planned: "
+                          f"{exc}") from exc
+    return plan, expanded.service
+
+
+def check_service_bundle(bundle: Bundle, resolve: Resolver, lists: FeatureLists | None) -> LoadedModel:
+    """Check a bundle saved from a feature service: its service version planned again must give exactly its
+    input columns (references and types); group the plan's stored reads (outputs and hidden inputs of
+    request-time signals) by role, at the service's pins."""
+    spec = bundle.spec
+    model = spec.name
+    plan, service = _service_plan(spec, resolve, lists)
+    recorded = [(c.column, c.ref, spec_type.to_dict())
+                for c, (_, spec_type) in zip(spec.inputs, spec.spec.features, strict=False)]
+    planned = [(o.output, f"{o.signal}@{o.version}:{o.feature}", o.ftype.to_dict()) for o in plan.outputs]
+    names = [c.column for c in spec.inputs]
+    if names != [n for n, _ in spec.spec.features] or recorded != planned:
+        for got, want in zip(recorded, planned, strict=False):
+            if got != want:
+                raise BundleError(f"model {model!r}: input {got[0]!r} ({got[1]}, {got[2]['type']}) but feature "
+                                  f"service {spec.service} gives {want[0]!r} ({want[1]}, {want[2]['type']}) there; "
+                                  "save the bundle again from the service")
+        raise BundleError(f"model {model!r}: {len(recorded)} inputs, but feature service {spec.service} gives "
+                          f"{len(planned)} features; save the bundle again from the service")
+    roles = {c.column: c.role for c in spec.inputs}
+    reads: dict[str, dict[tuple[str, int], list[tuple[str, str]]]] = {"request": {}, "candidate": {}}
+    signals: dict[tuple[str, int], Signal] = {}
+    entities: dict[str, Entity] = {}
+    for pf in plan.stored:
+        signal = pf.signal
+        if not signal.online:
+            raise BundleError(f"model {model!r}: feature service {spec.service} reads {pf.ref}, but signal "
+                              f"{signal.name!r} is not online (declare it with online=True and materialize it)")
+        key = signal.entity.join_key
+        if key == spec.candidate_key:
+            role = "candidate"
+        elif key == spec.request_key:
+            role = "request"
+        else:
+            raise BundleError(f"model {model!r}: feature service {spec.service} reads {pf.ref}, keyed by {key!r}, "
+                              f"but the model's requests give only {spec.request_key!r} and {spec.candidate_key!r}")
+        if pf.output in roles and roles[pf.output] != role:
+            raise BundleError(f"model {model!r}: input {pf.output!r} is recorded as a {roles[pf.output]} input, "
+                              f"but its signal {signal.name!r} is keyed by {key!r} (a {role} input)")
+        entities.setdefault(role, signal.entity)
+        signals[(signal.name, pf.version)] = signal
+        reads[role].setdefault((signal.name, pf.version), []).append((pf.feature, pf.output))
+
+    def grouped(role: str) -> tuple[SignalRead, ...]:
+        return tuple(SignalRead(signal=signals[k], version=k[1], features=tuple(v)) for k, v in reads[role].items())
+
+    return LoadedModel(name=model, bundle=bundle, request_reads=grouped("request"),
+                       candidate_reads=grouped("candidate"), request_entity=entities.get("request"),
+                       candidate_entity=entities.get("candidate"), plan=plan,
+                       service=service)
 
 
 def _current_signal(model: str, column: InputColumn, ref: FeatureRef, resolve: Resolver) -> Signal:
@@ -204,9 +300,10 @@ class ModelRegistry:
     (``load_all``), and any other on first use. A bundle that fails is remembered with its error (``states``)
     and tried again on its next request, so a fixed one loads without a restart."""
 
-    def __init__(self, models_folder: str | Path, resolve: Resolver) -> None:
+    def __init__(self, models_folder: str | Path, resolve: Resolver, lists: FeatureLists | None = None) -> None:
         self.folder = Path(models_folder)
         self.resolve = resolve
+        self.lists = lists            # expands the feature services that bundles name
         self._loaded: dict[str, LoadedModel] = {}
         self._failed: dict[str, QuasarError] = {}
         self._lock = threading.Lock()
@@ -226,7 +323,7 @@ class ModelRegistry:
             found = self._loaded.get(name)
             if found is None:
                 try:
-                    found = check_bundle(load_bundle(self.folder, name), self.resolve)
+                    found = check_bundle(load_bundle(self.folder, name), self.resolve, self.lists)
                 except ModelNotFoundError:   # no such bundle (any more): nothing to remember
                     self._failed.pop(name, None)
                     raise

@@ -8,16 +8,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import torch
 
 from quasar.serving_adapters.batching import CallInfo, DynamicBatcher
 from quasar.serving_adapters.device import choose_device, device_name
 from quasar.serving_adapters.features import (
     AsyncOnlineReader,
+    RequestKeys,
     assemble_feature_table,
     build_request_batch,
     check_keys,
     fetch_online,
+    request_fields,
+    served_features,
 )
 from quasar.serving_adapters.metrics import ScorerMetrics
 from quasar.serving_adapters.models import LoadedModel, ModelRegistry
@@ -34,11 +38,22 @@ class ScoreResult:
     queue_s: float              # waiting for the model call to start
     model_s: float              # the model call this request rode in
     batch_requests: int         # requests in that call
+    features: dict[str, Any] | None = None     # what the model read (Feast's shape), when asked for
 
     def server_timing(self) -> str:
         """A ``Server-Timing`` header value (milliseconds)."""
         return (f"fetch;dur={self.fetch_s * 1e3:.3f}, queue;dur={self.queue_s * 1e3:.3f}, "
                 f"model;dur={self.model_s * 1e3:.3f}, batch;desc=\"{self.batch_requests} requests\"")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """One request's reads and the model's input table built from them."""
+
+    keys: RequestKeys
+    request: list[Any]          # OnlineColumns of the request entity, in the model's read order
+    candidates: list[Any]       # OnlineColumns of the candidates
+    table: pa.Table
 
 
 class Scorer:
@@ -64,22 +79,42 @@ class Scorer:
         found = self.models.cached(name)
         return found if found is not None else await asyncio.to_thread(self.models.get, name)
 
-    async def score(self, name: str, entities: Mapping[str, Sequence[Any]],
-                    candidates: Mapping[str, Sequence[Any]]) -> ScoreResult:
-        """Scores of ``candidates`` for the request entity in ``entities``, in candidate order."""
+    async def fetch(self, model: LoadedModel, keys: RequestKeys,
+                    request_data: Mapping[str, Sequence[Any]] | None = None) -> Fetched:
+        """The model's input table for checked keys: the online reads, then its request-time signals over
+        them and the request fields (checked first, before any read)."""
+        rows = len(keys.candidates)
+        fields = request_fields(model, request_data, rows)
+        request, per_candidate = await fetch_online(self.store, model, keys)
+        return Fetched(keys, request, per_candidate, assemble_feature_table(model, request, per_candidate, rows, fields))
+
+    async def features(self, name: str, entities: Mapping[str, Sequence[Any]], candidates: Mapping[str, Sequence[Any]],
+                       request_data: Mapping[str, Sequence[Any]] | None = None) -> pa.Table:
+        """The input table the model ``name`` would score for this request (one row per candidate)."""
+        model = await self.model(name)
+        keys = check_keys(model, entities, candidates, max_candidates=self.max_candidates)
+        return (await self.fetch(model, keys, request_data)).table
+
+    async def score(self, name: str, entities: Mapping[str, Sequence[Any]], candidates: Mapping[str, Sequence[Any]],
+                    request_data: Mapping[str, Sequence[Any]] | None = None, *,
+                    return_features: bool = False) -> ScoreResult:
+        """Scores of ``candidates`` for the request entity in ``entities``, in candidate order; request-time
+        signals read ``request_data`` (field -> one value per candidate, or one for all)."""
         model = await self.model(name)
         keys = check_keys(model, entities, candidates, max_candidates=self.max_candidates)
         started = time.perf_counter()
         if not keys.candidates:
+            request_fields(model, request_data, 0)
             return ScoreResult(torch.empty(0), 0.0, 0.0, 0.0, 0)
-        request, per_candidate = await fetch_online(self.store, model, keys)
-        table = assemble_feature_table(model, request, per_candidate, len(keys.candidates))
-        batch = build_request_batch(model, table)
+        fetched = await self.fetch(model, keys, request_data)
+        batch = build_request_batch(model, fetched.table)
         fetch_s = time.perf_counter() - started
         self.metrics.feature_fetch.labels(model.name).observe(fetch_s)
         scores, info = await self.batcher.submit(model, batch, batch.size)
         self.metrics.queue_wait.labels(model.name).observe(info.queue_s)
-        return ScoreResult(scores, fetch_s, info.queue_s, info.call_s, info.batch_items)
+        served = served_features(model, keys, fetched.request, fetched.candidates, fetched.table) \
+            if return_features else None
+        return ScoreResult(scores, fetch_s, info.queue_s, info.call_s, info.batch_items, served)
 
     def _observe_call(self, model: LoadedModel, info: CallInfo) -> None:
         self.metrics.batch_rows.labels(model.name).observe(info.batch_rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 Key = StrictInt | StrictStr
@@ -19,13 +21,25 @@ class ScoreRequest(BaseModel):
                                            examples=[{"user_id": [7]}])
     candidates: dict[str, list[Key]] = Field(description="The candidates' join key and their keys, in order",
                                              examples=[{"pin_id": [1, 2, 3]}])
+    request_data: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Request fields of the model's request-time signals (its feature service's): field -> a "
+                    "list with one value per candidate (e.g. the slot each is shown in), or with one value for "
+                    "every candidate (a request-level field such as the query), as the request entity's features "
+                    "broadcast. Any other length, a missing, unknown or mistyped field is a 422 naming it.",
+        examples=[{"position": [0, 1, 2], "query": ["red shoes"]}])
+    return_features: bool = Field(
+        default=False,
+        description="Also answer `features`: what the model read for each candidate (stored and request-time), "
+                    "in the Feast response shape of /v1/features, for debugging skew")
 
 
 class ScoreResponse(BaseModel):
-    """Scores in candidate order."""
+    """Scores in candidate order (and, with ``return_features``, the features they were computed from)."""
 
     model: str
     scores: list[float]
+    features: dict[str, Any] | None = None
 
 
 class ModelError(BaseModel):
@@ -43,6 +57,8 @@ class ModelInfo(BaseModel):
     request_key: str | None = None
     candidate_key: str | None = None
     inputs: list[str] | None = None
+    service: str | None = Field(default=None, description="The feature service version the bundle reads")
+    request_fields: list[str] | None = None
     created_at: str | None = None
     error: ModelError | None = None
 

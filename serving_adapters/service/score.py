@@ -22,11 +22,13 @@ def score_router(scorer: Scorer) -> APIRouter:
 
     @router.post("/v1/score", response_model=ScoreResponse, responses=_ERRORS)  # type: ignore[misc]
     async def score(body: ScoreRequest, request: Request) -> Response:
-        """Read the request entity's and the candidates' features online and score them with ``model``."""
+        """Read the request entity's and the candidates' features online (and compute its request-time
+        features from ``request_data``) and score them with ``model``."""
         # label metrics with the model name only once it is known to exist (bounded label values)
         label = body.model if scorer.models.cached(body.model) is not None else "unknown"
         try:
-            result = await scorer.score(body.model, body.entities, body.candidates)
+            result = await scorer.score(body.model, body.entities, body.candidates, body.request_data,
+                                        return_features=body.return_features)
         except QuasarError as exc:
             response = quasar_error_response(exc)
             if not isinstance(exc, NotFoundError) and scorer.models.cached(body.model) is not None:
@@ -39,7 +41,9 @@ def score_router(scorer: Scorer) -> APIRouter:
             scorer.metrics.requests.labels(label, "500").inc()
             return unexpected_response(request, exc)
         scorer.metrics.requests.labels(body.model, "200").inc()
-        return JSONResponse({"model": body.model, "scores": result.scores.tolist()},
-                            headers={"Server-Timing": result.server_timing()})
+        answer: dict[str, Any] = {"model": body.model, "scores": result.scores.tolist()}
+        if result.features is not None:
+            answer["features"] = result.features
+        return JSONResponse(answer, headers={"Server-Timing": result.server_timing()})
 
     return router
