@@ -325,6 +325,10 @@ class LogTables:
             raise StoreError(f"reading the feature log of {service!r} failed: {type(exc).__name__}: {exc}") from exc
         return restore_types(rows, layouts(table))
 
+    def layouts(self, service: str) -> dict[int, dict[str, Any]]:
+        """What each logged service version's rows hold (``layout_of``), by version."""
+        return layouts(self.table(service))
+
 
 def layouts(table: Any) -> dict[int, dict[str, Any]]:
     """The layouts (``layout_of``) the table's properties record, by service version."""
@@ -363,6 +367,19 @@ class LogStats:
     failed_rows: int = 0
     sampled_out: int = 0
     peak_queued_rows: int = 0
+
+    # short names, as the services' Prometheus outcomes call them
+    @property
+    def logged(self) -> int:
+        return self.logged_rows
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_rows
+
+    @property
+    def failed(self) -> int:
+        return self.failed_rows
 
 
 @dataclass
