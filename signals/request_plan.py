@@ -243,6 +243,17 @@ class _Builder:
                                tuple((f, computed_column(rs.name, version, f)) for f in rs.schema.names)))
 
 
+def _check_exact(values: list[Any], target: pa.DataType) -> None:
+    """Python values that Arrow would convert with loss: a bool for a number, a fractional float for an integer
+    (``pa.array([1.5], pa.int64())`` truncates to 1). A TypeError naming the value; exact floats (2.0) pass."""
+    numeric, integer = pa.types.is_integer(target) or pa.types.is_floating(target), pa.types.is_integer(target)
+    if not numeric:
+        return
+    for value in values:
+        if isinstance(value, bool) or (integer and isinstance(value, float) and not value.is_integer()):
+            raise TypeError(f"{value!r} is not a {target} value without loss")
+
+
 def request_arrays(plan: FeaturePlan, values: Mapping[str, Any], rows: int,
                    error: type[QuasarError]) -> dict[str, pa.Array]:
     """The request fields the plan needs, from ``values`` (field -> list or Arrow array), as Arrow arrays of
@@ -256,8 +267,12 @@ def request_arrays(plan: FeaturePlan, values: Mapping[str, Any], rows: int,
         try:
             if isinstance(given, pa.ChunkedArray):
                 given = given.combine_chunks()
-            array = given.cast(target, safe=True) if isinstance(given, pa.Array) else pa.array(list(given),
-                                                                                              type=target)
+            if isinstance(given, pa.Array):
+                array = given.cast(target, safe=True)
+            else:
+                given = list(given)
+                _check_exact(given, target)
+                array = pa.array(given, type=target)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError,
                 OverflowError) as exc:
             raise error(f"request field {name!r} must hold {ftype} values for request-time signal {signal!r}: "
