@@ -82,4 +82,5 @@ def scoring_app() -> FastAPI:
     return create_scoring_app(models=models, store=_async_store(p), auth_tokens=p.config.online.auth_tokens,
                               max_batch_rows=sv.max_batch_rows, max_wait_ms=sv.max_wait_ms,
                               device=sv.device or None, batching=sv.batching,
-                              max_body_bytes=p.config.online.max_body_bytes, close_store=True)
+                              max_body_bytes=p.config.online.max_body_bytes, close_store=True,
+                              feature_logger=_feature_logger(p))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from quasar.serving_adapters.features import (
 from quasar.serving_adapters.metrics import ScorerMetrics
 from quasar.serving_adapters.models import LoadedModel, ModelRegistry
 from quasar.serving_adapters.runner import ModelRunner, ScorerBackend
+from quasar.serving_adapters.served_log import logs, submit
 from quasar.signals.ufr.tensors import FeatureBatch
 
 
@@ -54,6 +56,7 @@ class Fetched:
     request: list[Any]          # OnlineColumns of the request entity, in the model's read order
     candidates: list[Any]       # OnlineColumns of the candidates
     table: pa.Table
+    fields: dict[str, pa.Array]     # the request fields, one value per candidate
 
 
 class Scorer:
@@ -68,6 +71,7 @@ class Scorer:
         self.device = backend.device if backend is not None else choose_device(device)
         self.device_name = device_name(self.device)
         self.max_candidates = max_candidates
+        self.served_log: Any = None      # a quasar.online.service.served_log.ServedLog, set by the app's lifespan
         self.metrics = metrics if metrics is not None else ScorerMetrics()
         self.runner = backend if backend is not None else ModelRunner(self.device, cpu_threads=cpu_threads)
         self.batcher: DynamicBatcher[LoadedModel, FeatureBatch, torch.Tensor] = DynamicBatcher(
@@ -86,7 +90,8 @@ class Scorer:
         rows = len(keys.candidates)
         fields = request_fields(model, request_data, rows)
         request, per_candidate = await fetch_online(self.store, model, keys)
-        return Fetched(keys, request, per_candidate, assemble_feature_table(model, request, per_candidate, rows, fields))
+        table = assemble_feature_table(model, request, per_candidate, rows, fields)
+        return Fetched(keys, request, per_candidate, table, fields)
 
     async def features(self, name: str, entities: Mapping[str, Sequence[Any]], candidates: Mapping[str, Sequence[Any]],
                        request_data: Mapping[str, Sequence[Any]] | None = None) -> pa.Table:
@@ -97,9 +102,10 @@ class Scorer:
 
     async def score(self, name: str, entities: Mapping[str, Sequence[Any]], candidates: Mapping[str, Sequence[Any]],
                     request_data: Mapping[str, Sequence[Any]] | None = None, *,
-                    return_features: bool = False) -> ScoreResult:
+                    return_features: bool = False, request_id: str | None = None) -> ScoreResult:
         """Scores of ``candidates`` for the request entity in ``entities``, in candidate order; request-time
-        signals read ``request_data`` (field -> one value per candidate, or one for all)."""
+        signals read ``request_data`` (field -> one value per candidate, or one for all). A model of a
+        feature service that declares logging has the request submitted to ``served_log`` (when set)."""
         model = await self.model(name)
         keys = check_keys(model, entities, candidates, max_candidates=self.max_candidates)
         started = time.perf_counter()
@@ -112,9 +118,13 @@ class Scorer:
         self.metrics.feature_fetch.labels(model.name).observe(fetch_s)
         scores, info = await self.batcher.submit(model, batch, batch.size)
         self.metrics.queue_wait.labels(model.name).observe(info.queue_s)
+        logged = self.served_log is not None and logs(model)
         served = served_features(model, keys, fetched.request, fetched.candidates, fetched.table) \
-            if return_features else None
-        return ScoreResult(scores, fetch_s, info.queue_s, info.call_s, info.batch_items, served)
+            if return_features or logged else None
+        if logged and served is not None:
+            submit(self.served_log, model, keys, fetched.fields, served, scores.tolist(), request_id or uuid.uuid4().hex)
+        return ScoreResult(scores, fetch_s, info.queue_s, info.call_s, info.batch_items,
+                           served if return_features else None)
 
     def _observe_call(self, model: LoadedModel, info: CallInfo) -> None:
         self.metrics.batch_rows.labels(model.name).observe(info.batch_rows)

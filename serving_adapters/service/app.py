@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import cast
 
+import anyio.to_thread
 import torch
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +17,9 @@ from starlette.types import Scope
 from quasar.online.service.app import DOCS_ASSETS
 from quasar.online.service.auth import BearerAuthMiddleware
 from quasar.online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
+from quasar.online.service.metrics import ServiceMetrics
+from quasar.online.service.request_id import RequestIdMiddleware
+from quasar.online.service.served_log import LoggerFactory, ServedLog
 from quasar.serving_adapters.features import AsyncOnlineReader
 from quasar.serving_adapters.metrics import ScorerMetrics
 from quasar.serving_adapters.models import ModelRegistry
@@ -36,7 +41,8 @@ def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_
                        batching: bool = True, max_candidates: int = 10_000,
                        cpu_threads: int | None = None, close_store: bool = False,
                        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                       backend: ScorerBackend | None = None) -> FastAPI:
+                       backend: ScorerBackend | None = None,
+                       feature_logger: LoggerFactory | None = None) -> FastAPI:
     """A FastAPI app scoring ``models`` with features from ``store`` (an async online store).
 
     ``device`` defaults to ``cuda`` when available, else ``cpu`` (``backend`` replaces the torch runner).
@@ -45,6 +51,10 @@ def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_
     and without a token it names no model and no feature reference. A request body over ``max_body_bytes``
     is answered 413 before it is parsed. On the CPU, ``cpu_threads`` sets torch's intra-op threads (default:
     cores - 1, see ``ModelRunner``). The store belongs to the caller unless ``close_store``.
+    ``feature_logger(observe)`` builds a ``quasar.online.feature_log.FeatureLogger`` at start-up: the bundles of
+    feature services that declare logging submit each scored request to it (``quasar.serving_adapters.served_log``),
+    ``/metrics`` counts its rows by outcome (``quasar_feature_log_rows_total``: logged, dropped, failed,
+    sampled_out), and it is flushed at shutdown. Every answer carries an ``X-Request-ID`` (the caller's, or a new one), the id logged.
     """
     check_limit(max_body_bytes)
     metrics = ScorerMetrics()
@@ -54,12 +64,21 @@ def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await scorer.close()
-        if close_store:
-            close = getattr(store, "close", None)
-            if close is not None:
-                await close()
+        served = None
+        if feature_logger is not None:       # ServedLog needs only the metrics' registry
+            served = scorer.served_log = await anyio.to_thread.run_sync(ServedLog, feature_logger,
+                                                                        cast(ServiceMetrics, metrics))
+        try:
+            yield
+        finally:
+            await scorer.close()
+            scorer.served_log = None
+            if served is not None:
+                await anyio.to_thread.run_sync(served.close)      # flush what was scored
+            if close_store:
+                close = getattr(store, "close", None)
+                if close is not None:
+                    await close()
 
     def count_refusal(scope: Scope, status: int) -> None:
         """Answers the middlewares give by themselves (401, 413) count as scoring requests too."""
@@ -83,4 +102,5 @@ def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_
     app.include_router(ops_router(scorer))
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes, on_answer=count_refusal)
     app.add_middleware(BearerAuthMiddleware, tokens=tokens, on_answer=count_refusal)   # outer: before the body
+    app.add_middleware(RequestIdMiddleware)                                            # outermost: every answer
     return app

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from quasar.online.service.models import ErrorResponse
+from quasar.online.service.request_id import request_id_of
 from quasar.serving_adapters.scorer import Scorer
 from quasar.serving_adapters.service.errors import JSONResponse, quasar_error_response, unexpected_response
 from quasar.serving_adapters.service.schemas import ScoreRequest, ScoreResponse
@@ -28,7 +29,7 @@ def score_router(scorer: Scorer) -> APIRouter:
         label = body.model if scorer.models.cached(body.model) is not None else "unknown"
         try:
             result = await scorer.score(body.model, body.entities, body.candidates, body.request_data,
-                                        return_features=body.return_features)
+                                        return_features=body.return_features, request_id=request_id_of(request))
         except QuasarError as exc:
             response = quasar_error_response(exc)
             if not isinstance(exc, NotFoundError) and scorer.models.cached(body.model) is not None:

@@ -22,6 +22,7 @@ import redis
 import torch
 
 from fixtures.own_model import get_json, score_serve
+from fixtures.prometheus import sample_value
 from fixtures.request_world import END, START, World, build_world, spine_of
 from quasar.online.redis_store import AsyncRedisOnlineStore
 from quasar.serving_adapters.bundle import load_bundle
@@ -114,6 +115,7 @@ def test_a_service_bundle_is_served_with_the_training_values_bit_for_bit(world: 
         ("pin_score__score", "computed")]
     ctr_boost = world.platform.feature_lists.lookup("ctr_boost", None)
     assert ctr_boost is not None
+    answered: list[tuple[dict[str, Any], dict[str, Any]]] = []
 
     with score_serve(world.root, world.platform.config.online.redis_url, cwd=tmp_path, logs=tmp_path) as server:
         status, health = get_json(f"{server.url}/healthz")
@@ -133,6 +135,7 @@ def test_a_service_bundle_is_served_with_the_training_values_bit_for_bit(world: 
             for column in OUTPUTS:                                  # every value the model read, bit for bit
                 assert served[column] == table.column(column).to_pylist(), (n, column)
             assert scored["scores"] == model_scores(world, model, table), n
+            answered.append((req, scored))
         assert n > ROW_MODE_MAX_ROWS
 
         # errors a caller can make answer 422 naming the field or the signal, never 500
@@ -154,6 +157,28 @@ def test_a_service_bundle_is_served_with_the_training_values_bit_for_bit(world: 
         assert "ctr_boost" in answer["error"]["message"]
         metrics = _text(f"{server.url}/metrics")
         assert 'status="500"' not in metrics
+        assert sample_value(metrics, "quasar_feature_log_rows_total", outcome="dropped") == 0
+
+    # the service logs (sample rate 1): every scored candidate is a row of ranker__log, flushed at shutdown
+    from quasar.online.feature_log import LogTables
+
+    logged = LogTables(world.platform.catalog, world.platform.config.offline.namespace).read("ranker")
+    assert logged.num_rows == sum(len(req["pins"]) for req, _ in answered)   # the failed requests are not logged
+    by_request = {}
+    for row in logged.to_pylist():
+        by_request.setdefault(row["__request_id"], []).append(row)
+    assert len(by_request) == len(answered)
+    for req, scored in answered:
+        rows = next(r for r in by_request.values() if len(r) == len(req["pins"]))
+        served = served_columns(scored["features"])
+        assert {r["__source"] for r in rows} == {"score-serve"} and {r["__model"] for r in rows} == {"probe"}
+        assert {r["__service_version"] for r in rows} == {service.version}
+        assert [r["__score"] for r in rows] == scored["scores"]
+        assert [r["pin_id"] for r in rows] == req["pins"] and [r["user_id"] for r in rows] == served["user_id"]
+        assert [r["position"] for r in rows] == req["position"]
+        assert [r["query"] for r in rows] == [req["query"]] * len(req["pins"])
+        for column in OUTPUTS:
+            assert [r[column] for r in rows] == served[column], column
 
 
 def _has_ctr(world: World, user: int) -> bool:
@@ -294,3 +319,40 @@ def test_a_bundle_keeps_its_inputs_when_a_new_signal_version_serves(world: World
 def _clicks(world: World, user: int) -> bool:
     got = world.platform.online_features({"user_id": [user]}, ["user_stats@1:clicks"])
     return bool(got["results"][1]["values"][0])
+
+
+def test_a_full_log_queue_drops_and_counts_without_failing_a_request(world: World, project_env: str) -> None:
+    import httpx
+
+    from quasar.online.feature_log import FeatureLogger, LogTables
+    from quasar.serving_adapters.service import create_scoring_app
+
+    p = world.platform
+    save_probe(world)
+    models = ModelRegistry(p.config.path(p.config.serving.models), registry_resolver(p.registry), p.feature_lists)
+    store = AsyncRedisOnlineStore(project_env, project=p.config.project.name)
+
+    def logger(observe: Any) -> FeatureLogger:          # room for 5 rows in the queue
+        return FeatureLogger(lambda: p.catalog, p.config.offline.namespace, max_queue=5, observe=observe)
+
+    app = create_scoring_app(models=models, store=store, device="cpu", feature_logger=logger, close_store=True)
+    big, small = a_request(world, 20), a_request(world, 3)
+
+    async def main() -> tuple[list[Any], str]:
+        answers = []
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://scorer") as client:
+                for req, rid in ((big, "big-1"), (small, "small-1")):
+                    answers.append(await client.post("/v1/score", json=body(req), headers={"X-Request-ID": rid}))
+                metrics = (await client.get("/metrics")).text
+        return answers, metrics
+
+    answers, metrics = asyncio.run(main())
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    assert [a.headers["x-request-id"] for a in answers] == ["big-1", "small-1"]
+    assert len(answers[0].json()["scores"]) == 20                    # served in full, though not logged
+    assert sample_value(metrics, "quasar_feature_log_rows_total", outcome="dropped") == 20
+    logged = LogTables(p.catalog, p.config.offline.namespace).read("ranker")     # flushed at shutdown
+    assert logged.column("__request_id").to_pylist() == ["small-1"] * 3
+    assert logged.column("__score").to_pylist() == answers[1].json()["scores"]
