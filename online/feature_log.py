@@ -499,7 +499,8 @@ class FeatureLogger:
                     s.done = s.submitted
                     self._cond.notify_all()
                 return None if s.closing else []
-            batch, rows = [], 0
+            batch: list[_Queued] = []
+            rows = 0
             while s.queue and (not batch or rows + s.queue[0].rows <= self.batch_rows):
                 item = s.queue.popleft()
                 batch.append(item)

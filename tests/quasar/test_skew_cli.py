@@ -152,3 +152,24 @@ def test_skew_of_a_service_never_logged_is_a_clean_error(tmp_path: Path, project
     result = CliRunner().invoke(main, ["-C", str(tmp_path), "skew", "ranker", "--start", "2026-02-01",
                                        "--end", "2026-01-01"])
     assert result.exit_code == 1 and "not after" in result.output
+
+
+def test_skew_reads_the_log_quasar_serve_wrote(tmp_path: Path, project_env: str, monkeypatch: Any) -> None:
+    import httpx
+
+    from fixtures.feature_service import LiveServer
+    from quasar.services import PROJECT_ENV, feature_app
+
+    world = build_world(tmp_path)
+    monkeypatch.setenv(PROJECT_ENV, str(world.root))
+    sent = 0
+    with LiveServer(feature_app()) as server:
+        for n in (1, 1, 25):
+            r = world.request(n)
+            body = {"entities": {"user_id": r["user_id"], "pin_id": r["pin_id"]}, "feature_service": "ranker",
+                    "request_data": {"position": r["position"], "query": r["query"]}}
+            assert httpx.post(f"{server.url}/v1/features", json=body).status_code == 200
+            sent += n
+    code, report = _skew(tmp_path, "--fail-on-mismatch")          # the server flushed its log on shutdown
+    assert code == 0 and report["consistent"] and report["rows"] == sent
+    assert [f["feature"] for f in report["features"]] == FEATURES
