@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from quasar.signals.refs import parse_feature_ref
-from quasar.signals.request import RequestSignal
+from quasar.signals.request import ROW_MODE_MAX_ROWS, RequestSignal
 from quasar.signals.service import FeatureService, log_table_name
 
 BUNDLE_FILE = "bundle.json"        # serving_adapters.bundle.BUNDLE_FILE, without importing torch
@@ -174,8 +174,9 @@ def format_request(d: dict[str, Any]) -> str:
         f"  description: {d['description'] or '-'}",
         f"  owner:       {d['owner'] or '-'}",
         f"  module:      {d['module'] or '-'}",
-        f"  modes:       {', '.join(d['modes']) or '-'} (row: one dict per request; batch: vectorised over "
-        "an Arrow table)",
+        f"  modes:       {', '.join(d['modes']) or '-'}" + (
+            f" (batches of up to {ROW_MODE_MAX_ROWS} rows run the row form, larger ones the vectorised form)"
+            if len(d["modes"]) == 2 else ""),
         "  inputs:" + ("" if d["inputs"] else "      -"),
     ]
     lines += [f"    {i['name']:<{width}}  {i['ref']}" for i in d["inputs"]]
