@@ -166,3 +166,41 @@ def test_request_errors_answer_4xx_naming_the_signal_or_field(world: World) -> N
         assert answer.status_code == 422, answer.text
         detail = FeastError.from_error_detail(answer.json())
         assert type(detail) is FeastError and named in str(detail), str(detail)
+
+
+def test_logging_counts_logged_and_dropped_rows_in_metrics(world: World) -> None:
+    """A logger whose queue holds 50 entity rows: a 100-row answer of ``ranker`` is dropped (counted), a 3-row
+    one logged once the lifespan's shutdown flushed it; both answer 200, and a feature list is never logged."""
+    from fixtures.prometheus import metric
+
+    from quasar.online.feature_log import FeatureLogger, LogTables
+    from quasar.online.service.app import create_app
+    from quasar.services import _async_store
+
+    p = world.platform
+
+    def logger(observe: Any) -> FeatureLogger:
+        return FeatureLogger(lambda: p.catalog, p.config.offline.namespace, max_queue=50, observe=observe)
+
+    app = create_app(resolve=p._resolve, store=_async_store(p), feature_lists=p.feature_lists,
+                     feature_logger=logger, close_store=True)
+    big, small = world.request(100), world.request(3)
+
+    def body(req: dict[str, list[Any]], **what: Any) -> dict[str, Any]:
+        return {"entities": {"user_id": req["user_id"], "pin_id": req["pin_id"]},
+                "request_data": {"position": req["position"], "query": req["query"]}, **what}
+
+    async def main() -> list[int]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+                sent = [body(big, feature_service="ranker"), body(small, feature_service="ranker"),
+                        body(small, features=FEATURES)]
+                return [(await client.post("/v1/features", json=b)).status_code for b in sent]
+
+    assert asyncio.run(main()) == [200, 200, 200]
+    text = app.state.metrics.render().decode()
+    assert metric(text, "quasar_feature_log_rows_total", outcome="dropped") == 100
+    assert metric(text, "quasar_feature_log_rows_total", outcome="logged") == 3
+    assert metric(text, "quasar_feature_log_rows_total", outcome="failed") == 0
+    assert LogTables(p.catalog, p.config.offline.namespace).read("ranker").num_rows == 3
