@@ -16,8 +16,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-import quasar
 from fixtures.own_model import FEATURES, TOKEN, Shop, get_json, make_shop, score_serve
+from quasar.platform import Platform
 from quasar.serving_adapters.bundle import load_bundle
 from quasar.signals.ufr.tensors import build_feature_batch
 
@@ -39,7 +39,7 @@ def in_process_scores(shop: Shop, model: torch.nn.Module, customer: int, product
     spine = pa.table({"customer_id": pa.array([customer] * len(products), pa.int64()),
                       "product_id": pa.array(products, pa.int64()),
                       "event_timestamp": pa.array([now] * len(products), pa.timestamp("us", "UTC"))})
-    with quasar.Platform.open(shop.root) as p:
+    with Platform.open(shop.root) as p:
         table = p.training_dataset(spine, FEATURES, full_names=True)
     model.eval()
     with torch.inference_mode():
