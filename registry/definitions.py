@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
 
 from quasar.registry import models as m
 from quasar.registry.records import RegistrationReport, SignalChange
-from quasar.signals.errors import NotFoundError, RegistrationError
+from quasar.signals.errors import NotFoundError, QuasarError, RegistrationError
 from quasar.signals.refs import parse_feature_ref
 from quasar.signals.request import RequestSignal
 from quasar.signals.service import FeatureService
@@ -109,7 +110,8 @@ def write(conn: Connection, kind: str, obj: RequestSignal | FeatureService, defi
     if old is None or old.definition_fingerprint != fingerprint:
         version = 1 if current is None else current + 1
         conn.execute(insert(d).values(kind=kind, name=obj.name, version=version, definition=definition,
-                                      definition_fingerprint=fingerprint, created_at=now, updated_at=now))
+                                      definition_fingerprint=fingerprint, source=module_source(obj),
+                                      created_at=now, updated_at=now))
         report.created.append(f"{what} {obj.name} v{version}")
         report.signals.append(SignalChange(name=obj.name, status="new" if version == 1 else "new version",
                                            version=version, kind=kind,
@@ -140,6 +142,26 @@ IDENTITY = {"request": {"schema": "features", "request": "request fields", "inpu
 
 def _what_changed(kind: str, old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [label for key, label in IDENTITY[kind].items() if old.get(key) != new.get(key)]
+
+
+def module_source(obj: RequestSignal | FeatureService) -> str | None:
+    """The text of a request-time signal's module as registered, kept with its version so the version can run
+    after the module changes (a feature service pinned to it keeps serving); None when it cannot be read."""
+    if not isinstance(obj, RequestSignal) or not obj.module:
+        return None
+    from quasar.registry.loader import module_file
+    try:
+        path = Path(obj.module) if obj.module.endswith(".py") else module_file(obj.module)
+        return path.read_text()
+    except (OSError, QuasarError, UnicodeDecodeError):
+        return None
+
+
+def stored_source(conn: Connection, name: str, version: int) -> str | None:
+    d = m.definitions
+    text: str | None = conn.execute(select(d.c.source).where(d.c.kind == "request", d.c.name == name,
+                                                             d.c.version == version)).scalar()
+    return text
 
 
 def _note(obj: RequestSignal | FeatureService, old: dict[str, Any] | None) -> str:

@@ -164,6 +164,7 @@ definitions = Table(
     Column("version", Integer, nullable=False),
     Column("definition", JSON, nullable=False),           # RequestSignal.to_dict() / FeatureService.to_dict()
     Column("definition_fingerprint", String(32), nullable=False),
+    Column("source", Text, nullable=True),                # a request-time version's module text, to run it later
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("kind", "name", "version"),

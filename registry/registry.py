@@ -290,10 +290,18 @@ class Registry:
         DefinitionError when that code no longer matches the version (the author must register)."""
         found = self.request_signal(name, version)
         recorded = found.signal
-        loaded = _import_definition(recorded.module, name, found.version, RequestSignal)
-        if loaded.definition_fingerprint != recorded.definition_fingerprint:
+        try:
+            loaded: RequestSignal | None = _import_definition(recorded.module, name, found.version, RequestSignal)
+        except DefinitionError:
+            loaded = None
+        if loaded is None or loaded.definition_fingerprint != recorded.definition_fingerprint:
+            with transaction(self._engine) as conn:
+                source = defs.stored_source(conn, name, found.version)
+            loaded = _from_source(source, recorded, found.version) if source is not None else None
+        if loaded is None or loaded.definition_fingerprint != recorded.definition_fingerprint:
             raise DefinitionError(f"request-time signal {name}: the code in {recorded.module} changed since "
-                                  f"version {found.version} was registered; run quasar register")
+                                  f"version {found.version} was registered, and the module text kept with the "
+                                  "version no longer runs to the same code; run quasar register")
         return dataclasses.replace(found, signal=dataclasses.replace(recorded, row_fn=loaded.row_fn,
                                                                      batch_fn=loaded.batch_fn))
 
@@ -427,6 +435,26 @@ def _run(row: Any, status: str) -> RunRecord:
 
 def _known(what: str, names: list[str]) -> str:
     return f"registered {what}: {', '.join(names)}" if names else f"no {what} are registered"
+
+
+def _from_source(source: str, recorded: RequestSignal, version: int) -> RequestSignal | None:
+    """Run the module text kept with a request-time version (its folder on the path, for sibling imports) and
+    take the signal; None when it no longer runs or defines it."""
+    import tempfile
+    home = Path(recorded.module).parent if recorded.module.endswith(".py") else None
+    with tempfile.TemporaryDirectory(prefix="quasar-code-") as tmp:
+        file = Path(tmp) / f"{recorded.name}_v{version}.py"
+        file.write_text(source)
+        folders = [file.parent, *([home] if home is not None and home.is_dir() else [])]
+        try:
+            with fresh_imports(folders):
+                loaded = exec_file(file, None, folders)
+        except RegistrationError:
+            return None
+        for _, obj in top_level(loaded):
+            if isinstance(obj, RequestSignal) and obj.name == recorded.name:
+                return obj
+    return None
 
 
 def _import_signal(module: str, name: str, version: int) -> Signal:
