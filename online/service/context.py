@@ -123,6 +123,9 @@ class RequestPlanner:
 
     def _prepare(self, key: tuple[tuple[str, ...], str | None]) -> Prepared:
         features, service = key
+        resolve: Resolve
+        lookup: Lookup
+        found: ServiceVersion | None
         if self.feature_lists is None:
             if service is not None:
                 raise NotFoundError(f"feature service {service!r}: this service has no registry of feature "
