@@ -203,3 +203,43 @@ def test_logging_counts_logged_and_dropped_rows_in_metrics(world: World) -> None
     assert metric(text, "quasar_feature_log_rows_total", outcome="logged") == 3
     assert metric(text, "quasar_feature_log_rows_total", outcome="failed") == 0
     assert LogTables(p.catalog, p.config.offline.namespace).read("ranker").num_rows == 3
+
+
+def test_registry_is_read_in_worker_threads_never_on_the_event_loop(world: World) -> None:
+    """Expanding a service, looking up request-time signals and resolving signals are synchronous registry
+    queries: the planner makes them in a worker thread and answers later requests from what it recorded."""
+    import threading
+
+    from quasar.online.service.app import create_app
+    from quasar.registry.feature_lists import FeatureLists
+    from quasar.services import _async_store
+
+    p = world.platform
+    calls: list[tuple[str, bool]] = []
+
+    class Watched:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            real = getattr(self.inner, name)
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                calls.append((name, threading.current_thread() is threading.main_thread()))
+                return real(*args, **kwargs)
+            return call if callable(real) else real
+
+    def resolve(name: str, version: int | None) -> Any:
+        calls.append(("resolve", threading.current_thread() is threading.main_thread()))
+        return p._resolve(name, version)
+
+    app = create_app(resolve=resolve, store=_async_store(p), feature_lists=FeatureLists(Watched(p.registry)),
+                     close_store=True)
+    req = world.request(5)
+    bodies = [{"entities": {"user_id": req["user_id"], "pin_id": req["pin_id"]}, "feature_service": "ranker",
+               "request_data": {"position": req["position"], "query": req["query"]}},
+              {"entities": {**req}, "features": FEATURES}]
+    answers = in_process(app, bodies * 3)
+    assert [a.status_code for a in answers] == [200] * 6
+    assert {name for name, _ in calls} >= {"resolve", "service", "request_signal", "load_request"}, calls
+    assert not [name for name, on_loop in calls if on_loop], calls            # the loop runs in the main thread
