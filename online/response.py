@@ -28,7 +28,14 @@ from quasar.online.store import AsyncOnlineStore, FeatureStatus, OnlineColumns, 
 from quasar.signals.entity import Entity
 from quasar.signals.errors import RequestError, TooManyEntitiesError
 from quasar.signals.refs import PlanErrors, Resolve, parse_feature_ref
-from quasar.signals.request_plan import FeaturePlan, Lookup, no_request_signals, plan_features, request_arrays
+from quasar.signals.request_plan import (
+    FeaturePlan,
+    Lookup,
+    PlanCache,
+    no_request_signals,
+    plan_features,
+    request_arrays,
+)
 from quasar.signals.signal import Signal
 
 #: Status names by ``FeatureStatus`` code, for turning a uint8 code column into names in one numpy take.
@@ -102,11 +109,13 @@ def parse_refs(features: Sequence[str]) -> list[tuple[str, tuple[str, int | None
 def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str], resolve: Resolve, *,
                  full_feature_names: bool = False, max_entities: int | None = None,
                  lookup: Lookup = no_request_signals, request_data: Mapping[str, Sequence[Any]] | None = None,
-                 mode: str = "auto") -> OnlinePlan:
+                 mode: str = "auto", plans: PlanCache | None = None, scope: Any = None) -> OnlinePlan:
     """Check a request and plan its reads (output columns from ``quasar.signals.request_plan.plan_features``,
     stored reads grouped by entity); every user mistake is a RequestError (or NotFoundError from ``resolve``)
     that names the signal, feature, join key or request field. Request-time signals' fields come from
-    ``request_data`` or, as Feast's SDK sends them, from ``entities``."""
+    ``request_data`` or, as Feast's SDK sends them, from ``entities``. ``plans`` keeps the entity-independent
+    part for a few seconds, keyed by the references and ``scope`` (what the callbacks depend on beyond them:
+    a feature service's version)."""
     if not isinstance(entities, Mapping):
         raise RequestError('entities: give a dict of join key -> list of keys, e.g. {"user_id": [1, 2]}')
     parse_refs(features)
@@ -118,7 +127,10 @@ def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str],
                                "materialize it")
         return sig, ver
 
-    planned = plan_features(features, resolve_online, lookup, full_names=full_feature_names, errors=_PLAN_ERRORS)
+    def make() -> FeaturePlan:
+        return plan_features(features, resolve_online, lookup, full_names=full_feature_names, errors=_PLAN_ERRORS)
+
+    planned = make() if plans is None else plans.plan(("online", tuple(features), full_feature_names, scope), make)
     given = dict(request_data or {})
     keys = dict(entities)
     for name in planned.request_fields:
@@ -201,10 +213,12 @@ def _join_keys(entities: Mapping[str, Sequence[Any]], reads: Mapping[str, Entity
 def online_features(store: OnlineStore, entities: Mapping[str, Sequence[Any]], features: Sequence[str],
                     resolve: Resolve, *, full_feature_names: bool = False,
                     max_entities: int | None = None, lookup: Lookup = no_request_signals,
-                    request_data: Mapping[str, Sequence[Any]] | None = None, mode: str = "auto") -> dict[str, Any]:
+                    request_data: Mapping[str, Sequence[Any]] | None = None, mode: str = "auto",
+                    plans: PlanCache | None = None, scope: Any = None) -> dict[str, Any]:
     """Plan, read and build in one call: what ``Platform.online_features`` returns (the HTTP answer's shape)."""
     plan = plan_request(entities, features, resolve, full_feature_names=full_feature_names,
-                        max_entities=max_entities, lookup=lookup, request_data=request_data, mode=mode)
+                        max_entities=max_entities, lookup=lookup, request_data=request_data, mode=mode,
+                        plans=plans, scope=scope)
     return read_online_features(store, plan)
 
 
@@ -252,10 +266,13 @@ def _with_requests(plan: OnlinePlan, features: FeaturePlan, columns: Sequence[Se
     stored: dict[str, Any] = {}
     cells: dict[str, dict[str, Any]] = {}
     times: dict[tuple[int, int], list[Any]] = {}
+    shown = {o.column for o in features.outputs if not o.computed}
     for e, s, column in plan.outputs:
         got = columns[e][s]
         array = got.table.column(column.feature)
         stored[column.output] = array
+        if column.output not in shown:
+            continue                                       # a hidden input: read, not answered
         if (e, s) not in times:
             times[(e, s)] = event_timestamps(got.event_time_us)
         cells[column.output] = {"values": column_values(array), "statuses": status_names(got.status[column.feature]),

@@ -84,6 +84,15 @@ class ServingConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LoggingConfig:
+    """Feature logging of serve and score-serve (services that declare ``logging``)."""
+
+    max_queue_rows: int = 200_000                          # entity rows waiting to be written; more are dropped
+    batch_rows: int = 50_000                               # rows per Iceberg commit at most
+    flush_interval_s: float = 10.0                         # and at least one commit this often while rows wait
+
+
+@dataclass(frozen=True, kw_only=True)
 class TimeConfig:
     earliest: str = "1970-01-01T00:00:00Z"                 # no event time before this is written
     max_future: str = "1d"                                 # nor an event or created time this far after now
@@ -104,6 +113,7 @@ class Config:
     spark: SparkConfig = SparkConfig()
     serving: ServingConfig = ServingConfig()
     time: TimeConfig = TimeConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def path(self, value: str) -> Path:
         """A path from the config, resolved against the project root."""
@@ -131,6 +141,7 @@ class Config:
 _SECTIONS: dict[str, type] = {
     "project": ProjectConfig, "registry": RegistryConfig, "offline": OfflineConfig, "online": OnlineConfig,
     "engine": EngineConfig, "spark": SparkConfig, "serving": ServingConfig, "time": TimeConfig,
+    "logging": LoggingConfig,
 }
 
 

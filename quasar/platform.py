@@ -288,7 +288,8 @@ class Platform:
         planned = self.feature_lists.expand(features, self._resolve)
         return online_features(self.online_store, entities, planned.refs, planned.resolve,
                                full_feature_names=full_feature_names, max_entities=self.config.online.max_entities,
-                               lookup=planned.lookup, request_data=request_data, mode=mode)
+                               lookup=planned.lookup, request_data=request_data, mode=mode,
+                               plans=self.feature_lists.plans, scope=planned.scope)
 
     def consistency(self, signal: str, *, sample: int = 1000, seed: int | None = None,
                     engine: str | None = None) -> ConsistencyReport:

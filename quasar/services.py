@@ -37,11 +37,21 @@ def _async_store(p: Platform):  # type: ignore[no-untyped-def]
 
 def _feature_logger(p: Platform) -> Callable[[Callable[[str, int], None]], Any]:
     """The factory of the project's served-feature logger: Iceberg tables ``<namespace>.<service>__log`` in
-    the project's catalog (opened by the logger's thread on its first write)."""
-    from quasar.online.feature_log import FeatureLogger
+    the project's catalog, written by a child process (``quasar.online.feature_log_process``: the writing
+    never competes with the event loop for the GIL), which opens the catalog on its first write."""
+    import functools
+
+    from quasar.online.feature_log_process import ProcessFeatureLogger
+    from quasar.store.catalog import open_catalog
+    off = p.config.offline
+    catalog = functools.partial(open_catalog, uri=p.config.sql_url(off.catalog_uri), warehouse=p.config.warehouse,
+                                properties=dict(off.properties))
+
+    settings = p.config.logging
 
     def build(observe: Callable[[str, int], None]) -> Any:
-        return FeatureLogger(lambda: p.catalog, p.config.offline.namespace, observe=observe)
+        return ProcessFeatureLogger(catalog, off.namespace, observe=observe, max_queue=settings.max_queue_rows,
+                                    batch_rows=settings.batch_rows, flush_interval_s=settings.flush_interval_s)
 
     return build
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from quasar.signals.errors import NotFoundError, QuasarError
 from quasar.signals.refs import Resolve, parse_feature_ref
 from quasar.signals.request import RequestSignal
-from quasar.signals.request_plan import Lookup, with_pins
+from quasar.signals.request_plan import Lookup, PlanCache, with_pins
 from quasar.signals.signal import Signal
 
 if TYPE_CHECKING:
@@ -36,6 +36,12 @@ class Expanded:
     resolve: Resolve
     lookup: Lookup
     service: ServiceVersion | None = None
+
+    @property
+    def scope(self) -> tuple[str, int] | None:
+        """What the callbacks depend on beyond the references (a service's pins, by its version): a plan
+        cache key part."""
+        return None if self.service is None else (self.service.name, self.service.version)
 
 
 def service_name(features: Any) -> tuple[str, int | None] | None:
@@ -61,6 +67,7 @@ class FeatureLists:
         self._latest: dict[str, tuple[float, int | None]] = {}
         self._services: dict[tuple[str, int | None], tuple[float, ServiceVersion | None]] = {}
         self._resolved: dict[tuple[str, int | None], tuple[float, tuple[Signal, int]]] = {}
+        self.plans = PlanCache(ttl_s)           # plans made from these answers live as long as they do
 
     def clear(self) -> None:
         """Forget everything cached (after this process registers, backfills, materializes or promotes)."""
@@ -69,6 +76,7 @@ class FeatureLists:
             self._latest.clear()
             self._services.clear()
             self._resolved.clear()
+            self.plans.clear()
 
     # --- stored signals -------------------------------------------------------------------------------
     def resolve(self, name: str, version: int | None) -> tuple[Signal, int]:

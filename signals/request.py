@@ -158,20 +158,31 @@ class RequestSignal:
     def compute(self, inputs: pa.Table, mode: str = "auto") -> pa.Table:
         """The features for each row of ``inputs`` (columns: the input names and request fields), cast to the
         declared types. Errors in the function are a RequestSignalError naming this signal."""
+        got = self.compute_columns({n: inputs.column(n) for n in inputs.column_names}, inputs.num_rows, mode)
+        return pa.Table.from_arrays([got[n] for n in self.schema.names], schema=self.schema.arrow_schema())
+
+    def compute_columns(self, inputs: Mapping[str, pa.Array | pa.ChunkedArray], rows: int,
+                        mode: str = "auto") -> dict[str, pa.Array]:
+        """``compute`` on columns (input name -> Arrow array of ``rows`` values): the feature arrays by name.
+        The row form gets one dict per row built straight from the columns, with no table in between, so a
+        single request pays for one call of the function and one small array per feature."""
         if self.row_fn is None and self.batch_fn is None:
             raise DefinitionError(f"request-time signal {self.name!r} has no function to call: load it from "
                                   "its module")
-        chosen = self.mode_for(inputs.num_rows, mode)
+        chosen = self.mode_for(rows, mode)
         if chosen == "batch" and self.batch_fn is not None:
-            return self._run_batch(inputs)
-        return self._run_rows(inputs)
+            arrays = [a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in inputs.values()]
+            return self._run_batch(pa.Table.from_arrays(arrays, names=list(inputs)))
+        return self._run_rows(inputs, rows)
 
-    def _run_rows(self, inputs: pa.Table) -> pa.Table:
+    def _run_rows(self, inputs: Mapping[str, pa.Array | pa.ChunkedArray], count: int) -> dict[str, pa.Array]:
         assert self.row_fn is not None
-        rows = inputs.to_pylist()
         names = self.schema.names
-        out: dict[str, list[Any]] = {n: [None] * len(rows) for n in names}
-        for i, row in enumerate(rows):
+        values = {n: a.to_pylist() for n, a in inputs.items()}
+        keys = list(values)
+        out: dict[str, list[Any]] = {n: [None] * count for n in names}
+        for i in range(count):
+            row = {k: values[k][i] for k in keys}
             try:
                 got = self.row_fn(row)
             except Exception as exc:
@@ -179,17 +190,18 @@ class RequestSignal:
             if not isinstance(got, Mapping):
                 raise RequestSignalError(f"request-time signal {self.name!r} returned {type(got).__name__}; "
                                          f"return a dict of its features ({', '.join(names)})")
-            extra = [k for k in got if k not in out]
-            if extra:
-                raise RequestSignalError(f"request-time signal {self.name!r} returned {extra[0]!r}, which is not "
-                                         f"one of its features ({', '.join(names)})")
+            if len(got) != len(names) or any(k not in out for k in got):
+                extra = [k for k in got if k not in out]
+                if extra:
+                    raise RequestSignalError(f"request-time signal {self.name!r} returned {extra[0]!r}, which is "
+                                             f"not one of its features ({', '.join(names)})")
+                missing = [n for n in names if n not in got]
+                raise RequestSignalError(f"request-time signal {self.name!r} returned no {missing[0]!r}")
             for n in names:
-                if n not in got:
-                    raise RequestSignalError(f"request-time signal {self.name!r} returned no {n!r}")
                 out[n][i] = got[n]
-        return pa.Table.from_arrays([self._typed(n, out[n]) for n in names], schema=self.schema.arrow_schema())
+        return {n: self._typed(n, out[n]) for n in names}
 
-    def _run_batch(self, inputs: pa.Table) -> pa.Table:
+    def _run_batch(self, inputs: pa.Table) -> dict[str, pa.Array]:
         assert self.batch_fn is not None
         try:
             got = self.batch_fn(inputs)
@@ -207,15 +219,15 @@ class RequestSignal:
         if extra:
             raise RequestSignalError(f"request-time signal {self.name!r}: its batch function returned {extra[0]!r}, "
                                      f"which is not one of its features ({', '.join(names)})")
-        arrays = []
+        arrays = {}
         for n in names:
             if n not in columns:
                 raise RequestSignalError(f"request-time signal {self.name!r}: its batch function returned no {n!r}")
-            arrays.append(self._typed(n, columns[n]))
-            if len(arrays[-1]) != inputs.num_rows:
+            arrays[n] = self._typed(n, columns[n])
+            if len(arrays[n]) != inputs.num_rows:
                 raise RequestSignalError(f"request-time signal {self.name!r}: its batch function returned "
-                                         f"{len(arrays[-1])} values of {n!r} for {inputs.num_rows} rows")
-        return pa.Table.from_arrays(arrays, schema=self.schema.arrow_schema())
+                                         f"{len(arrays[n])} values of {n!r} for {inputs.num_rows} rows")
+        return arrays
 
     def _typed(self, name: str, values: Any) -> pa.Array:
         target = self.schema.type_of(name).arrow_type()
@@ -224,7 +236,7 @@ class RequestSignal:
                 values = values.combine_chunks()
             if isinstance(values, pa.Array):
                 return values if values.type == target else values.cast(target, safe=True)
-            return pa.array(values, type=target, from_pandas=True)
+            return pa.array(values, type=target)      # NaN stays NaN, None is null (pandas objects: its rules)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError,
                 OverflowError) as exc:
             raise RequestSignalError(f"request-time signal {self.name!r}: feature {name!r} is declared "

@@ -11,6 +11,7 @@ typed inputs in training and serving.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,23 +85,42 @@ class FeaturePlan:
         columns: dict[str, Any] = dict(stored)
         computed: dict[str, pa.Array] = {}
         for step in self.steps:
-            arrays, fields = [], []
+            inputs = {}
             for name, column in step.bindings:
                 if column.startswith("request:"):
-                    field_name = column[len("request:"):]
-                    values = request[field_name]
-                    ftype = self.request_fields[field_name][0]
+                    inputs[name] = request[column[8:]]          # typed by request_arrays
                 else:
-                    values = columns[column]
-                    ftype = None
-                array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-                arrays.append(array)
-                fields.append(pa.field(name, ftype.arrow_type() if ftype is not None else array.type))
-            inputs = pa.Table.from_arrays(arrays, schema=pa.schema(fields))   # a signal has >= 1 input
-            result = step.signal.compute(inputs, mode)
+                    inputs[name] = columns[column]
+            result = step.signal.compute_columns(inputs, rows, mode)   # a signal has >= 1 input
             for feature, column in step.outputs:
-                columns[column] = computed[column] = result.column(feature).combine_chunks()
+                columns[column] = computed[column] = result[feature]
         return computed
+
+
+class PlanCache:
+    """Plans of recent requests, by their references and whatever scopes their callbacks (a service's pins),
+    kept ``ttl_s`` seconds: the callbacks' answers (serving versions, request-time versions) are cached that
+    long anyway, so a hot caller plans a feature list once per ``ttl_s`` instead of once per request. Only
+    plans that succeeded are kept; ``clear`` forgets them all."""
+
+    def __init__(self, ttl_s: float = 5.0, max_entries: int = 1024) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._plans: dict[tuple[Any, ...], tuple[float, FeaturePlan]] = {}
+
+    def plan(self, key: tuple[Any, ...], make: Callable[[], FeaturePlan]) -> FeaturePlan:
+        now = time.monotonic()
+        hit = self._plans.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        plan = make()
+        if len(self._plans) >= self.max_entries:
+            self._plans.clear()
+        self._plans[key] = (now + self.ttl_s, plan)
+        return plan
+
+    def clear(self) -> None:
+        self._plans.clear()
 
 
 def computed_column(signal: str, version: int, feature: str) -> str:
@@ -254,6 +274,22 @@ def _check_exact(values: list[Any], target: pa.DataType) -> None:
             raise TypeError(f"{value!r} is not a {target} value without loss")
 
 
+def _exact_array(values: list[Any], target: pa.DataType) -> pa.Array:
+    """``values`` as an array of ``target`` without loss. Scalars are inferred by Arrow in C and cast
+    safely (``1.5`` for an integer is refused, ``2.0`` taken), a bool for a number refused; other types are
+    converted value by value after ``_check_exact``."""
+    if pa.types.is_integer(target) or pa.types.is_floating(target):
+        try:
+            inferred = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            inferred = None
+        if inferred is not None and (pa.types.is_integer(inferred.type) or pa.types.is_floating(inferred.type)
+                                     or pa.types.is_null(inferred.type)):
+            return inferred if inferred.type == target else inferred.cast(target, safe=True)
+    _check_exact(values, target)
+    return pa.array(values, type=target)
+
+
 def request_arrays(plan: FeaturePlan, values: Mapping[str, Any], rows: int,
                    error: type[QuasarError]) -> dict[str, pa.Array]:
     """The request fields the plan needs, from ``values`` (field -> list or Arrow array), as Arrow arrays of
@@ -270,9 +306,7 @@ def request_arrays(plan: FeaturePlan, values: Mapping[str, Any], rows: int,
             if isinstance(given, pa.Array):
                 array = given.cast(target, safe=True)
             else:
-                given = list(given)
-                _check_exact(given, target)
-                array = pa.array(given, type=target)
+                array = _exact_array(list(given), target)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError,
                 OverflowError) as exc:
             raise error(f"request field {name!r} must hold {ftype} values for request-time signal {signal!r}: "

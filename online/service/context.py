@@ -20,7 +20,7 @@ from quasar.signals.bounds import DEFAULT_BOUNDS, TimeBounds
 from quasar.signals.errors import NotFoundError, QuasarError, RequestError
 from quasar.signals.refs import PlanErrors
 from quasar.signals.request import RequestSignal
-from quasar.signals.request_plan import Lookup, no_request_signals, plan_features
+from quasar.signals.request_plan import Lookup, PlanCache, no_request_signals, plan_features
 from quasar.signals.signal import Signal
 
 if TYPE_CHECKING:
@@ -78,6 +78,8 @@ class Prepared:
     resolve: Resolve
     lookup: Lookup
     service: ServiceVersion | None = None
+    plans: PlanCache = field(default_factory=lambda: PlanCache(ttl_s=float("inf"), max_entries=8))  # lives as long
+
 
 
 def _recorded(real: Callable[[str, int | None], Any], seen: Mapping[tuple[str, int | None], Any]) -> Any:
@@ -118,7 +120,8 @@ class RequestPlanner:
         """``prepare`` then ``quasar.online.response.plan_request`` on the event loop, from cached answers."""
         prepared = await self.prepare(features, service)
         plan = plan_request(entities, prepared.refs, prepared.resolve, full_feature_names=full_feature_names,
-                            max_entities=max_entities, lookup=prepared.lookup, request_data=request_data)
+                            max_entities=max_entities, lookup=prepared.lookup, request_data=request_data,
+                            plans=prepared.plans)
         return prepared, plan
 
     def _prepare(self, key: tuple[tuple[str, ...], str | None]) -> Prepared:
