@@ -71,12 +71,31 @@ def plan_delete(platform: Platform, name: str, version: int | None) -> DeletePla
     reading = registry.readers(name) if latest in numbers else []
     if reading:
         raise QuasarError(refusal(name, latest, reading))
+    bound = _bound_to(platform, name, numbers)
+    if bound:
+        raise QuasarError(f"cannot delete {name} v{', v'.join(map(str, numbers))}: read by {', '.join(bound)}; "
+                          "register the service again once another version serves (a new service version with "
+                          "new pins), or save the bundle again, then delete")
     runs = [r for r in registry.runs(name, limit=100_000) if r.version in numbers]
     live = [r.id for r in runs if r.status == "running"]
     if live:
         raise QuasarError(refusal(name, latest, [], live))
     footprints = [_footprint(platform, sv.signal, sv.version) for sv in chosen]
     return DeletePlan(signal=name, versions=footprints, everything=len(chosen) == len(every), runs=len(runs))
+
+
+def _bound_to(platform: Platform, name: str, versions: list[int]) -> list[str]:
+    """The latest feature-service versions and the model bundles that read these versions of ``name``: a
+    deletion would take their inputs away."""
+    from quasar.describe_features import usage
+
+    found = usage(platform.registry, platform.config.path(platform.config.serving.models))
+    users: list[str] = []
+    for v in versions:
+        users += [f"feature service {s}@{sv} (pinned to v{v})" for s, sv, latest in found.services.get((name, v), [])
+                  if latest]
+        users += [f"model bundle {b} (reads v{v})" for b in found.bundles.get((name, v), [])]
+    return list(dict.fromkeys(users))
 
 
 def delete(platform: Platform, plan: DeletePlan) -> None:
