@@ -91,6 +91,14 @@ def feature_refs(features: Features, resolve: Resolve, lists: FeatureLists | Non
                               "of feature references")
         if lists is None:
             raise BundleError(f"features={features!r}: naming a feature service needs the project's registry")
+        if lists.service(*named) is None:
+            try:
+                resolve(named[0], named[1])
+            except NotFoundError:
+                pass
+            else:                                  # a signal's name where a list or a service was meant
+                raise BundleError(f"features={features!r} names a signal, not a feature service: give a list of "
+                                  f"feature references, e.g. [{features!r}], or a feature service's name")
         expanded = lists.expand(features, resolve, service=features)   # NotFoundError names the services
         assert expanded.service is not None
         return expanded, ServiceRef(name=expanded.service.name, version=expanded.service.version,

@@ -135,8 +135,8 @@ def test_features_the_scorer_cannot_read_are_refused(shop: Shop) -> None:
                   r"one the candidates are, e\.g\. candidate='product'", model, candidate=None, **kwargs)
     refused(shop, r"candidate='pin': no feature describes that entity; the features describe customer "
                   r"\(customer_id\), product \(product_id\)", model, candidate="pin", **kwargs)
-    refused(shop, r"features='customer_stats': give a list of feature references, e\.g\. \['customer_stats'\]",
-            model, features="customer_stats", **kwargs)
+    refused(shop, r"features='customer_stats' names a signal, not a feature service: give a list of feature "
+                  r"references, e\.g\. \['customer_stats'\]", model, features="customer_stats", **kwargs)
     refused(shop, r"feature reference 'customer_stats::x' is invalid", model, features=["customer_stats::x"],
             **kwargs)
     with pytest.raises(NotFoundError, match=r"signal 'product_stats' v1 has no feature 'colour'"):
