@@ -283,10 +283,10 @@ def _with_requests(plan: OnlinePlan, features: FeaturePlan, columns: Sequence[Se
             results.append(cells[o.column])
             continue
         array = computed[o.column]
-        nulls = array.is_null().to_numpy(zero_copy_only=False) if array.null_count else None
-        statuses = ["PRESENT"] * plan.rows if nulls is None else STATUS_NAMES[
-            np.where(nulls, int(FeatureStatus.NULL_VALUE), int(FeatureStatus.PRESENT))].tolist()
-        results.append({"values": column_values(array), "statuses": statuses, "event_timestamps": epoch})
+        values = column_values(array)
+        statuses = (["NULL_VALUE" if v is None else "PRESENT" for v in values] if array.null_count
+                    else ["PRESENT"] * plan.rows)
+        results.append({"values": values, "statuses": statuses, "event_timestamps": epoch})
     return {"metadata": {"feature_names": plan.feature_names}, "results": results}
 
 

@@ -236,7 +236,7 @@ class RequestSignal:
                 values = values.combine_chunks()
             if isinstance(values, pa.Array):
                 return values if values.type == target else values.cast(target, safe=True)
-            return pa.array(values, type=target)      # NaN stays NaN, None is null (pandas objects: its rules)
+            return python_array(values, target)       # NaN stays NaN, None is null (pandas objects: its rules)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError,
                 OverflowError) as exc:
             raise RequestSignalError(f"request-time signal {self.name!r}: feature {name!r} is declared "
@@ -270,6 +270,24 @@ class RequestSignal:
 
     def __hash__(self) -> int:
         return hash((self.name, self.definition_fingerprint))
+
+
+def python_array(values: Any, target: pa.DataType) -> pa.Array:
+    """Python values as an array of ``target``, as ``pa.array(values, type=target)`` makes it. For numbers
+    Arrow's own inference is taken when it lands on the type (or casts to it safely), which is several times
+    faster for a small list than a typed conversion; a bool for a number takes the typed path, as before."""
+    if isinstance(values, list) and (pa.types.is_integer(target) or pa.types.is_floating(target)):
+        try:
+            inferred = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            inferred = None
+        if inferred is not None:
+            if inferred.type == target:
+                return inferred
+            narrowing = pa.types.is_floating(inferred.type) and pa.types.is_floating(target)
+            if pa.types.is_null(inferred.type) or narrowing:
+                return inferred.cast(target)
+    return pa.array(values, type=target)
 
 
 def _code(row_fn: RowFn | None, batch_fn: BatchFn | None) -> str:
