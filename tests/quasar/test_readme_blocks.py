@@ -79,7 +79,8 @@ CLAIMS: dict[str, tuple[str, str]] = {
     "quality_cli": ("bash", "quasar validate"),
     "rt_module": ("python", "# signals/ranking.py"),               # run by tests/quasar/test_readme_request_time.py
     "rt_cli": ("bash", "quasar describe ranker_v3"),
-    "rt_python": ("python", 'p.feature_log("ranker_v3")'),
+    "rt_service_python": ("python", 'offline = p.training_dataset(spine, "ranker_v3")'),
+    "rt_log_python": ("python", 'p.feature_log("ranker_v3")'),
     "rt_skew": ("bash", "quasar skew ranker_v3"),
     "config_toml": ("toml", "[registry]"),
     "spark_toml": ("toml", "spark-master"),

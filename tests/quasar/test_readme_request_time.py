@@ -1,8 +1,10 @@
-"""README "Tour: request-time features, feature services, feature logging", run as a reader runs it.
+"""README "Tour: request-time features", "Tour: feature services" and "Tour: feature logging", run as a
+reader runs them.
 
 The project is the example project (``examples/signals``) over data that ends today, so the served values are
 fresh; the tour's module is saved where its first line says. Its blocks run in order: register and describe,
-``quasar serve`` in the background and the curl of the service, the Python session, ``quasar skew``. What is
+``quasar serve`` in the background and the curl of the service, the Python session (the service's dataset and
+online answer, then the log as a spine once serve has written it), ``quasar skew``. What is
 checked: the curl, ``Platform.online_features``, the training dataset of the same rows and the dataset built
 on the feature log all give the same ``expected_ctr``, bit for bit, and equal the README's formula; skew
 finds nothing to report.
@@ -72,6 +74,8 @@ def test_the_request_time_tour_runs(tmp_path: Path, project_env: str, monkeypatc
         assert answer["metadata"]["feature_names"] == ["user_id", "pin_id", "ctr_7d", "impressions_7d",
                                                        "expected_ctr"]
         p = Platform.open(root)
+        session = {"p": p, "pd": pd}
+        run_python(block("python", 'offline = p.training_dataset(spine, "ranker_v3")'), session)
         deadline = time.monotonic() + 60                   # the log is written within [logging] flush_interval_s
         while True:
             try:
@@ -81,7 +85,6 @@ def test_the_request_time_tour_runs(tmp_path: Path, project_env: str, monkeypatc
                 pass
             assert time.monotonic() < deadline, "serve wrote no feature log within 60 s"
             time.sleep(0.5)
-        session = {"p": p, "pd": pd}
         run_python(block("python", 'p.feature_log("ranker_v3")'), session)
         served_ctr = column(answer, "expected_ctr")
         assert bits(session["offline"].column("expected_ctr").to_pylist()) == bits(served_ctr)
