@@ -129,6 +129,37 @@ def quasar_dataset(engine: LocalEngine, spine: pa.Table, files: Sequence[str]) -
                                   engine=engine).table
 
 
+def iceberg_table(folder: Path, data: Any) -> tuple[Any, list[str]]:
+    """The same rows written as a backfill writes them: one Iceberg table, day x bucket(16, user_id)
+    partitions, through the offline store; and its data files."""
+    import pyarrow.parquet as pq
+
+    from quasar.store.catalog import open_catalog
+    from quasar.store.tables import OfflineStore
+
+    offline = OfflineStore(open_catalog(uri=f"sqlite:///{folder / 'catalog.db'}", warehouse=str(folder / "wh")),
+                           namespace="signals", buckets=16)
+    rows = pq.read_table(data.files).select(["user_id", "event_timestamp", "created_timestamp",
+                                             *user_features.schema.names])
+    offline.replace_window(user_features, 1, rows, data.start, data.start + timedelta(days=data.days + 1))
+    return offline, offline.plan_files(user_features.name, 1)
+
+
+def table_dataset(engine: LocalEngine, spine: pa.Table, offline: Any) -> pa.Table:
+    """``build_training_dataset`` as ``Platform.training_dataset`` calls it: files planned from the table's
+    current snapshot for the spine's time range, the table's bucket count for the join."""
+    def resolve(name: str, version: int | None) -> tuple[Signal, int]:
+        return user_features, 1
+
+    def store_files(name: str, version: int, start: Any, end: Any) -> tuple[list[str], int | None, int | None]:
+        snapshot = offline.current_snapshot_id(name, version)
+        return (offline.plan_files(name, version, start=start, end=end, snapshot_id=snapshot), snapshot,
+                offline.bucket_count(name, version))
+
+    return build_training_dataset(spine, [user_features.name], resolve=resolve, store_files=store_files,
+                                  engine=engine).table
+
+
 FEATURE_STORE_YAML = """project: quasar_bench
 registry: {registry}
 provider: local
@@ -263,10 +294,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw_con = duckdb.connect()
         request = quasar_request(data.files)
         keys = spine.select(["user_id", "event_timestamp"])
+        offline, table_files = iceberg_table(folder, data)
+        print(f"  the Iceberg table a backfill writes: {len(table_files):,} data files "
+              f"({sum(os.path.getsize(f.removeprefix('file://')) for f in table_files) / 2**20:.0f} MiB)",
+              file=sys.stderr)
         contenders = {
             "raw DuckDB ASOF JOIN (the limit)": lambda: raw_duckdb(raw_con, spine, data.files, names),
             "quasar point_in_time_duckdb": lambda: point_in_time_duckdb(engine.connection, keys, [request]),
             "quasar build_training_dataset": lambda: quasar_dataset(engine, spine, data.files),
+            "quasar build_training_dataset on the Iceberg table (the user's path)":
+                lambda: table_dataset(engine, spine, offline),
         }
         timings: dict[str, list[float]] = {k: [] for k in contenders}
         results: dict[str, pa.Table] = {}
@@ -291,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs = {
         "quasar point_in_time_duckdb": results["quasar point_in_time_duckdb"].append_column("spine_row", rows_index),
         "quasar build_training_dataset": results["quasar build_training_dataset"],
+        "quasar build_training_dataset on the Iceberg table (the user's path)":
+            results["quasar build_training_dataset on the Iceberg table (the user's path)"],
     }
     raw_best = min(timings["raw DuckDB ASOF JOIN (the limit)"])
     table_rows = []
