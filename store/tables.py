@@ -11,7 +11,7 @@ import contextlib
 import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,38 @@ def as_utc(value: datetime, what: str = "time") -> datetime:
     if not isinstance(value, datetime):
         raise StoreError(f"{what} must be a datetime, got {value!r}")
     return utc(value)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _day_position(table: Any) -> tuple[int, int] | None:
+    """``(spec id, position)`` of the ``day(event_timestamp)`` field in the table's current partition spec, or
+    None when it has none (every file is then kept)."""
+    from pyiceberg.transforms import DayTransform
+
+    spec = table.spec()
+    source = table.schema().find_field(EVENT_TIMESTAMP).field_id
+    for position, spec_field in enumerate(spec.fields):
+        if isinstance(spec_field.transform, DayTransform) and spec_field.source_id == source:
+            return spec.spec_id, position
+    return None
+
+
+def _day_overlaps(data_file: Any, days: tuple[int, int], lo: datetime | None, hi: datetime | None) -> bool:
+    """Whether a data file's day partition ``[day, day + 1)`` meets ``[lo, hi)``; True when it cannot tell (a file
+    of another spec, no day value)."""
+    spec_id, position = days
+    if getattr(data_file, "spec_id", spec_id) != spec_id:
+        return True
+    try:
+        day = data_file.partition[position]
+    except (IndexError, TypeError, KeyError):
+        return True
+    if not isinstance(day, int):
+        return True
+    first = EPOCH + timedelta(days=day)
+    return (hi is None or first < hi) and (lo is None or first + timedelta(days=1) > lo)
 
 
 def time_filter(column: str, start: datetime | None, end: datetime | None, *, naive: bool = False) -> Any:
@@ -374,12 +406,20 @@ class OfflineStore:
         files (written by another tool) is refused rather than read wrongly.
         """
         table = self.table(signal_name, version)
-        scan = self._scan(table, signal_name, version, start, end, snapshot_id, ("*",))
+        # No row filter: pyiceberg evaluates a filter's residual file by file in Python (0.44 s for a table
+        # of 480 files, 12x the whole scan planning); the window is pruned by each file's day partition
+        # instead, which keeps every file that may hold a row of the window.
+        scan = self._scan(table, signal_name, version, None, None, snapshot_id, ("*",))
+        lo = None if start is None else as_utc(start, "start")
+        hi = None if end is None else as_utc(end, "end")
+        days = _day_position(table) if lo is not None or hi is not None else None
         paths = []
         for task in scan.plan_files():
             if task.delete_files:
                 raise StoreError(f"signal {signal_name} v{version}: data file {task.file.file_path} has delete "
                                  "files (merge-on-read); compact the table before reading its files directly")
+            if days is not None and not _day_overlaps(task.file, days, lo, hi):
+                continue
             paths.append(local_path(task.file.file_path))
         return sorted(paths)
 
