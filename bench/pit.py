@@ -369,7 +369,9 @@ INTRO = """Point-in-time correct training datasets: every spine row with 8 featu
 seeded Parquet data (one file per day, as the offline store partitions a signal) is read by all paths in one
 run: raw DuckDB `ASOF LEFT JOIN` (the limit: no tie handling, no type restoration), quasar's
 `point_in_time_duckdb` (the engine call `training_dataset` makes), quasar's `build_training_dataset` (the
-whole dataset path: spine checks, chunking, output assembly) and Feast 0.67 `get_historical_features` with
+whole dataset path: spine checks, chunking, output assembly), the same path on the Iceberg table a backfill
+writes of the same rows (day x bucket(16) partitions: hundreds of small files; files planned from its
+snapshot, as `Platform.training_dataset` does: the user's path) and Feast 0.67 `get_historical_features` with
 `offline_store: type: file` (Dask) over a temp repo made and applied in code. 2% of the spine rows repeat
 another row's key and time (several candidates of one request); the spine's last day lies past the data, and
 the 2-day TTL leaves many answers empty. The 2-core machine was shared with other jobs during these runs:
