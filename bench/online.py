@@ -228,10 +228,14 @@ def quasar_columns(body: dict[str, Any]) -> dict[str, list[Any]]:
                                                         strict=True)}
 
 
-def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: int) -> tuple[list[list[Any]], str]:
-    """Latency of the three read paths per request size; returns table rows and the equality note."""
+def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: int,
+               platform: Any = None) -> tuple[list[list[Any]], str]:
+    """Latency of the read paths per request size; returns table rows and the equality note."""
     def quasar(keys: list[int]) -> Any:
         return read_online_features(store, plan_request({"user_id": keys}, QUASAR_REFS, resolve))
+
+    def quasar_platform(keys: list[int]) -> Any:
+        return platform.online_features({"user_id": keys}, QUASAR_REFS)
 
     versions = [(s, 1) for s in SIGNALS.values()]
 
@@ -248,6 +252,8 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
         return feast.get_online_features(features=FEAST_REFS, entity_rows={"user_id": keys}).to_dict()
 
     contenders: dict[str, Callable[[list[int]], Any]] = {"raw": raw_pipeline, "read": quasar_read, "quasar": quasar}
+    if platform is not None:
+        contenders["platform"] = quasar_platform
     if feast is not None:
         contenders["feast"] = feast_read
     rows, notes = [], []
@@ -270,6 +276,7 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
         for name, label in (("raw", "raw redis-py pipeline HGETALL (the limit)"),
                             ("read", "quasar RedisOnlineStore.read alone (fetch + UFR decode)"),
                             ("quasar", "quasar RedisOnlineStore.read + response"),
+                            ("platform", "quasar Platform.online_features (the user's call: registry, plan, read)"),
                             ("feast", "Feast 0.67 get_online_features().to_dict()")):
             if name not in lat:
                 rows.append([f"{size}", label, "not run", "-", "-", "-", "-"])
@@ -543,7 +550,9 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
             for name, table in rows.items():
                 feast.write_to_online_store(name, table.to_pandas())
         print(f"  wrote {USERS:,} users x {len(rows)} signals (quasar{' and Feast' if feast else ''})", file=sys.stderr)
-        read_rows, read_note = in_process(store, redis.Redis(port=port), feast, args.rounds)
+        platform = bench_platform(folder, registry_url, port)
+        read_rows, read_note = in_process(store, redis.Redis(port=port), feast, args.rounds, platform)
+        platform.close()
     blocks = [f"### In-process reads: {len(FEAST_REFS)} features of 3 signals per entity", "",
               f"Latency per call in µs over {args.rounds} interleaved rounds after a warm-up round (300 calls per "
               "round for 1 entity, 60 for 100); keys drawn at random from the 10,000 users.", "",
@@ -573,6 +582,16 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
                    "", f"{mat_note}.", ""]
     registry.close()
     return blocks
+
+
+def bench_platform(folder: Path, registry_url: str, port: int) -> Any:
+    """A ``quasar.Platform`` over the bench's registry and Redis (a quasar.toml in ``folder``)."""
+    from quasar.config import load_config
+    from quasar.platform import Platform
+
+    (folder / "quasar.toml").write_text(f'[project]\nname = "{PROJECT}"\n[registry]\nurl = "{registry_url}"\n'
+                                        f'[online]\nredis_url = "redis://127.0.0.1:{port}/0"\n')
+    return Platform(load_config(folder, env={}))
 
 
 INTRO = """quasar's online path against Feast 0.67 on the same data in the same run, and against a raw redis-py
