@@ -34,13 +34,23 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from quasar.signals.errors import NotFoundError, StoreError
-from quasar.signals.service import log_table_name
+from quasar.online.feature_log_tables import (
+    LOG_COLUMNS,
+    META_TYPES,
+    MODEL,
+    REQUEST_ID,
+    SCORE,
+    SERVICE_VERSION,
+    SOURCE,
+    STATUS_SUFFIX,
+    VERSIONS,
+    LogTables,
+)
+from quasar.signals.errors import StoreError
 from quasar.signals.ufr.schema import EVENT_TIMESTAMP
 from quasar.signals.ufr.types import (
     TIMESTAMP_ARROW,
@@ -48,7 +58,6 @@ from quasar.signals.ufr.types import (
     Int64,
     String,
     Timestamp,
-    feature_type_from_dict,
 )
 from quasar.store.arrow_types import storage_type
 
@@ -57,18 +66,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quasar.feature_log")
 
-REQUEST_ID = "__request_id"
-SERVICE_VERSION = "__service_version"
-SOURCE = "__source"
-MODEL = "__model"
-SCORE = "__score"
-VERSIONS = "__versions"
-STATUS_SUFFIX = "__status"
-#: The log's own columns, in table order (join keys, request fields and features follow).
-LOG_COLUMNS = (REQUEST_ID, EVENT_TIMESTAMP, SERVICE_VERSION, SOURCE, MODEL, SCORE, VERSIONS)
-LAYOUT_PREFIX = "quasar.log.v"
-_META_TYPES = {REQUEST_ID: pa.string(), EVENT_TIMESTAMP: TIMESTAMP_ARROW, SERVICE_VERSION: pa.int64(),
-               SOURCE: pa.string(), MODEL: pa.string(), SCORE: pa.float64(), VERSIONS: pa.string()}
 _KEY_TYPES: dict[str, FeatureType] = {"int64": Int64(), "string": String()}
 
 
@@ -202,38 +199,6 @@ def layout_of(vectors: ServedVectors) -> dict[str, Any]:
             "features": features, "types": {n: vectors.types[n].to_dict() for n in names if n in vectors.types}}
 
 
-def rows_of(vectors: ServedVectors) -> pa.Table:
-    """The log rows of one served request, in storage types (one row per entity row)."""
-    n = vectors.rows
-    names = list(vectors.response["metadata"]["feature_names"])
-    results = vectors.response["results"]
-
-    def repeat(value: Any, dtype: pa.DataType) -> pa.Array:
-        return pa.array([value] * n, dtype)
-
-    columns: dict[str, pa.Array] = {
-        REQUEST_ID: repeat(vectors.request_id, pa.string()),
-        EVENT_TIMESTAMP: pa.array([vectors.served_at_us] * n, pa.int64()).cast(TIMESTAMP_ARROW),
-        SERVICE_VERSION: repeat(vectors.service_version, pa.int64()),
-        SOURCE: repeat(vectors.source, pa.string()),
-        MODEL: repeat(vectors.model, pa.string()),
-        SCORE: pa.array(vectors.scores if vectors.scores is not None else [None] * n, pa.float64()),
-        VERSIONS: repeat(json.dumps(dict(sorted(vectors.versions.items())), separators=(",", ":")), pa.string()),
-    }
-    for name, values in [*vectors.join_keys.items(), *vectors.request_fields.items()]:
-        columns[name] = to_storage_array(values, vectors.types.get(name) or _infer(values))
-    for name in vectors.features:
-        result = results[names.index(name)]
-        ftype = vectors.types.get(name)
-        columns[name] = to_storage_array(result["values"], ftype) if ftype else pa.array(result["values"])
-        columns[name + STATUS_SUFFIX] = pa.array(result["statuses"], pa.string())
-    for name, array in columns.items():
-        if len(array) != n:
-            raise StoreError(f"feature log of {vectors.service}: column {name!r} has {len(array)} values for "
-                             f"{n} entity rows")
-    return pa.table(columns)
-
-
 def rows_of_many(items: Sequence[ServedVectors]) -> pa.Table:
     """The log rows of many served requests of one service version with one layout, built column by column
     (Python lists extended per request, one Arrow conversion per column per batch): what the writer thread
@@ -264,7 +229,7 @@ def rows_of_many(items: Sequence[ServedVectors]) -> pa.Table:
             statuses[name] += result["statuses"]
     columns: dict[str, pa.Array] = {
         c: (pa.array(meta[c], pa.int64()).cast(TIMESTAMP_ARROW) if c == EVENT_TIMESTAMP
-            else pa.array(meta[c], _META_TYPES[c])) for c in LOG_COLUMNS}
+            else pa.array(meta[c], META_TYPES[c])) for c in LOG_COLUMNS}
     for name, column in data.items():
         columns[name] = to_storage_array(column, first.types.get(name) or _infer(column))
     for name in features:
@@ -277,133 +242,6 @@ def rows_of_many(items: Sequence[ServedVectors]) -> pa.Table:
             raise StoreError(f"feature log of {first.service}: column {name!r} has {len(array)} values for "
                              f"{total} entity rows")
     return pa.table(columns)
-
-
-def _layout_key(v: ServedVectors) -> tuple[Any, ...]:
-    return (v.service_version, tuple(v.response["metadata"]["feature_names"]), tuple(v.join_keys),
-            tuple(v.request_fields), tuple(sorted((k, str(t)) for k, t in v.types.items())))
-
-
-# --- the Iceberg table -----------------------------------------------------------------------------------------
-
-
-class LogTables:
-    """The feature-log tables of one namespace: create, add a version's columns, append, read."""
-
-    def __init__(self, catalog: Any, namespace: str) -> None:
-        self.catalog = catalog
-        self.namespace = namespace
-
-    def identifier(self, service: str) -> tuple[str, str]:
-        return (self.namespace, log_table_name(service))
-
-    def table(self, service: str) -> Any:
-        """The service's log table; NotFoundError when nothing was logged for it yet."""
-        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-
-        try:
-            return self.catalog.load_table(self.identifier(service))
-        except (NoSuchTableError, NoSuchNamespaceError) as exc:
-            raise NotFoundError(f"feature service {service!r} has no feature log yet: declare "
-                                "logging=FeatureLogging(...) on it and serve it") from exc
-
-    def ensure(self, service: str, schema: pa.Schema) -> Any:
-        """The log table, created with ``schema`` (partitioned by day of ``event_timestamp``) when missing."""
-        from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-
-        ident = self.identifier(service)
-        for attempt in range(3):
-            try:
-                return self.catalog.load_table(ident)
-            except (NoSuchTableError, NoSuchNamespaceError):
-                pass
-            try:
-                self.catalog.create_namespace_if_not_exists(self.namespace)
-                table = self.catalog.create_table(ident, schema=schema,
-                                                  properties={"quasar.feature_log": service})
-            except Exception:
-                if attempt == 2:                   # not a concurrent creator winning the race: give up
-                    raise
-                continue
-            try:
-                from pyiceberg.transforms import DayTransform
-                with table.update_spec() as spec:
-                    spec.add_field(EVENT_TIMESTAMP, DayTransform(), f"{EVENT_TIMESTAMP}_day")
-            except Exception as exc:               # unpartitioned still works; reads just prune less
-                log.warning("feature log %s: partitioning by day failed: %s", ".".join(ident), exc)
-            return self.catalog.load_table(ident)
-        raise AssertionError("unreachable")
-
-    def append(self, service: str, rows: pa.Table, layouts: Mapping[int, dict[str, Any]]) -> None:
-        """Append ``rows`` (storage types), adding missing columns by name and recording new versions' layouts;
-        retried on a fresh table when another writer commits first (``quasar.store.commits``)."""
-        from quasar.store.commits import WRITE_ID, Write, commit
-
-        table = self.ensure(service, rows.schema)
-        have = {f.name for f in table.schema().fields}
-        if any(name not in have for name in rows.column_names):
-            with table.update_schema() as update:
-                update.union_by_name(rows.schema)
-            table = self.catalog.load_table(self.identifier(service))
-        new = {f"{LAYOUT_PREFIX}{v}": json.dumps(layout, separators=(",", ":")) for v, layout in layouts.items()
-               if f"{LAYOUT_PREFIX}{v}" not in table.properties}
-        write = Write()
-
-        def build(fresh: Any, tx: Any) -> None:
-            target = fresh.schema().as_arrow()
-            columns = []
-            for f in target:
-                column = rows.column(f.name) if f.name in rows.column_names else pa.nulls(rows.num_rows, f.type)
-                columns.append(column.cast(f.type))
-            if new:
-                tx.set_properties(**new)
-            tx.append(pa.Table.from_arrays(columns, schema=target), snapshot_properties={WRITE_ID: write.id})
-
-        def fail(exc: BaseException, conflict: bool) -> StoreError:
-            return StoreError(f"appending {rows.num_rows} row(s) to the feature log {'.'.join(self.identifier(service))} "
-                              f"failed: {type(exc).__name__}: {exc}")
-
-        commit(lambda: self.catalog.load_table(self.identifier(service)), build, write, fail=fail)
-
-    def read(self, service: str, start: datetime | None = None, end: datetime | None = None) -> pa.Table:
-        """The log rows with ``start <= event_timestamp < end``, feature and key columns in their UFR types."""
-        from quasar.store.tables import time_filter
-
-        table = self.table(service)
-        try:
-            rows = table.scan(row_filter=time_filter(EVENT_TIMESTAMP, start, end)).to_arrow()
-        except Exception as exc:
-            raise StoreError(f"reading the feature log of {service!r} failed: {type(exc).__name__}: {exc}") from exc
-        return restore_types(rows, layouts(table))
-
-    def layouts(self, service: str) -> dict[int, dict[str, Any]]:
-        """What each logged service version's rows hold (``layout_of``), by version."""
-        return layouts(self.table(service))
-
-
-def layouts(table: Any) -> dict[int, dict[str, Any]]:
-    """The layouts (``layout_of``) the table's properties record, by service version."""
-    out = {}
-    for key, value in table.properties.items():
-        if key.startswith(LAYOUT_PREFIX) and key[len(LAYOUT_PREFIX):].isdigit():
-            out[int(key[len(LAYOUT_PREFIX):])] = json.loads(value)
-    return dict(sorted(out.items()))
-
-
-def restore_types(rows: pa.Table, known: Mapping[int, dict[str, Any]]) -> pa.Table:
-    """Log rows with every typed column in its UFR Arrow type (vectors back to fixed-size lists)."""
-    types: dict[str, FeatureType] = {}
-    for layout in known.values():
-        for name, data in layout.get("types", {}).items():
-            types[name] = feature_type_from_dict(data)
-    columns, fields = [], []
-    for f, column in zip(rows.schema, rows.columns, strict=True):
-        target = types[f.name].arrow_type() if f.name in types else _META_TYPES.get(f.name, f.type)
-        if str(column.type) != str(target):
-            column = column.cast(target)
-        columns.append(column)
-        fields.append(pa.field(f.name, target))
-    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
 # --- the logger ------------------------------------------------------------------------------------------------
@@ -419,6 +257,11 @@ class LogStats:
     sampled_out: int = 0
     peak_queued_rows: int = 0
 
+    def add(self, event: str, rows: int) -> None:
+        """Count ``rows`` under an outcome (``logged``, ``dropped``, ``failed``, ``sampled_out``)."""
+        name = event if event == "sampled_out" else f"{event}_rows"
+        setattr(self, name, getattr(self, name) + rows)
+
     # short names, as the services' Prometheus outcomes call them
     @property
     def logged(self) -> int:
@@ -433,6 +276,20 @@ class LogStats:
         return self.failed_rows
 
 
+def tell(observe: Callable[[str, int], None] | None, event: str, rows: int) -> None:
+    """Tell ``observe`` (Prometheus counters) of a count; an observer that fails never breaks logging."""
+    if observe is not None:
+        try:
+            observe(event, rows)
+        except Exception as exc:
+            log.debug("feature log observer failed: %s", exc)
+
+
+def sampled(rng: random.Random, vectors: ServedVectors) -> bool:
+    """Whether a served request is logged at its service's sample rate (one draw per request)."""
+    return vectors.sample_rate >= 1.0 or rng.random() < vectors.sample_rate
+
+
 @dataclass
 class _Queued:
     seq: int
@@ -441,7 +298,9 @@ class _Queued:
     rows: int
 
 
-def _layout_id(v: ServedVectors) -> tuple[Any, ...]:
+def layout_id(v: ServedVectors) -> tuple[Any, ...]:
+    """What requests of one layout share (service, version, names, source): the key their rows are grouped and
+    their ``ServedVectors`` kept once by."""
     return (v.service, v.service_version, tuple(v.response["metadata"]["feature_names"]), tuple(v.join_keys),
             tuple(v.request_fields), v.source)
 
@@ -524,7 +383,7 @@ class FeatureLogger:
         queue is full or the logger closed: counted) or not loggable. Never blocks on I/O, never raises."""
         try:
             rows = vectors.rows
-            if vectors.sample_rate < 1.0 and self._rng.random() >= vectors.sample_rate:
+            if not sampled(self._rng, vectors):
                 self._count("sampled_out", rows)
                 return False
             payload = pack(vectors)                     # outside the lock
@@ -534,7 +393,7 @@ class FeatureLogger:
                     accepted = False
                 else:
                     s.submitted += 1
-                    layout = self._layouts.setdefault(_layout_id(vectors), vectors)
+                    layout = self._layouts.setdefault(layout_id(vectors), vectors)
                     s.queue.append(_Queued(s.submitted, layout, payload, rows))
                     s.queued_rows += rows
                     self.stats.peak_queued_rows = max(self.stats.peak_queued_rows, s.queued_rows)
@@ -572,13 +431,8 @@ class FeatureLogger:
     # --- the writer thread ---------------------------------------------------------------------------------
     def _count(self, event: str, rows: int) -> None:
         with self._cond:
-            name = event if event == "sampled_out" else f"{event}_rows"
-            setattr(self.stats, name, getattr(self.stats, name) + rows)
-        if self._observe is not None:
-            try:
-                self._observe(event, rows)
-            except Exception as exc:  # metrics must not break logging
-                log.debug("feature log observer failed: %s", exc)
+            self.stats.add(event, rows)
+        tell(self._observe, event, rows)
 
     def _take(self) -> list[_Queued] | None:
         """The next batch (up to ``batch_rows`` rows, at least one request), waiting for one; None to stop."""
@@ -635,7 +489,7 @@ class FeatureLogger:
                     self._tables = LogTables(self.catalog_factory(), self.namespace)
                 groups: dict[tuple[Any, ...], list[ServedVectors]] = {}
                 for v in items:
-                    groups.setdefault(_layout_key(v), []).append(v)
+                    groups.setdefault(layout_id(v), []).append(v)
                 tables = [rows_of_many(group) for group in groups.values()]
                 merged = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
                 found = {v.service_version: layout_of(v) for v in items}

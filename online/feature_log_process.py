@@ -28,7 +28,16 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from quasar.online.feature_log import FeatureLogger, LogStats, ServedVectors, _layout_id, pack, unpack
+from quasar.online.feature_log import (
+    FeatureLogger,
+    LogStats,
+    ServedVectors,
+    layout_id,
+    pack,
+    sampled,
+    tell,
+    unpack,
+)
 
 log = logging.getLogger("quasar.feature_log")
 
@@ -148,11 +157,11 @@ class ProcessFeatureLogger:
         blocks on I/O, never raises."""
         try:
             rows = vectors.rows
-            if vectors.sample_rate < 1.0 and self._rng.random() >= vectors.sample_rate:
+            if not sampled(self._rng, vectors):
                 self._count("sampled_out", rows)
                 return False
             payload = pack(vectors)
-            key = _layout_id(vectors)
+            key = layout_id(vectors)
             with self._cond:
                 if self._closing or self._in_flight + rows > self.max_queue:
                     accepted = False
@@ -212,15 +221,10 @@ class ProcessFeatureLogger:
     # --- threads ----------------------------------------------------------------------------------------
     def _count(self, event: str, rows: int) -> None:
         with self._cond:
-            name = event if event == "sampled_out" else f"{event}_rows"
-            setattr(self.stats, name, getattr(self.stats, name) + rows)
+            self.stats.add(event, rows)
             if event in ("logged", "failed"):
                 self._in_flight = max(0, self._in_flight - rows)
-        if self._observe is not None:
-            try:
-                self._observe(event, rows)
-            except Exception as exc:  # metrics must not break logging
-                log.debug("feature log observer failed: %s", exc)
+        tell(self._observe, event, rows)
 
     def _send_loop(self) -> None:
         """Send what is queued in one message every ``SEND_EVERY_S`` (one pickle, one pipe write for many

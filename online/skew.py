@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quasar.online.feature_log import REQUEST_ID, SERVICE_VERSION, STATUS_SUFFIX
+from quasar.online.feature_log_tables import REQUEST_ID, SERVICE_VERSION, STATUS_SUFFIX, LogTables
 from quasar.signals.errors import StoreError
 from quasar.signals.ufr.schema import EVENT_TIMESTAMP
 from quasar.signals.ufr.types import feature_type_from_dict
@@ -233,7 +233,6 @@ def read_feature_log(catalog: Any, namespace: str, service: str, start: Any = No
     """The logged rows of ``service`` in ``[start, end)``. Without ``features``, a training spine: the log's
     own columns, ``event_timestamp``, join keys and request fields (the served values would clash with the
     dataset's feature columns); with it, also every served ``<feature>`` and ``<feature>__status``."""
-    from quasar.online.feature_log import LogTables
 
     lo, hi = _window(start, end)
     tables = LogTables(catalog, namespace)
@@ -248,7 +247,6 @@ def read_feature_log(catalog: Any, namespace: str, service: str, start: Any = No
 def measure_skew(catalog: Any, namespace: str, service: str, dataset: Dataset, *, start: Any = None,
                  end: Any = None, sample: int | None = None, seed: int | None = None) -> SkewReport:
     """``skew_report`` over the logged rows of ``[start, end)`` (a random ``sample`` of them when given)."""
-    from quasar.online.feature_log import LogTables
 
     lo, hi = _window(start, end)
     tables = LogTables(catalog, namespace)

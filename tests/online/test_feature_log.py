@@ -15,14 +15,13 @@ import pytest
 
 from fixtures.request_world import build_world
 from quasar.online.feature_log import (
-    STATUS_SUFFIX,
     FeatureLogger,
-    LogTables,
     ServedVectors,
     served_vectors_from,
     to_storage_array,
     vectors_for,
 )
+from quasar.online.feature_log_tables import STATUS_SUFFIX, LogTables
 from quasar.online.response import plan_request, read_online_features
 from quasar.signals.ufr.types import Float32, Float64, Int64, Vector
 from quasar.store.catalog import open_catalog

@@ -72,7 +72,7 @@ def in_process(app: Any, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
 
 
 def test_online_values_equal_the_training_dataset_bit_for_bit(world: World) -> None:
-    from quasar.online.feature_log import LogTables
+    from quasar.online.feature_log_tables import LogTables
     from quasar.services import feature_app
 
     requests = {n: world.request(n) for n in SIZES}
@@ -172,7 +172,8 @@ def test_logging_counts_logged_and_dropped_rows_in_metrics(world: World) -> None
     """A logger whose queue holds 50 entity rows: a 100-row answer of ``ranker`` is dropped (counted), a 3-row
     one logged once the lifespan's shutdown flushed it; both answer 200, and a feature list is never logged."""
     from fixtures.prometheus import metric
-    from quasar.online.feature_log import FeatureLogger, LogTables
+    from quasar.online.feature_log import FeatureLogger
+    from quasar.online.feature_log_tables import LogTables
     from quasar.online.service.app import create_app
     from quasar.services import _async_store
 

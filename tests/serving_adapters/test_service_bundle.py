@@ -160,7 +160,7 @@ def test_a_service_bundle_is_served_with_the_training_values_bit_for_bit(world: 
         assert sample_value(metrics, "quasar_feature_log_rows_total", outcome="dropped") == 0
 
     # the service logs (sample rate 1): every scored candidate is a row of ranker__log, flushed at shutdown
-    from quasar.online.feature_log import LogTables
+    from quasar.online.feature_log_tables import LogTables
 
     logged = LogTables(world.platform.catalog, world.platform.config.offline.namespace).read("ranker")
     assert logged.num_rows == sum(len(req["pins"]) for req, _ in answered)   # the failed requests are not logged
@@ -324,7 +324,8 @@ def _clicks(world: World, user: int) -> bool:
 def test_a_full_log_queue_drops_and_counts_without_failing_a_request(world: World, project_env: str) -> None:
     import httpx
 
-    from quasar.online.feature_log import FeatureLogger, LogTables
+    from quasar.online.feature_log import FeatureLogger
+    from quasar.online.feature_log_tables import LogTables
     from quasar.serving_adapters.service import create_scoring_app
 
     p = world.platform
