@@ -23,19 +23,16 @@ features: float32, int64, float64, string, a 16-dim vector, an id list), written
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
 import signal as signals_os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
+from bench._http import Load, free_port, measure
 from bench.common import machine_line, markdown_table, ratio, write_feature_parquet, write_results
 from quasar.online.materialize import materialize
 from quasar.online.redis_store import RedisOnlineStore
@@ -124,12 +122,6 @@ def make_rows(seed: int) -> dict[str, pa.Table]:
 def key_sets(size: int, count: int, seed: int) -> list[list[int]]:
     rng = np.random.default_rng(seed + size)
     return [rng.integers(0, USERS, size).tolist() for _ in range(count)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -291,90 +283,6 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
 # --- HTTP ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Load:
-    requests: int
-    errors: int
-    seconds: float
-    latencies: list[float]
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds
-
-
-def http_request(port: int, path: str, body: bytes) -> bytes:
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
-    return head.encode() + body
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-    return status, await reader.readexactly(int(headers["content-length"]))     # both servers send a length
-
-
-async def load(port: int, requests: Sequence[bytes], connections: int, seconds: float) -> Load:
-    """``connections`` keep-alive connections sending ``requests`` round robin for ``seconds``."""
-    latencies: list[float] = []
-    errors = [0]
-    deadline = time.perf_counter() + seconds
-
-    async def worker(i: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        j = i
-        while time.perf_counter() < deadline:
-            start = time.perf_counter()
-            writer.write(requests[j % len(requests)])
-            try:
-                status, _ = await read_response(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                errors[0] += 1
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                continue
-            latencies.append(time.perf_counter() - start)
-            errors[0] += status != 200
-            j += connections
-        writer.close()
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(i) for i in range(connections)))
-    return Load(len(latencies), errors[0], time.perf_counter() - start, latencies)
-
-
-def wait_http(url: str, body: bytes, proc: subprocess.Popen[bytes], timeout: float = 90) -> dict[str, Any]:
-    """Poll until the server answers ``body`` with 200; its JSON answer."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with {proc.returncode}")
-        try:
-            response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
-            if response.status_code == 200:
-                answer: dict[str, Any] = response.json()
-                return answer
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{url}: no answer within {timeout:.0f} s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signals_os.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signals_os.SIGKILL)
-            proc.wait()
-
-
 def http_bench(folder: Path, port: int, registry_url: str, feast_repo_path: Path | None,
                args: argparse.Namespace) -> tuple[list[list[Any]], str]:
     """quasar's service and ``feast serve`` under the same load, one after the other."""
@@ -394,21 +302,13 @@ def http_bench(folder: Path, port: int, registry_url: str, feast_repo_path: Path
     results: dict[tuple[str, int], Load] = {}
     answers: dict[tuple[str, int], dict[str, Any]] = {}
     for name, (cmd, env, path) in servers.items():
-        proc = subprocess.Popen(cmd, cwd=folder, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            for size in SIZES:
-                refs = QUASAR_REFS if name == "quasar" else FEAST_REFS
-                bodies = [json.dumps({"entities": {"user_id": k}, "features": refs}).encode()
-                          for k in key_sets(size, 256, SEED + 1)]
-                answers[(name, size)] = wait_http(f"http://127.0.0.1:{ports[name]}{path}", bodies[0], proc)
-                requests = [http_request(ports[name], path, b) for b in bodies]
-                asyncio.run(load(ports[name], requests, args.connections, 1.0))            # warm-up
-                measured = asyncio.run(load(ports[name], requests, args.connections, args.http_seconds))
-                results[(name, size)] = measured
-                print(f"  HTTP {name} {size}: {measured.rps:,.0f} req/s", file=sys.stderr)
-        finally:
-            stop(proc)
+        refs = QUASAR_REFS if name == "quasar" else FEAST_REFS
+        bodies = [[json.dumps({"entities": {"user_id": k}, "features": refs}).encode()
+                   for k in key_sets(size, 256, SEED + 1)] for size in SIZES]
+        runs = measure(cmd, env, folder, ports[name], path, bodies, args.connections, args.http_seconds)
+        for size, (measured, answer) in zip(SIZES, runs, strict=True):
+            results[(name, size)], answers[(name, size)] = measured, answer
+            print(f"  HTTP {name} {size}: {measured.rps:,.0f} req/s", file=sys.stderr)
     rows, notes = [], []
     for size in SIZES:
         for name, label in (("quasar", "quasar service (uvicorn)"), ("feast", "feast serve (gunicorn + uvicorn)")):

@@ -22,10 +22,8 @@ form, registered from a module like a user's. Then:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,19 +37,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from bench._http import free_port, measure
 from bench.common import machine_line, markdown_table, ratio, write_results
-from bench.online import (
-    PROJECT,
-    ROOT,
-    free_port,
-    http_request,
-    key_sets,
-    load,
-    start_redis,
-    stop,
-    time_calls,
-    wait_http,
-)
+from bench.online import PROJECT, ROOT, key_sets, start_redis, time_calls
 
 SECTION = "## Request-time features and feature logging (bench/request_time.py)"
 USERS = 10_000
@@ -278,7 +266,6 @@ def in_process(p: Any, feast: Any, rounds: int) -> tuple[list[list[Any]], list[s
 
 
 def http_logging(folder: Path, env: dict[str, str], p: Any, args: argparse.Namespace) -> tuple[list[list[Any]], str]:
-    import os
     q_port = free_port()
     code = ("from quasar.online.service.runner import run_service; "
             f"run_service('quasar.services:feature_app', port={q_port}, workers=1)")
@@ -286,17 +273,10 @@ def http_logging(folder: Path, env: dict[str, str], p: Any, args: argparse.Names
     for service in ("plain", "logged"):
         bodies = [json.dumps({"entities": {"user_id": k, "position": [i % 10 for i in range(len(k))]},
                               "feature_service": service}).encode() for k in key_sets(1, 256, SEED + 1)]
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=folder, env={**os.environ, **env,
-                                "PYTHONPATH": str(ROOT), "QUASAR_PROJECT": str(folder)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        try:
-            wait_http(f"http://127.0.0.1:{q_port}/v1/features", bodies[0], proc)
-            requests = [http_request(q_port, "/v1/features", b) for b in bodies]
-            asyncio.run(load(q_port, requests, args.connections, 1.0))
-            results[service] = asyncio.run(load(q_port, requests, args.connections, args.http_seconds))
-            print(f"  HTTP {service}: {results[service].rps:,.0f} req/s", file=sys.stderr)
-        finally:
-            stop(proc)
+        ((results[service], _),) = measure([sys.executable, "-c", code],
+                                           {**env, "PYTHONPATH": str(ROOT), "QUASAR_PROJECT": str(folder)}, folder,
+                                           q_port, "/v1/features", [bodies], args.connections, args.http_seconds)
+        print(f"  HTTP {service}: {results[service].rps:,.0f} req/s", file=sys.stderr)
     logged_rows = 0
     try:
         logged_rows = p.feature_log("logged").num_rows
