@@ -275,16 +275,6 @@ class Registry:
             row, is_latest = defs.pick(found, "request", name, version, [] if found else defs.names(conn, "request"))
         return defs.request_version(row, is_latest)
 
-    def lookup_request(self, name: str, version: int | None = None) -> tuple[Any, int] | None:
-        """``(RequestSignal, version)`` when ``name`` is a request-time signal (functions attached, loaded from
-        its module), None when it is not one; what ``quasar.signals.request_plan`` asks."""
-        with transaction(self._engine) as conn:
-            found = defs.rows(conn, "request", name)
-        if not found:
-            return None
-        rv = defs.request_version(defs.pick(found, "request", name, version, [])[0], False)
-        return self.load_request(name, rv.version).signal, rv.version
-
     def load_request(self, name: str, version: int | None = None) -> defs.RequestVersion:
         """Like ``request_signal`` with its functions attached, re-imported from the recorded module;
         DefinitionError when that code no longer matches the version (the author must register)."""
