@@ -69,13 +69,35 @@ class PlanErrors:
     full_names_hint: str
 
 
+class OutputNames:
+    """The output names of one request, claimed in request order: ``<feature>``, or ``<signal>__<feature>`` with
+    full names; a name claimed by two references is an error naming both (stored and request-time features
+    alike: ``quasar.signals.request_plan`` claims through the same object)."""
+
+    def __init__(self, *, full_names: bool, errors: PlanErrors) -> None:
+        self.full_names = full_names
+        self.errors = errors
+        self.taken: dict[str, str] = {}
+
+    def name(self, signal: str, feature: str) -> str:
+        return f"{signal}__{feature}" if self.full_names else feature
+
+    def claim(self, output: str, raw: str) -> str:
+        if output in self.taken:
+            hint = "ask for one version of the signal" if self.full_names else self.errors.full_names_hint
+            raise self.errors.syntax(f"features {self.taken[output]!r} and {raw!r} would both be named {output!r}: "
+                                     f"{hint}")
+        self.taken[output] = raw
+        return output
+
+
 def plan_refs(refs: Sequence[str], resolve: Resolve, *, full_names: bool, errors: PlanErrors) -> list[PlannedFeature]:
     """The output columns of ``refs`` in request order, each signal resolved once; output names are
     ``<feature>`` (``<signal>__<feature>`` with ``full_names``) and must not clash."""
     resolved: dict[tuple[str, int | None], tuple[Signal, int]] = {}
     planned: list[PlannedFeature] = []
     seen: set[tuple[str, int, str]] = set()
-    outputs: dict[str, str] = {}
+    naming = OutputNames(full_names=full_names, errors=errors)
     for raw in refs:
         ref = parse_feature_ref(raw, errors.syntax)
         key = (ref.signal, ref.version)
@@ -89,12 +111,7 @@ def plan_refs(refs: Sequence[str], resolve: Resolve, *, full_names: bool, errors
         for feature in [ref.feature] if ref.feature is not None else names:
             if (sig.name, version, feature) in seen:
                 continue                                  # asked twice (e.g. 'sig' and 'sig:f'): one column
-            output = f"{sig.name}__{feature}" if full_names else feature
-            if output in outputs:
-                hint = "ask for one version of the signal" if full_names else errors.full_names_hint
-                raise errors.syntax(f"features {outputs[output]!r} and {raw!r} would both be named {output!r}: "
-                                    f"{hint}")
-            outputs[output] = raw
+            output = naming.claim(naming.name(sig.name, feature), raw)
             seen.add((sig.name, version, feature))
             planned.append(PlannedFeature(raw, sig, version, feature, output))
     return planned

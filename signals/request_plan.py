@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 
 from quasar.signals.errors import QuasarError
-from quasar.signals.refs import PlanErrors, PlannedFeature, Resolve, parse_feature_ref, plan_refs
+from quasar.signals.refs import OutputNames, PlanErrors, PlannedFeature, Resolve, parse_feature_ref, plan_refs
 from quasar.signals.request import RequestSignal
 from quasar.signals.signal import Signal
 from quasar.signals.ufr.types import FeatureType
@@ -169,11 +169,11 @@ def plan_features(refs: Sequence[str], resolve: Resolve, lookup: Lookup, *, full
         by_ref.setdefault(p.ref, []).append(p)
     builder = _Builder(resolve, find, stored, errors)
     outputs: list[Output] = []
-    names: dict[str, str] = {}
+    names = OutputNames(full_names=full_names, errors=errors)      # one naming rule, in request order
     for kind, item in kinds:
         if kind == "stored":
             for p in by_ref.pop(item, []):
-                names[p.output] = p.ref
+                names.claim(p.output, p.ref)
                 outputs.append(Output(p.ref, p.output, p.output, p.signal.name, p.version, p.feature,
                                       p.signal.schema.type_of(p.feature), False))
             continue
@@ -187,12 +187,7 @@ def plan_features(refs: Sequence[str], resolve: Resolve, lookup: Lookup, *, full
             column = computed_column(rs.name, version, feature)
             if any(o.column == column for o in outputs):
                 continue
-            output = f"{rs.name}__{feature}" if full_names else feature
-            if output in names:
-                hint = "ask for one version of the signal" if full_names else errors.full_names_hint
-                raise errors.syntax(f"features {names[output]!r} and {raw!r} would both be named {output!r}: "
-                                    f"{hint}")
-            names[output] = raw
+            output = names.claim(names.name(rs.name, feature), raw)
             outputs.append(Output(raw, output, column, rs.name, version, feature, rs.schema.type_of(feature),
                                   True))
     return FeaturePlan(stored=builder.stored, steps=builder.steps, outputs=outputs,
