@@ -4,7 +4,9 @@ Rows are dealt out exactly once per epoch across DataLoader workers and distribu
 (Parquet row groups or table slices) are cut so there are at least as many as shards, optionally
 shuffled by a seeded per-epoch permutation, and dealt round-robin; within a shard a bounded shuffle
 buffer mixes rows. Conversion to tensors is columnar (``quasar.signals.ufr.tensors.build_feature_batch``), the
-same builder the scorer uses.
+same builder the scorer uses, once per row group (or shuffle-buffer half): its batches are cut from those tensors
+as views (``split_feature_batch``), so a batch's tensors share memory with the others of its row group; a batch
+straddling two is built from its own rows.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from quasar.signals.errors import DefinitionError
 from quasar.signals.ufr.infer import infer_feature_type
-from quasar.signals.ufr.tensors import FeatureBatch, InputSpec, build_feature_batch
+from quasar.signals.ufr.tensors import FeatureBatch, InputSpec, build_feature_batch, split_feature_batch
 from quasar.training_adapters.sources import Piece, RowSource, check_columns
 
 
@@ -132,20 +134,45 @@ class FeatureDataset(IterableDataset):  # type: ignore[type-arg]
             mixed = pa.concat_tables(buffer).combine_chunks()
             yield mixed.take(pa.array(rng.permutation(mixed.num_rows)))
 
+    @staticmethod
+    def _label(column: pa.ChunkedArray) -> torch.Tensor:
+        """A label column as a writable copy of its own (``to_numpy``: with nulls, ints become floats)."""
+        return torch.from_numpy(np.asarray(column.to_numpy(zero_copy_only=False)).copy())
+
     def _batch(self, table: pa.Table) -> TrainingBatch:
-        labels = {c: torch.from_numpy(np.asarray(table[c].to_numpy(zero_copy_only=False)).copy())
-                  for c in self.labels}
-        return TrainingBatch(build_feature_batch(table, self.spec), labels)
+        return TrainingBatch(build_feature_batch(table, self.spec), {c: self._label(table[c]) for c in self.labels})
+
+    def _batches(self, table: pa.Table) -> Iterator[TrainingBatch]:
+        """``table`` (a whole number of batches) as consecutive batches: built once as one ``FeatureBatch``
+        and cut into views (``split_feature_batch``), the same tensors as building each batch from its slice
+        but without the per-batch Arrow -> numpy work. The batches share the table's tensors' memory."""
+        size, count = self.batch_size, table.num_rows // self.batch_size
+        if count == 1:
+            yield self._batch(table)
+            return
+        whole = build_feature_batch(table, self.spec)
+        # a label with nulls reads as float only in a batch that holds one, so it stays per batch
+        whole_labels = {c: self._label(table[c]) for c in self.labels if not table[c].null_count}
+        for k, features in enumerate(split_feature_batch(whole, [size] * count)):
+            rows = slice(k * size, (k + 1) * size)
+            labels = {c: whole_labels[c][rows] if c in whole_labels else self._label(table[c].slice(k * size, size))
+                      for c in self.labels}
+            yield TrainingBatch(features, labels)
 
     def __iter__(self) -> Iterator[TrainingBatch]:
-        carry: pa.Table | None = None
+        carry: pa.Table | None = None          # fewer than batch_size rows left over from the tables before
         for table in self._tables():
-            if carry is not None and carry.num_rows:
-                table = pa.concat_tables([carry, table])
             start = 0
-            while table.num_rows - start >= self.batch_size:
-                yield self._batch(table.slice(start, self.batch_size))
-                start += self.batch_size
-            carry = table.slice(start)
+            if carry is not None and carry.num_rows:
+                need = self.batch_size - carry.num_rows
+                if table.num_rows < need:
+                    carry = pa.concat_tables([carry, table])
+                    continue
+                yield self._batch(pa.concat_tables([carry, table.slice(0, need)]))
+                start = need
+            full = (table.num_rows - start) // self.batch_size * self.batch_size
+            if full:
+                yield from self._batches(table.slice(start, full))
+            carry = table.slice(start + full)
         if carry is not None and carry.num_rows and not self.drop_last:
             yield self._batch(carry)
