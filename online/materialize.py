@@ -19,6 +19,9 @@ current snapshot's files with the covered ones:
   or its field deleted when the entity has no row any more, so a value that changed, vanished or moved to
   an earlier event time reaches Redis.
 
+A run that finds only compactions (``quasar.store.compaction``) since the snapshot it last covered saves the new
+files as covered and writes nothing: a compaction moves the same rows, in the same plan order, to other files.
+
 **Full** (``full=True``, ``quasar materialize --full``): an exact rebuild. Per key bucket, every entity's
 winner replaces what is stored; then the online keys are scanned and the field of every entity without an
 offline row is deleted. A changed TTL (re-registering a signal updates it in place, same version) or
@@ -217,6 +220,24 @@ def plan(offline: OfflineStore, signal: Signal, version: int, snapshot: int) -> 
     return [DataFile(p, *info.get(p, ((p,), None))) for p in paths]
 
 
+def only_compacted(offline: OfflineStore, signal: Signal, version: int, since: int | None, snapshot: int) -> bool:
+    """Whether every snapshot after ``since`` up to ``snapshot`` is a compaction (``quasar.store.compaction``):
+    the same rows in other files. False when ``since`` is not an ancestor (expired, or another history)."""
+    from pyiceberg.table.snapshots import ancestors_of
+
+    from quasar.store.compaction import COMPACTION
+
+    if since is None or since == snapshot:
+        return False
+    table = offline.table(signal.name, version)
+    for s in ancestors_of(table.snapshot_by_id(snapshot), table.metadata):
+        if s.snapshot_id == since:
+            return True
+        if s.summary is None or COMPACTION not in s.summary.additional_properties:
+            return False
+    return False
+
+
 def files_to_read(files: list[DataFile], changed: set[str]) -> list[list[DataFile]]:
     """The partitions (in plan order) holding a file in ``changed``, each whole, so that the winner of a tie
     on the event time is the one a full run picks."""
@@ -263,6 +284,10 @@ class _Run:
         check_snapshot(self.offline, self.signal.name, self.version, snapshot)
         files = plan(self.offline, self.signal, self.version, snapshot)
         current = {f.path for f in files}
+        if not rebuild and saved is not None and not future and only_compacted(self.offline, self.signal, self.version,
+                                                                                 saved.get("snapshot_id"), snapshot):
+            self.files = files                              # the same rows in other files: nothing to write
+            return rebuild
         with Progress(f"materialize {self.signal.name} v{self.version}", total=len(files), unit="file",
                       enabled=progress) as bar:
             if rebuild:

@@ -386,6 +386,34 @@ def gc(ctx: click.Context, signals: tuple[str, ...], retention: str | None, grac
 
 
 @main.command()
+@click.argument("signals", nargs=-1)
+@click.option("--dry-run", is_flag=True, help="Report what would be rewritten; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@_fail_cleanly
+def compact(ctx: click.Context, signals: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Rewrite the small files of SIGNALS' offline tables (all by default) into files of [offline] target_file_mb,
+    re-bucketing a table whose bucket count does not fit its data: one atomic commit per table, rows unchanged."""
+    results = _platform(ctx).compact(list(signals) or None, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    for r in results:
+        if not r.rewritten_files:
+            click.echo(f"{r.table}: {r.files_before} file(s); {r.reason}")
+            continue
+        buckets = f", {r.buckets_before} -> {r.buckets_after} key buckets" if r.buckets_before != r.buckets_after else ""
+        if dry_run:
+            click.echo(f"{r.table}: would rewrite {r.rewritten_files} of {r.files_before} file(s) "
+                       f"(about {r.files_after} after{buckets}): {r.reason}")
+        else:
+            click.echo(f"{r.table}: {r.files_before} -> {r.files_after} file(s){buckets}, {r.rows:,} rows rewritten "
+                       f"in {r.seconds:.1f} s (snapshot {r.snapshot_id})")
+    if not results:
+        click.echo("no offline tables yet: nothing to compact")
+
+
+@main.command()
 @click.argument("signal")
 @click.option("--sample", default=1000, show_default=True, type=click.IntRange(min=1), help="Entities to compare.")
 @click.option("--seed", default=None, type=int, help="Seed of the entity sample (default: a fresh one).")

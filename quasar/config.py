@@ -44,7 +44,8 @@ class OfflineConfig:
     catalog_uri: str = "sqlite:///.quasar/catalog.db"
     warehouse: str = ".quasar/warehouse"
     namespace: str = "signals"
-    buckets: int = 16
+    buckets: int = 0                                       # key buckets per day; 0: chosen from the data
+    target_file_mb: int = 128                              # data file size the layout and compaction aim at
     properties: dict[str, str] = field(default_factory=dict)   # extra pyiceberg catalog properties
     snapshot_retention: str = "7d"                         # quasar gc expires older snapshots (see README)
     orphan_grace: str = "1h"                               # unreferenced files younger than this are never removed

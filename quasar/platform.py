@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from quasar.registry.records import RunRecord, Serving
     from quasar.signals.signal import Signal
     from quasar.store.backfill import BackfillResult
+    from quasar.store.compaction import CompactionResult
     from quasar.store.dataset import DatasetResult
     from quasar.store.engines import Engine
     from quasar.store.gc import GcResult
@@ -68,9 +69,12 @@ class Platform:
 
     @cached_property
     def offline(self) -> OfflineStore:
+        from quasar.store.layout import Layout
         from quasar.store.tables import OfflineStore
-        return OfflineStore(self.catalog, namespace=self.config.offline.namespace,
-                            buckets=self.config.offline.buckets)
+        off = self.config.offline
+        layout = Layout.from_settings(off.buckets, off.target_file_mb)
+        return OfflineStore(self.catalog, namespace=off.namespace, buckets=layout.buckets,
+                            target_file_bytes=layout.target_file_bytes)
 
     @cached_property
     def online_store(self) -> OnlineStore:
@@ -191,6 +195,7 @@ class Platform:
                                     engine=eng, sources=reader, runs=self.registry, progress=progress,
                                     bounds=self.config.time_bounds))
             self._collect_after(name, results[-1].run_id)
+            self._compact_after(name, sv.version)
 
     def gc(self, signals: Sequence[str] | None = None, *, retention: timedelta | None = None,
            grace: timedelta | None = None, dry_run: bool = False) -> list[GcResult]:
@@ -199,6 +204,17 @@ class Platform:
         listed in ``quasar.gc``. ``dry_run`` only reports."""
         from quasar.gc import collect_garbage
         return collect_garbage(self, signals, retention=retention, grace=grace, dry_run=dry_run)
+
+    def compact(self, signals: Sequence[str] | None = None, *, dry_run: bool = False) -> list[CompactionResult]:
+        """Rewrite the small files of ``signals``' offline tables (all by default, every version) into the layout
+        their data calls for, each table in one atomic commit (``quasar.store.compaction``). ``dry_run`` plans."""
+        from quasar.compact import compact_signals
+        return compact_signals(self, signals, dry_run=dry_run)
+
+    def _compact_after(self, name: str, version: int) -> None:
+        """After a backfill: compact the version's table if it holds many small files (``quasar.compact``)."""
+        from quasar.compact import compact_after
+        compact_after(self, name, version)
 
     def _collect_after(self, name: str, run_id: int | None) -> None:
         """After a backfill: remove the files killed or failed commits left in the signal's tables (no expiry), if

@@ -1,7 +1,8 @@
 """The offline store: one Iceberg table per signal version, written a window of whole days at a time.
 
 Tables are ``<namespace>.<signal>__v<version>``, partitioned by ``day(event_timestamp)`` and
-``bucket(N, join key)``. ``replace_window`` deletes a window and appends its new rows in one atomic
+``bucket(N, join key)``, N chosen from the first write's rows unless fixed (``quasar.store.layout``).
+``replace_window`` deletes a window and appends its new rows in one atomic
 commit, so re-running a backfill is idempotent and a failed one leaves the previous snapshot current.
 """
 
@@ -12,7 +13,7 @@ import itertools
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +27,10 @@ from quasar.store.arrow_types import fix_pyiceberg_list_nulls, iceberg_schema, r
 from quasar.store.commits import WRITE_ID, Write, commit, landed
 from quasar.store.data_files import WrittenFile
 from quasar.store.gc import delete_stale_metadata
+from quasar.store.layout import DEFAULT_TARGET_FILE_BYTES, Layout
+
+if TYPE_CHECKING:
+    from quasar.store.compaction import CompactionResult
 
 fix_pyiceberg_list_nulls()
 
@@ -35,7 +40,8 @@ PROP_FINGERPRINT = "quasar.schema_fingerprint"
 PROP_JOIN_KEY = "quasar.join_key"
 _DAY_MICROS = 86_400_000_000
 _NAME_MAPPING = "schema.name-mapping.default"
-_COVERED = "quasar.covered-until"
+COVERED_UNTIL = "quasar.covered-until"      # snapshot summary: the running maximum of window ends
+_COVERED = COVERED_UNTIL
 _CREATE_ATTEMPTS = 3
 
 
@@ -199,19 +205,19 @@ def _delete_window(tx: Any, start: datetime, end: datetime, props: Mapping[str, 
 class OfflineStore:
     """Signal tables in an Iceberg catalog: create, replace a window atomically, read, plan files."""
 
-    def __init__(self, catalog: Any, namespace: str = "signals", buckets: int = 16) -> None:
-        if not isinstance(buckets, int) or buckets <= 0:
-            raise StoreError(f"the number of buckets must be a positive int, got {buckets!r}")
+    def __init__(self, catalog: Any, namespace: str = "signals", buckets: int | None = None,
+                 target_file_bytes: int = DEFAULT_TARGET_FILE_BYTES) -> None:
         self.catalog = catalog
         self.namespace = namespace
-        self.buckets = buckets
+        self.layout = Layout(buckets=buckets, target_file_bytes=target_file_bytes)
 
     def identifier(self, signal_name: str, version: int) -> tuple[str, str]:
         return (self.namespace, table_name(signal_name, version))
 
     # --- tables ---------------------------------------------------------------------------------------
-    def ensure_table(self, signal: Signal, version: int) -> Any:
-        """The table of ``signal`` v``version``, created (with its namespace) when missing."""
+    def ensure_table(self, signal: Signal, version: int, rows: pa.Table | None = None) -> Any:
+        """The table of ``signal`` v``version``, created (with its namespace) when missing; a new table's bucket
+        count comes from ``rows``, its first write (``quasar.store.layout``)."""
         from pyiceberg.exceptions import NoSuchTableError
 
         ident = self.identifier(signal.name, version)
@@ -227,7 +233,7 @@ class OfflineStore:
             try:
                 self.catalog.create_namespace_if_not_exists(self.namespace)
                 table = self.catalog.create_table(ident, schema=iceberg_schema(signal),
-                                                  partition_spec=self._partition_spec(signal),
+                                                  partition_spec=self._partition_spec(signal, rows),
                                                   properties=self._properties(signal, version))
                 break
             except Exception as exc:
@@ -296,7 +302,7 @@ class OfflineStore:
             _delete_window(tx, start, end, props)
             files.append(tx, table, props)
 
-        return self._commit(signal, version, build, write, f"writing the window {window} to")
+        return self._commit(signal, version, build, write, f"writing the window {window} to", rows=stored)
 
     def append(self, signal: Signal, version: int, rows: pa.Table) -> int | None:
         """Append ``rows`` (UFR or storage types) in one commit, deleting nothing; returns the new snapshot id.
@@ -315,7 +321,7 @@ class OfflineStore:
             props = {"quasar.append": "push", "quasar.rows": str(stored.num_rows), **_summary(table, write, None)}
             files.append(tx, table, props)
 
-        return self._commit(signal, version, build, write, f"appending {stored.num_rows} rows to")
+        return self._commit(signal, version, build, write, f"appending {stored.num_rows} rows to", rows=stored)
 
     def replace_window_files(self, signal: Signal, version: int, files: Sequence[WrittenFile], start: datetime,
                              end: datetime, *, properties: Mapping[str, str] | None = None) -> int | None:
@@ -346,16 +352,17 @@ class OfflineStore:
         return self._commit(signal, version, build, write,
                             f"committing {len(files)} written file(s) for the window {window} to")
 
-    def location(self, signal: Signal, version: int) -> str:
-        """The table's base location (a URI, e.g. ``file:///warehouse/signals.db/x__v1``), creating the table."""
-        return str(self.ensure_table(signal, version).location())
+    def location(self, signal: Signal, version: int, rows: pa.Table | None = None) -> str:
+        """The table's base location (a URI, e.g. ``file:///warehouse/signals.db/x__v1``), creating the table
+        (laid out for ``rows``, the first write) when missing."""
+        return str(self.ensure_table(signal, version, rows).location())
 
     def _commit(self, signal: Signal, version: int, build: Callable[[Any, Any], None], write: Write,
-                what: str) -> int | None:
+                what: str, rows: pa.Table | None = None) -> int | None:
         """Stage ``build(table, tx)`` on the signal version's table (created if missing) and commit it; when
         another writer commits first, build and commit again on that writer's snapshot. Returns the new snapshot
         id. On failure the write's files are removed and a StoreError names the table."""
-        self.ensure_table(signal, version)
+        self.ensure_table(signal, version, rows)
         name = ".".join(self.identifier(signal.name, version))
 
         def fail(exc: BaseException, conflict: bool) -> StoreError:
@@ -423,6 +430,16 @@ class OfflineStore:
             paths.append(local_path(task.file.file_path))
         return sorted(paths)
 
+    def compact(self, signal_name: str, version: int, *, dry_run: bool = False, min_files: int = 2,
+                properties: Mapping[str, str] | None = None) -> CompactionResult:
+        """Rewrite the table's small files into the layout its data calls for, in one commit
+        (``quasar.store.compaction``); ``dry_run`` only plans."""
+        from quasar.store.compaction import compact_table
+
+        self.table(signal_name, version)                  # NotFoundError before anything else
+        return compact_table(lambda: self.table(signal_name, version), self.layout, min_files=min_files,
+                             dry_run=dry_run, properties=dict(properties or {}))
+
     def bucket_count(self, signal_name: str, version: int) -> int | None:
         """N of the table's ``bucket(N, join key)`` partition field (None if it has none)."""
         from pyiceberg.transforms import BucketTransform
@@ -441,14 +458,14 @@ class OfflineStore:
         return table.scan(row_filter=time_filter(EVENT_TIMESTAMP, start, end), selected_fields=selected,
                           snapshot_id=snapshot_id)
 
-    def _partition_spec(self, signal: Signal) -> Any:
+    def _partition_spec(self, signal: Signal, rows: pa.Table | None) -> Any:
         from pyiceberg.partitioning import PartitionField, PartitionSpec
         from pyiceberg.transforms import BucketTransform, DayTransform
 
         key = signal.entity.join_key
         return PartitionSpec(
             PartitionField(source_id=2, field_id=1000, transform=DayTransform(), name=f"{EVENT_TIMESTAMP}_day"),
-            PartitionField(source_id=1, field_id=1001, transform=BucketTransform(self.buckets),
+            PartitionField(source_id=1, field_id=1001, transform=BucketTransform(self.layout.buckets_for_rows(rows)),
                            name=f"{key}_bucket"),
         )
 

@@ -74,7 +74,7 @@ def write_window_spark(session: Any, store: OfflineStore, signal: Signal, versio
     """Replace ``[start, end)`` of the signal version's table with ``rows``, Spark writing the files."""
     stored = to_storage(rows, signal)
     store.check_window_rows(signal, stored, start, end)
-    location = store.location(signal, version).rstrip("/")
+    location = store.location(signal, version, stored).rstrip("/")
     buckets = store.bucket_count(signal.name, version)
     if buckets is None:
         raise StoreError(f"signal {signal.name} v{version}: its table has no bucket partition to write into")
