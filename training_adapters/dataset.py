@@ -12,6 +12,7 @@ straddling two is built from its own rows.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,14 +112,26 @@ class FeatureDataset(IterableDataset):  # type: ignore[type-arg]
             pieces = [pieces[i] for i in order]
         return pieces[shard::shards]
 
+    def _read_ahead(self, pieces: list[Piece]) -> Iterator[pa.Table]:
+        """The pieces' rows in order, the next one read on a thread (Arrow releases the GIL) while this one's
+        batches are cut."""
+        with ThreadPoolExecutor(1, thread_name_prefix="quasar-read") as pool:
+            pending = None
+            for piece in pieces:
+                following = pool.submit(self.source.read, piece, self.columns)
+                if pending is not None:
+                    yield pending.result()
+                pending = following
+            if pending is not None:
+                yield pending.result()
+
     def _tables(self) -> Iterator[pa.Table]:
         """This shard's rows, as tables, shuffled through a bounded buffer when asked."""
         shard, _ = self._shard()
         rng = np.random.default_rng([self.seed, self.epoch, shard, 1])
         buffer: list[pa.Table] = []
         held = 0
-        for piece in self._my_pieces():
-            table = self.source.read(piece, self.columns)
+        for table in self._read_ahead(self._my_pieces()):
             if not self.shuffle:
                 yield table
                 continue

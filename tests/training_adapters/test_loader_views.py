@@ -4,6 +4,7 @@ order, for batches inside a row group, straddling row groups and files, and span
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,18 @@ def test_batches_do_not_share_label_memory_with_each_other(files: list[Path]) ->
     before = second.labels["label"].clone()
     first.labels["label"].fill_(7)
     assert torch.equal(second.labels["label"], before)
+
+
+def test_read_ahead_thread_ends_with_the_epoch_or_when_it_is_abandoned(files: list[Path]) -> None:
+    """The next row group is read on a thread while this one's batches are cut; stopping early ends it."""
+    def readers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("quasar-read")]
+
+    dataset = FeatureDataset(ParquetSource(files), SPEC, labels=LABELS, batch_size=10)
+    batches = iter(dataset)
+    next(batches)
+    assert readers()
+    batches.close()                                   # abandoned after one batch
+    assert not readers()
+    assert sum(b.features.size for b in dataset) == sum(n for _, n, _ in FILES)
+    assert not readers()
