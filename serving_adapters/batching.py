@@ -31,7 +31,7 @@ class CallInfo:
 
     queue_s: float         # from submission to the start of the call
     call_s: float          # duration of the call (shared by every submission in the batch)
-    batch_items: int
+    batch_items: int       # requests in the call (a submission may stand for several: ``submit(requests=)``)
     batch_rows: int
 
 
@@ -39,6 +39,7 @@ class CallInfo:
 class _Pending(Generic[I, R]):
     item: I
     rows: int
+    requests: int
     future: asyncio.Future[tuple[R, CallInfo]]
     submitted: float
 
@@ -72,8 +73,9 @@ class DynamicBatcher(Generic[K, I, R]):
         self._lanes: dict[K, _Lane[K, I, R]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    async def submit(self, key: K, item: I, rows: int) -> tuple[R, CallInfo]:
-        """Queue ``item`` (``rows`` rows) for ``key``'s next call; return its result and how it ran."""
+    async def submit(self, key: K, item: I, rows: int, requests: int = 1) -> tuple[R, CallInfo]:
+        """Queue ``item`` (``rows`` rows, standing for ``requests`` requests) for ``key``'s next call; return its
+        result and how it ran."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:      # a new event loop (e.g. a new test): lanes of the old one are gone
             self._loop, self._lanes = loop, {}
@@ -82,7 +84,7 @@ class DynamicBatcher(Generic[K, I, R]):
             lane = self._lanes[key] = _Lane()
         if lane.task is None or lane.task.done():
             lane.task = loop.create_task(self._drain(key, lane), name=f"quasar-batcher-{key!r}")
-        pending: _Pending[I, R] = _Pending(item, rows, loop.create_future(), time.perf_counter())
+        pending: _Pending[I, R] = _Pending(item, rows, requests, loop.create_future(), time.perf_counter())
         lane.queue.append(pending)
         lane.rows += rows
         lane.arrived.set()
@@ -128,11 +130,12 @@ class DynamicBatcher(Generic[K, I, R]):
                         p.future.set_exception(exc)
                 continue
             rows = sum(p.rows for p in batch)
+            requests = sum(p.requests for p in batch)
             for p, result in zip(batch, results, strict=True):
                 if not p.future.done():
-                    p.future.set_result((result, CallInfo(max(started - p.submitted, 0.0), call_s, len(batch), rows)))
+                    p.future.set_result((result, CallInfo(max(started - p.submitted, 0.0), call_s, requests, rows)))
             if self.on_call is not None:
-                self.on_call(key, CallInfo(max(started - batch[0].submitted, 0.0), call_s, len(batch), rows))
+                self.on_call(key, CallInfo(max(started - batch[0].submitted, 0.0), call_s, requests, rows))
 
     async def _gather(self, lane: _Lane[K, I, R]) -> None:
         """Wait until the lane holds a full batch or its oldest submission has waited ``max_wait_s``."""

@@ -103,21 +103,22 @@ def _check_key(value: Any, entity: Entity | None, where: str) -> Key:
     return value
 
 
+async def read_side(store: AsyncOnlineReader, reads: Sequence[SignalRead], entity_keys: Sequence[Key]) -> list[Any]:
+    """One online read of ``reads`` (one entity's signals) for ``entity_keys``; [] when there is nothing to read."""
+    if not reads or not entity_keys:
+        return []
+    got = await store.read([(r.signal, r.version) for r in reads], entity_keys)
+    if len(got) != len(reads):
+        raise ServingError(f"the online store answered {len(got)} signals for {len(reads)} asked")
+    return list(got)
+
+
 async def fetch_online(store: AsyncOnlineReader, model: LoadedModel,
                        keys: RequestKeys) -> tuple[list[Any], list[Any]]:
     """The request entity's and the candidates' online columns, read concurrently (one read per side)."""
-
-    async def read(reads: tuple[SignalRead, ...], entity_keys: list[Key]) -> list[Any]:
-        if not reads or not entity_keys:
-            return []
-        got = await store.read([(r.signal, r.version) for r in reads], entity_keys)
-        if len(got) != len(reads):
-            raise ServingError(f"the online store answered {len(got)} signals for {len(reads)} asked")
-        return list(got)
-
     request_keys = [keys.request] if keys.request is not None else []
-    request, candidates = await asyncio.gather(read(model.request_reads, request_keys),
-                                               read(model.candidate_reads, keys.candidates))
+    request, candidates = await asyncio.gather(read_side(store, model.request_reads, request_keys),
+                                               read_side(store, model.candidate_reads, keys.candidates))
     return request, candidates
 
 
@@ -151,14 +152,17 @@ def request_fields(model: LoadedModel, request_data: Mapping[str, Sequence[Any]]
 
 
 def assemble_feature_table(model: LoadedModel, request: Sequence[Any], candidates: Sequence[Any],
-                           rows: int, fields: Mapping[str, pa.Array] | None = None, mode: str = "auto") -> pa.Table:
+                           rows: int, fields: Mapping[str, pa.Array] | None = None, mode: str = "auto", *,
+                           request_rows: pa.Array | None = None) -> pa.Table:
     """One row per candidate, the model's input columns in spec order; request values broadcast to all rows.
 
     ``request`` and ``candidates`` are the store's ``OnlineColumns`` in the order of the model's reads. A
     service bundle's request-time columns are computed from them and ``fields`` (``request_fields``).
+    ``request_rows`` (int64, one per candidate) says which row of ``request`` each candidate takes, for the
+    candidates of several requests read together (``quasar.serving_adapters.fetch``); by default all row 0.
     """
     columns: dict[str, pa.Array | pa.ChunkedArray] = {}
-    broadcast = pa.array(np.zeros(rows, dtype=np.int64))
+    broadcast = request_rows if request_rows is not None else pa.array(np.zeros(rows, dtype=np.int64))
     for read, got in zip(model.request_reads, request, strict=True):
         for feature, column in read.features:
             columns[column] = _column(got, read, feature).take(broadcast)

@@ -12,7 +12,9 @@ _REQUESTS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class ScorerMetrics:
-    """Batch sizes, queue wait, feature fetch and model time, and requests by status."""
+    """Batch sizes, queue wait, feature fetch and model time, requests by status, fetch coalescing and the
+    candidate cache. The device's busy fraction over an interval is the growth of
+    ``quasar_scorer_model_seconds_sum`` divided by the interval (one model call runs at a time)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -30,6 +32,11 @@ class ScorerMetrics:
         self.model_time = Histogram("quasar_scorer_model_seconds",
                                     "Duration of one model call (collate, transfer, forward, copy back)",
                                     ["model"], buckets=_SECONDS, registry=r)
+        self.fetch_requests = Histogram("quasar_scorer_fetch_requests",
+                                        "Requests coalesced into one feature fetch (one round trip, one build)",
+                                        ["model"], buckets=_REQUESTS, registry=r)
+        self.cache_lookups = Counter("quasar_scorer_cache_lookups", "Candidate cache look-ups by result (hit, miss)",
+                                     ["model", "result"], registry=r)
         self.requests = Counter("quasar_scorer_requests", "Scoring requests by model and HTTP status",
                                 ["model", "status"], registry=r)
 

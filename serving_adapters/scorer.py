@@ -13,17 +13,16 @@ import pyarrow as pa
 import torch
 
 from quasar.serving_adapters.batching import CallInfo, DynamicBatcher
+from quasar.serving_adapters.cache import CacheConfig, RecordCache
 from quasar.serving_adapters.device import choose_device, device_name
 from quasar.serving_adapters.features import (
     AsyncOnlineReader,
     RequestKeys,
-    assemble_feature_table,
-    build_request_batch,
     check_keys,
-    fetch_online,
     request_fields,
     served_features,
 )
+from quasar.serving_adapters.fetch import FeatureFetcher, Fetched
 from quasar.serving_adapters.metrics import ScorerMetrics
 from quasar.serving_adapters.models import LoadedModel, ModelRegistry
 from quasar.serving_adapters.runner import ModelRunner, ScorerBackend
@@ -36,7 +35,7 @@ class ScoreResult:
     """Scores in candidate order, and where the time went."""
 
     scores: torch.Tensor        # float32 [candidates], on the CPU
-    fetch_s: float              # online read + table + FeatureBatch
+    fetch_s: float              # online read + table + FeatureBatch (with the requests it was coalesced with)
     queue_s: float              # waiting for the model call to start
     model_s: float              # the model call this request rode in
     batch_requests: int         # requests in that call
@@ -48,24 +47,21 @@ class ScoreResult:
                 f"model;dur={self.model_s * 1e3:.3f}, batch;desc=\"{self.batch_requests} requests\"")
 
 
-@dataclass(frozen=True)
-class Fetched:
-    """One request's reads and the model's input table built from them."""
-
-    keys: RequestKeys
-    request: list[Any]          # OnlineColumns of the request entity, in the model's read order
-    candidates: list[Any]       # OnlineColumns of the candidates
-    table: pa.Table
-    fields: dict[str, pa.Array]     # the request fields, one value per candidate
-
-
 class Scorer:
-    """Scores requests for the models of a ModelRegistry, reading features from an async online store."""
+    """Scores requests for the models of a ModelRegistry, reading features from an async online store.
+
+    With ``batching`` (the default) concurrent requests of one model share their feature fetch (one round
+    trip, one decode, one FeatureBatch: ``quasar.serving_adapters.fetch``) and their model call (the
+    ``DynamicBatcher``); without, every request is fetched and scored alone. ``cache`` (off by default) keeps
+    candidate records in process for ``ttl_s`` (``quasar.serving_adapters.cache`` says what that means for
+    freshness).
+    """
 
     def __init__(self, *, models: ModelRegistry, store: AsyncOnlineReader, device: str | torch.device | None = None,
                  max_batch_rows: int = 4096, max_wait_ms: float = 2.0, batching: bool = True,
                  max_candidates: int = 10_000, metrics: ScorerMetrics | None = None,
-                 backend: ScorerBackend | None = None, cpu_threads: int | None = None) -> None:
+                 backend: ScorerBackend | None = None, cpu_threads: int | None = None,
+                 cache: CacheConfig | None = None) -> None:
         self.models = models
         self.store = store
         self.device = backend.device if backend is not None else choose_device(device)
@@ -77,6 +73,10 @@ class Scorer:
         self.batcher: DynamicBatcher[LoadedModel, FeatureBatch, torch.Tensor] = DynamicBatcher(
             self.runner, max_batch_rows=max_batch_rows, max_wait_ms=max_wait_ms, enabled=batching,
             on_call=self._observe_call)
+        config = cache if cache is not None else CacheConfig()
+        self.cache = RecordCache(config) if config.enabled else None
+        self.fetcher = FeatureFetcher(store, coalesce=batching, max_rows=max_batch_rows, cache=self.cache,
+                                      metrics=self.metrics)
 
     async def model(self, name: str) -> LoadedModel:
         """The loaded model ``name``; the first load (disk, registry) runs off the event loop."""
@@ -85,13 +85,11 @@ class Scorer:
 
     async def fetch(self, model: LoadedModel, keys: RequestKeys,
                     request_data: Mapping[str, Sequence[Any]] | None = None) -> Fetched:
-        """The model's input table for checked keys: the online reads, then its request-time signals over
-        them and the request fields (checked first, before any read)."""
-        rows = len(keys.candidates)
-        fields = request_fields(model, request_data, rows)
-        request, per_candidate = await fetch_online(self.store, model, keys)
-        table = assemble_feature_table(model, request, per_candidate, rows, fields)
-        return Fetched(keys, request, per_candidate, table, fields)
+        """The model's input table for checked keys: the online reads (shared with the requests waiting at the
+        same time), then its request-time signals over them and the request fields (checked first, before
+        any read)."""
+        fields = request_fields(model, request_data, len(keys.candidates))
+        return await self.fetcher.fetch(model, keys, fields)
 
     async def features(self, name: str, entities: Mapping[str, Sequence[Any]], candidates: Mapping[str, Sequence[Any]],
                        request_data: Mapping[str, Sequence[Any]] | None = None) -> pa.Table:
@@ -113,10 +111,9 @@ class Scorer:
             request_fields(model, request_data, 0)
             return ScoreResult(torch.empty(0), 0.0, 0.0, 0.0, 0)
         fetched = await self.fetch(model, keys, request_data)
-        batch = build_request_batch(model, fetched.table)
         fetch_s = time.perf_counter() - started
         self.metrics.feature_fetch.labels(model.name).observe(fetch_s)
-        scores, info = await self.batcher.submit(model, batch, batch.size)
+        scores, info = await fetched.scores(self.batcher)
         self.metrics.queue_wait.labels(model.name).observe(info.queue_s)
         logged = self.served_log is not None and logs(model)
         served = served_features(model, keys, fetched.request, fetched.candidates, fetched.table) \
@@ -132,4 +129,5 @@ class Scorer:
         self.metrics.model_time.labels(model.name).observe(info.call_s)
 
     async def close(self) -> None:
+        self.fetcher.close()
         await self.batcher.close()

@@ -20,6 +20,7 @@ from quasar.online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddle
 from quasar.online.service.metrics import ServiceMetrics
 from quasar.online.service.request_id import RequestIdMiddleware
 from quasar.online.service.served_log import LoggerFactory, ServedLog
+from quasar.serving_adapters.cache import CacheConfig
 from quasar.serving_adapters.features import AsyncOnlineReader
 from quasar.serving_adapters.metrics import ScorerMetrics
 from quasar.serving_adapters.models import ModelRegistry
@@ -42,7 +43,7 @@ def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_
                        cpu_threads: int | None = None, close_store: bool = False,
                        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                        backend: ScorerBackend | None = None,
-                       feature_logger: LoggerFactory | None = None) -> FastAPI:
+                       feature_logger: LoggerFactory | None = None, cache: CacheConfig | None = None) -> FastAPI:
     """A FastAPI app scoring ``models`` with features from ``store`` (an async online store).
 
     ``device`` defaults to ``cuda`` when available, else ``cpu`` (``backend`` replaces the torch runner).
@@ -55,12 +56,13 @@ def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_
     feature services that declare logging submit each scored request to it (``quasar.serving_adapters.served_log``),
     ``/metrics`` counts its rows by outcome (``quasar_feature_log_rows_total``: logged, dropped, failed,
     sampled_out), and it is flushed at shutdown. Every answer carries an ``X-Request-ID`` (the caller's, or a new one), the id logged.
+    ``cache`` turns on the in-process candidate cache (off by default; ``quasar.serving_adapters.cache``).
     """
     check_limit(max_body_bytes)
     metrics = ScorerMetrics()
     scorer = Scorer(models=models, store=store, device=device, max_batch_rows=max_batch_rows,
                     max_wait_ms=max_wait_ms, batching=batching, max_candidates=max_candidates, metrics=metrics,
-                    cpu_threads=cpu_threads, backend=backend)
+                    cpu_threads=cpu_threads, backend=backend, cache=cache)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

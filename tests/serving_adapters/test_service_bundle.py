@@ -357,3 +357,42 @@ def test_a_full_log_queue_drops_and_counts_without_failing_a_request(world: Worl
     logged = LogTables(p.catalog, p.config.offline.namespace).read("ranker")     # flushed at shutdown
     assert logged.column("__request_id").to_pylist() == ["small-1"] * 3
     assert logged.column("__score").to_pylist() == answers[1].json()["scores"]
+
+
+def test_coalesced_requests_of_a_service_bundle_answer_as_alone_and_fail_alone(world: World,
+                                                                              project_env: str) -> None:
+    """Concurrent requests with their own request_data share round trips; each one's request-time features
+    are its own (equal to the same request scored alone), and one whose request-time function fails answers
+    its error while the others of its group are scored."""
+    from quasar.signals.request import RequestSignalError
+
+    save_probe(world)
+    scorer, store = scorer_of(world, project_env)
+    reqs = [a_request(world, n, user=world.users[i % len(world.users)]) for i, n in enumerate((1, 3, 40, 7, 100, 2))]
+    failing = {"user": next(u for u in world.users if _has_ctr(world, u)), "pins": [world.pins[0]],
+               "position": [-100_000], "query": "cat"}
+
+    async def score(req: dict[str, Any]) -> Any:
+        return await scorer.score("probe", {"user_id": [req["user"]]}, {"pin_id": req["pins"]},
+                                  {"position": req["position"], "query": [req["query"]]}, return_features=True)
+
+    async def main() -> tuple[list[Any], list[Any], float]:
+        try:
+            alone = [await score(r) for r in reqs]
+            together = await asyncio.gather(*(score(r) for r in [*reqs[:3], failing, *reqs[3:]]),
+                                            return_exceptions=True)
+            text = scorer.metrics.render().decode()
+            return alone, list(together), (sample_value(text, "quasar_scorer_fetch_requests_count", model="probe")
+                                           or 0.0)
+        finally:
+            await scorer.close()
+            await store.close()
+
+    alone, together, fetches = asyncio.run(main())
+    error = together.pop(3)
+    assert isinstance(error, RequestSignalError) and "ctr_boost" in str(error), error
+    for a, b in zip(alone, together, strict=True):
+        assert not isinstance(b, BaseException), b
+        assert b.features == a.features
+        torch.testing.assert_close(b.scores, a.scores, rtol=1e-5, atol=1e-6)
+    assert fetches - len(reqs) < len(reqs) + 1              # the 7 concurrent requests shared round trips
