@@ -129,16 +129,21 @@ def quasar_dataset(engine: LocalEngine, spine: pa.Table, files: Sequence[str]) -
                                   engine=engine).table
 
 
-def iceberg_table(folder: Path, data: Any) -> tuple[Any, list[str]]:
-    """The same rows written as a backfill writes them: one Iceberg table, day x bucket(16, user_id)
-    partitions, through the offline store; and its data files."""
+TABLE_PATH = "quasar build_training_dataset on the Iceberg table, chosen layout (the user's path)"
+OLD_TABLE_PATH = "the same on the table in 16 key buckets (the layout before issue 17; what compact rewrites)"
+
+
+def iceberg_table(folder: Path, data: Any, buckets: int | None = None) -> tuple[Any, list[str]]:
+    """The same rows written as a backfill writes them: one Iceberg table, day x bucket(N, user_id) partitions,
+    through the offline store (N chosen from the data as a backfill chooses it, or ``buckets``); its data files."""
     import pyarrow.parquet as pq
 
     from quasar.store.catalog import open_catalog
     from quasar.store.tables import OfflineStore
 
+    folder.mkdir(parents=True, exist_ok=True)
     offline = OfflineStore(open_catalog(uri=f"sqlite:///{folder / 'catalog.db'}", warehouse=str(folder / "wh")),
-                           namespace="signals", buckets=16)
+                           namespace="signals", buckets=buckets)
     rows = pq.read_table(data.files).select(["user_id", "event_timestamp", "created_timestamp",
                                              *user_features.schema.names])
     offline.replace_window(user_features, 1, rows, data.start, data.start + timedelta(days=data.days + 1))
@@ -294,16 +299,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw_con = duckdb.connect()
         request = quasar_request(data.files)
         keys = spine.select(["user_id", "event_timestamp"])
-        offline, table_files = iceberg_table(folder, data)
-        print(f"  the Iceberg table a backfill writes: {len(table_files):,} data files "
-              f"({sum(os.path.getsize(f.removeprefix('file://')) for f in table_files) / 2**20:.0f} MiB)",
-              file=sys.stderr)
+        offline, table_files = iceberg_table(folder / "chosen", data)
+        old, old_files = iceberg_table(folder / "fixed16", data, buckets=16)
+        for what, files_of, store in (("chosen layout", table_files, offline), ("16 buckets", old_files, old)):
+            print(f"  the Iceberg table a backfill writes, {what}: {len(files_of):,} data files "
+                  f"({sum(os.path.getsize(f.removeprefix('file://')) for f in files_of) / 2**20:.0f} MiB), "
+                  f"{store.bucket_count(user_features.name, 1)} key bucket(s)", file=sys.stderr)
         contenders = {
             "raw DuckDB ASOF JOIN (the limit)": lambda: raw_duckdb(raw_con, spine, data.files, names),
             "quasar point_in_time_duckdb": lambda: point_in_time_duckdb(engine.connection, keys, [request]),
             "quasar build_training_dataset": lambda: quasar_dataset(engine, spine, data.files),
-            "quasar build_training_dataset on the Iceberg table (the user's path)":
-                lambda: table_dataset(engine, spine, offline),
+            TABLE_PATH: lambda: table_dataset(engine, spine, offline),
+            OLD_TABLE_PATH: lambda: table_dataset(engine, spine, old),
         }
         timings: dict[str, list[float]] = {k: [] for k in contenders}
         results: dict[str, pa.Table] = {}
@@ -328,8 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     outputs = {
         "quasar point_in_time_duckdb": results["quasar point_in_time_duckdb"].append_column("spine_row", rows_index),
         "quasar build_training_dataset": results["quasar build_training_dataset"],
-        "quasar build_training_dataset on the Iceberg table (the user's path)":
-            results["quasar build_training_dataset on the Iceberg table (the user's path)"],
+        TABLE_PATH: results[TABLE_PATH],
+        OLD_TABLE_PATH: results[OLD_TABLE_PATH],
     }
     raw_best = min(timings["raw DuckDB ASOF JOIN (the limit)"])
     table_rows = []
@@ -370,8 +377,10 @@ seeded Parquet data (one file per day, as the offline store partitions a signal)
 run: raw DuckDB `ASOF LEFT JOIN` (the limit: no tie handling, no type restoration), quasar's
 `point_in_time_duckdb` (the engine call `training_dataset` makes), quasar's `build_training_dataset` (the
 whole dataset path: spine checks, chunking, output assembly), the same path on the Iceberg table a backfill
-writes of the same rows (day x bucket(16) partitions: hundreds of small files; files planned from its
-snapshot, as `Platform.training_dataset` does: the user's path) and Feast 0.67 `get_historical_features` with
+writes of the same rows (day x bucket(N) partitions, N chosen from the data as a backfill chooses it: one file
+per day at these sizes; files planned from its snapshot, as `Platform.training_dataset` does: the user's
+path), the same on a table in 16 key buckets (the fixed layout before: hundreds of small files, what `quasar
+compact` rewrites) and Feast 0.67 `get_historical_features` with
 `offline_store: type: file` (Dask) over a temp repo made and applied in code. 2% of the spine rows repeat
 another row's key and time (several candidates of one request); the spine's last day lies past the data, and
 the 2-day TTL leaves many answers empty. The 2-core machine was shared with other jobs during these runs:

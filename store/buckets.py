@@ -12,6 +12,7 @@ pyiceberg's ``<key>_bucket=<b>`` and the Spark writer's ``__quasar_bucket=<b>`` 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -63,3 +64,18 @@ def path_bucket(path: str, key: str) -> int | None:
     ``.../__quasar_bucket=<b>/...`` as the Spark engine does), or None when its path names no bucket."""
     found = re.search(rf"/(?:{re.escape(key)}_bucket|{SPARK_BUCKET_FOLDER})=(\d+)/", path)
     return int(found.group(1)) if found is not None else None
+
+
+def files_for_keys(files: Sequence[str], key: str, keys: pa.Array | pa.ChunkedArray, buckets: int) -> list[str]:
+    """The files of ``files`` (in their order) that may hold a row of ``keys``: those whose bucket partition is one
+    of the keys' buckets, and every file whose path names no bucket. A join of a spine with few keys then opens a
+    few buckets' files instead of every one."""
+    if buckets <= 1 or not files:
+        return list(files)
+    wanted = set(np.unique(iceberg_buckets(keys, buckets)).tolist())
+    kept = []
+    for path in files:
+        bucket = path_bucket(path, key)
+        if bucket is None or bucket in wanted:
+            kept.append(path)
+    return kept

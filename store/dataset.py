@@ -9,6 +9,7 @@ records the signal versions and Iceberg snapshots it read, so the same dataset c
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +27,7 @@ from quasar.signals.request_plan import FeaturePlan, Lookup, no_request_signals,
 from quasar.signals.request_plan import plan_features as plan_with_requests
 from quasar.signals.signal import Signal
 from quasar.signals.ufr.schema import FeatureSchema
+from quasar.store.buckets import files_for_keys
 from quasar.store.engines.base import Engine, FeatureRequest
 from quasar.store.progress import Progress
 from quasar.store.spine import (
@@ -292,12 +294,22 @@ def _request(plan: SignalPlan, store_files: StoreFiles, lo: datetime | None,
                           ttl=sig.ttl, files=tuple(files), snapshot_id=snapshot, buckets=buckets)
 
 
+def _pruned(request: FeatureRequest, chunk: pa.Table) -> FeatureRequest:
+    """``request`` with only the files of the bucket partitions the chunk's keys fall in (partition pruning by
+    key, as the day partitions are pruned by the spine's times)."""
+    (key,) = request.join_keys if len(request.join_keys) == 1 else (None,)
+    if key is None or request.buckets is None or request.buckets <= 1 or key not in chunk.column_names:
+        return request
+    files = files_for_keys(request.files, key, chunk.column(key), request.buckets)
+    return request if len(files) == len(request.files) else dataclasses.replace(request, files=tuple(files))
+
+
 def _join_chunk(chunk: pa.Table, join_keys: JoinKeys, requests: Sequence[FeatureRequest],
                 outputs: Sequence[tuple[str, Any]], engine: Engine) -> pa.Table:
     if chunk.num_rows == 0:
         features = FeatureSchema(tuple(outputs)).arrow_schema().empty_table()
     else:
-        features = engine.point_in_time(join_columns(chunk, join_keys), requests)
+        features = engine.point_in_time(join_columns(chunk, join_keys), [_pruned(r, chunk) for r in requests])
     if features.num_rows != chunk.num_rows:
         raise StoreError(f"engine {engine.name!r} returned {features.num_rows} rows for {chunk.num_rows} "
                          "spine rows")

@@ -93,3 +93,31 @@ def test_a_rewritten_window_is_read_from_the_new_snapshot(pit_world: Any, pit_en
     assert set(after.table.column("saves").to_pylist()) == {12345}
     assert before.table.column("saves").to_pylist() == reference_pit(
         spine, pit_world(5, full_ties=False).data["pin_stats"], [("saves", "saves")])["saves"]
+
+
+def test_a_spine_of_few_keys_opens_only_their_buckets_files(pit_world: Any, pit_engine: Engine,
+                                                            offline: OfflineStore) -> None:
+    from quasar.store.buckets import iceberg_buckets, path_bucket
+
+    world = pit_world(3, full_ties=False)
+    _store_rows(offline, world, "pin_stats")
+    wiring = Wiring(offline)
+    seen: list[tuple[str, ...]] = []
+
+    class Recording:                         # the real engine, remembering which files each join was given
+        name = pit_engine.name
+
+        def point_in_time(self, spine: pa.Table, requests: Any) -> pa.Table:
+            seen.extend(r.files for r in requests)
+            return pit_engine.point_in_time(spine, requests)
+
+    one = world.pin_ids[:1]
+    spine = pa.table({"pin_id": one, EVENT_TIMESTAMP: pa.array([BASE + DAY / 2], pa.timestamp("us", tz="UTC"))})
+    pruned = build_training_dataset(spine, ["pin_stats:saves"], resolve=wiring.resolve,
+                                    store_files=wiring.store_files, engine=Recording())  # type: ignore[arg-type]
+    everything = offline.plan_files("pin_stats", 1)
+    bucket = int(iceberg_buckets(spine.column("pin_id"), 4)[0])
+    assert len({path_bucket(f, "pin_id") for f in everything}) > 1
+    assert seen and all(path_bucket(f, "pin_id") == bucket for files in seen for f in files)
+    assert pruned.table.column("saves").to_pylist() == reference_pit(
+        spine, world.data["pin_stats"], [("saves", "saves")])["saves"]
