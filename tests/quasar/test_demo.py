@@ -39,3 +39,12 @@ def test_the_demo_runs_every_step(tmp_path: Path, redis_url: str, monkeypatch: p
     assert "(incremental): 0 rows read from 0 files" in out
     assert out.count("/v1/score -d") == 3 and out.count("pin ") >= 15
     assert (tmp_path / "project" / "models" / "ranker" / "bundle.json").exists()
+    # the example project's tables after its backfills: the chosen layout, one data file per day (not days x 16)
+    import quasar
+    with quasar.Platform.open(tmp_path / "project") as p:
+        for sv in p.registry.signals():
+            if p.offline.current_snapshot_id(sv.name, sv.version) is None:
+                continue
+            days = {f.split("event_timestamp_day=")[1].split("/")[0] for f in p.offline.plan_files(sv.name, sv.version)}
+            assert len(p.offline.plan_files(sv.name, sv.version)) == len(days) <= 12, sv.name
+            assert p.offline.bucket_count(sv.name, sv.version) == 1, sv.name

@@ -21,7 +21,7 @@ from quasar.signals import Entity, Float64, Int64, Source, signal
 from quasar.signals.errors import ConfigError, StoreError
 from quasar.signals.ordering import latest_per_entity
 from quasar.store.compaction import COMPACTION, plan_compaction
-from quasar.store.layout import DEFAULT_TARGET_FILE_BYTES, MAX_BUCKETS, Layout, buckets_for
+from quasar.store.layout import MAX_BUCKETS, Layout, buckets_for
 from quasar.store.tables import OfflineStore
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
