@@ -75,8 +75,19 @@ def check_keys(model: LoadedModel, entities: Mapping[str, Sequence[Any]], candid
     if len(values) > max_candidates:
         raise TooManyEntitiesError(f"candidates.{spec.candidate_key}: {len(values)} candidates, more than the "
                                    f"limit of {max_candidates}")
-    where = f"candidates.{spec.candidate_key}"
-    return RequestKeys(request, [_check_key(v, model.candidate_entity, f"{where}[{i}]") for i, v in enumerate(values)])
+    return RequestKeys(request, _check_candidates(values, model.candidate_entity, f"candidates.{spec.candidate_key}"))
+
+
+def _check_candidates(values: Sequence[Any], entity: Entity | None, where: str) -> list[Key]:
+    """The candidate keys as a list; the first bad one is a RequestError (the common case checked at once)."""
+    kind = entity.join_key_type if entity is not None else None
+    keys = list(values)
+    if kind != "string" and all(type(v) is int for v in keys) and (
+            not keys or (_INT64[0] <= min(keys) and max(keys) <= _INT64[1])):
+        return keys
+    if kind == "string" and all(type(v) is str for v in keys):
+        return keys
+    return [_check_key(v, entity, f"{where}[{i}]") for i, v in enumerate(keys)]
 
 
 def _values(mapping: Mapping[str, Sequence[Any]], key: str, where: str, model: LoadedModel) -> Sequence[Any]:

@@ -4,7 +4,9 @@ redis-py's pipeline packs every command argument by argument and reads every rep
 timeout: for a request of 100 candidates that is most of the fetch (a profile: ~20 µs per command). Here the
 commands of a whole round trip are packed once (each distinct field list is packed once, then only the key
 changes), sent in one write on one pooled connection, and the replies are read back-to-back under a single
-timeout, the store's read timeout, for the whole round trip.
+timeout, the store's read timeout, for the whole round trip. With redis-py's hiredis parser (the installed one)
+the replies already received are taken straight from its reader, one ``gets()`` each; every socket read and
+every other parser goes through the connection's public ``read_response``.
 
 Failures keep the store's rules (``quasar.online.redis_store``): a connection error on a pooled connection
 (stale after a Redis restart) is retried once on a fresh connection, a timeout never; unreachable ->
@@ -24,6 +26,11 @@ import redis
 from redis.exceptions import RedisError
 
 from quasar.online.redis_store import AsyncRedisOnlineStore
+
+try:                        # redis-py's marker for "the reader holds no complete reply yet"
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _INCOMPLETE
+except ImportError:         # pragma: no cover - another redis-py: the public path only
+    _INCOMPLETE = None
 from quasar.signals.errors import OnlineStoreError, OnlineUnavailableError, QuasarError
 
 Reply = list[bytes | None]            # one HMGET reply: one record (or None) per field
@@ -57,7 +64,9 @@ class HmgetRoundTrip:
         count = 0
         for keys, fields in reads:
             head, tail = self._head_tail(fields)
-            parts.extend(b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, tail) for k in (key.encode() for key in keys))
+            for key in keys:
+                k = key.encode()
+                parts.append(b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, tail))
             count += len(keys)
         return b"".join(parts), count
 
@@ -91,7 +100,7 @@ class HmgetRoundTrip:
         try:
             async with asyncio.timeout(self.timeout_s):
                 await conn.send_packed_command(payload, check_health=False)
-                replies = [await conn.read_response(disable_decoding=True, timeout=math.inf) for _ in range(count)]
+                replies = await _read_replies(conn, count)
             clean = True
             return replies
         finally:
@@ -110,3 +119,35 @@ class HmgetRoundTrip:
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError, TimeoutError)):
             return OnlineUnavailableError(f"online store at {where} is unreachable: {reason}")
         return OnlineStoreError(f"online store at {where} failed: {reason}")
+
+
+async def _read_replies(conn: Any, count: int) -> list[Any]:
+    """``count`` replies of ``conn``, in order (the caller bounds the wait)."""
+    read = conn.read_response
+    parser = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if _INCOMPLETE is None or reader is None or not hasattr(reader, "gets"):
+        return [await read(disable_decoding=True, timeout=math.inf) for _ in range(count)]
+    push = getattr(parser, "_hiredis_PushNotificationType", None)       # RESP3 out-of-band messages
+    handle_push = getattr(parser, "handle_push_response", None)
+    gets = reader.gets
+    replies: list[Any] = []
+    append = replies.append
+    left = count
+    while left:
+        reply = gets(False)
+        if type(reply) is list:             # the common case: an HMGET reply already received
+            append(reply)
+            left -= 1
+            continue
+        if reply is _INCOMPLETE:            # wait for more bytes, the public way (it raises what it must)
+            reply = await read(disable_decoding=True, timeout=math.inf)
+        elif isinstance(reply, Exception):  # an error reply (hiredis hands it over, redis-py would raise it)
+            raise reply
+        elif push is not None and isinstance(reply, push):    # not a reply: the parser's own handling
+            if handle_push is not None:
+                await handle_push(reply)
+            continue
+        append(reply)
+        left -= 1
+    return replies
