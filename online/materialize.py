@@ -10,8 +10,9 @@ State: the key ``materialize:<signal>@<version>`` holds the snapshot last materi
 covered, the TTL and the record format it wrote with, and the files holding future rows. A run compares the
 current snapshot's files with the covered ones:
 
-* **added** files (and due future ones): their partitions (one day of one key bucket) are read whole and each
-  partition's winners written newer-wins, so an appended tie breaks exactly as a full run breaks it;
+* **added** files (and due future ones): their partitions (one day of one key bucket) are read whole, the
+  partitions of one bucket together in plan order, and the winners written newer-wins (each entity once), so an
+  appended tie breaks exactly as a full run breaks it;
 * **removed** files (a backfill replaced days, or deleted rows): they are still readable (Iceberg keeps them
   for the older snapshots), so the run reads them to find the entities they held and, per entity, the newest
   removed row (its *floor*). Each such entity's winner is computed again over the current files of its key
@@ -37,8 +38,8 @@ keep pushed rows through rebuilds, push them to the offline store too (``Platfor
 
 Safe to interrupt: the online store is written first and the state saved last, so a killed run followed by
 a new run reads the same files again, and every write above is idempotent. Memory stays bounded: files are
-read in record batches of ``batch_rows``; winners are held one partition (added files) or one key bucket
-(corrections, rebuilds) at a time, plus the floors of the corrected entities and, during a rebuild's scan,
+read in record batches of ``batch_rows``; winners are held one key bucket at a time (the table's layout keeps
+a bucket's share of a day under the target file size, ``quasar.store.layout``), plus the floors of the corrected entities and, during a rebuild's scan,
 the join keys of the version's offline entities.
 
 A snapshot whose data-quality verdict (``quasar.store.gates``) is ``failed`` is refused with ValidationFailedError;
@@ -309,23 +310,18 @@ class _Run:
         return rebuild
 
     def _append(self, files: list[DataFile], changed: set[str], bar: Any) -> None:
-        """Newer-wins writes of the winners of every partition holding a changed file."""
-        pending: list[pa.Table] = []
-        rows = 0
+        """Newer-wins writes of the winners of every partition holding a changed file: the partitions of one key
+        bucket are read together (in plan order), so each entity is written once however many days it has."""
+        by_bucket: dict[int | None, list[DataFile]] = {}
         for group in files_to_read(files, changed):
+            by_bucket.setdefault(group[0].bucket if group else None, []).extend(group)
+        for group in by_bucket.values():
             winners = self._winners(group, self._due, bar, count=True)
-            if winners is not None:
-                pending.append(winners)
-                rows += winners.num_rows
-            if rows >= self.batch_rows:
-                self._write(pending)
-                pending, rows = [], 0
-        self._write(pending)
+            if winners is not None and winners.num_rows:
+                for lo in range(0, winners.num_rows, self.batch_rows):
+                    self._write(winners.slice(lo, self.batch_rows))
 
-    def _write(self, pending: list[pa.Table]) -> None:
-        if not pending:
-            return
-        rows = latest_per_entity(pa.concat_tables(pending), self.join_key)
+    def _write(self, rows: pa.Table) -> None:
         self.keys.append(rows.column(self.join_key).combine_chunks())
         self.written += self.online.write(self.signal, self.version, rows.drop_columns([_POSITION]))
 
