@@ -2,8 +2,9 @@
 
 Writes: rows become UFR records and go through the newer-wins script (``quasar.online.lua``) in EVALSHA calls of up
 to ``KEYS_PER_CALL`` keys, several calls per pipelined round trip. In cluster mode the keys of one call
-share a hash slot (grouped client-side). Reads: one pipeline of ``HMGET <hash> <field>...`` per entity key,
-one round trip for everything, then one batch decode per signal (``quasar.online.store.columns_from_records``).
+share a hash slot (grouped client-side). Reads (``read_records``): one round trip for every key of a request,
+whatever its entities (``quasar.online.redis_read``: one ``HMGET`` for one key, a server-side script for
+more); ``read`` then decodes each signal's records in one batch (``quasar.online.store.columns_from_records``).
 
 Both clients translate Redis failures at the boundary: unreachable -> ``OnlineUnavailableError``, anything
 else -> ``OnlineStoreError``, naming ``host:port`` and never the password.
@@ -39,14 +40,25 @@ from redis.exceptions import (
     NoScriptError,
     RedisClusterException,
     RedisError,
+    ResponseError,
     TryAgainError,
 )
 from redis.retry import Retry
 
 from quasar.online.keys import check_project, column_keys, entity_keys, field_name, key_prefix
 from quasar.online.lua import ANY, NEWER, NEWER_WINS, NEWER_WINS_SHA
-from quasar.online.store import AsyncOnlineStore, OnlineColumns, OnlineStore, columns_from_records
-from quasar.signals.errors import OnlineStoreError, OnlineUnavailableError, QuasarError, RequestError
+from quasar.online.redis_read import (
+    READ_MANY,
+    ReadPlan,
+    Records,
+    decode_records,
+    finish_read,  # noqa: F401  (re-exported: callers import it from here)
+    plan_read,
+    read_commands,
+    split_replies,
+)
+from quasar.online.store import AsyncOnlineStore, OnlineColumns, OnlineStore
+from quasar.signals.errors import OnlineStoreError, OnlineUnavailableError, QuasarError
 from quasar.signals.ordering import created_us, rank_bytes
 from quasar.signals.signal import Signal
 from quasar.signals.ufr.codec import encode
@@ -141,36 +153,6 @@ def plan_mirror(project: str, signal: Signal, version: int, rows: pa.Table, abse
     every = keys + gone
     return _plan(signal, version, every, records + [b""] * len(gone), [floor_of.get(k, default) for k in every],
                  cluster=cluster, reset=reset)
-
-
-@dataclass(frozen=True)
-class ReadPlan:
-    signal_versions: list[tuple[Signal, int]]
-    fields: list[str]
-    keys: list[str]
-
-
-def plan_read(project: str, signal_versions: Sequence[tuple[Signal, int]], keys: Sequence[Any]) -> ReadPlan:
-    """The hash keys and fields of a read; RequestError when the signals are not all of one entity."""
-    pairs = [(s, int(v)) for s, v in signal_versions]
-    if not pairs:
-        raise RequestError("an online read needs at least one signal")
-    entity = pairs[0][0].entity
-    for s, _ in pairs[1:]:
-        if s.entity.name != entity.name:
-            raise RequestError(f"one online read is for one entity: signal {s.name!r} is about {s.entity.name!r}, "
-                               f"signal {pairs[0][0].name!r} about {entity.name!r}")
-    if isinstance(keys, (str, bytes)):
-        raise RequestError(f"{entity.join_key}: give a list of keys, not one string")
-    return ReadPlan(pairs, [field_name(s.name, v) for s, v in pairs], entity_keys(project, entity, keys))
-
-
-def finish_read(plan: ReadPlan, replies: Sequence[Sequence[bytes | None]], now_us: int | None) -> list[OnlineColumns]:
-    """Decode the HMGET replies (one per key, one record per field) into one OnlineColumns per signal."""
-    if len(replies) != len(plan.keys):
-        raise OnlineStoreError(f"the online store answered {len(replies)} rows for {len(plan.keys)} keys")
-    return [columns_from_records(signal, version, [row[j] for row in replies], now=now_us)
-            for j, (signal, version) in enumerate(plan.signal_versions)]
 
 
 def _counts(replies: Sequence[Any]) -> tuple[int, int]:
@@ -399,16 +381,36 @@ class RedisOnlineStore(_RedisClients, OnlineStore):
              now_us: int | None = None) -> list[OnlineColumns]:
         """See ``OnlineStore.read``; ``now_us`` (default: the clock) is the time the TTL is measured at."""
         plan = plan_read(self.project, signal_versions, keys)
-        replies: list[Any] = []
-        if plan.keys:
+        return decode_records(plan, self.read_records([plan])[0], now_us)
+
+    def read_records(self, plans: Sequence[ReadPlan]) -> list[Records]:
+        """The raw UFR records of every plan (``plan_read``), by field then key, in one round trip."""
+        how, commands = read_commands(plans, cluster=self.cluster)
+        if not commands:
+            return split_replies(plans, how, [])
+        try:
             try:
-                pipe = self.client.pipeline(transaction=False)
-                for key in plan.keys:
-                    pipe.hmget(key, plan.fields)
-                replies = pipe.execute()
-            except (RedisError, RedisClusterException) as exc:
-                raise self._target.error(exc) from exc
-        return finish_read(plan, replies, now_us)
+                replies = self._send(commands)
+            except NoScriptError:             # a fresh or restarted server: load the script, ask again
+                self.client.script_load(READ_MANY)
+                replies = self._send(commands)
+            except ResponseError:             # refused (no scripting, a key of another type): as HMGETs
+                if how != "script":
+                    raise
+                how, commands = "hmget", [("HMGET", k, *p.fields) for p in plans for k in p.keys]
+                replies = self._send(commands)
+        except (RedisError, RedisClusterException) as exc:
+            raise self._target.error(exc) from exc
+        return split_replies(plans, how, replies)
+
+    def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if len(commands) == 1:
+            return [self.client.execute_command(*commands[0])]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = pipe.execute()
+        return replies
 
     def ping(self) -> None:
         try:
@@ -469,16 +471,36 @@ class AsyncRedisOnlineStore(_RedisClients, AsyncOnlineStore):
     async def read(self, signal_versions: Sequence[tuple[Signal, int]], keys: Sequence[Any], *,
                    now_us: int | None = None) -> list[OnlineColumns]:
         plan = plan_read(self.project, signal_versions, keys)
-        replies: list[Any] = []
-        if plan.keys:
+        return decode_records(plan, (await self.read_records([plan]))[0], now_us)
+
+    async def read_records(self, plans: Sequence[ReadPlan]) -> list[Records]:
+        """See ``RedisOnlineStore.read_records``."""
+        how, commands = read_commands(plans, cluster=self.cluster)
+        if not commands:
+            return split_replies(plans, how, [])
+        try:
             try:
-                pipe = self.client.pipeline(transaction=False)
-                for key in plan.keys:
-                    pipe.hmget(key, plan.fields)
-                replies = await pipe.execute()
-            except (RedisError, RedisClusterException) as exc:
-                raise self._target.error(exc) from exc
-        return finish_read(plan, replies, now_us)
+                replies = await self._send(commands)
+            except NoScriptError:
+                await self.client.script_load(READ_MANY)
+                replies = await self._send(commands)
+            except ResponseError:
+                if how != "script":
+                    raise
+                how, commands = "hmget", [("HMGET", k, *p.fields) for p in plans for k in p.keys]
+                replies = await self._send(commands)
+        except (RedisError, RedisClusterException) as exc:
+            raise self._target.error(exc) from exc
+        return split_replies(plans, how, replies)
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        if len(commands) == 1:
+            return [await self.client.execute_command(*commands[0])]
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute()
+        return replies
 
     async def ping(self) -> None:
         try:
