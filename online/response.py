@@ -17,6 +17,8 @@ OUTSIDE_MAX_AGE is None; NaN stays NaN here (``quasar.online.service`` renders i
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +26,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from quasar.online.store import AsyncOnlineStore, FeatureStatus, OnlineColumns, OnlineStore
+from quasar.online.record_values import DecodedValues, RecordReader, decode_values, reader_of
+from quasar.online.redis_read import ReadPlan, Records, decode_records, plan_read
+from quasar.online.store import (
+    AsyncOnlineStore,
+    FeatureStatus,
+    OnlineColumns,
+    OnlineStore,
+    columns_from_records,
+    now_us,
+)
 from quasar.signals.entity import Entity
 from quasar.signals.errors import RequestError, TooManyEntitiesError
 from quasar.signals.refs import PlanErrors, Resolve, parse_feature_ref
@@ -59,6 +70,16 @@ class SignalRead:
     signal: Signal
     version: int
     columns: list[OutputColumn] = field(default_factory=list)
+
+    @functools.cached_property
+    def features(self) -> list[str]:
+        """The requested features, each once (read after planning, when ``columns`` is complete)."""
+        return list(dict.fromkeys(c.feature for c in self.columns))
+
+    @functools.cached_property
+    def reader(self) -> RecordReader:
+        """The signal's record reader (``quasar.online.record_values``)."""
+        return reader_of(self.signal.schema)
 
 
 @dataclass
@@ -118,7 +139,8 @@ def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str],
     a feature service's version)."""
     if not isinstance(entities, Mapping):
         raise RequestError('entities: give a dict of join key -> list of keys, e.g. {"user_id": [1, 2]}')
-    parse_refs(features)
+    if not _plain_refs(features):
+        parse_refs(features)                       # raises for a bad list (a good one is parsed in make)
 
     def resolve_online(name: str, version: int | None) -> tuple[Signal, int]:
         sig, ver = resolve(name, version)
@@ -128,9 +150,15 @@ def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str],
         return sig, ver
 
     def make() -> FeaturePlan:
+        parse_refs(features)
         return plan_features(features, resolve_online, lookup, full_names=full_feature_names, errors=_PLAN_ERRORS)
 
-    planned = make() if plans is None else plans.plan(("online", tuple(features), full_feature_names, scope), make)
+    if plans is None:
+        planned = make()
+        shape = _shape(planned)
+    else:
+        planned = plans.plan(("online", tuple(features), full_feature_names, scope), make)
+        shape = _cached_shape(planned)
     given = dict(request_data or {})
     keys = dict(entities)
     for name in planned.request_fields:
@@ -139,30 +167,73 @@ def plan_request(entities: Mapping[str, Sequence[Any]], features: Sequence[str],
     if request_data is not None and not isinstance(request_data, Mapping):
         raise RequestError('request_data: give a dict of request field -> list of values, e.g. {"position": [1]}')
     rows = _rows({**keys, **{k: v for k, v in given.items() if k in planned.request_fields}} or keys, max_entities)
-    by_entity: dict[str, EntityRead] = {}
+    join_keys = _join_keys(keys, shape)
+    reads = [EntityRead(entity, join_keys[entity.join_key], signals) for entity, signals in shape.reads]
+    if not planned.has_requests:
+        return OnlinePlan(rows=rows, join_keys=join_keys, reads=reads, outputs=shape.outputs)
+    request = request_arrays(planned, given, rows, RequestError)
+    return OnlinePlan(rows=rows, join_keys=join_keys, reads=reads, outputs=shape.outputs,
+                      features=planned, request=request, mode=mode)
+
+
+def _plain_refs(features: Any) -> bool:
+    """A non-empty list of strings (what ``parse_refs`` may accept without raising)."""
+    return (isinstance(features, Sequence) and not isinstance(features, str) and bool(features)
+            and all(type(f) is str for f in features))
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """The entity-independent part of an online plan, from its ``FeaturePlan``: the reads grouped by entity
+    (their signal reads are shared by every plan of this shape: nothing changes them after planning), the
+    stored outputs, the join keys they need, and whether two entities clash on a join key's type."""
+
+    reads: list[tuple[Entity, list[SignalRead]]]
+    outputs: list[tuple[int, int, OutputColumn]]
+    named: dict[str, str]
+    needed: dict[str, Entity]
+    clash: str | None
+
+
+def _shape(planned: FeaturePlan) -> _Shape:
+    by_entity: dict[str, tuple[Entity, list[SignalRead]]] = {}
     by_version: dict[tuple[str, int], tuple[int, int]] = {}
     outputs: list[tuple[int, int, OutputColumn]] = []
-    named: dict[str, str] = {o.output: o.ref for o in planned.outputs}
     for p in planned.stored:
         sig, ver = p.signal, p.version
         if (sig.name, ver) not in by_version:
-            entity_read = by_entity.get(sig.entity.name)
-            if entity_read is None:
-                entity_read = by_entity[sig.entity.name] = EntityRead(sig.entity, [])
-            entity_read.signals.append(SignalRead(sig, ver))
-            by_version[(sig.name, ver)] = (list(by_entity).index(sig.entity.name), len(entity_read.signals) - 1)
+            entity_read = by_entity.setdefault(sig.entity.name, (sig.entity, []))
+            entity_read[1].append(SignalRead(sig, ver))
+            by_version[(sig.name, ver)] = (list(by_entity).index(sig.entity.name), len(entity_read[1]) - 1)
         e_index, s_index = by_version[(sig.name, ver)]
         column = OutputColumn(p.ref, p.feature, p.output)
-        by_entity[sig.entity.name].signals[s_index].columns.append(column)
+        by_entity[sig.entity.name][1][s_index].columns.append(column)
         outputs.append((e_index, s_index, column))
-    join_keys = _join_keys(keys, by_entity, named)
-    for entity_read in by_entity.values():
-        entity_read.keys = join_keys[entity_read.entity.join_key]
-    if not planned.has_requests:
-        return OnlinePlan(rows=rows, join_keys=join_keys, reads=list(by_entity.values()), outputs=outputs)
-    request = request_arrays(planned, given, rows, RequestError)
-    return OnlinePlan(rows=rows, join_keys=join_keys, reads=list(by_entity.values()), outputs=outputs,
-                      features=planned, request=request, mode=mode)
+    needed: dict[str, Entity] = {}
+    clash = None
+    for entity, _ in by_entity.values():
+        other = needed.setdefault(entity.join_key, entity)
+        if other.join_key_type != entity.join_key_type and clash is None:
+            clash = (f"entities {other.name!r} and {entity.name!r} share the join key {entity.join_key!r} with "
+                     "different key types; request them separately")
+    return _Shape(list(by_entity.values()), outputs, {o.output: o.ref for o in planned.outputs}, needed, clash)
+
+
+#: Shapes of the plans a PlanCache holds, by the plan's id (with the plan, so an id is never reused while
+#: its entry lives); a plan out of the cache is planned anew, so its shape is made anew too.
+_SHAPES: dict[int, tuple[FeaturePlan, _Shape]] = {}
+_MAX_SHAPES = 1024
+
+
+def _cached_shape(planned: FeaturePlan) -> _Shape:
+    hit = _SHAPES.get(id(planned))
+    if hit is not None and hit[0] is planned:
+        return hit[1]
+    shape = _shape(planned)
+    if len(_SHAPES) >= _MAX_SHAPES:
+        _SHAPES.clear()
+    _SHAPES[id(planned)] = (planned, shape)
+    return shape
 
 
 def _rows(entities: Mapping[str, Sequence[Any]], max_entities: int | None) -> int:
@@ -183,14 +254,10 @@ def _rows(entities: Mapping[str, Sequence[Any]], max_entities: int | None) -> in
     return rows
 
 
-def _join_keys(entities: Mapping[str, Sequence[Any]], reads: Mapping[str, EntityRead],
-               outputs: Mapping[str, str]) -> dict[str, list[Any]]:
-    needed: dict[str, Entity] = {}
-    for read in reads.values():
-        other = needed.setdefault(read.entity.join_key, read.entity)
-        if other.join_key_type != read.entity.join_key_type:
-            raise RequestError(f"entities {other.name!r} and {read.entity.name!r} share the join key "
-                               f"{read.entity.join_key!r} with different key types; request them separately")
+def _join_keys(entities: Mapping[str, Sequence[Any]], shape: _Shape) -> dict[str, list[Any]]:
+    needed = shape.needed
+    if shape.clash is not None:
+        raise RequestError(shape.clash)
     missing = [k for k in needed if k not in entities]
     if missing:
         who = needed[missing[0]]
@@ -200,9 +267,9 @@ def _join_keys(entities: Mapping[str, Sequence[Any]], reads: Mapping[str, Entity
     if unknown:
         raise RequestError(f"entities: join key {unknown[0]!r} is not used by any requested feature; they need "
                            f"{', '.join(repr(k) for k in needed)}")
-    clash = [k for k in entities if k in outputs]
+    clash = [k for k in entities if k in shape.named]
     if clash:
-        raise RequestError(f"feature {outputs[clash[0]]!r} has the name of the join key {clash[0]!r}: "
+        raise RequestError(f"feature {shape.named[clash[0]]!r} has the name of the join key {clash[0]!r}: "
                            'set "full_feature_names": true')
     return {k: list(entities[k]) for k in entities}
 
@@ -223,16 +290,93 @@ def online_features(store: OnlineStore, entities: Mapping[str, Sequence[Any]], f
 
 
 def read_online_features(store: OnlineStore, plan: OnlinePlan) -> dict[str, Any]:
-    """Read ``plan`` from a synchronous online store (one round trip per entity) and build the response."""
+    """Read ``plan`` from a synchronous online store and build the response: with a store that reads raw
+    records (``read_records``, the Redis store), one round trip for every entity and signal, decoded straight
+    into the response (``response_from_records``); otherwise one ``read`` per entity."""
+    if callable(getattr(store, "read_records", None)):
+        plans = read_plans(store, plan)
+        return response_from_records(plan, plans, store.read_records(plans), now_us())    # type: ignore[attr-defined]
     columns = [store.read([(s.signal, s.version) for s in r.signals], r.keys) for r in plan.reads]
     return build_response(plan, columns)
 
 
 async def aread_online_features(store: AsyncOnlineStore, plan: OnlinePlan) -> dict[str, Any]:
-    """Read ``plan`` from an asyncio online store, the entities concurrently, and build the response."""
+    """Read ``plan`` from an asyncio online store and build the response (one round trip with a store that
+    reads raw records, as ``read_online_features``; otherwise the entities concurrently)."""
+    if callable(getattr(store, "read_records", None)):
+        plans = read_plans(store, plan)
+        records = await store.read_records(plans)                                       # type: ignore[attr-defined]
+        return response_from_records(plan, plans, records, now_us())
     reads = [store.read([(s.signal, s.version) for s in r.signals], r.keys) for r in plan.reads]
     columns = await asyncio.gather(*reads) if len(reads) > 1 else [await reads[0]] if reads else []
     return build_response(plan, columns)
+
+
+def read_plans(store: Any, plan: OnlinePlan) -> list[ReadPlan]:
+    """The hashes and fields of every entity read of ``plan`` in ``store``'s project."""
+    return [plan_read(store.project, [(s.signal, s.version) for s in r.signals], r.keys) for r in plan.reads]
+
+
+def response_from_records(plan: OnlinePlan, plans: Sequence[ReadPlan], records: Sequence[Records],
+                          now: int) -> dict[str, Any]:
+    """The response of ``plan`` from the raw records of its reads (``records[e][s]``: read ``e``'s signal
+    ``s``, one record or None per key), as of ``now`` (µs): exactly ``build_response`` of the decoded
+    columns, but decoded straight into Python values (``quasar.online.record_values``). A plan with
+    request-time signals, or a record the fast path refuses, goes through the codec's columns."""
+    if plan.features is not None:
+        return build_response(plan, [decode_records(p, r, now) for p, r in zip(plans, records, strict=True)])
+    rows = plan.rows
+    present = ["PRESENT"] * rows
+    epoch = [EPOCH_ISO] * rows
+    results = [{"values": keys, "statuses": present, "event_timestamps": epoch} for keys in plan.join_keys.values()]
+    decoded = [_decoded(signal_read, records[e][s], now)
+               for e, read in enumerate(plan.reads) for s, signal_read in enumerate(read.signals)]
+    if len(decoded) == 1:
+        times = [iso_strings(np.array(decoded[0].event_time_us, dtype=np.int64))]
+    else:
+        strings = iso_strings(np.array([t for d in decoded for t in d.event_time_us], dtype=np.int64))
+        times = [strings[i * rows:(i + 1) * rows] for i in range(len(decoded))]
+    for index, feature, again in _layout(plan):
+        got = decoded[index]
+        values = got.values[feature]
+        results.append({"values": list(values) if again else values, "statuses": got.statuses[feature],
+                        "event_timestamps": times[index]})
+    return {"metadata": {"feature_names": plan.feature_names}, "results": results}
+
+
+#: ``_layout``'s answers, by the id of the outputs list they describe (shared by the plans of one shape).
+_LAYOUTS: dict[int, tuple[list[Any], list[tuple[int, str, bool]]]] = {}
+
+
+def _layout(plan: OnlinePlan) -> list[tuple[int, str, bool]]:
+    """Per stored output: the index of its signal read among all of ``plan``'s (entity-major), its feature,
+    and whether an earlier output has the same (then it gets its own copy of the values)."""
+    hit = _LAYOUTS.get(id(plan.outputs))
+    if hit is not None and hit[0] is plan.outputs:
+        return hit[1]
+    first = list(itertools.accumulate((len(r.signals) for r in plan.reads), initial=0))
+    seen: set[tuple[int, str]] = set()
+    layout = []
+    for e, s, column in plan.outputs:
+        index = first[e] + s
+        layout.append((index, column.feature, (index, column.feature) in seen))
+        seen.add((index, column.feature))
+    if len(_LAYOUTS) >= _MAX_SHAPES:
+        _LAYOUTS.clear()
+    _LAYOUTS[id(plan.outputs)] = (plan.outputs, layout)
+    return layout
+
+
+def _decoded(read: SignalRead, records: Sequence[bytes | None], now: int) -> DecodedValues:
+    """One signal's records as values: the fast path, or the codec's (which raises what it refuses)."""
+    signal = read.signal
+    features = read.features
+    got = decode_values(read.reader, records, features, ttl=signal.ttl, now_us=now)
+    if got is not None:
+        return got
+    columns = columns_from_records(signal, read.version, records, now=now)
+    return DecodedValues({f: column_values(columns.table.column(f)) for f in features},
+                         {f: status_names(columns.status[f]) for f in features}, columns.event_time_us.tolist())
 
 
 # --- building -------------------------------------------------------------------------------------------------
