@@ -29,6 +29,7 @@ from quasar.online.service.errors import (
     handle_unexpected,
     handle_validation_error,
 )
+from quasar.online.service.fast_path import FastReads
 from quasar.online.service.limits import DEFAULT_MAX_BODY_BYTES, BodyLimitMiddleware, check_limit
 from quasar.online.service.metrics import MetricsMiddleware, ServiceMetrics
 from quasar.online.service.request_id import RequestIdMiddleware
@@ -119,7 +120,8 @@ def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int =
     for router in routers:
         app.include_router(router)
     known = frozenset(getattr(r, "path", "") for r in [*app.routes, *(r for x in routers for r in x.routes)]) - {""}
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)  # innermost: after auth
+    app.add_middleware(FastReads, fastapi=app, ctx=ctx, routes=[r for x in routers for r in x.routes])  # innermost
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)  # after auth
     app.add_middleware(BearerAuthMiddleware, tokens=tuple(auth_tokens))      # inner: runs after metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known)  # outer: sees every answer
     app.add_middleware(RequestIdMiddleware)                                    # outermost: every answer has one

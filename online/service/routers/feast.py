@@ -120,6 +120,28 @@ async def write_df(ctx: ServiceContext, name: str, df: Mapping[str, Sequence[Any
     await write_pushed(ctx, signal, version, table, online=online, offline=bool(offline))
 
 
+async def answer_feast_features(ctx: ServiceContext, body: FeastFeaturesRequest, request_id: str) -> Response:
+    """The answer of ``POST /get-online-features`` to a valid body (the route's, and ``fast_path``'s); errors
+    are raised, for the route's Feast shape (``FeastRoute``)."""
+    service = body.feature_service
+    if service is not None:                      # as Feast's server: a service wins over a feature list
+        prepared = await prepare_service(ctx, service)
+        if isinstance(prepared, Response):
+            return prepared
+        features = prepared.refs
+    else:
+        features = body.features
+    refs = parse_refs(features)
+    try:
+        prepared, plan, answer = await read_features(ctx, body.entities, [] if service else features,
+                                                     body.full_feature_names, service=service,
+                                                     check_keys=coerce_plan_keys)
+    except (NotFoundError, RequestError) as exc:
+        raise await anyio.to_thread.run_sync(feast_read_error, ctx, exc, refs) from None
+    log_served(ctx, prepared, plan, answer, request_id)
+    return JSONResponse(feast_answer(plan, answer, version_metadata=body.include_feature_view_version_metadata))
+
+
 def feast_router(ctx: ServiceContext) -> APIRouter:
     router = APIRouter(tags=["feast"], route_class=FeastRoute)
 
@@ -129,23 +151,7 @@ def feast_router(ctx: ServiceContext) -> APIRouter:
         the TTL is enforced: OUTSIDE_MAX_AGE), with Timestamp features in epoch seconds as Feast answers them.
         Keys in the other JSON type are taken when exact (``"7"`` for an int64 key); errors are Feast's.
         ``feature_service`` reads a quasar feature service (request fields among the entities)."""
-        service = body.feature_service
-        if service is not None:                      # as Feast's server: a service wins over a feature list
-            prepared = await prepare_service(ctx, service)
-            if isinstance(prepared, Response):
-                return prepared
-            features = prepared.refs
-        else:
-            features = body.features
-        refs = parse_refs(features)
-        try:
-            prepared, plan, answer = await read_features(ctx, body.entities, [] if service else features,
-                                                         body.full_feature_names, service=service,
-                                                         check_keys=coerce_plan_keys)
-        except (NotFoundError, RequestError) as exc:
-            raise await anyio.to_thread.run_sync(feast_read_error, ctx, exc, refs) from None
-        log_served(ctx, prepared, plan, answer, request_id_of(request))
-        return JSONResponse(feast_answer(plan, answer, version_metadata=body.include_feature_view_version_metadata))
+        return await answer_feast_features(ctx, body, request_id_of(request))
 
     @router.post("/write-to-online-store", responses={  # type: ignore[misc]
         200: {"description": "Written; the body is null, as Feast answers",

@@ -66,10 +66,15 @@ def features_router(ctx: ServiceContext) -> APIRouter:
         for the key), NULL_VALUE (the record holds a null, or a request-time feature is null), OUTSIDE_MAX_AGE
         (the record is older than the signal's TTL; its value is null). NaN and ±inf are null.
         """
-        features, service = features_or_service(body.features, body.feature_service)
-        prepared, plan, answer = await read_features(ctx, body.entities, features, body.full_feature_names,
-                                                     service=service, request_data=body.request_data)
-        log_served(ctx, prepared, plan, answer, request_id_of(request))
-        return JSONResponse(answer)
+        return await answer_features(ctx, body, request_id_of(request))
 
     return router
+
+
+async def answer_features(ctx: ServiceContext, body: FeaturesRequest, request_id: str) -> Response:
+    """The answer of ``POST /v1/features`` to a valid body (the route's, and ``fast_path``'s)."""
+    features, service = features_or_service(body.features, body.feature_service)
+    prepared, plan, answer = await read_features(ctx, body.entities, features, body.full_feature_names,
+                                                 service=service, request_data=body.request_data)
+    log_served(ctx, prepared, plan, answer, request_id)
+    return JSONResponse(answer)
