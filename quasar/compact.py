@@ -75,3 +75,20 @@ def compact_after(platform: Platform, name: str, version: int) -> CompactionResu
     except Exception as exc:  # the backfill is committed; the table stays readable as it is
         _log.warning("compacting %s v%s after the backfill failed: %s", name, version, exc)
         return None
+
+
+def table_layouts(platform: Platform, name: str) -> list[dict[str, object]]:
+    """Each offline table of ``name`` (every version that has one): files, bytes, key buckets, and what
+    ``quasar compact`` would do to it (None: nothing), from its manifests alone, for ``quasar describe``."""
+    from quasar.store.compaction import plan_compaction
+
+    out: list[dict[str, object]] = []
+    for sv in platform.registry.versions(name):
+        try:
+            table = platform.offline.table(name, sv.version)
+        except NotFoundError:
+            continue
+        plan = plan_compaction(table, platform.offline.layout)
+        out.append({"version": sv.version, "files": plan.files, "bytes": plan.bytes, "buckets": plan.buckets,
+                    "compaction": plan.reason if plan.needed else None})
+    return out

@@ -161,6 +161,10 @@ def format_description(d: dict[str, Any]) -> str:
     if d.get("read_at_request_time_by"):
         lines.append(f"  read by request-time signals: {', '.join(d['read_at_request_time_by'])}")
     lines += format_used_by(d.get("used_by", []))
+    for t in d.get("tables", []):
+        todo = f"; quasar compact would {t['compaction'][0].lower()}{t['compaction'][1:]}" if t["compaction"] else ""
+        lines.append(f"  offline v{t['version']}:  {t['files']} data file(s), {t['bytes'] / 2**20:.1f} MiB, "
+                     f"{t['buckets']} key bucket(s){todo}")
     if d.get("expectations"):
         lines.append(f"  expectations ({d['policy']}):")
         lines += [f"    {e}" for e in d["expectations"]]

@@ -147,8 +147,12 @@ class Platform:
         service (features, pins, versions, logging, bundles), an entity (join key, signals) or a source
         (location, schema, signals) as plain data; ``what`` ("signal", "request", "service", "entity",
         "source") says which, None takes the first kind that has the name, in that order."""
+        from quasar.compact import table_layouts
         from quasar.describe import describe
-        return describe(self.registry, name, what, models=self.config.path(self.config.serving.models))
+        described = describe(self.registry, name, what, models=self.config.path(self.config.serving.models))
+        if described.get("what") == "signal":
+            described["tables"] = table_layouts(self, name)
+        return described
 
     def request_signals(self) -> list[dict[str, Any]]:
         """The latest version of every request-time signal: inputs, request fields, features, modes."""

@@ -218,6 +218,9 @@ def test_quasar_compact_prints_the_plan_and_what_it_did(fault_project: FaultProj
         assert len(p.offline.plan_files("clicks", 1)) == 40   # 10 days x 4 buckets ([offline] buckets = 4)
     config = project.root / "quasar.toml"
     config.write_text(config.read_text().replace("buckets = 4", "buckets = 0"))
+    code, out = finish(project.cli("describe", "clicks"))
+    assert code == 0, out
+    assert "offline v1:  40 data file(s)" in out and "4 key bucket(s); quasar compact would re-bucket 4 -> 1" in out
     code, out = finish(project.cli("compact", "--dry-run"))
     assert code == 0, out
     assert "signals.clicks__v1: would rewrite 40 of 40 file(s) (about 10 after, 4 -> 1 key buckets)" in out
@@ -227,6 +230,9 @@ def test_quasar_compact_prints_the_plan_and_what_it_did(fault_project: FaultProj
     assert "signals.clicks__v1: 40 -> 10 file(s), 4 -> 1 key buckets, 3,000 rows rewritten" in out
     code, out = finish(project.cli("compact", "clicks"))
     assert code == 0 and "signals.clicks__v1: 10 file(s); nothing to do" in out, out
+    with project.platform() as p:
+        (table,) = p.describe("clicks")["tables"]
+        assert (table["files"], table["buckets"], table["compaction"]) == (10, 1, None)
     code, out = finish(project.cli("compact", "nope"))
     assert code != 0 and "nope" in out
 
