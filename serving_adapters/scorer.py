@@ -131,3 +131,6 @@ class Scorer:
     async def close(self) -> None:
         self.fetcher.close()
         await self.batcher.close()
+        close = getattr(self.runner, "close", None)      # a backend with resources of its own (a model host)
+        if close is not None:
+            await asyncio.to_thread(close)
