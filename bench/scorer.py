@@ -46,6 +46,7 @@ from quasar.serving_adapters.bundle import BundleSpec, InputColumn, save_bundle
 from quasar.serving_adapters.cache import CacheConfig
 from quasar.serving_adapters.device import choose_device, device_name
 from quasar.serving_adapters.features import check_keys
+from quasar.serving_adapters.model_host import RemoteBackend
 from quasar.serving_adapters.models import LoadedModel, ModelRegistry, static_resolver
 from quasar.serving_adapters.runner import ModelRunner
 from quasar.serving_adapters.scorer import Scorer
@@ -208,6 +209,7 @@ class Run:
     model_ms: list[float]
     per_call: list[int]
     errors: int
+    host: bool = False           # the model in a model host process (RemoteBackend.spawn)
     busy_s: float = 0.0          # model-call seconds within the measured window
     cpu_s: float = 0.0           # this process's CPU seconds within it
     hits: float = 0.0            # candidate cache look-ups within it
@@ -234,10 +236,14 @@ def _timing(header: str) -> dict[str, float]:
 
 
 def _counters(app: Any) -> tuple[float, float, float, float]:
-    """(model-call seconds, process CPU seconds, cache hits, cache misses) so far."""
-    get = app.state.scorer.metrics.registry.get_sample_value
+    """(device-busy seconds, process CPU seconds, cache hits, cache misses) so far: busy is what a model host
+    reports, else the model calls' duration."""
+    scorer = app.state.scorer
+    get = scorer.metrics.registry.get_sample_value
     times = os.times()
-    return (get("quasar_scorer_model_seconds_sum", {"model": "ranker"}) or 0.0, times.user + times.system,
+    host_busy = getattr(scorer.runner, "busy_s", None)
+    busy = host_busy if host_busy is not None else get("quasar_scorer_model_seconds_sum", {"model": "ranker"})
+    return (busy or 0.0, times.user + times.system,
             get("quasar_scorer_cache_lookups_total", {"model": "ranker", "result": "hit"}) or 0.0,
             get("quasar_scorer_cache_lookups_total", {"model": "ranker", "result": "miss"}) or 0.0)
 
@@ -341,19 +347,27 @@ async def limits(models: ModelRegistry, url: str, device: torch.device, seconds:
     return out
 
 
-#: (batching, candidate cache) per client count, in this order in every round.
-SETTINGS = ((True, False), (True, True), (False, False))
+#: (batching, candidate cache, model host) per client count, in this order in every round.
+SETTINGS = ((True, False, False), (True, True, False), (False, False, False), (True, False, True))
 
 
 async def one_setting(url: str, folder: Path, device: torch.device, clients: int, batching: bool, cache: bool,
-                      seconds: float, warmup: float) -> Run:
-    """A fresh app and store for one row of the table."""
+                      seconds: float, warmup: float, host: bool = False) -> Run:
+    """A fresh app and store for one row of the table (with ``host``, the model in a spawned model host,
+    started and answering before the clients start)."""
     store = AsyncRedisOnlineStore(url, project=PROJECT)
     models = ModelRegistry(folder, static_resolver({s.name: {1: s} for s in SIGNALS}))
-    app = create_scoring_app(models=models, store=store, device=device, batching=batching,
+    backend = RemoteBackend.spawn(folder, device=str(device)) if host else None
+    app = create_scoring_app(models=models, store=store, device=device, batching=batching, backend=backend,
                              max_batch_rows=4096, max_wait_ms=2.0, cache=CacheConfig(enabled=cache))
     try:
-        return await drive(app, clients, batching, cache, seconds, warmup, seed=0)
+        if backend is not None:
+            loaded = models.get("ranker")
+            ready = await app.state.scorer.fetch(loaded, check_keys(loaded, {"user_id": [0]}, {"pin_id": [0]}))
+            await asyncio.to_thread(backend, loaded, [ready.group.batch])
+        run = await drive(app, clients, batching, cache, seconds, warmup, seed=0)
+        run.host = host
+        return run
     finally:
         await app.state.scorer.close()
         await store.aclose()
@@ -364,18 +378,19 @@ async def bench(url: str, folder: Path, device: torch.device, clients: Sequence[
     """Every setting in ``rounds`` interleaved rounds (after one untimed pass that warms Redis, the allocator
     and the device); per setting the round with the most requests/s; then the raw limits."""
     await one_setting(url, folder, device, 8, True, False, 0.0, 1.0)
-    best: dict[tuple[int, bool, bool], Run] = {}
+    best: dict[tuple[int, bool, bool, bool], Run] = {}
     for r in range(rounds):
         for n in clients:
-            for batching, cache in SETTINGS:
-                run = await one_setting(url, folder, device, n, batching, cache, seconds, warmup)
-                key = (n, batching, cache)
+            for batching, cache, host in SETTINGS:
+                run = await one_setting(url, folder, device, n, batching, cache, seconds, warmup, host)
+                key = (n, batching, cache, host)
                 if key not in best or run.rps > best[key].rps:
                     best[key] = run
                 print(f"  round {r + 1}: clients={n:>2} batching={'on' if batching else 'off'} "
-                      f"cache={'on' if cache else 'off'}: {run.requests} requests", file=sys.stderr)
+                      f"cache={'on' if cache else 'off'} model={'host' if host else 'in process'}: "
+                      f"{run.requests} requests", file=sys.stderr)
     models = ModelRegistry(folder, static_resolver({s.name: {1: s} for s in SIGNALS}))
-    runs = [best[(n, b, c)] for n in clients for b, c in SETTINGS]
+    runs = [best[(n, *setting)] for n in clients for setting in SETTINGS]
     return runs, await limits(models, url, device, seconds)
 
 
@@ -383,18 +398,19 @@ async def bench(url: str, folder: Path, device: torch.device, clients: Sequence[
 
 
 def table(runs: list[Run]) -> str:
-    headers = ["clients", "batching", "cache", "requests/s", "candidates/s", "p50 ms", "p99 ms", "fetch p50 ms",
+    headers = ["clients", "batching", "cache", "model", "requests/s", "candidates/s", "p50 ms", "p99 ms", "fetch p50 ms",
                "queue p50 ms", "model p50 ms", "requests per model call", "device busy", "CPU ms/request",
                "cache hits"]
     rows: list[list[Any]] = []
     for r in runs:
         mode, cache = "on" if r.batching else "off", "on" if r.cache else "off"
+        where = "host process" if r.host else "in process"
         if not r.requests:
-            rows.append([r.clients, mode, cache, 0, 0, *["-"] * 9])
+            rows.append([r.clients, mode, cache, where, 0, 0, *["-"] * 9])
             continue
         p = np.percentile
         looked = r.hits + r.misses
-        rows.append([r.clients, mode, cache, f"{r.rps:,.0f}", f"{r.rps * CANDIDATES:,.0f}",
+        rows.append([r.clients, mode, cache, where, f"{r.rps:,.0f}", f"{r.rps * CANDIDATES:,.0f}",
                      f"{p(r.latency_ms, 50):.2f}", f"{p(r.latency_ms, 99):.2f}", f"{p(r.fetch_ms, 50):.2f}",
                      f"{p(r.queue_ms, 50):.2f}", f"{p(r.model_ms, 50):.2f}", f"{np.mean(r.per_call):.1f}",
                      f"{r.busy_s / r.seconds:.0%}", f"{r.cpu_s / r.requests * 1e3:.2f}",
