@@ -279,3 +279,54 @@ def test_materialize_after_a_compaction_writes_nothing_and_serves_the_same(tmp_p
         assert p.training_dataset(spine, ["clicks:clicked", "clicks:item"]).equals(trained)
         p.backfill("clicks", "2026-01-10", "2026-01-11")   # a real change after the compaction still reaches Redis
         assert p.materialize()[0].rows_written > 0
+
+
+def test_a_window_replaced_during_a_compaction_wins_and_the_compaction_plans_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import quasar.store.compaction as compaction
+    from quasar.store.catalog import open_catalog
+
+    def store(buckets: int | None) -> OfflineStore:
+        return OfflineStore(open_catalog(uri=f"sqlite:///{tmp_path / 'catalog.db'}", warehouse=str(tmp_path / "wh")),
+                            buckets=buckets)
+
+    first = rows_of(2000, seed=5)
+    writer = store(8)
+    writer.replace_window(scores, 1, first, T0, T0 + timedelta(days=DAYS))
+    new_day = rows_of(300, seed=6, days=1, start=T0 + timedelta(days=2))
+    paused, go = threading.Event(), threading.Event()
+    real = compaction._rewrite
+    calls = [0]
+
+    def rewrite_waiting(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:                                     # the first attempt has planned: let a writer commit
+            paused.set()
+            assert go.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compaction, "_rewrite", rewrite_waiting)
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(store(None).compact("scores", 1)))
+    worker.start()
+    assert paused.wait(30)
+    writer.replace_window(scores, 1, new_day, T0 + timedelta(days=2), T0 + timedelta(days=3))
+    go.set()
+    worker.join(60)
+    assert done and done[0].buckets_after == 1 and done[0].files_after == DAYS
+    assert calls[0] > DAYS                                    # it wrote again on the writer's snapshot
+    day = pa.compute.floor_temporal(first["event_timestamp"], unit="day")
+    kept = first.filter(pa.compute.not_equal(day, pa.scalar(T0 + timedelta(days=2), day.type)))
+    serial = pa.concat_tables([kept, new_day])               # the window's new rows, every other day as it was
+    got = store(None).read(scores, 1)
+    order = [(c, "ascending") for c in got.column_names]
+    assert got.sort_by(order).equals(restore(serial).sort_by(order))
+
+
+def restore(rows: pa.Table) -> pa.Table:
+    """Rows as the store reads them back (UFR types)."""
+    from quasar.store.arrow_types import restore_ufr_types, to_storage
+
+    return restore_ufr_types(to_storage(rows, scores), scores.schema)
