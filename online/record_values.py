@@ -96,7 +96,8 @@ def reader_of(schema: FeatureSchema) -> RecordReader:
 @dataclass
 class DecodedValues:
     """One signal's records as Python values: per requested feature its values and status names, and every
-    row's event time in µs (0 where not found). ``row_status`` is None when every row is PRESENT."""
+    row's event time in µs (0 where not found). Features whose statuses are all the same share one list of
+    them (read-only, as the response's join key columns share theirs)."""
 
     values: dict[str, list[Any]]
     statuses: dict[str, list[str]]
@@ -117,38 +118,42 @@ def decode_values(reader: RecordReader, records: Sequence[bytes | None], feature
         if not record.startswith(reader.head) or len(record) < size or (not reader.variable and len(record) != size):
             return None
         row = reader.fixed.unpack_from(record)
-        rows = [row]
-        events = [row[0]]
-        unusual = row[1] != full or (ttl is not None and row[0] < now_us - ttl // timedelta(microseconds=1))
-    else:
-        if not all(map(bytes.startswith, present, repeat(reader.head))) or min(map(len, present)) < size:
+        if row[1] != full or (ttl is not None and row[0] < now_us - ttl // timedelta(microseconds=1)):
+            return _decode_any(reader, records, features, ttl=ttl, now_us=now_us)     # stale or nulls
+        one, _ = _extractors(reader, features)
+        if not reader.variable:
+            return DecodedValues(one(row, {}), dict.fromkeys(features, [PRESENT]), [row[0]])  # noqa: RUF024
+        payloads: dict[int, list[Any]] = {}
+        if not (_single_payloads(reader, present, [row], payloads) or _payloads(reader, present, [row], True,
+                                                                                   payloads)):
             return None
-        if not reader.variable and max(map(len, present)) != size:
-            return None
-        rows = list(map(reader.fixed.unpack_from, present))
-        events = [t[0] for t in rows]
-        unusual = (ttl is not None and min(events) < now_us - ttl // timedelta(microseconds=1)) or any(
-            t[1] != full for t in rows)
-    if unusual:                                   # stale rows or nulls
-        return _decode_any(reader, records, features, ttl=ttl, now_us=now_us)
-    payloads: dict[int, list[Any]] = {}
+        return DecodedValues(one(row, payloads), dict.fromkeys(features, [PRESENT]), [row[0]])  # noqa: RUF024
+    if not all(map(bytes.startswith, present, repeat(reader.head))) or min(map(len, present)) < size:
+        return None
+    if not reader.variable and max(map(len, present)) != size:
+        return None
+    rows = list(map(reader.fixed.unpack_from, present))
+    events = [t[0] for t in rows]
+    if (ttl is not None and min(events) < now_us - ttl // timedelta(microseconds=1)) or any(
+            t[1] != full for t in rows):
+        return _decode_any(reader, records, features, ttl=ttl, now_us=now_us)     # stale rows or nulls
+    payloads = {}
     if reader.variable and not (_single_payloads(reader, present, rows, payloads)
                                 or _payloads(reader, present, rows, True, payloads)):
         return None
-    one, many = _extractors(reader, tuple(features))
-    values = one(rows[0], payloads) if len(rows) == 1 else many(rows, payloads)
-    plain = [PRESENT] * len(rows)
-    return DecodedValues(values, dict.fromkeys(features, plain), events)
+    _, many = _extractors(reader, features)
+    return DecodedValues(many(rows, payloads), dict.fromkeys(features, [PRESENT] * len(rows)), events)
 
 
 Extractor = Callable[[Any, dict[int, list[Any]]], dict[str, list[Any]]]
 
 
-def _extractors(reader: RecordReader, features: tuple[str, ...]) -> tuple[Extractor, Extractor]:
+def _extractors(reader: RecordReader, features: Sequence[str]) -> tuple[Extractor, Extractor]:
     """Two functions made for ``features`` of ``reader``'s records (cached on the reader): ``one(row,
     payloads)`` and ``many(rows, payloads)``, each ``{feature: values}`` from the unpacked fixed parts and
     the variable payloads. Generated code, one expression per feature, as ``dataclasses`` makes methods."""
-    made = reader.extractors.get(features)
+    key = features if isinstance(features, tuple) else tuple(features)
+    made = reader.extractors.get(key)
     if made is not None:
         return made
     one, many = [], []
@@ -175,7 +180,7 @@ def _extractors(reader: RecordReader, features: tuple[str, ...]) -> tuple[Extrac
     made = (namespace["one"], namespace["many"])
     if len(reader.extractors) >= 64:
         reader.extractors.clear()
-    reader.extractors[features] = made
+    reader.extractors[key] = made
     return made
 
 
@@ -208,7 +213,8 @@ def _decode_any(reader: RecordReader, records: Sequence[bytes | None], features:
     """``decode_values`` for any records: some not stored, stale or holding nulls."""
     n = len(records)
     found_all = None not in records
-    present: Sequence[bytes] = records if found_all else [r for r in records if r is not None]  # type: ignore[misc]
+    present: Sequence[bytes] = (records if found_all                        # type: ignore[assignment]
+                                else [r for r in records if r is not None])
     size = reader.fixed_size
     if present:
         if not all(map(bytes.startswith, present, repeat(reader.head))) or min(map(len, present)) < size:

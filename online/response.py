@@ -336,31 +336,41 @@ def response_from_records(plan: OnlinePlan, plans: Sequence[ReadPlan], records: 
     else:
         strings = iso_strings(np.array([t for d in decoded for t in d.event_time_us], dtype=np.int64))
         times = [strings[i * rows:(i + 1) * rows] for i in range(len(decoded))]
-    for index, feature, again in _layout(plan):
+    layout = _layout(plan)
+    for index, feature, again in layout.columns:
         got = decoded[index]
         values = got.values[feature]
         results.append({"values": list(values) if again else values, "statuses": got.statuses[feature],
                         "event_timestamps": times[index]})
-    return {"metadata": {"feature_names": plan.feature_names}, "results": results}
+    return {"metadata": {"feature_names": [*plan.join_keys, *layout.names]}, "results": results}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Per stored output of a plan: the index of its signal read among all of the plan's (entity-major), its
+    feature, and whether an earlier output has the same (then it gets its own copy of the values); and the
+    outputs' names."""
+
+    columns: list[tuple[int, str, bool]]
+    names: list[str]
 
 
 #: ``_layout``'s answers, by the id of the outputs list they describe (shared by the plans of one shape).
-_LAYOUTS: dict[int, tuple[list[Any], list[tuple[int, str, bool]]]] = {}
+_LAYOUTS: dict[int, tuple[list[Any], _Layout]] = {}
 
 
-def _layout(plan: OnlinePlan) -> list[tuple[int, str, bool]]:
-    """Per stored output: the index of its signal read among all of ``plan``'s (entity-major), its feature,
-    and whether an earlier output has the same (then it gets its own copy of the values)."""
+def _layout(plan: OnlinePlan) -> _Layout:
     hit = _LAYOUTS.get(id(plan.outputs))
     if hit is not None and hit[0] is plan.outputs:
         return hit[1]
     first = list(itertools.accumulate((len(r.signals) for r in plan.reads), initial=0))
     seen: set[tuple[int, str]] = set()
-    layout = []
+    columns = []
     for e, s, column in plan.outputs:
         index = first[e] + s
-        layout.append((index, column.feature, (index, column.feature) in seen))
+        columns.append((index, column.feature, (index, column.feature) in seen))
         seen.add((index, column.feature))
+    layout = _Layout(columns, [c.output for _, _, c in plan.outputs])
     if len(_LAYOUTS) >= _MAX_SHAPES:
         _LAYOUTS.clear()
     _LAYOUTS[id(plan.outputs)] = (plan.outputs, layout)

@@ -142,13 +142,13 @@ class FastReads:
             handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers and c is not Exception), None)
         if handler is None:
             raise exc
-        response: Response = await handler(request, exc)
+        response: Response = await handler(request, exc)  # type: ignore[misc]
         return response
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
     """The request body, and the message that ended it early (a disconnect) or None."""
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
