@@ -121,3 +121,51 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path, port: int, path: str
     finally:
         stop(proc)
     return out
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server to load: its command line and environment, the port it listens on and the path it answers."""
+
+    cmd: list[str]
+    env: dict[str, str]
+    port: int
+    path: str
+
+
+def merged(loads: Sequence[Load]) -> Load:
+    """Several loads of one server as one: requests, errors and seconds summed, latencies pooled."""
+    return Load(sum(x.requests for x in loads), sum(x.errors for x in loads), sum(x.seconds for x in loads),
+                [t for x in loads for t in x.latencies])
+
+
+def measure_interleaved(servers: dict[str, Server], cwd: Path, bodies: dict[str, Sequence[Sequence[bytes]]],
+                        connections: int, seconds: float, rounds: int) -> dict[str, list[tuple[Load, dict[str, Any]]]]:
+    """Every server started at once (each in its own session; an idle one costs nothing); per group of request
+    bodies (``bodies[name][g]``): wait until each answers the group's first with 200, warm each up 1 s, then
+    ``rounds`` rounds of ``seconds / rounds`` per server, the order alternating round by round, so a change
+    in the machine's load falls on every server alike. Per server, per group: the merged load and the first
+    answer."""
+    procs = {name: subprocess.Popen(s.cmd, cwd=cwd, env={**os.environ, **s.env}, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True) for name, s in servers.items()}
+    out: dict[str, list[tuple[Load, dict[str, Any]]]] = {name: [] for name in servers}
+    try:
+        groups = len(next(iter(bodies.values())))
+        for g in range(groups):
+            answers, requests = {}, {}
+            for name, s in servers.items():
+                answers[name] = wait_http(f"http://127.0.0.1:{s.port}{s.path}", bodies[name][g][0], procs[name])
+                requests[name] = [http_request(s.port, s.path, b) for b in bodies[name][g]]
+                asyncio.run(load(s.port, requests[name], connections, 1.0))                  # warm-up
+            runs: dict[str, list[Load]] = {name: [] for name in servers}
+            names = list(servers)
+            for r in range(rounds):
+                for name in names if r % 2 == 0 else names[::-1]:
+                    port = servers[name].port
+                    runs[name].append(asyncio.run(load(port, requests[name], connections, seconds / rounds)))
+            for name in servers:
+                out[name].append((merged(runs[name]), answers[name]))
+    finally:
+        for proc in procs.values():
+            stop(proc)
+    return out

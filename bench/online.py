@@ -1,6 +1,7 @@
 """Online serving benchmark: quasar against Feast 0.67 and a raw Redis pipeline, same data, one run.
 
-    python -m bench online [--http-seconds 10] [--connections 8] [--workers 1] [--materialize-rows 1000000]
+    python -m bench online [--http-seconds 10] [--http-rounds 4] [--connections 8] [--workers CORES]
+                           [--materialize-rows 1000000]
                            [--no-feast] [--no-http] [--no-materialize] [--no-write]
 
 One throwaway ``redis-server`` on a free port holds everything. 10,000 users have three signals (13
@@ -8,13 +9,15 @@ features: float32, int64, float64, string, a 16-dim vector, an id list), written
 ``RedisOnlineStore.write`` for quasar and ``FeatureStore.write_to_online_store`` into a Feast repo made in code
 (file offline store, Redis online store on the same server). Then:
 
-* in process, 1 and 100 entities x 3 signals per call: quasar (``plan_request`` + ``RedisOnlineStore.read`` +
-  ``build_response``, what ``Platform.online_features`` does), a raw redis-py pipeline of ``HGETALL`` on the
-  same hashes (the limit: no decoding at all), and Feast ``get_online_features(...).to_dict()``; latency
-  percentiles over interleaved rounds, and the answers compared value by value;
+* in process, 1 and 100 entities x 3 signals per call: quasar's ``Platform.online_features`` (the user's call),
+  its parts (``plan_request`` + ``read_online_features``; ``RedisOnlineStore.read`` alone), a raw redis-py
+  pipeline of ``HGETALL`` on the same hashes (the limit: no decoding at all), and Feast
+  ``get_online_features(...).to_dict()``; latency percentiles over interleaved rounds, and the answers
+  compared value by value;
 * over HTTP, the quasar service (``run_service``, ``app_from_env`` on a SQLite registry) against
-  ``feast serve`` with the same number of workers: a bounded asyncio load generator (keep-alive HTTP/1.1,
-  ``--connections`` connections, ``--http-seconds`` each) reports requests/s and p50/p99;
+  ``feast serve`` with the same number of workers (default: the machine's cores): a bounded asyncio load
+  generator (keep-alive HTTP/1.1, ``--connections`` connections, ``--http-seconds`` each in ``--http-rounds``
+  interleaved rounds) reports requests/s and p50/p99;
 * materialization of ``--materialize-rows`` rows of 100,000 users (8 float32 features): quasar's ``materialize``
   from an Iceberg table against Feast's ``materialize`` from the same rows in Parquet (in a subprocess with a
   time budget), and a sample of the written values compared.
@@ -42,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
-from bench._http import Load, free_port, measure
+from bench._http import Load, Server, free_port, measure_interleaved
 from bench.common import machine_line, markdown_table, ratio, write_feature_parquet, write_results
 from quasar.online.materialize import materialize
 from quasar.online.redis_store import RedisOnlineStore
@@ -266,8 +269,8 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
                          f"({len(theirs)} columns)")
         raw_p50 = float(np.percentile(lat["raw"], 50))
         for name, label in (("raw", "raw redis-py pipeline HGETALL (the limit)"),
-                            ("read", "quasar RedisOnlineStore.read alone (fetch + UFR decode)"),
-                            ("quasar", "quasar RedisOnlineStore.read + response"),
+                            ("read", "quasar RedisOnlineStore.read alone (fetch + decode to Arrow columns)"),
+                            ("quasar", "quasar read_online_features (fetch + decode into the response)"),
                             ("platform", "quasar Platform.online_features (the user's call: registry, plan, read)"),
                             ("feast", "Feast 0.67 get_online_features().to_dict()")):
             if name not in lat:
@@ -285,28 +288,27 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
 
 def http_bench(folder: Path, port: int, registry_url: str, feast_repo_path: Path | None,
                args: argparse.Namespace) -> tuple[list[list[Any]], str]:
-    """quasar's service and ``feast serve`` under the same load, one after the other."""
-    servers: dict[str, tuple[list[str], dict[str, str], str]] = {}
+    """quasar's service and ``feast serve`` with the same workers under the same load, in interleaved rounds."""
+    servers: dict[str, Server] = {}
     q_port = free_port()
     code = f"from quasar.online.service.runner import run_service; run_service(port={q_port}, workers={args.workers})"
-    servers["quasar"] = ([sys.executable, "-c", code], {"QUASAR_REGISTRY_URL": registry_url, "PYTHONPATH": str(ROOT),
-                         "QUASAR_REDIS_URL": f"redis://127.0.0.1:{port}/0", "QUASAR_PROJECT": PROJECT,
-                         "QUASAR_MAX_ENTITIES": "1000"}, "/v1/features")
+    servers["quasar"] = Server([sys.executable, "-c", code], {"QUASAR_REGISTRY_URL": registry_url,
+                               "PYTHONPATH": str(ROOT), "QUASAR_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                               "QUASAR_PROJECT": PROJECT, "QUASAR_MAX_ENTITIES": "1000"}, q_port, "/v1/features")
     if feast_repo_path is not None:
         f_port = free_port()
         feast_bin = str(Path(sys.executable).parent / "feast")
-        servers["feast"] = ([feast_bin, "-c", str(feast_repo_path), "serve", "-p", str(f_port), "-w", str(args.workers),
-                             "--no-access-log", "--max-requests", "100000000", "-r", "600"], {},
-                            "/get-online-features")
-    ports = {"quasar": q_port, **({"feast": f_port} if feast_repo_path is not None else {})}
+        servers["feast"] = Server([feast_bin, "-c", str(feast_repo_path), "serve", "-p", str(f_port), "-w",
+                                   str(args.workers), "--no-access-log", "--max-requests", "100000000", "-r", "600"],
+                                  {}, f_port, "/get-online-features")
+    bodies = {name: [[json.dumps({"entities": {"user_id": k},
+                                  "features": QUASAR_REFS if name == "quasar" else FEAST_REFS}).encode()
+                      for k in key_sets(size, 256, SEED + 1)] for size in SIZES] for name in servers}
+    runs = measure_interleaved(servers, folder, bodies, args.connections, args.http_seconds, args.http_rounds)
     results: dict[tuple[str, int], Load] = {}
     answers: dict[tuple[str, int], dict[str, Any]] = {}
-    for name, (cmd, env, path) in servers.items():
-        refs = QUASAR_REFS if name == "quasar" else FEAST_REFS
-        bodies = [[json.dumps({"entities": {"user_id": k}, "features": refs}).encode()
-                   for k in key_sets(size, 256, SEED + 1)] for size in SIZES]
-        runs = measure(cmd, env, folder, ports[name], path, bodies, args.connections, args.http_seconds)
-        for size, (measured, answer) in zip(SIZES, runs, strict=True):
+    for name, measured_runs in runs.items():
+        for size, (measured, answer) in zip(SIZES, measured_runs, strict=True):
             results[(name, size)], answers[(name, size)] = measured, answer
             print(f"  HTTP {name} {size}: {measured.rps:,.0f} req/s", file=sys.stderr)
     rows, notes = [], []
@@ -403,8 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench online", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--http-seconds", type=float, default=10.0, help="load per server and size (default 10)")
+    parser.add_argument("--http-rounds", type=int, default=4, help="interleaved rounds they are split in (default 4)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default 8)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes of each service (default 1)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes of each service (default: the machine's cores)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the in-process reads (default 3)")
     parser.add_argument("--materialize-rows", type=int, default=1_000_000, help="rows to materialize (default 1M)")
     parser.add_argument("--feast-timeout", type=float, default=240.0, help="Feast materialize budget in s")
@@ -466,8 +470,9 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
         blocks += [f"### HTTP: {args.connections} connections for {args.http_seconds:g} s per server and size, "
                    f"{args.workers} worker(s) each", "",
                    "An asyncio load generator in the bench process (keep-alive HTTP/1.1, pre-built requests over 256 "
-                   "key sets) shares the 2 cores with the server and Redis, so these are figures of the whole "
-                   "machine, the same for both servers.", "",
+                   f"key sets) shares the {os.cpu_count()} cores with the servers and Redis, so these are figures of "
+                   f"the whole machine, the same for both servers: both run at once and are loaded in "
+                   f"{args.http_rounds} interleaved rounds (order alternating), figures pooled over the rounds.", "",
                    markdown_table(["entities", "server", "requests/s", "p50 ms", "p99 ms", "errors", "vs Feast"],
                                   http_rows), ""]
         if http_note:
@@ -498,7 +503,9 @@ INTRO = """quasar's online path against Feast 0.67 on the same data in the same 
 pipeline (the limit: the same hashes fetched, nothing decoded). One throwaway `redis-server` holds both
 stores. Feast uses its Redis online store (`connection_string` to the same server), filled with
 `write_to_online_store` (reads) and `materialize` (materialization). quasar reads one hash per entity with
-one field per signal (a binary UFR record), one pipelined round trip for all signals of a request."""
+one field per signal (a binary UFR record), one round trip for all entities and signals of a request (one
+HMGET for one key, a server-side script returning every key's fields for more), decoded straight into the
+response's lists."""
 
 
 if __name__ == "__main__":
