@@ -32,6 +32,7 @@ from quasar.serving_adapters.service.errors import (
     handle_unexpected,
     handle_validation_error,
 )
+from quasar.serving_adapters.service.fast_score import FastScore
 from quasar.serving_adapters.service.ops import ops_router
 from quasar.serving_adapters.service.score import score_router
 from quasar.signals.errors import QuasarError
@@ -55,7 +56,8 @@ def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_
     ``feature_logger(observe)`` builds a ``quasar.online.feature_log.FeatureLogger`` at start-up: the bundles of
     feature services that declare logging submit each scored request to it (``quasar.serving_adapters.served_log``),
     ``/metrics`` counts its rows by outcome (``quasar_feature_log_rows_total``: logged, dropped, failed,
-    sampled_out), and it is flushed at shutdown. Every answer carries an ``X-Request-ID`` (the caller's, or a new one), the id logged.
+    sampled_out), and it is flushed at shutdown. A valid score request skips FastAPI's routing and validation
+(``quasar.serving_adapters.service.fast_score``), with the same answer. Every answer carries an ``X-Request-ID`` (the caller's, or a new one), the id logged.
     ``cache`` turns on the in-process candidate cache (off by default; ``quasar.serving_adapters.cache``).
     """
     check_limit(max_body_bytes)
@@ -102,6 +104,7 @@ def create_scoring_app(*, models: ModelRegistry, store: AsyncOnlineReader, auth_
     tokens = tuple(auth_tokens)
     app.include_router(score_router(scorer))
     app.include_router(ops_router(scorer))
+    app.add_middleware(FastScore, scorer=scorer)                                       # innermost: valid bodies
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes, on_answer=count_refusal)
     app.add_middleware(BearerAuthMiddleware, tokens=tokens, on_answer=count_refusal)   # outer: before the body
     app.add_middleware(RequestIdMiddleware)                                            # outermost: every answer

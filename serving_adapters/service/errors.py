@@ -34,9 +34,10 @@ def _count(request: Request, status: int) -> None:
         metrics.requests.labels("unknown", str(status)).inc()
 
 
-def unexpected_response(request: Request, exc: BaseException) -> JSONResponse:
-    """The answer to an error nobody expected: logged with its traceback, a JSON 500 without its details."""
-    log.error("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
+def unexpected_response(where: str, exc: BaseException) -> JSONResponse:
+    """The answer to an error nobody expected in ``where`` (``"POST /v1/score"``): logged with its traceback,
+    a JSON 500 without its details."""
+    log.error("%s failed unexpectedly", where, exc_info=exc)
     return error_response(500, "InternalError", f"unexpected {type(exc).__name__}; the service log has the details")
 
 
@@ -60,4 +61,4 @@ async def handle_validation_error(request: Request, exc: Exception) -> Response:
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """The last resort (outside the score route, which answers and counts its own): JSON, counted."""
     _count(request, 500)
-    return unexpected_response(request, exc)
+    return unexpected_response(f"{request.method} {request.url.path}", exc)
