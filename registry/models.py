@@ -157,6 +157,16 @@ state = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+leases = Table(
+    "quasar_leases", metadata,                            # named leases, one holder at a time (quasar.registry.leases)
+    Column("name", NAME, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("renewed_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("details", JSON, nullable=False),
+)
+
 definitions = Table(
     "quasar_definitions", metadata,                       # versioned request-time signals and feature services
     Column("kind", String(20), nullable=False),           # "request" | "service"

@@ -13,6 +13,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from quasar.registry import definitions as defs
+from quasar.registry import leases
 from quasar.registry import models as m
 from quasar.registry.db import open_engine, transaction, utc_now
 from quasar.registry.deletion import delete_versions, readers
@@ -382,6 +383,29 @@ class Registry:
             rows = conn.execute(query).all()
         now = utc_now()
         return [_run(r, effective_status(r, now, self.run_lease_s)) for r in rows]
+
+    # --- leases ---------------------------------------------------------------------------------------------
+    def take_lease(self, name: str, owner: str, seconds: float, *,
+                   details: dict[str, Any] | None = None) -> leases.Lease:
+        """Take lease ``name`` for ``seconds`` if it is free, run out or already ``owner``'s; the lease as it stands
+        after the attempt (``held_by(owner)``: taken), atomically on SQLite and PostgreSQL (``quasar.registry.leases``)."""
+        return leases.take(self._engine, name, owner, seconds, details=details)
+
+    def renew_lease(self, name: str, owner: str, seconds: float) -> bool:
+        """Extend ``owner``'s lease ``name`` by ``seconds`` from now; False when it no longer holds it."""
+        return leases.renew(self._engine, name, owner, seconds)
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give lease ``name`` up if ``owner`` holds it."""
+        leases.release(self._engine, name, owner)
+
+    def lease(self, name: str) -> leases.Lease | None:
+        """Lease ``name`` as it stands (it may have run out: see ``Lease.held_by``), or None."""
+        return leases.holder(self._engine, name)
+
+    def keep_lease(self, name: str, owner: str, seconds: float) -> leases.Keeper:
+        """A started ``Keeper`` renewing ``owner``'s lease ``name`` until stopped; its ``lost`` says if it was lost."""
+        return leases.Keeper(self._engine, name, owner, seconds).start()
 
     # --- state ----------------------------------------------------------------------------------------------
     def get_state(self, key: str) -> dict[str, Any] | None:

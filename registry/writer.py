@@ -3,8 +3,8 @@
 Runs inside the caller's transaction, so a failure at any point writes nothing. Versioning: a signal that
 computes something else (a new ``definition_fingerprint``, compared under the scheme the latest version was
 stored with: ``quasar.registry.schemes``) makes version N+1; any other change (owner, TTL, online, descriptions,
-expectations, policy, module) updates the latest version's row in place; no change writes nothing. Each
-signal's outcome is reported as a ``SignalChange``.
+expectations, policy, module, schedule, freshness) updates the latest version's row in place; no change writes
+nothing. Each signal's outcome is reported as a ``SignalChange``.
 """
 
 from __future__ import annotations

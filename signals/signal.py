@@ -25,6 +25,14 @@ from quasar.signals.entity import Entity
 from quasar.signals.errors import DefinitionError
 from quasar.signals.expectations import check_expectations
 from quasar.signals.fingerprint import transform_code
+from quasar.signals.schedule import (
+    Schedule,
+    check_freshness,
+    check_schedule,
+    default_freshness,
+    effective_schedule,
+    format_schedule,
+)
 from quasar.signals.source import Source
 from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FeatureSchema, check_name
 
@@ -60,6 +68,8 @@ class Signal:
     transform: Transform | None = field(default=None, repr=False)
     module: str = ""                                # where it was defined: file path or module name
     scope: str = "entity"                           # a transform's call: per entity (default) or the whole window
+    schedule: Schedule | None = None                # as declared (quasar.signals.schedule); None: the default
+    freshness: timedelta | None = None              # as declared; None: the default for the schedule
 
     def __post_init__(self) -> None:
         check_name(self.name, "signal")
@@ -79,6 +89,9 @@ class Signal:
             raise DefinitionError(f"signal {self.name!r}: feature {clash.pop()!r} clashes with the join key")
         if self.kind == "aggregation" and (not self.aggregations or self.step is None):
             raise DefinitionError(f"signal {self.name!r}: an aggregation needs aggregations and a step")
+        where = f"signal {self.name!r}"
+        object.__setattr__(self, "schedule", check_schedule(self.schedule, where))
+        object.__setattr__(self, "freshness", check_freshness(self.freshness, self.run_schedule, where))
         columns = [self.entity.join_key, EVENT_TIMESTAMP, CREATED_TIMESTAMP, *self.schema.names]
         object.__setattr__(self, "expectations",
                            check_expectations(self.expectations, columns, f"signal {self.name!r}"))
@@ -101,8 +114,8 @@ class Signal:
     def definition_fingerprint(self) -> str:
         """What makes a new version, i.e. what the signal computes: its features (schema), its code (the
         transform's normalised code with the helpers and constants it uses, or the aggregation spec), the
-        identity of its entity and source, its step and scope. Owner, TTL, online, descriptions and
-        expectations are metadata: they change in place."""
+        identity of its entity and source, its step and scope. Owner, TTL, online, descriptions,
+        expectations, schedule and freshness are metadata: they change in place."""
         return _hash(self.schema.fingerprint_hex, self.code_fingerprint, self.entity.identity(),
                      self.source.identity(), format_duration(self.step) if self.step else None,
                      *(() if self.scope == "entity" else (("scope", self.scope),)))  # default: versions kept
@@ -114,6 +127,18 @@ class Signal:
             return self
         code = transform_code(self.transform)
         return self if code == self.code else dataclasses.replace(self, code=code)
+
+    @property
+    def run_schedule(self) -> timedelta | None:
+        """How often ``quasar run`` computes it: the declared schedule, else an aggregation's step, else a day;
+        None for ``schedule="manual"`` (``quasar.signals.schedule``)."""
+        return effective_schedule(self.schedule, self.step)
+
+    @property
+    def freshness_target(self) -> timedelta | None:
+        """The most its newest computed day may lag behind now: declared, else the schedule's default (None for
+        a manual signal that declares none)."""
+        return self.freshness if self.freshness is not None else default_freshness(self.run_schedule)
 
     @property
     def max_window(self) -> timedelta | None:
@@ -135,6 +160,8 @@ class Signal:
             "step": format_duration(self.step) if self.step else None,
             "expectations": [json.loads(json.dumps(e)) for e in self.expectations],
             "policy": self.policy, "module": self.module, "scope": self.scope,
+            **({"schedule": format_schedule(self.schedule)} if self.schedule is not None else {}),  # declared only:
+            **({"freshness": format_duration(self.freshness)} if self.freshness else {}),  # rows stay as they were
         }
 
     @classmethod
@@ -148,7 +175,8 @@ class Signal:
             step=parse_duration(data.get("step"), "step"),
             expectations=tuple(data.get("expectations", [])),
             policy=data.get("policy", "strict"), transform=transform, module=data.get("module", ""),
-            scope=data.get("scope", "entity"),
+            scope=data.get("scope", "entity"), schedule=data.get("schedule"),
+            freshness=parse_duration(data.get("freshness"), "freshness"),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -159,16 +187,19 @@ class Signal:
 
 
 def _common(name: str, entity: Entity, source: Source, ttl: str | timedelta | None, online: bool,
-            owner: str, expectations: Sequence[Any], policy: str) -> dict[str, Any]:
+            owner: str, expectations: Sequence[Any], policy: str, schedule: str | timedelta | None,
+            freshness: str | timedelta | None) -> dict[str, Any]:
     check_name(name, "signal")
     return {"name": name, "entity": entity, "source": source, "ttl": parse_duration(ttl, f"signal {name!r} ttl"),
-            "online": bool(online), "owner": owner, "expectations": expectations, "policy": policy}
+            "online": bool(online), "owner": owner, "expectations": expectations, "policy": policy,
+            "schedule": schedule, "freshness": freshness}
 
 
 def signal(*, entity: Entity, source: Source, features: Mapping[str, Any], ttl: str | timedelta | None = None,
            online: bool = False, owner: str = "", name: str | None = None, description: str | None = None,
-           expectations: Sequence[Any] = (), policy: str = "strict",
-           scope: str = "entity") -> Callable[[Transform], Signal]:
+           expectations: Sequence[Any] = (), policy: str = "strict", scope: str = "entity",
+           schedule: str | timedelta | None = None,
+           freshness: str | timedelta | None = None) -> Callable[[Transform], Signal]:
     """Decorate ``fn(batch: pa.Table) -> pa.Table`` as a transform signal.
 
     The function gets source rows of the backfill window and returns rows of the entity's join key,
@@ -176,6 +207,10 @@ def signal(*, entity: Entity, source: Source, features: Mapping[str, Any], ttl: 
     (the default) each call gets all rows of some entity keys, in source order, and must not look across
     entities; ``scope="window"`` gets the whole window in one call (a share of the day's total, a rank). Both
     engines call it over the same groups, so its values never depend on the engine.
+
+    ``schedule`` (default ``"1d"``; ``"manual"``: never by ``quasar run``) and ``freshness`` (default: the
+    schedule's, ``"26h"`` for a day) say how often ``quasar run`` computes it and how stale it may get
+    (``quasar.signals.schedule``); they are metadata, not part of its version.
     """
 
     def wrap(fn: Transform) -> Signal:
@@ -186,15 +221,18 @@ def signal(*, entity: Entity, source: Source, features: Mapping[str, Any], ttl: 
         return Signal(kind="transform", schema=FeatureSchema.of(features, f"signal {sig_name!r} features"),
                       description=doc.strip().splitlines()[0] if doc.strip() else "",
                       code=transform_code(fn), transform=fn, module=getattr(fn, "__module__", ""), scope=scope,
-                      **_common(sig_name, entity, source, ttl, online, owner, expectations, policy))
+                      **_common(sig_name, entity, source, ttl, online, owner, expectations, policy, schedule,
+                                freshness))
 
     return wrap
 
 
 def aggregate(*, name: str, entity: Entity, source: Source, aggregations: Sequence[Aggregation],
               step: str | timedelta, ttl: str | timedelta | None = None, online: bool = False, owner: str = "",
-              description: str = "", expectations: Sequence[Any] = (), policy: str = "strict") -> Signal:
-    """A declarative windowed aggregation signal, e.g. counts and means over 1d and 7d, every day."""
+              description: str = "", expectations: Sequence[Any] = (), policy: str = "strict",
+              schedule: str | timedelta | None = None, freshness: str | timedelta | None = None) -> Signal:
+    """A declarative windowed aggregation signal, e.g. counts and means over 1d and 7d, every day; ``quasar run``
+    computes it every ``step`` unless ``schedule`` says otherwise (``quasar.signals.schedule``)."""
     aggs = tuple(aggregations)
     if not aggs or not all(isinstance(a, Aggregation) for a in aggs):
         raise DefinitionError(f"signal {name!r}: aggregations must be a non-empty list of Aggregation")
@@ -207,4 +245,4 @@ def aggregate(*, name: str, entity: Entity, source: Source, aggregations: Sequen
     spec = {"step": format_duration(step_td) if step_td else None, "aggregations": [a.to_dict() for a in aggs]}
     return Signal(kind="aggregation", schema=FeatureSchema.of(features, f"signal {name!r}"),
                   description=description, code=json.dumps(spec, sort_keys=True), aggregations=aggs, step=step_td,
-                  **_common(name, entity, source, ttl, online, owner, expectations, policy))
+                  **_common(name, entity, source, ttl, online, owner, expectations, policy, schedule, freshness))
