@@ -133,25 +133,27 @@ def decode_values(reader: RecordReader, records: Sequence[bytes | None], feature
     if not reader.variable and max(map(len, present)) != size:
         return None
     rows = list(map(reader.fixed.unpack_from, present))
-    events = [t[0] for t in rows]
-    if (ttl is not None and min(events) < now_us - ttl // timedelta(microseconds=1)) or any(
-            t[1] != full for t in rows):
+    columns = list(zip(*rows, strict=True))              # by tuple position: events, bitmaps, values...
+    n = len(rows)
+    if (ttl is not None and min(columns[0]) < now_us - ttl // timedelta(microseconds=1)) or columns[1].count(
+            full) != n:
         return _decode_any(reader, records, features, ttl=ttl, now_us=now_us)     # stale rows or nulls
     payloads = {}
     if reader.variable and not (_single_payloads(reader, present, rows, payloads)
                                 or _payloads(reader, present, rows, True, payloads)):
         return None
     _, many = _extractors(reader, features)
-    return DecodedValues(many(rows, payloads), dict.fromkeys(features, [PRESENT] * len(rows)), events)
+    return DecodedValues(many(columns, payloads), dict.fromkeys(features, [PRESENT] * n), list(columns[0]))
 
 
 Extractor = Callable[[Any, dict[int, list[Any]]], dict[str, list[Any]]]
 
 
 def _extractors(reader: RecordReader, features: Sequence[str]) -> tuple[Extractor, Extractor]:
-    """Two functions made for ``features`` of ``reader``'s records (cached on the reader): ``one(row,
-    payloads)`` and ``many(rows, payloads)``, each ``{feature: values}`` from the unpacked fixed parts and
-    the variable payloads. Generated code, one expression per feature, as ``dataclasses`` makes methods."""
+    """Two functions made for ``features`` of ``reader``'s records (cached on the reader): ``one(t, payloads)``
+    of one unpacked fixed part and ``many(columns, payloads)`` of several, transposed (``columns[p]``: tuple
+    position p of every record), each ``{feature: values}`` with the variable payloads. Generated code, one
+    expression per feature, as ``dataclasses`` makes methods."""
     key = features if isinstance(features, tuple) else tuple(features)
     made = reader.extractors.get(key)
     if made is not None:
@@ -165,16 +167,16 @@ def _extractors(reader: RecordReader, features: Sequence[str]) -> tuple[Extracto
             many.append(f"payloads[{spec.index}]")
         elif spec.kind == "vector":
             one.append(f"[list(t[{pos}:{end}])]")
-            many.append(f"[list(t[{pos}:{end}]) for t in rows]")
+            many.append(f"list(map(list, zip(*columns[{pos}:{end}])))")
         elif spec.kind == "timestamp":
             one.append(f"timestamps([t[{pos}]])")
-            many.append(f"timestamps([t[{pos}] for t in rows])")
+            many.append(f"timestamps(list(columns[{pos}]))")
         else:
             one.append(f"[t[{pos}]]")
-            many.append(f"[t[{pos}] for t in rows]")
+            many.append(f"list(columns[{pos}])")
     keys = [repr(name) for name in features]
     source = (f"def one(t, payloads):\n    return {{{', '.join(f'{k}: {v}' for k, v in zip(keys, one, strict=True))}}}\n"
-              f"def many(rows, payloads):\n    return {{{', '.join(f'{k}: {v}' for k, v in zip(keys, many, strict=True))}}}\n")
+              f"def many(columns, payloads):\n    return {{{', '.join(f'{k}: {v}' for k, v in zip(keys, many, strict=True))}}}\n")
     namespace: dict[str, Any] = {"timestamps": _timestamps}
     exec(compile(source, f"<record_values {'/'.join(features)[:60]}>", "exec"), namespace)
     made = (namespace["one"], namespace["many"])

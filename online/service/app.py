@@ -6,6 +6,7 @@ environment variables, for ``run_service`` workers (uvicorn imports the factory 
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -99,6 +100,7 @@ def create_app(*, resolve: Resolve, store: AsyncOnlineStore, max_entities: int =
         served = None
         if feature_logger is not None:
             served = ctx.served_log = await anyio.to_thread.run_sync(ServedLog, feature_logger, metrics)
+        gc.freeze()              # what start-up made lives as long as the app: full collections skip it
         try:
             yield
         finally:

@@ -14,14 +14,22 @@ from quasar.online.service.metrics import MULTIPROC_ENV
 from quasar.signals.errors import ConfigError
 
 
-def run_service(app_factory: str = "quasar.online.service.app:app_from_env", *, host: str = "127.0.0.1",
-                port: int = 6566, workers: int = 1, log_level: str = "warning") -> None:
-    """Serve the app that ``app_factory`` (``"module:function"``, called with no arguments) builds.
+def default_workers() -> int:
+    """The worker processes a service runs when not told: one per core of the machine."""
+    return os.cpu_count() or 1
 
-    A factory string rather than an app object, so each of ``workers`` processes builds its own app (and its
-    own Redis connections). Blocks until the server stops. With several workers, ``/metrics`` sums them all
-    (``worker_metrics``).
+
+def run_service(app_factory: str = "quasar.online.service.app:app_from_env", *, host: str = "127.0.0.1",
+                port: int = 6566, workers: int | None = None, log_level: str = "warning") -> None:
+    """Serve the app that ``app_factory`` (``"module:function"``, called with no arguments) builds, on uvicorn
+    with uvloop and httptools (``loop``/``http`` "auto" take them, both installed with ``uvicorn[standard]``).
+
+    A factory string rather than an app object, so each of ``workers`` processes (default: one per core,
+    ``default_workers``) builds its own app (and its own Redis connections). Blocks until the server stops.
+    With several workers, ``/metrics`` sums them all (``worker_metrics``).
     """
+    if workers is None:
+        workers = default_workers()
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     if ":" not in app_factory:
