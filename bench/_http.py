@@ -27,10 +27,15 @@ class Load:
     errors: int
     seconds: float
     latencies: list[float]
+    cpu_s: float = 0.0           # CPU seconds the server's processes spent meanwhile (0: not measured)
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+    @property
+    def cpu_per_request_ms(self) -> float:
+        return self.cpu_s / self.requests * 1e3 if self.requests else 0.0
 
 
 def http_request(port: int, path: str, body: bytes) -> bytes:
@@ -136,7 +141,25 @@ class Server:
 def merged(loads: Sequence[Load]) -> Load:
     """Several loads of one server as one: requests, errors and seconds summed, latencies pooled."""
     return Load(sum(x.requests for x in loads), sum(x.errors for x in loads), sum(x.seconds for x in loads),
-                [t for x in loads for t in x.latencies])
+                [t for x in loads for t in x.latencies], sum(x.cpu_s for x in loads))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its live descendants (a server and its workers)."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+    except psutil.NoSuchProcess:
+        return 0.0
 
 
 def measure_interleaved(servers: dict[str, Server], cwd: Path, bodies: dict[str, Sequence[Sequence[bytes]]],
@@ -144,8 +167,8 @@ def measure_interleaved(servers: dict[str, Server], cwd: Path, bodies: dict[str,
     """Every server started at once (each in its own session; an idle one costs nothing); per group of request
     bodies (``bodies[name][g]``): wait until each answers the group's first with 200, warm each up 1 s, then
     ``rounds`` rounds of ``seconds / rounds`` per server, the order alternating round by round, so a change
-    in the machine's load falls on every server alike. Per server, per group: the merged load and the first
-    answer."""
+    in the machine's load falls on every server alike, each with the CPU time its processes spent. Per
+    server, per group: the merged load and the first answer."""
     procs = {name: subprocess.Popen(s.cmd, cwd=cwd, env={**os.environ, **s.env}, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, start_new_session=True) for name, s in servers.items()}
     out: dict[str, list[tuple[Load, dict[str, Any]]]] = {name: [] for name in servers}
@@ -161,8 +184,10 @@ def measure_interleaved(servers: dict[str, Server], cwd: Path, bodies: dict[str,
             names = list(servers)
             for r in range(rounds):
                 for name in names if r % 2 == 0 else names[::-1]:
-                    port = servers[name].port
-                    runs[name].append(asyncio.run(load(port, requests[name], connections, seconds / rounds)))
+                    before = cpu_seconds(procs[name].pid)
+                    got = asyncio.run(load(servers[name].port, requests[name], connections, seconds / rounds))
+                    got.cpu_s = cpu_seconds(procs[name].pid) - before
+                    runs[name].append(got)
             for name in servers:
                 out[name].append((merged(runs[name]), answers[name]))
     finally:

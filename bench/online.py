@@ -1,6 +1,6 @@
 """Online serving benchmark: quasar against Feast 0.67 and a raw Redis pipeline, same data, one run.
 
-    python -m bench online [--http-seconds 10] [--http-rounds 4] [--connections 8] [--workers CORES]
+    python -m bench online [--http-seconds 10] [--http-rounds 4] [--connections 8] [--workers 1,cores]
                            [--materialize-rows 1000000]
                            [--no-feast] [--no-http] [--no-materialize] [--no-write]
 
@@ -15,7 +15,8 @@ features: float32, int64, float64, string, a 16-dim vector, an id list), written
   ``get_online_features(...).to_dict()``; latency percentiles over interleaved rounds, and the answers
   compared value by value;
 * over HTTP, the quasar service (``run_service``, ``app_from_env`` on a SQLite registry) against
-  ``feast serve`` with the same number of workers (default: the machine's cores): a bounded asyncio load
+  ``feast serve`` with the same number of workers (one run per count, default 1 and the machine's cores): a
+  bounded asyncio load
   generator (keep-alive HTTP/1.1, ``--connections`` connections, ``--http-seconds`` each in ``--http-rounds``
   interleaved rounds) reports requests/s and p50/p99;
 * materialization of ``--materialize-rows`` rows of 100,000 users (8 float32 features): quasar's ``materialize``
@@ -47,6 +48,7 @@ import redis
 
 from bench._http import Load, Server, free_port, measure_interleaved
 from bench.common import machine_line, markdown_table, ratio, write_feature_parquet, write_results
+from bench.online_goals import goal_lines, stage_line, stages
 from quasar.online.materialize import materialize
 from quasar.online.redis_store import RedisOnlineStore
 from quasar.online.response import plan_request, read_online_features
@@ -224,8 +226,8 @@ def quasar_columns(body: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: int,
-               platform: Any = None) -> tuple[list[list[Any]], str]:
-    """Latency of the read paths per request size; returns table rows and the equality note."""
+               platform: Any = None) -> tuple[list[list[Any]], str, dict[tuple[int, str], float]]:
+    """Latency of the read paths per request size; returns table rows, the equality note and the p50s (µs)."""
     def quasar(keys: list[int]) -> Any:
         return read_online_features(store, plan_request({"user_id": keys}, QUASAR_REFS, resolve))
 
@@ -252,6 +254,7 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
     if feast is not None:
         contenders["feast"] = feast_read
     rows, notes = [], []
+    p50s: dict[tuple[int, str], float] = {}
     for size in SIZES:
         calls = 300 if size == 1 else 60
         sets = key_sets(size, calls * (rounds + 1), SEED)
@@ -277,21 +280,22 @@ def in_process(store: RedisOnlineStore, raw: redis.Redis, feast: Any, rounds: in
                 rows.append([f"{size}", label, "not run", "-", "-", "-", "-"])
                 continue
             p50, p99 = (float(np.percentile(lat[name], q)) for q in (50, 99))
+            p50s[(size, name)] = p50 * 1e6
             feast_p50 = float(np.percentile(lat["feast"], 50)) if "feast" in lat else None
             rows.append([f"{size}", label, f"{p50 * 1e6:,.0f}", f"{p99 * 1e6:,.0f}",
                          f"{1 / np.mean(lat[name]):,.0f}", ratio(p50, raw_p50), ratio(feast_p50, p50, 1)])
-    return rows, "; ".join(notes)
+    return rows, "; ".join(notes), p50s
 
 
 # --- HTTP ---------------------------------------------------------------------------------------------------
 
 
-def http_bench(folder: Path, port: int, registry_url: str, feast_repo_path: Path | None,
-               args: argparse.Namespace) -> tuple[list[list[Any]], str]:
+def http_bench(folder: Path, port: int, registry_url: str, feast_repo_path: Path | None, args: argparse.Namespace,
+               workers: int) -> tuple[list[list[Any]], str, dict[tuple[str, int], Load]]:
     """quasar's service and ``feast serve`` with the same workers under the same load, in interleaved rounds."""
     servers: dict[str, Server] = {}
     q_port = free_port()
-    code = f"from quasar.online.service.runner import run_service; run_service(port={q_port}, workers={args.workers})"
+    code = f"from quasar.online.service.runner import run_service; run_service(port={q_port}, workers={workers})"
     servers["quasar"] = Server([sys.executable, "-c", code], {"QUASAR_REGISTRY_URL": registry_url,
                                "PYTHONPATH": str(ROOT), "QUASAR_REDIS_URL": f"redis://127.0.0.1:{port}/0",
                                "QUASAR_PROJECT": PROJECT, "QUASAR_MAX_ENTITIES": "1000"}, q_port, "/v1/features")
@@ -299,7 +303,7 @@ def http_bench(folder: Path, port: int, registry_url: str, feast_repo_path: Path
         f_port = free_port()
         feast_bin = str(Path(sys.executable).parent / "feast")
         servers["feast"] = Server([feast_bin, "-c", str(feast_repo_path), "serve", "-p", str(f_port), "-w",
-                                   str(args.workers), "--no-access-log", "--max-requests", "100000000", "-r", "600"],
+                                   str(workers), "--no-access-log", "--max-requests", "100000000", "-r", "600"],
                                   {}, f_port, "/get-online-features")
     bodies = {name: [[json.dumps({"entities": {"user_id": k},
                                   "features": QUASAR_REFS if name == "quasar" else FEAST_REFS}).encode()
@@ -316,18 +320,19 @@ def http_bench(folder: Path, port: int, registry_url: str, feast_repo_path: Path
         for name, label in (("quasar", "quasar service (uvicorn)"), ("feast", "feast serve (gunicorn + uvicorn)")):
             got = results.get((name, size))
             if got is None:
-                rows.append([f"{size}", label, "not run", "-", "-", "-", "-"])
+                rows.append([f"{size}", label, "not run", "-", "-", "-", "-", "-", "-"])
                 continue
             other = results.get(("feast", size))
             rows.append([f"{size}", label, f"{got.rps:,.0f}", f"{np.percentile(got.latencies, 50) * 1e3:.2f}",
                          f"{np.percentile(got.latencies, 99) * 1e3:.2f}", f"{got.errors}",
-                         ratio(got.rps, other.rps if other else None, 1)])
+                         f"{got.cpu_per_request_ms:.2f}", ratio(got.rps, other.rps if other else None, 1),
+                         ratio(other.cpu_per_request_ms if other else None, got.cpu_per_request_ms, 1)])
         if ("feast", size) in answers:
             ours = quasar_columns(answers[("quasar", size)])
             theirs = quasar_columns(answers[("feast", size)])
             same = all(ours[n] == theirs[n] for n in theirs)
             notes.append(f"{size} entities: the two services' answers {'agree' if same else 'DIFFER'}")
-    return rows, "; ".join(notes)
+    return rows, "; ".join(notes), results
 
 
 # --- materialization ----------------------------------------------------------------------------------------
@@ -407,8 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--http-seconds", type=float, default=10.0, help="load per server and size (default 10)")
     parser.add_argument("--http-rounds", type=int, default=4, help="interleaved rounds they are split in (default 4)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default 8)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="worker processes of each service (default: the machine's cores)")
+    parser.add_argument("--workers", default="1,cores",
+                        help="worker processes of each service, a comma list, 'cores' for the machine's cores "
+                             "(default 1,cores: one HTTP run each)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the in-process reads (default 3)")
     parser.add_argument("--materialize-rows", type=int, default=1_000_000, help="rows to materialize (default 1M)")
     parser.add_argument("--feast-timeout", type=float, default=240.0, help="Feast materialize budget in s")
@@ -455,7 +461,9 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
                 feast.write_to_online_store(name, table.to_pandas())
         print(f"  wrote {USERS:,} users x {len(rows)} signals (quasar{' and Feast' if feast else ''})", file=sys.stderr)
         platform = bench_platform(folder, registry_url, port)
-        read_rows, read_note = in_process(store, redis.Redis(port=port), feast, args.rounds, platform)
+        read_rows, read_note, p50s = in_process(store, redis.Redis(port=port), feast, args.rounds, platform)
+        breakdown = {size: stages(platform, redis.Redis(port=port), PROJECT, QUASAR_REFS,
+                                  key_sets(size, 600 if size == 1 else 120, SEED + 2)) for size in SIZES}
         platform.close()
     blocks = [f"### In-process reads: {len(FEAST_REFS)} features of 3 signals per entity", "",
               f"Latency per call in µs over {args.rounds} interleaved rounds after a warm-up round (300 calls per "
@@ -464,19 +472,27 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
                              read_rows), ""]
     if read_note:
         blocks += [f"Answers compared value by value (floats at float32): {read_note}.", ""]
-    if not args.no_http:
-        http_rows, http_note = http_bench(folder, port, registry_url,
-                                          None if args.no_feast else folder / "feast_repo", args)
+    blocks += ["Where `Platform.online_features` spends its time, median µs per call of each stage timed alone "
+               "(plan: feature list and plan from the caches; keys: hash keys; fetch: the one round trip; decode + "
+               "response: records to the answer's lists):", "",
+               *(stage_line(size, got) for size, got in breakdown.items()), ""]
+    http_results: dict[int, dict[tuple[str, int], Load]] = {}
+    for workers in ([] if args.no_http else worker_counts(args.workers)):
+        http_rows, http_note, http_results[workers] = http_bench(
+            folder, port, registry_url, None if args.no_feast else folder / "feast_repo", args, workers)
         blocks += [f"### HTTP: {args.connections} connections for {args.http_seconds:g} s per server and size, "
-                   f"{args.workers} worker(s) each", "",
+                   f"{workers} worker(s) each", "",
                    "An asyncio load generator in the bench process (keep-alive HTTP/1.1, pre-built requests over 256 "
                    f"key sets) shares the {os.cpu_count()} cores with the servers and Redis, so these are figures of "
                    f"the whole machine, the same for both servers: both run at once and are loaded in "
                    f"{args.http_rounds} interleaved rounds (order alternating), figures pooled over the rounds.", "",
-                   markdown_table(["entities", "server", "requests/s", "p50 ms", "p99 ms", "errors", "vs Feast"],
-                                  http_rows), ""]
+                   "Server CPU is the user + system time of the server's processes (workers included) during its "
+                   "rounds, per answered request: what the machine spends per request, whatever else shares it.", "",
+                   markdown_table(["entities", "server", "requests/s", "p50 ms", "p99 ms", "errors",
+                                   "server CPU ms/request", "rps vs Feast", "CPU/request vs Feast"], http_rows), ""]
         if http_note:
             blocks += [f"Answers compared value by value (floats at float32): {http_note}.", ""]
+    blocks += goal_lines(p50s, http_results)
     if not args.no_materialize:
         mat_rows, mat_note = materialize_bench(folder, port, registry, args.materialize_rows, not args.no_feast,
                                                args.feast_timeout)
@@ -487,6 +503,12 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
                    "", f"{mat_note}.", ""]
     registry.close()
     return blocks
+
+
+def worker_counts(spec: str) -> list[int]:
+    """``--workers``: ``1,cores`` -> [1, 2] on two cores (each count once)."""
+    counts = [os.cpu_count() or 1 if part.strip() == "cores" else int(part) for part in spec.split(",") if part.strip()]
+    return list(dict.fromkeys(counts))
 
 
 def bench_platform(folder: Path, registry_url: str, port: int) -> Any:
