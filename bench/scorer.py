@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pyarrow as pa
 import redis
 import redis.asyncio
@@ -210,6 +211,7 @@ class Run:
     per_call: list[int]
     errors: int
     host: bool = False           # the model in a model host process (RemoteBackend.spawn)
+    load: str = "httpx"          # the load generator: httpx's ASGITransport, or bare ASGI calls
     busy_s: float = 0.0          # model-call seconds within the measured window
     cpu_s: float = 0.0           # this process's CPU seconds within it
     hits: float = 0.0            # candidate cache look-ups within it
@@ -248,12 +250,62 @@ def _counters(app: Any) -> tuple[float, float, float, float]:
             get("quasar_scorer_cache_lookups_total", {"model": "ranker", "result": "miss"}) or 0.0)
 
 
+class AsgiClient:
+    """The leanest load generator: each request is one call of the ASGI app (a JSON body in, the status,
+    headers and body out), no HTTP client, so what the process spends is the app's."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def post(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        payload = orjson.dumps(body)
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": payload, "more_body": False}
+            await asyncio.Event().wait()          # no disconnect while the answer is on its way
+            raise AssertionError("unreachable")
+
+        status, headers, chunks = 0, {}, []
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in message.get("headers", ())}
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/score", "raw_path": b"/v1/score", "query_string": b"",
+                 "root_path": "", "client": ("127.0.0.1", 1), "server": ("bench", 80),
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]}
+        await self.app(scope, receive, send)
+        return status, headers, b"".join(chunks)
+
+
+class HttpxClient:
+    """httpx's in-process transport (``ASGITransport``): a full HTTP client in the same process."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def post(self, body: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        response = await self.http.post("/v1/score", json=body)
+        return response.status_code, dict(response.headers), response.content
+
+
 async def drive(app: Any, clients: int, batching: bool, cache: bool, seconds: float, warmup: float,
-                seed: int) -> Run:
-    """``clients`` concurrent loops, each posting one request at a time, for ``seconds`` after a warm-up."""
-    run = Run(clients, batching, cache, seconds, [], [], [], [], [], 0)
+                seed: int, load: str = "httpx") -> Run:
+    """``clients`` concurrent loops, each posting one request at a time, for ``seconds`` after a warm-up,
+    through ``load`` (``httpx`` or ``asgi``)."""
+    run = Run(clients, batching, cache, seconds, [], [], [], [], [], 0, load=load)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
+        poster: AsgiClient | HttpxClient = AsgiClient(app) if load == "asgi" else HttpxClient(http)
         start = time.perf_counter()
         measure_from, stop_at = start + warmup, start + warmup + seconds
 
@@ -262,14 +314,14 @@ async def drive(app: Any, clients: int, batching: bool, cache: bool, seconds: fl
             while (now := time.perf_counter()) < stop_at:
                 body = {"model": "ranker", "entities": {"user_id": [int(rng.integers(0, USERS))]},
                         "candidates": {"pin_id": rng.integers(0, PINS, CANDIDATES).tolist()}}
-                response = await http.post("/v1/score", json=body)
+                status, headers, content = await poster.post(body)
                 done = time.perf_counter()
                 if now < measure_from:
                     continue
-                if response.status_code != 200 or len(response.json()["scores"]) != CANDIDATES:
+                if status != 200 or len(orjson.loads(content)["scores"]) != CANDIDATES:
                     run.errors += 1
                     continue
-                t = _timing(response.headers["server-timing"])
+                t = _timing(headers["server-timing"])
                 run.latency_ms.append((done - now) * 1e3)
                 run.fetch_ms.append(t["fetch"])
                 run.queue_ms.append(t["queue"])
@@ -347,12 +399,13 @@ async def limits(models: ModelRegistry, url: str, device: torch.device, seconds:
     return out
 
 
-#: (batching, candidate cache, model host) per client count, in this order in every round.
-SETTINGS = ((True, False, False), (True, True, False), (False, False, False), (True, False, True))
+#: (batching, candidate cache, model host, load generator) per client count, in this order in every round.
+SETTINGS = ((True, False, False, "httpx"), (True, True, False, "httpx"), (False, False, False, "httpx"),
+            (True, False, True, "httpx"), (True, False, False, "asgi"))
 
 
 async def one_setting(url: str, folder: Path, device: torch.device, clients: int, batching: bool, cache: bool,
-                      seconds: float, warmup: float, host: bool = False) -> Run:
+                      seconds: float, warmup: float, host: bool = False, load: str = "httpx") -> Run:
     """A fresh app and store for one row of the table (with ``host``, the model in a spawned model host,
     started and answering before the clients start)."""
     store = AsyncRedisOnlineStore(url, project=PROJECT)
@@ -365,7 +418,7 @@ async def one_setting(url: str, folder: Path, device: torch.device, clients: int
             loaded = models.get("ranker")
             ready = await app.state.scorer.fetch(loaded, check_keys(loaded, {"user_id": [0]}, {"pin_id": [0]}))
             await asyncio.to_thread(backend, loaded, [ready.group.batch])
-        run = await drive(app, clients, batching, cache, seconds, warmup, seed=0)
+        run = await drive(app, clients, batching, cache, seconds, warmup, seed=0, load=load)
         run.host = host
         return run
     finally:
@@ -378,16 +431,16 @@ async def bench(url: str, folder: Path, device: torch.device, clients: Sequence[
     """Every setting in ``rounds`` interleaved rounds (after one untimed pass that warms Redis, the allocator
     and the device); per setting the round with the most requests/s; then the raw limits."""
     await one_setting(url, folder, device, 8, True, False, 0.0, 1.0)
-    best: dict[tuple[int, bool, bool, bool], Run] = {}
+    best: dict[tuple[Any, ...], Run] = {}
     for r in range(rounds):
         for n in clients:
-            for batching, cache, host in SETTINGS:
-                run = await one_setting(url, folder, device, n, batching, cache, seconds, warmup, host)
-                key = (n, batching, cache, host)
+            for batching, cache, host, load in SETTINGS:
+                run = await one_setting(url, folder, device, n, batching, cache, seconds, warmup, host, load)
+                key = (n, batching, cache, host, load)
                 if key not in best or run.rps > best[key].rps:
                     best[key] = run
                 print(f"  round {r + 1}: clients={n:>2} batching={'on' if batching else 'off'} "
-                      f"cache={'on' if cache else 'off'} model={'host' if host else 'in process'}: "
+                      f"cache={'on' if cache else 'off'} model={'host' if host else 'in process'} load={load}: "
                       f"{run.requests} requests", file=sys.stderr)
     models = ModelRegistry(folder, static_resolver({s.name: {1: s} for s in SIGNALS}))
     runs = [best[(n, *setting)] for n in clients for setting in SETTINGS]
@@ -398,7 +451,7 @@ async def bench(url: str, folder: Path, device: torch.device, clients: Sequence[
 
 
 def table(runs: list[Run]) -> str:
-    headers = ["clients", "batching", "cache", "model", "requests/s", "candidates/s", "p50 ms", "p99 ms", "fetch p50 ms",
+    headers = ["clients", "load", "batching", "cache", "model", "requests/s", "candidates/s", "p50 ms", "p99 ms", "fetch p50 ms",
                "queue p50 ms", "model p50 ms", "requests per model call", "device busy", "CPU ms/request",
                "cache hits"]
     rows: list[list[Any]] = []
@@ -406,11 +459,11 @@ def table(runs: list[Run]) -> str:
         mode, cache = "on" if r.batching else "off", "on" if r.cache else "off"
         where = "host process" if r.host else "in process"
         if not r.requests:
-            rows.append([r.clients, mode, cache, where, 0, 0, *["-"] * 9])
+            rows.append([r.clients, r.load, mode, cache, where, 0, 0, *["-"] * 9])
             continue
         p = np.percentile
         looked = r.hits + r.misses
-        rows.append([r.clients, mode, cache, where, f"{r.rps:,.0f}", f"{r.rps * CANDIDATES:,.0f}",
+        rows.append([r.clients, r.load, mode, cache, where, f"{r.rps:,.0f}", f"{r.rps * CANDIDATES:,.0f}",
                      f"{p(r.latency_ms, 50):.2f}", f"{p(r.latency_ms, 99):.2f}", f"{p(r.fetch_ms, 50):.2f}",
                      f"{p(r.queue_ms, 50):.2f}", f"{p(r.model_ms, 50):.2f}", f"{np.mean(r.per_call):.1f}",
                      f"{r.busy_s / r.seconds:.0%}", f"{r.cpu_s / r.requests * 1e3:.2f}",
@@ -468,8 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if errors else 0
 
 
-INTRO = """Request-time scoring through the scoring app in process (`httpx.ASGITransport`: JSON, validation, the
-auth check; no sockets) against a throwaway redis-server holding a world shaped like the example project
+INTRO = """Request-time scoring through the scoring app in process (no sockets; JSON, validation, the auth check)
+against a throwaway redis-server holding a world shaped like the example project
 (10,000 users in 4 signals, 100,000 pins in 2; the ranker reads 7 user inputs and 3 pin inputs). Each of N
 clients sends a request of 100 random candidates (uniform over the 100,000 pins) for a random user, and the
 next one when the answer comes. Timings per request come from the service's `Server-Timing` header: fetch =
@@ -479,7 +532,11 @@ for the round trip in flight); queue = waiting for the model call; model = the m
 their fetch (one round trip, one decode, one FeatureBatch) and their model call (max_batch_rows 4096,
 max_wait_ms 2); off: every request alone. Cache on: the in-process candidate cache (`CacheConfig(enabled=True)`:
 100,000 entries, 2 s TTL). Device busy = model-call seconds / wall seconds; CPU ms/request = this process's
-CPU (the load generator, the app and the model thread; not redis-server) per request. Raw limits: the
+CPU (the load generator, the app and the model thread; not redis-server, nor a model host) per request.
+Load: `httpx` = httpx's `ASGITransport`, a full HTTP client in the same process (the harness of the earlier
+figures); `asgi` = each request one bare call of the ASGI app, so the process spends only the app's CPU (the
+scorer's own throughput). Model: in process (a worker thread) or in a spawned model host process
+(`RemoteBackend.spawn`; device busy is then the host's own forward time). Raw limits: the
 scorer's own model call on a ready batch, and its fetch of one request next to a raw pipelined HGETALL of the
 same hashes. One subsection per device and machine; a run replaces only its own."""
 

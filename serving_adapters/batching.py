@@ -2,8 +2,9 @@
 
 Each model has a lane (a queue and a task on the event loop). The lane takes the oldest waiting
 submission, then keeps taking more until ``max_batch_rows`` rows are gathered or ``max_wait_ms`` has
-passed since that oldest one arrived; it then runs ``run(key, items)`` in the single worker thread and
-hands each submission exactly its own result. While a call runs, new submissions queue up, so under load
+passed since that oldest one arrived (with ``more_coming``, only while ``more_coming(key)`` says more
+submissions are on their way: the scorer's fetch of more requests of that model); it then runs
+``run(key, items)`` in the single worker thread and hands each submission exactly its own result. While a call runs, new submissions queue up, so under load
 batches grow by themselves and at low load a request waits at most ``max_wait_ms``. A submission larger
 than ``max_batch_rows`` runs alone. With ``enabled=False`` every submission runs alone (benchmarks).
 """
@@ -59,7 +60,8 @@ class DynamicBatcher(Generic[K, I, R]):
 
     def __init__(self, run: Callable[[K, list[I]], Sequence[R]], *, max_batch_rows: int = 4096,
                  max_wait_ms: float = 2.0, enabled: bool = True,
-                 on_call: Callable[[K, CallInfo], None] | None = None) -> None:
+                 on_call: Callable[[K, CallInfo], None] | None = None,
+                 more_coming: Callable[[K], bool] | None = None) -> None:
         if max_batch_rows < 1:
             raise ServingError(f"max_batch_rows must be at least 1, got {max_batch_rows}")
         if max_wait_ms < 0:
@@ -69,6 +71,7 @@ class DynamicBatcher(Generic[K, I, R]):
         self.max_wait_s = max_wait_ms / 1000.0
         self.enabled = enabled
         self.on_call = on_call
+        self.more_coming = more_coming
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quasar-scorer")
         self._lanes: dict[K, _Lane[K, I, R]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -109,7 +112,7 @@ class DynamicBatcher(Generic[K, I, R]):
                 await lane.arrived.wait()
                 continue
             if self.enabled:
-                await self._gather(lane)
+                await self._gather(key, lane)
             batch = self._take(lane)
             if not batch:
                 continue
@@ -137,10 +140,13 @@ class DynamicBatcher(Generic[K, I, R]):
             if self.on_call is not None:
                 self.on_call(key, CallInfo(max(started - batch[0].submitted, 0.0), call_s, requests, rows))
 
-    async def _gather(self, lane: _Lane[K, I, R]) -> None:
-        """Wait until the lane holds a full batch or its oldest submission has waited ``max_wait_s``."""
+    async def _gather(self, key: K, lane: _Lane[K, I, R]) -> None:
+        """Wait until the lane holds a full batch, its oldest submission has waited ``max_wait_s``, or nothing
+        more is coming."""
         deadline = lane.queue[0].submitted + self.max_wait_s
         while lane.rows < self.max_batch_rows:
+            if self.more_coming is not None and not self.more_coming(key):
+                return
             left = deadline - time.perf_counter()
             if left <= 0:
                 return

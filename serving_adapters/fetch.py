@@ -134,6 +134,7 @@ class _Lane:
         self.queue: deque[_Waiting] = deque()
         self.arrived = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        self.reading = 0                  # requests whose group is being read or built
 
 
 def _fields(signal_versions: list[tuple[Any, int]]) -> tuple[str, ...]:
@@ -177,6 +178,12 @@ class FeatureFetcher:
         lane.arrived.set()
         return await waiting.future
 
+    def busy(self, model: LoadedModel) -> bool:
+        """Whether requests of ``model`` are waiting for their fetch or being fetched (more model work is
+        on its way: the model batcher waits for it, up to its ``max_wait_ms``)."""
+        lane = self._lanes.get(model)
+        return lane is not None and bool(lane.queue or lane.reading)
+
     def close(self) -> None:
         """Stop the lanes; waiting requests fail with ServingError."""
         for lane in self._lanes.values():
@@ -196,6 +203,7 @@ class FeatureFetcher:
             batch = self._take(lane)
             if not batch:
                 continue
+            lane.reading = len(batch)
             try:
                 group = await self._read(batch, model)
             except asyncio.CancelledError:
@@ -208,6 +216,8 @@ class FeatureFetcher:
                     if not w.future.done():
                         w.future.set_exception(exc)
                 continue
+            finally:
+                lane.reading = 0
             for i, w in enumerate(batch):
                 if not w.future.done():
                     error = group.errors.get(i)

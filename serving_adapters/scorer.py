@@ -52,7 +52,8 @@ class Scorer:
 
     With ``batching`` (the default) concurrent requests of one model share their feature fetch (one round
     trip, one decode, one FeatureBatch: ``quasar.serving_adapters.fetch``) and their model call (the
-    ``DynamicBatcher``); without, every request is fetched and scored alone. ``cache`` (off by default) keeps
+    ``DynamicBatcher``, which waits up to ``max_wait_ms`` for more only while more requests of that model are
+    being fetched); without, every request is fetched and scored alone. ``cache`` (off by default) keeps
     candidate records in process for ``ttl_s`` (``quasar.serving_adapters.cache`` says what that means for
     freshness).
     """
@@ -70,13 +71,13 @@ class Scorer:
         self.served_log: Any = None      # a quasar.online.service.served_log.ServedLog, set by the app's lifespan
         self.metrics = metrics if metrics is not None else ScorerMetrics()
         self.runner = backend if backend is not None else ModelRunner(self.device, cpu_threads=cpu_threads)
-        self.batcher: DynamicBatcher[LoadedModel, FeatureBatch, torch.Tensor] = DynamicBatcher(
-            self.runner, max_batch_rows=max_batch_rows, max_wait_ms=max_wait_ms, enabled=batching,
-            on_call=self._observe_call)
         config = cache if cache is not None else CacheConfig()
         self.cache = RecordCache(config) if config.enabled else None
         self.fetcher = FeatureFetcher(store, coalesce=batching, max_rows=max_batch_rows, cache=self.cache,
                                       metrics=self.metrics)
+        self.batcher: DynamicBatcher[LoadedModel, FeatureBatch, torch.Tensor] = DynamicBatcher(
+            self.runner, max_batch_rows=max_batch_rows, max_wait_ms=max_wait_ms, enabled=batching,
+            on_call=self._observe_call, more_coming=self.fetcher.busy)
 
     async def model(self, name: str) -> LoadedModel:
         """The loaded model ``name``; the first load (disk, registry) runs off the event loop."""

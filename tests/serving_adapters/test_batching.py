@@ -169,3 +169,27 @@ def test_invalid_settings_are_refused() -> None:
         DynamicBatcher(Recorder(), max_batch_rows=0)
     with pytest.raises(ServingError, match="max_wait_ms"):
         DynamicBatcher(Recorder(), max_wait_ms=-1)
+
+
+def test_the_batcher_waits_only_while_more_is_coming() -> None:
+    """With ``more_coming``, a lone submission runs at once however long ``max_wait_ms`` is; while more is
+    coming it waits for them and they share the call."""
+    rec = Recorder()
+    coming = {"m": False}
+    batcher = DynamicBatcher(rec, max_batch_rows=1000, max_wait_ms=600_000, more_coming=lambda key: coming[key])
+
+    async def main() -> None:
+        try:
+            assert (await asyncio.wait_for(batcher.submit("m", [1], 1), 30))[0] == [2]   # not 10 minutes
+            coming["m"] = True
+            first = asyncio.ensure_future(batcher.submit("m", [2], 1))
+            await asyncio.sleep(0.05)
+            assert not first.done()                     # waiting: more is on its way
+            coming["m"] = False
+            second = await asyncio.wait_for(batcher.submit("m", [3], 1), 30)
+            assert second[0] == [6] and (await first)[0] == [4]
+        finally:
+            await batcher.close()
+
+    asyncio.run(main())
+    assert rec.calls == [[[1]], [[2], [3]]]
