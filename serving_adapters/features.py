@@ -1,8 +1,9 @@
 """Request-time features: check a request's keys, read its features online, build the model's batch.
 
 One request is one request entity (e.g. a user) and its candidates (e.g. pins). Its request-role features
-are read for the one request key and its candidate-role features for every candidate; each is one
-pipelined round trip of the online store, and the two run concurrently. The rows are assembled into one
+are read for the one request key and its candidate-role features for every candidate: the scorer reads both
+in one round trip shared with the requests waiting at the same time (``quasar.serving_adapters.fetch``);
+``fetch_online`` is the plain read of one request (one store read per side, concurrently). The rows are assembled into one
 Arrow table (one row per candidate; the request entity's values broadcast to every row) and turned into a
 ``FeatureBatch`` by ``build_feature_batch``, the very builder the training loader uses, so a missing or
 stale value is a False mask here exactly as a null is in training.

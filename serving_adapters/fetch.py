@@ -303,7 +303,8 @@ class FeatureFetcher:
             rows: list[Reply] = replies[-1]
             if self.cache is not None:
                 fields = _fields(candidate_sv)
-                self.cache.put_many([(h, fields) for h in missing], rows)
+                # tuples of bytes: once the collector sees them, it never walks 100,000 entries again
+                self.cache.put_many([(h, fields) for h in missing], [tuple(r) for r in rows])
                 read_now = dict(zip(missing, rows, strict=True))
                 rows = [read_now[h] if got is MISS else got for h, got in zip(hashes, cached, strict=True)]
             candidates = self._decode(candidate_sv, rows, now)
