@@ -429,6 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     warnings.filterwarnings("ignore")
     command = "python -m bench online" + (" " + " ".join(argv) if argv else "")
+    started_load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="quasar-bench-online-") as tmp:
         folder = Path(tmp)
         redis_proc, port = start_redis(folder)
@@ -437,7 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             redis_proc.terminate()
             redis_proc.wait()
-    stamp = f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d}; {machine_line()})."
+    loads = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    stamp = (f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d}; {machine_line()}). Load average at the start "
+             f"{started_load}, at the end {loads} (1/5/15 min): the machine is shared with other sessions' work, "
+             "so quasar and its peers are always measured side by side in interleaved rounds.")
     block = "\n".join([SECTION, "", INTRO, "", stamp, "", *blocks])
     print(block)
     if not args.no_write:
