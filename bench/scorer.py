@@ -471,6 +471,26 @@ def table(runs: list[Run]) -> str:
     return markdown_table(headers, rows)
 
 
+#: Requests/s of the best 8-client row before issue 17 (bench/RESULTS.md of 2026-12-01: batching on, httpx
+#: load generator, the same world and machine): the base of the issue's "5x today's requests/s".
+TODAY_8_CLIENTS_RPS = 228
+
+
+def goal_line(runs: list[Run], raw: dict[str, float]) -> str:
+    """Issue 17's scorer row (100 candidates, 8 clients: >= 5x today's requests/s; fetch <= 2x raw), met or not."""
+    eight = [r for r in runs if r.clients == 8 and r.requests]
+    fetch = raw["fetch_p50_ms"] / raw["raw_p50_ms"]
+    parts = []
+    for load in ("httpx", "asgi"):
+        best = max((r for r in eight if r.load == load), key=lambda r: r.rps, default=None)
+        if best is not None:
+            times = best.rps / TODAY_8_CLIENTS_RPS
+            parts.append(f"{best.rps:,.0f} requests/s with the {load} load generator, {times:.1f}x today's "
+                         f"{TODAY_8_CLIENTS_RPS} ({'met' if times >= 5 else 'not met'})")
+    return (f"Issue 17, scorer, 100 candidates, 8 clients: {'; '.join(parts) or 'no 8-client row'}. Fetch of one "
+            f"request {fetch:.2f}x the raw read of the same hashes ({'met' if fetch <= 2 else 'not met'}: <= 2x).")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench scorer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -513,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{raw['fetch_p50_ms'] / raw['raw_p50_ms']:.2f}x raw (interleaved call by call). The scorer's model call "
         f"alone on a ready batch: {raw['model_100_cand_per_s']:,.0f} candidates/s at 100 rows per call and "
         f"{raw['model_3200_cand_per_s']:,.0f} at 3,200 rows per call.",
+        "", goal_line(runs, raw),
     ])
     print(body)
     if not args.no_write:
