@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import click
 
+from quasar.runner_cli import add_commands
+
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG_ENV = "QUASAR_DEBUG"
 
@@ -566,6 +568,8 @@ def demo(workdir: str | None, keep: bool) -> None:
     from quasar.demo import run_demo
     run_demo(Path(workdir) if workdir else None, keep=keep)
 
+
+add_commands(main, _platform, _fail_cleanly)      # quasar run, quasar status (quasar.runner_cli)
 
 if __name__ == "__main__":
     main()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from quasar.registry import RegistrationReport, Registry, SignalVersion
     from quasar.registry.feature_lists import FeatureLists
     from quasar.registry.records import RunRecord, Serving
+    from quasar.runner import PassReport
+    from quasar.runner_metrics import RunnerMetrics
     from quasar.signals.signal import Signal
+    from quasar.status import SignalStatus
     from quasar.store.backfill import BackfillResult
     from quasar.store.compaction import CompactionResult
     from quasar.store.dataset import DatasetResult
@@ -242,6 +245,23 @@ class Platform:
         return validate_window(signal=sv.signal, version=sv.version, start=start, end=end,
                                engine=self.engine(engine), sources=reader, runs=self.registry,
                                bounds=self.config.time_bounds)
+
+    def run(self, *, once: bool = True, dry_run: bool = False, interval: timedelta = timedelta(minutes=1),
+            wait: bool = False, max_days: int = 31, metrics: RunnerMetrics | None = None, now: datetime | None = None,
+            echo: Callable[[str], None] | None = None) -> PassReport | None:
+        """Keep every signal computed (``quasar.runner``): one pass (``once``) or passes every ``interval`` until
+        SIGTERM/SIGINT, under the registry's runner lease (``wait``: wait while another runner holds it); each pass
+        backfills the missing and stale days of the due signals, upstream first, and materializes the online
+        ones. ``dry_run`` only plans. ``now`` replaces the clock of a single pass. The last pass's report."""
+        from quasar.runner import run
+        return run(self, once=once, dry_run=dry_run, interval=interval, wait=wait, max_days=max_days,
+                   metrics=metrics, now=now, echo=echo)
+
+    def status(self, now: datetime | None = None) -> list[SignalStatus]:
+        """Each signal's freshness against its target, its last run and what the next pass would do
+        (``quasar.status``)."""
+        from quasar.status import status
+        return status(self, now)
 
     def runs(self, signal: str, *, limit: int = 20) -> list[RunRecord]:
         """Recent runs of ``signal`` (backfills, validations, materializations), newest first."""
