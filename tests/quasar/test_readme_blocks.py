@@ -82,6 +82,8 @@ CLAIMS: dict[str, tuple[str, str]] = {
     "rt_service_python": ("python", 'offline = p.training_dataset(spine, "ranker_v3")'),
     "rt_log_python": ("python", 'p.feature_log("ranker_v3")'),
     "rt_skew": ("bash", "quasar skew ranker_v3"),
+    "fresh_module": ("python", 'schedule="6h", freshness="30h"'),    # run by tests/quasar/test_runner_readme.py
+    "fresh_cli": ("bash", "quasar run --once --dry-run"),
     "config_toml": ("toml", "[registry]"),
     "spark_toml": ("toml", "spark-master"),
     "spark_catalog_toml": ("toml", "SparkCatalog"),
