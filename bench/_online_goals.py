@@ -96,3 +96,54 @@ def stage_line(size: int, got: dict[str, float]) -> str:
     parts = ", ".join(f"{k} {got[k]:,.0f}" for k in ("plan", "keys", "fetch", "decode + response"))
     return (f"- {size} entit{'y' if size == 1 else 'ies'}: {parts} (sum {got['all']:,.0f}; the raw pipeline on the "
             f"same keys {got['raw']:,.0f})")
+
+
+#: Where a profiled function's own time is counted, by the first matching part of its file path (or name).
+CATEGORIES = (
+    ("socket I/O (send, recv)", ("sendall", "recv", "'send'", "writelines", "'write'", "transport")),
+    ("uvicorn, httptools, the event loop", ("uvicorn/", "asyncio/", "uvloop", "httptools")),
+    ("redis-py (asyncio client)", ("/redis/",)),
+    ("quasar: plan, fetch, decode, response", ("/online/", "/signals/", "record_values")),
+    ("starlette, fastapi, pydantic", ("starlette/", "fastapi/", "pydantic")),
+    ("metrics (prometheus_client)", ("prometheus_client",)),
+    ("JSON (orjson), numpy", ("orjson", "numpy")),
+)
+
+#: The service under cProfile; the stats are written when it stops (uvicorn re-raises the SIGTERM it caught
+#: once it has shut down, to the handler installed before it started).
+PROFILED_SERVER = """
+import cProfile, signal, sys, uvicorn
+from quasar.online.service.app import app_from_env
+app = app_from_env()
+profile = cProfile.Profile()
+
+def dump(*_):
+    profile.disable()
+    profile.dump_stats({stats!r})
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, dump)
+profile.enable()
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=False)
+dump()
+"""
+
+
+def categorize(stats_path: str) -> list[tuple[str, float]]:
+    """Own time (tottime) of a cProfile dump summed by ``CATEGORIES``, as fractions, largest first."""
+    import pstats
+
+    totals: dict[str, float] = {}
+    stats = pstats.Stats(stats_path).stats  # type: ignore[attr-defined]
+    for (path, _, name), (_, _, own, _, _) in stats.items():
+        where = f"{path} {name!r}"
+        label = next((c for c, needles in CATEGORIES if any(n in where for n in needles)), "other")
+        totals[label] = totals.get(label, 0.0) + own
+    whole = sum(totals.values()) or 1.0
+    return sorted(((k, v / whole) for k, v in totals.items()), key=lambda kv: -kv[1])
+
+
+def profile_line(size: int, shares: list[tuple[str, float]], rps: float) -> str:
+    parts = ", ".join(f"{label} {share:.0%}" for label, share in shares)
+    return (f"- {size} entit{'y' if size == 1 else 'ies'} (one worker under cProfile, {rps:,.0f} requests/s while "
+            f"profiled): {parts}")

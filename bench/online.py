@@ -47,8 +47,8 @@ import pyarrow.parquet as pq
 import redis
 
 from bench._http import Load, Server, free_port, measure_interleaved
+from bench._online_goals import PROFILED_SERVER, categorize, goal_lines, profile_line, stage_line, stages
 from bench.common import machine_line, markdown_table, ratio, write_feature_parquet, write_results
-from bench.online_goals import goal_lines, stage_line, stages
 from quasar.online.materialize import materialize
 from quasar.online.redis_store import RedisOnlineStore
 from quasar.online.response import plan_request, read_online_features
@@ -432,6 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", default="1,cores",
                         help="worker processes of each service, a comma list, 'cores' for the machine's cores "
                              "(default 1,cores: one HTTP run each)")
+    parser.add_argument("--no-profile-http", dest="profile_http", action="store_false",
+                        help="skip the profile of the quasar service's time by package")
+    parser.add_argument("--profile-seconds", type=float, default=5.0, help="profiled load per size (default 5)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of the in-process reads (default 3)")
     parser.add_argument("--materialize-rows", type=int, default=1_000_000, help="rows to materialize (default 1M)")
     parser.add_argument("--feast-timeout", type=float, default=240.0, help="Feast materialize budget in s")
@@ -515,6 +518,11 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
                                    "server CPU ms/request", "rps vs Feast", "CPU/request vs Feast"], http_rows), ""]
         if http_note:
             blocks += [f"Answers compared value by value (floats at float32): {http_note}.", ""]
+    if not args.no_http and args.profile_http:
+        blocks += ["Where the quasar service's CPU goes, its own time by package (cProfile of one worker, 8 "
+                   f"connections, {args.profile_seconds:g} s per size; the profiler slows Python code more than "
+                   "the C parts, so Python's shares are upper bounds):", "",
+                   *profile_http(folder, port, registry_url, args), ""]
     blocks += goal_lines(p50s, http_results)
     if not args.no_materialize:
         mat_rows, mat_note = materialize_bench(folder, port, registry, args.materialize_rows, not args.no_feast,
@@ -526,6 +534,25 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
                    "", f"{mat_note}.", ""]
     registry.close()
     return blocks
+
+
+def profile_http(folder: Path, port: int, registry_url: str, args: argparse.Namespace) -> list[str]:
+    """The quasar service (one worker) under cProfile and the bench's load, its time by package per size."""
+    q_port = free_port()
+    stats = folder / "service.prof"
+    server = Server([sys.executable, "-c", PROFILED_SERVER.format(port=q_port, stats=str(stats))],
+                    {"QUASAR_REGISTRY_URL": registry_url, "PYTHONPATH": str(ROOT),
+                     "QUASAR_REDIS_URL": f"redis://127.0.0.1:{port}/0", "QUASAR_PROJECT": PROJECT,
+                     "QUASAR_MAX_ENTITIES": "1000"}, q_port, "/v1/features")
+    lines = []
+    for size in SIZES:
+        bodies = {"quasar": [[json.dumps({"entities": {"user_id": k}, "features": QUASAR_REFS}).encode()
+                              for k in key_sets(size, 256, SEED + 1)]]}
+        stats.unlink(missing_ok=True)
+        ((measured, _),) = measure_interleaved({"quasar": server}, folder, bodies, args.connections,
+                                               args.profile_seconds, 1)["quasar"]
+        lines.append(profile_line(size, categorize(str(stats)), measured.rps))
+    return lines
 
 
 def worker_counts(spec: str) -> list[int]:
