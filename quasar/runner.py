@@ -4,7 +4,7 @@ A **pass** takes every signal's latest version, upstream first, and for each tha
 backfills its missing and stale days, in as few contiguous backfills as possible (each runs the data-quality
 gate and is a recorded run, as ``quasar backfill`` is), then materializes its online versions whose table changed
 since their last materialization. A signal that fails is recorded and the pass goes on: only the signals
-downstream of it are skipped. ``--once`` runs one pass (for cron, Airflow, a Kubernetes CronJob); without it the
+downstream of it are skipped (not for a failed materialization: its table, which they read, is complete). ``--once`` runs one pass (for cron, Airflow, a Kubernetes CronJob); without it the
 runner loops, a pass every ``interval``, retrying a failed signal after a growing delay (30 s, 1 min, 2 min, ...
 up to 30 min) while the others carry on.
 
@@ -60,6 +60,10 @@ def utc_now() -> datetime:
 
 class Stopped(QuasarError):
     """The runner stopped between steps (a signal, or it lost the lease)."""
+
+
+class OnlineFailed(QuasarError):
+    """A materialization failed: the signal failed, but its offline table, which downstream signals read, is fine."""
 
 
 @dataclass
@@ -215,6 +219,8 @@ class Runner:
         lease = self.p.registry.take_lease(LEASE, self.owner, self.lease_s, details={"pid": os.getpid()})
         if not lease.held_by(self.owner):
             return lease
+        if self.keeper is not None:
+            self.keeper.stop()                            # it lost the lease before: its thread has ended
         self.keeper = self.p.registry.keep_lease(LEASE, self.owner, self.lease_s)
         if self.metrics is not None:
             self.metrics.lease(True)
@@ -294,7 +300,8 @@ class Runner:
             except Exception as exc:
                 error = str(exc) if isinstance(exc, QuasarError) else f"{type(exc).__name__}: {exc}"
                 report.failed[name] = error
-                blocked[name] = "failed"
+                if not isinstance(exc, OnlineFailed):
+                    blocked[name] = "failed"
                 count = self.backoff.get(name, (0, now))[0] + 1
                 self.backoff[name] = (count, now + min(BACKOFF_BASE * 2 ** (count - 1), BACKOFF_MAX))
                 self.echo(f"{name} v{sv.version}: failed: {error}")
@@ -340,7 +347,10 @@ class Runner:
                 continue
             self._check()
             self.echo(f"{sv.name} v{target.version}: materialize: {why}")
-            self._materialize(report, target, why)
+            try:
+                self._materialize(report, target, why)
+            except Exception as exc:
+                raise OnlineFailed(f"materializing {target.name} v{target.version} failed: {exc}") from exc
 
     def _materialize(self, report: PassReport, target: SignalVersion, why: str) -> None:
         from quasar.online.materialize import materialize

@@ -209,3 +209,17 @@ def test_status_before_and_after(project: RunnerProject) -> None:
         assert {n: s.fresh.state for n, s in later.items()} == {n: "stale" for n in later}
         assert later["clicks"].next == ["backfill [2026-01-06, 2026-01-08) (2 days): never computed"]
         assert later["clicks"].to_dict()["lag_s"] == 2 * 86400 + 10 * 3600
+
+
+def test_without_redis_the_offline_work_still_gets_done(tmp_path: Path) -> None:
+    from fixtures.redis_server import free_port
+
+    project = make_runner_project(tmp_path / "project", f"redis://127.0.0.1:{free_port()}/0",
+                                  [day(i) for i in range(3)])
+    with project.platform() as p:
+        report = p.run(now=at(3))
+        assert [b[0] for b in backfills(report)] == ["clicks", "clicks_daily", "views"]
+        assert sorted(report.failed) == ["clicks_daily", "views"] and report.skipped == {}
+        assert all(e.startswith(f"materializing {n} v1 failed") for n, e in report.failed.items())
+        again = p.run(now=at(3, 11))                       # not due: only the materializations are tried again
+        assert backfills(again) == [] and sorted(again.failed) == ["clicks_daily", "views"]

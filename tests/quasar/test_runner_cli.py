@@ -156,3 +156,36 @@ def test_dry_run_and_json(project: RunnerProject) -> None:
     assert code == 0, out
     report = json.loads(out[out.index("\n{") + 1:] if not out.startswith("{") else out)
     assert report["ok"] and [a["signal"] for a in report["actions"] if a["kind"] == "backfill"] == EVERYTHING
+
+
+def test_the_loop_serves_metrics_keeps_the_lease_and_stops_on_sigterm(project: RunnerProject) -> None:
+    import urllib.request
+
+    from fixtures.redis_server import free_port
+
+    port = free_port()
+    loop = project.cli("run", "--interval", "1s", "--metrics-port", str(port))
+
+    def scraped() -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+                return answer.read().decode()
+        except OSError:
+            return ""
+
+    wait_for(lambda: (sample_value(scraped(), "quasar_runner_passes_total", outcome="ok") or 0) >= 2,
+             "two passes of the loop", procs=[loop])
+    text = scraped()
+    assert sample_value(text, "quasar_runner_lease_held") == 1
+    assert sample_value(text, "quasar_runner_runs_total", kind="backfill", outcome="succeeded") == 3
+    assert sample_value(text, "quasar_signal_stale", signal="clicks") == 0
+    with project.platform() as p:
+        assert p.registry.lease("runner") is not None
+    code, out = finish(project.cli("run", "--once"))
+    assert code == LEASE_HELD_EXIT, out                                          # the loop holds it
+    os.kill(loop.pid, signals.SIGTERM)
+    code, out = finish(loop)
+    assert code == 0 and "SIGTERM: stopping after the current step" in out, out
+    with project.platform() as p:
+        assert p.registry.lease("runner") is None                               # given back
+    assert done(project, "backfill") == EVERYTHING                              # once, however many passes
