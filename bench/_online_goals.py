@@ -24,7 +24,8 @@ def verdict(ok: bool) -> str:
     return "**met**" if ok else "**NOT met**"
 
 
-def goal_lines(p50: dict[tuple[int, str], float], http: dict[int, dict[tuple[str, int], Load]]) -> list[str]:
+def goal_lines(p50: dict[tuple[int, str], float], http: dict[int, dict[tuple[str, int], Load]],
+               connections: int = 8) -> list[str]:
     """One line per goal of issue 17's online rows (the HTTP ones per worker count), from the run's p50s (µs,
     by (entities, path)) and loads (by workers, then (server, entities))."""
     lines = ["Issue 17, online rows (this run):", ""]
@@ -47,11 +48,29 @@ def goal_lines(p50: dict[tuple[int, str], float], http: dict[int, dict[tuple[str
             p99 = float(np.percentile(ours_load.latencies, 99)) * 1e3
             ok = times >= least and (size != 1 or p99 <= HTTP_P99_MS)
             cond = f">= {least:g}x rps" + (f", p99 <= {HTTP_P99_MS:g} ms" if size == 1 else "")
-            lines.append(f"- HTTP, {size} entit{'y' if size == 1 else 'ies'}, 8 connections, vs `feast serve`, "
-                         f"{workers} worker(s) each, {cond}: {ours_load.rps:,.0f} vs {feast_load.rps:,.0f} rps = "
-                         f"{times:.1f}x, p99 {p99:.1f} ms; server CPU per request "
-                         f"{ours_load.cpu_per_request_ms:.2f} vs {feast_load.cpu_per_request_ms:.2f} ms: {verdict(ok)}")
+            ours_cpu, feast_cpu = ours_load.cpu_per_request_ms, feast_load.cpu_per_request_ms
+            line = (f"- HTTP, {size} entit{'y' if size == 1 else 'ies'}, 8 connections, vs `feast serve`, "
+                    f"{workers} worker(s) each, {cond}: {ours_load.rps:,.0f} vs {feast_load.rps:,.0f} rps = "
+                    f"{times:.1f}x, p99 {p99:.1f} ms; server CPU per request {ours_cpu:.2f} vs {feast_cpu:.2f} ms: "
+                    f"{verdict(ok)}")
+            if not ok:
+                line += why_not(times, least, p99 if size == 1 else None, ours_cpu, feast_cpu, connections)
+            lines.append(line)
     return [*lines, ""]
+
+
+def why_not(times: float, least: float, p99: float | None, ours_cpu: float, feast_cpu: float,
+            connections: int) -> str:
+    """What the figures say about a missed HTTP goal: whether the server's own work explains it."""
+    notes = []
+    if times < least and feast_cpu and ours_cpu and feast_cpu / ours_cpu >= least:
+        notes.append(f"the server spends {feast_cpu / ours_cpu:.1f}x less CPU per request than Feast's, so the "
+                     "requests/s shortfall is time waiting for a CPU, not work in the server")
+    if p99 is not None and p99 > HTTP_P99_MS and p99 > connections * ours_cpu:
+        notes.append(f"p99 is more than the {connections * ours_cpu:.1f} ms that {connections} requests queued in the "
+                     "server take on average, so the tail is not the server's work but waiting (for a CPU of the "
+                     "shared machine, or a pause)")
+    return (" (" + "; ".join(notes) + ")") if notes else ""
 
 
 def stages(platform: Any, raw: redis.Redis, project: str, refs: Sequence[str], key_sets: Sequence[list[int]],

@@ -523,7 +523,7 @@ def run_all(folder: Path, port: int, args: argparse.Namespace) -> list[str]:
                    f"connections, {args.profile_seconds:g} s per size; the profiler slows Python code more than "
                    "the C parts, so Python's shares are upper bounds):", "",
                    *profile_http(folder, port, registry_url, args), ""]
-    blocks += goal_lines(p50s, http_results)
+    blocks += goal_lines(p50s, http_results, args.connections)
     if not args.no_materialize:
         mat_rows, mat_note = materialize_bench(folder, port, registry, args.materialize_rows, not args.no_feast,
                                                args.feast_timeout)
