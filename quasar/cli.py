@@ -569,6 +569,18 @@ def demo(workdir: str | None, keep: bool) -> None:
     run_demo(Path(workdir) if workdir else None, keep=keep)
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=6570, show_default=True, type=int)
+@click.pass_context
+@_fail_cleanly
+def ui(ctx: click.Context, host: str, port: int) -> None:
+    """Run the web catalog (read-only): every signal, request-time signal and feature service with its lineage,
+    freshness, runs, validation and statistics; [online] auth_tokens apply (README: The catalog)."""
+    from quasar.ui.app import serve_catalog
+    serve_catalog(_root(ctx), host=host, port=port, echo=lambda line: click.echo(line, err=True))
+
+
 add_commands(main, _platform, _fail_cleanly)      # quasar run, quasar status (quasar.runner_cli)
 
 if __name__ == "__main__":
