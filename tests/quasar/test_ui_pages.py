@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pytest
 from fastapi.testclient import TestClient
 
-from fixtures.ui_project import UiProject
+from fixtures.ui_project import UiProject, open_platform
 from quasar.platform import Platform
 from quasar.store.quarantine import read_quarantine
 from quasar.ui import stats as ui_stats
@@ -30,7 +30,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 @pytest.fixture(scope="module")
 def platform(ui_project: UiProject) -> Iterator[Platform]:
-    with Platform.open(ui_project.root) as p:
+    with open_platform(ui_project) as p:
         yield p
 
 
@@ -215,7 +215,7 @@ def test_request_service_entity_and_source_pages_link_to_what_they_read(client: 
 def test_a_recorded_consistency_report_is_shown(tmp_path: Path, ui_project: UiProject, redis_url: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUASAR_REDIS_URL", redis_url)
-    with Platform.open(ui_project.root) as p:
+    with open_platform(ui_project) as p:
         p.materialize(["user_profile"])
         report = p.consistency("user_profile", sample=50, seed=1)
         record_report(p.registry, "consistency", "user_profile", report.to_dict())
