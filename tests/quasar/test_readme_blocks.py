@@ -82,6 +82,7 @@ CLAIMS: dict[str, tuple[str, str]] = {
     "rt_service_python": ("python", 'offline = p.training_dataset(spine, "ranker_v3")'),
     "rt_log_python": ("python", 'p.feature_log("ranker_v3")'),
     "rt_skew": ("bash", "quasar skew ranker_v3"),
+    "ui_cli": ("bash", "quasar ui --port 6570"),                   # run by tests/quasar/test_ui_readme.py
     "fresh_module": ("python", 'schedule="6h", freshness="30h"'),    # run by tests/quasar/test_runner_readme.py
     "fresh_cli": ("bash", "quasar run --once --dry-run"),
     "config_toml": ("toml", "[registry]"),
