@@ -27,13 +27,10 @@ compactions since its last run saves the new files and writes nothing (the rows 
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import pyarrow as pa
 
 from quasar.signals.errors import StoreError
 from quasar.signals.ufr.schema import EVENT_TIMESTAMP
@@ -41,12 +38,12 @@ from quasar.store.commits import WRITE_ID, Write, commit, landed
 from quasar.store.gates import PROP_RUN_ID, PROP_VALIDATION
 from quasar.store.layout import Layout, buckets_for
 from quasar.store.tables import COVERED_UNTIL
+from quasar.store.writer import FIRST_TASK, write_rows
 
 COMPACTION = "quasar.compaction"             # snapshot summary key of a compaction: what it did
 REBUCKET_FACTOR = 4                          # re-bucket when N is off by this factor (chosen layouts)
 AUTO_MIN_FILES = 8                           # after a backfill: merge partitions with at least this many files
 _CARRIED = (PROP_VALIDATION, PROP_RUN_ID, COVERED_UNTIL)   # what gates and late-data windows read
-_FIRST_TASK = 1_000_000                      # task ids of 7 digits: file names sort in write order
 
 
 @dataclass(frozen=True)
@@ -155,31 +152,14 @@ def plan_compaction(table: Any, layout: Layout, *, min_files: int = 2) -> Compac
     return CompactionPlan(name, len(tasks), total, n, n, False, small, reason)
 
 
-def _chunks(rows: pa.Table, target_bytes: int) -> Iterator[list[pa.RecordBatch]]:
-    """``rows`` in consecutive slices of about ``target_bytes`` (in-memory size), in order."""
-    pieces = max(1, math.ceil(rows.nbytes / target_bytes)) if rows.num_rows else 1
-    step = max(1, math.ceil(rows.num_rows / pieces))
-    for lo in range(0, rows.num_rows, step):
-        yield rows.slice(lo, step).to_batches()
-
-
 def _rewrite(tx: Any, table: Any, group: Sequence[Any], write: Write, counter: Iterator[int],
              target_bytes: int) -> tuple[list[Any], int]:
     """Read ``group``'s files in plan order and write their rows as data files of the transaction's spec."""
-    from pyiceberg.io.pyarrow import ArrowScan, _determine_partitions, pyarrow_to_schema, write_file
-    from pyiceberg.table import WriteTask
+    from pyiceberg.io.pyarrow import ArrowScan
 
     meta = tx.table_metadata
     rows = ArrowScan(meta, table.io, meta.schema(), row_filter=_always()).to_table(list(group))
-    if rows.num_rows == 0:
-        return [], 0
-    task_schema = pyarrow_to_schema(rows.schema, name_mapping=meta.schema().name_mapping,
-                                    format_version=meta.format_version)
-    tasks = (WriteTask(write_uuid=write.uuid, task_id=next(counter), record_batches=batches,
-                       partition_key=part.partition_key, schema=task_schema)
-             for part in _determine_partitions(spec=meta.spec(), schema=meta.schema(), arrow_table=rows)
-             for batches in _chunks(part.arrow_table_partition, target_bytes))
-    return list(write_file(io=table.io, table_metadata=meta, tasks=tasks)), rows.num_rows
+    return write_rows(meta, table.io, rows, write.uuid, target_bytes, counter), rows.num_rows
 
 
 def _always() -> Any:
@@ -223,7 +203,7 @@ def compact_table(load: Callable[[], Any], layout: Layout, *, min_files: int = 2
             return
         if plan.rebucket and plan.target_buckets is not None:
             _rebucket(tx, table, plan.target_buckets)
-        counter = itertools.count(_FIRST_TASK)
+        counter = itertools.count(FIRST_TASK)
         summary = table.current_snapshot().summary if table.current_snapshot() is not None else None
         carried = {k: str(summary.get(k)) for k in _CARRIED if summary is not None and summary.get(k)}
         props = {**(properties or {}), **carried, WRITE_ID: write.id, "quasar.attempt": str(write.attempts),

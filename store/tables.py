@@ -9,13 +9,11 @@ commit, so re-running a backfill is idempotent and a failed one leaves the previ
 from __future__ import annotations
 
 import contextlib
-import itertools
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,6 +26,7 @@ from quasar.store.commits import WRITE_ID, Write, commit, landed
 from quasar.store.data_files import WrittenFile
 from quasar.store.gc import delete_stale_metadata
 from quasar.store.layout import DEFAULT_TARGET_FILE_BYTES, Layout
+from quasar.store.writer import write_rows
 
 if TYPE_CHECKING:
     from quasar.store.compaction import CompactionResult
@@ -115,26 +114,6 @@ def local_path(location: str) -> str:
     return location[len("file://"):] if location.startswith("file://") else location
 
 
-def _data_files_by_day(tx: Any, table: Any, stored: pa.Table, write: Write) -> Iterator[Any]:
-    """Write ``stored`` as the table's data files (named with the write's id), one day at a time.
-
-    pyiceberg splits a table into partitions with one filter pass per partition; fed a day at a time it
-    makes ``buckets`` passes over that day instead of ``days * buckets`` passes over everything.
-    """
-    from pyiceberg.io.pyarrow import _dataframe_to_data_files
-
-    days = stored.column(EVENT_TIMESTAMP).cast(pa.int64()).to_numpy() // _DAY_MICROS
-    if len(days) > 1 and (np.diff(days) < 0).any():
-        order = np.argsort(days, kind="stable")
-        stored, days = stored.take(pa.array(order)), days[order]
-    bounds = np.flatnonzero(np.diff(days)) + 1
-    counter = itertools.count(0)
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(days)], strict=True):
-        if hi > lo:
-            yield from _dataframe_to_data_files(table_metadata=tx.table_metadata, df=stored.slice(lo, hi - lo),
-                                                io=table.io, write_uuid=write.uuid, counter=counter)
-
-
 def _covered_until(table: Any) -> datetime | None:
     """The latest window end the table's current snapshot and its ancestors record, or None.
 
@@ -167,11 +146,13 @@ def _summary(table: Any, write: Write, end: datetime | None) -> dict[str, str]:
 
 
 class _DataFiles:
-    """The data files of one write, written on its first attempt and reused by every retry."""
+    """The data files of one write, written on its first attempt and reused by every retry (written again only
+    when another writer changed the table's partition spec or schema in between, e.g. a compaction)."""
 
-    def __init__(self, stored: pa.Table, write: Write) -> None:
+    def __init__(self, stored: pa.Table, write: Write, target_bytes: int) -> None:
         self.stored = stored
         self.write = write
+        self.target_bytes = target_bytes
         self.files: list[Any] | None = None
         self.spec: tuple[int, int] | None = None
 
@@ -179,9 +160,8 @@ class _DataFiles:
         spec = (table.metadata.default_spec_id, table.metadata.current_schema_id)
         with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
             if self.files is None or self.spec != spec:
-                self.files, self.spec = [], spec
-                for data_file in _data_files_by_day(tx, table, self.stored, self.write):
-                    self.files.append(data_file)
+                self.files = write_rows(tx.table_metadata, table.io, self.stored, self.write.uuid, self.target_bytes)
+                self.spec = spec
             for data_file in self.files:
                 append.append_data_file(data_file)
 
@@ -294,7 +274,7 @@ class OfflineStore:
         stored = to_storage(rows, signal)
         self._check_rows(signal, stored, start, end)
         write = Write()
-        files = _DataFiles(stored, write)
+        files = _DataFiles(stored, write, self.layout.target_file_bytes)
 
         def build(table: Any, tx: Any) -> None:
             props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(stored.num_rows),
@@ -315,7 +295,7 @@ class OfflineStore:
             return self.current_snapshot_id(signal.name, version)
         stored = to_storage(rows, signal)
         write = Write()
-        files = _DataFiles(stored, write)
+        files = _DataFiles(stored, write, self.layout.target_file_bytes)
 
         def build(table: Any, tx: Any) -> None:
             props = {"quasar.append": "push", "quasar.rows": str(stored.num_rows), **_summary(table, write, None)}
