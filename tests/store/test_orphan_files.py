@@ -62,7 +62,7 @@ def _kill_at(project: FaultProject, point: str, tmp_path: Path) -> int:
     kill(child)
     with project.platform() as p:
         run = p.runs("clicks")[0]
-    assert run.params["start"].startswith(NEXT[0]) and run.status == "running"
+    assert run.params["start"].startswith(NEXT[0]) and run.status in ("running", "abandoned")   # the 2 s lease may run out on a loaded machine
     return run.id
 
 
