@@ -98,13 +98,14 @@ def status(p: Platform, now: datetime | None = None) -> list[SignalStatus]:
     return rows
 
 
-def _ago(lag: timedelta | None) -> str:
+def format_lag(lag: timedelta | None, sep: str = "") -> str:
+    """A freshness lag as ``2d3h`` or ``5h07m`` (``sep`` between the parts, e.g. " " for a page); "-" for none."""
     if lag is None:
         return "-"
     seconds = int(lag.total_seconds())
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
-    return f"{days}d{hours}h" if days else f"{hours}h{rest // 60:02d}m"
+    return f"{days}d{sep}{hours}h" if days else f"{hours}h{sep}{rest // 60:02d}m"
 
 
 def format_status(rows: list[SignalStatus]) -> list[str]:
@@ -118,7 +119,7 @@ def format_status(rows: list[SignalStatus]) -> list[str]:
                       "schedule": format_duration(f.schedule) if f.schedule else "manual",
                       "target": format_duration(f.target) if f.target else "-",
                       "until": f"{f.computed_until:%Y-%m-%dT%H:%MZ}" if f.computed_until else "-",
-                      "lag": _ago(f.lag), "state": f.state,
+                      "lag": format_lag(f.lag), "state": f.state,
                       "last": f"{last['kind']} {last['status']} {last['at'][:16]}Z" if last else "-"})
     widths = {k: max(len(str(row[k])) for row in table) for k in header}
     lines = ["  ".join(f"{row[k]!s:<{widths[k]}}" for k in header).rstrip() for row in table]

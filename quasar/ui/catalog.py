@@ -8,7 +8,7 @@ service's, an entity's, a source's and a run's. Nothing here writes, but the sta
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from quasar.signals.durations import format_duration
@@ -33,21 +33,12 @@ RATE_ORDER = ("mismatch_rate", "missing_rate", "missing_online_rate", "missing_o
 def freshness_of(p: Platform, sv: SignalVersion, now: datetime) -> dict[str, Any]:
     """``sv``'s freshness against its target as ``quasar status`` reports it (``quasar.status.freshness``):
     its state (``ok``, ``stale``, ``never``, ``no target``), how far its table is computed and the lag."""
-    from quasar.status import freshness
+    from quasar.status import format_lag, freshness
     f = freshness(p, sv, now)
     return {"state": f.state, "computed_until": f.computed_until.isoformat() if f.computed_until else None,
-            "lag": ago(f.lag), "lag_s": f.lag.total_seconds() if f.lag is not None else None,
+            "lag": format_lag(f.lag, " "), "lag_s": f.lag.total_seconds() if f.lag is not None else None,
             "target": format_duration(f.target) if f.target else None,
             "schedule": format_duration(f.schedule) if f.schedule else "manual"}
-
-
-def ago(lag: timedelta | None) -> str:
-    if lag is None:
-        return "-"
-    seconds = int(lag.total_seconds())
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    return f"{days}d {hours}h" if days else f"{hours}h {rest // 60:02d}m"
 
 
 # --- recorded reports -------------------------------------------------------------------------------------------
