@@ -465,7 +465,8 @@ def skew(ctx: click.Context, service: str, start: str | None, end: str | None, s
 @click.option("--features", default=None,
               help="Comma-separated references: signal, signal:feature, signal@2:feature, request-time signals.")
 @click.option("--service", default=None, help="A feature service (ranker, or ranker@2): exactly its pinned features.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
+@click.option("--out", required=True, type=click.Path(),
+              help="Output: a .parquet file, or a folder of Parquet part files; written chunk by chunk.")
 @click.option("--engine", default=None, help="local or spark.")
 @click.option("--full-names", is_flag=True, help="Name columns <signal>__<feature>.")
 @click.pass_context
@@ -490,9 +491,8 @@ def dataset(ctx: click.Context, spine: str, features: str | None, service: str |
         chosen = [f.strip() for f in features.split(",") if f.strip()]
         if not chosen:
             raise click.UsageError("--features names no feature")
-    result = p.dataset(read_table(spine), chosen, engine=engine, full_names=full_names, progress=True)
-    result.write_parquet(out)
-    click.echo(f"wrote {result.table.num_rows} rows x {result.table.num_columns} columns to {out}")
+    result = p.dataset(read_table(spine), chosen, engine=engine, full_names=full_names, progress=True, out=out)
+    click.echo(f"wrote {result.num_rows} rows x {result.table.num_columns} columns to {out}")
     if service is not None:
         click.echo(f"  feature service {chosen}: {', '.join(dict.fromkeys(result.features.values()))}")
 

@@ -3,6 +3,9 @@
 Environment variables ``QUASAR_REDIS_URL``, ``QUASAR_REGISTRY_URL``, ``QUASAR_CATALOG_URI`` and
 ``QUASAR_WAREHOUSE`` override the file. Relative SQLite and warehouse paths resolve against the project root.
 
+``[engine]`` ``memory_limit`` and ``temp_directory`` are the local engine's DuckDB settings: past the limit
+DuckDB spills to the folder (relative to the project root), so datasets and backfills larger than memory run.
+
 ``[time]`` holds the bounds of the event and created times every write path accepts (``quasar.signals.bounds``):
 ``earliest`` (an ISO-8601 time, default ``"1970-01-01T00:00:00Z"``) and ``max_future`` (how far ahead of the
 clock, default ``"1d"``).
@@ -11,6 +14,7 @@ clock, default ``"1d"``).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -18,6 +22,8 @@ from typing import Any
 
 from quasar.signals.bounds import TimeBounds
 from quasar.signals.errors import ConfigError
+
+_MEMORY = re.compile(r"(?:0*[1-9]\d*(?:\.\d+)?|0*\.\d*[1-9]\d*)\s*(?:[KMGT]i?B|B|%)", re.IGNORECASE)
 
 CONFIG_FILE = "quasar.toml"
 ENV_OVERRIDES = {
@@ -67,6 +73,16 @@ class OnlineConfig:
 class EngineConfig:
     default: str = "local"
     threads: int = 0                                       # DuckDB threads; 0 -> DuckDB's default
+    memory_limit: str = ""                                 # DuckDB's cap ("2GB", "50%"); past it, it spills
+    temp_directory: str = ""                               # where DuckDB spills; empty -> DuckDB's default
+
+    def check(self) -> None:
+        """ConfigError for a memory limit DuckDB would misread (it takes ``-1GB`` as no limit at all)."""
+        if self.threads < 0:
+            raise ConfigError(f"[engine] threads must be 0 (DuckDB's default) or more, got {self.threads}")
+        if self.memory_limit and not _MEMORY.fullmatch(self.memory_limit.strip()):
+            raise ConfigError(f"[engine] memory_limit must be a positive size such as \"2GB\", \"512MiB\" or "
+                              f"\"50%\" (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), got {self.memory_limit!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,6 +221,7 @@ def load_config(root: str | Path = ".", env: dict[str, str] | None = None) -> Co
             config = replace(config, **{section: replace(getattr(config, section), **{key: environ[var]})})
     try:
         config.time.bounds()
+        config.engine.check()
     except ConfigError as exc:
         raise ConfigError(f"{file}: {exc}") from exc
     return config

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from quasar.config import Config, find_project_root, load_config
 from quasar.signals.errors import ConfigError, NotFoundError, QuasarError
@@ -91,8 +91,11 @@ class Platform:
         name = name or self.config.engine.default
         if name not in self._engines:
             options: dict[str, Any] = {}
-            if name == "local" and self.config.engine.threads:
-                options["threads"] = self.config.engine.threads
+            settings = self.config.engine
+            if name == "local":
+                options = {"threads": settings.threads or None, "memory_limit": settings.memory_limit or None,
+                           "temp_directory": str(self.config.path(settings.temp_directory))
+                           if settings.temp_directory else None}
             if name == "spark":
                 options = {"master": self.config.spark.master, "conf": dict(self.config.spark.conf)}
             self._engines[name] = load_engine(name, **options)
@@ -269,22 +272,36 @@ class Platform:
         return self.registry.runs(signal, limit=limit)
 
     # --- trainers ---------------------------------------------------------------------------------
+    @overload
     def training_dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
-                         full_names: bool = False, progress: bool = False, mode: str = "auto") -> pa.Table:
+                         full_names: bool = False, progress: bool = False, mode: str = "auto",
+                         out: None = None) -> pa.Table: ...
+
+    @overload
+    def training_dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
+                         full_names: bool = False, progress: bool = False, mode: str = "auto",
+                         out: str | Path) -> Path: ...
+
+    def training_dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
+                         full_names: bool = False, progress: bool = False, mode: str = "auto",
+                         out: str | Path | None = None) -> pa.Table | Path:
         """Every spine row, in order, with each feature as of the row's ``event_timestamp``. ``features`` is a
         list of references (stored and request-time signals) or a feature service's name; request-time
-        signals read their request fields from spine columns."""
-        return self.dataset(spine, features, engine=engine, full_names=full_names, progress=progress,
-                            mode=mode).table
+        signals read their request fields from spine columns. With ``out`` the rows are streamed to Parquet
+        there (a folder of part files; one file for a ``.parquet`` path) instead of kept, and the path returned."""
+        result = self.dataset(spine, features, engine=engine, full_names=full_names, progress=progress,
+                              mode=mode, out=out)
+        return result.table if result.path is None else result.path
 
     def dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
-                full_names: bool = False, progress: bool = False, mode: str = "auto") -> DatasetResult:
+                full_names: bool = False, progress: bool = False, mode: str = "auto",
+                out: str | Path | None = None) -> DatasetResult:
         """Like ``training_dataset`` but returns the result with the snapshots it was read from."""
         from quasar.store.dataset import build_training_dataset
         planned = self.feature_lists.expand(features, self._resolve)
         return build_training_dataset(spine, planned.refs, resolve=planned.resolve, store_files=self._store_files,
                                       engine=self.engine(engine), full_names=full_names, progress=progress,
-                                      lookup=planned.lookup, mode=mode)
+                                      lookup=planned.lookup, mode=mode, out=out)
 
     def loader(self, spine: Any, features: str | Sequence[str], *, labels: Sequence[str] = ("label",),
                engine: str | None = None, **options: Any) -> DataLoader:  # type: ignore[type-arg]

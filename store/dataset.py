@@ -28,6 +28,7 @@ from quasar.signals.request_plan import plan_features as plan_with_requests
 from quasar.signals.signal import Signal
 from quasar.signals.ufr.schema import FeatureSchema
 from quasar.store.buckets import files_for_keys
+from quasar.store.dataset_out import ParquetSink
 from quasar.store.engines.base import Engine, FeatureRequest
 from quasar.store.progress import Progress
 from quasar.store.spine import (
@@ -55,14 +56,26 @@ class DatasetResult:
     table: pa.Table
     sources: dict[str, dict[str, int | None]]
     features: dict[str, str] = field(default_factory=dict)
+    path: Path | None = None          # where ``out=`` wrote the rows (then ``table`` is empty: the schema alone)
+    written_rows: int = 0
+
+    @property
+    def num_rows(self) -> int:
+        """The dataset's rows: in ``table``, or written to ``path``."""
+        return self.written_rows if self.path is not None else self.table.num_rows
 
     def metadata(self) -> dict[bytes, bytes]:
         return {SOURCES_KEY.encode(): json.dumps(self.sources, sort_keys=True).encode(),
                 FEATURES_KEY.encode(): json.dumps(self.features).encode()}
 
+    def _in_memory(self) -> None:
+        if self.path is not None:
+            raise DatasetError(f"this dataset was streamed to {self.path} and is not in memory: read it from there")
+
     def write_parquet(self, path: str | Path) -> Path:
         """Write the table to one Parquet file, the sources recorded in its schema metadata."""
         import pyarrow.parquet as pq
+        self._in_memory()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         metadata = {**(self.table.schema.metadata or {}), **self.metadata()}
@@ -77,6 +90,7 @@ class DatasetResult:
         the sources in the table properties; an existing table is replaced only with ``overwrite``."""
         from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
 
+        self._in_memory()
         namespace, _, name = identifier.rpartition(".")
         if not namespace or not name:
             raise DatasetError(f"dataset table {identifier!r} must be named 'namespace.name'")
@@ -216,13 +230,17 @@ def _sources(plans: Sequence[SignalPlan], requests: Sequence[FeatureRequest]) ->
 def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve, store_files: StoreFiles,
                            engine: Engine, full_names: bool = False, chunk_rows: int = 1_000_000,
                            progress: bool = False, lookup: Lookup = no_request_signals,
-                           mode: str = "auto") -> DatasetResult:
+                           mode: str = "auto", out: str | Path | None = None) -> DatasetResult:
     """Every spine row, in order, with its columns followed by each referenced feature as of its time.
 
     ``resolve(name, version)`` gives a signal version from the registry; ``store_files(name, version, start,
     end)`` the data files of its current snapshot holding event times in ``[start, end)`` and the snapshot id.
     ``lookup`` knows the request-time signals: they run on each chunk's joined inputs, their request fields
     read from spine columns of the same names (``mode`` forces their row or batch function, for tests).
+
+    With ``out`` the rows are written to Parquet chunk by chunk (``quasar.store.dataset_out``: a folder of part
+    files, or one file for a path ending in ``.parquet``) and none is kept: the result's ``path`` says where,
+    ``num_rows`` how many, and its ``table`` is empty, with the dataset's schema.
     """
     plan = plan_dataset(refs, resolve, full_names=full_names, lookup=lookup)
     plans = _group(plan.stored)
@@ -244,19 +262,33 @@ def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve,
         lo, hi = time_range(data.column("event_timestamp"))
     requests = [_request(p, store_files, lo, hi) for p in plans]
     stored = [(c.output, p.signal.schema.type_of(c.feature)) for p in plans for c in p.columns]
+    result = DatasetResult(table=pa.table({}), sources=_sources(plans, requests),
+                           features={o.output: f"{o.signal}@{o.version}:{o.feature}" for o in plan.outputs})
+    sink = None if out is None else ParquetSink(out, result.metadata())
     parts = []
-    with Progress(f"dataset: point-in-time join of {len(plan.outputs)} feature(s)", unit="row", enabled=progress,
-                  total=data.num_rows if isinstance(data, pa.Table) else None) as bar:
-        for chunk in spine_chunks(data, chunk_rows):
-            joined = _join_chunk(normalize_spine(chunk, join_keys), join_keys, requests, stored, engine)
-            parts.append(_finish_chunk(joined, plan, mode))
-            bar.update(chunk.num_rows)
+    try:
+        with Progress(f"dataset: point-in-time join of {len(plan.outputs)} feature(s)", unit="row",
+                      enabled=progress, total=data.num_rows if isinstance(data, pa.Table) else None) as bar:
+            for chunk in spine_chunks(data, chunk_rows):
+                joined = _join_chunk(normalize_spine(chunk, join_keys), join_keys, requests, stored, engine)
+                finished = _finish_chunk(joined, plan, mode)
+                if sink is None:
+                    parts.append(finished)
+                else:
+                    sink.write(finished)
+                bar.update(chunk.num_rows)
+        if sink is not None:
+            path = sink.close()
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
+    if sink is not None:
+        assert sink.schema is not None
+        return dataclasses.replace(result, table=sink.schema.empty_table(), path=path, written_rows=sink.rows)
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
-    result = DatasetResult(table=table, sources=_sources(plans, requests),
-                           features={o.output: f"{o.signal}@{o.version}:{o.feature}" for o in plan.outputs})
-    return DatasetResult(table=table.replace_schema_metadata({**metadata, **result.metadata()}),
-                         sources=result.sources, features=result.features)
+    return dataclasses.replace(result, table=table.replace_schema_metadata({**metadata, **result.metadata()}))
 
 
 def _finish_chunk(chunk: pa.Table, plan: FeaturePlan, mode: str) -> pa.Table:

@@ -23,16 +23,18 @@ from quasar.store.engines.local_agg import compute_aggregation
 
 
 class LocalEngine(Engine):
-    """DuckDB in this process. ``threads`` caps DuckDB's worker threads; ``memory_limit`` is e.g. ``"4GB"``."""
+    """DuckDB in this process. ``threads`` caps DuckDB's worker threads; ``memory_limit`` is e.g. ``"4GB"``: past
+    it DuckDB spills joins, sorts and aggregates to ``temp_directory`` (DuckDB's default folder when None)."""
 
     name: ClassVar[str] = "local"
 
     def __init__(self, *, threads: int | None = None, memory_limit: str | None = None,
-                 database: str = ":memory:") -> None:
+                 temp_directory: str | None = None, database: str = ":memory:") -> None:
         if threads is not None and (not isinstance(threads, int) or threads <= 0):
             raise StoreError(f"local engine: threads must be a positive int, got {threads!r}")
         self.threads = threads
         self.memory_limit = memory_limit
+        self.temp_directory = temp_directory
         self.database = database
         self.lock = threading.RLock()          # a DuckDB connection serves one query at a time
         self._connection: duckdb.DuckDBPyConnection | None = None
@@ -48,6 +50,8 @@ class LocalEngine(Engine):
                     config["threads"] = self.threads
                 if self.memory_limit:
                     config["memory_limit"] = self.memory_limit
+                if self.temp_directory:
+                    config["temp_directory"] = self.temp_directory
                 try:
                     con = duckdb.connect(self.database, config=config)
                     con.execute("SET TimeZone = 'UTC'")
