@@ -40,6 +40,7 @@ ROOMS := signals store registry online training_adapters serving_adapters exampl
 typecheck: $(STAMP)
 	@rm -rf .mypy_layout && mkdir -p .mypy_layout/quasar
 	@for f in quasar/*.py; do ln -s "$(CURDIR)/$$f" .mypy_layout/quasar/; done
+	@for d in quasar/*/; do test -f "$$d/__init__.py" && ln -s "$(CURDIR)/$${d%/}" .mypy_layout/quasar/; done; true
 	@for d in $(ROOMS); do ln -s "$(CURDIR)/$$d" .mypy_layout/quasar/$$d; done
 	cd .mypy_layout && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p quasar
 

@@ -126,12 +126,12 @@ def _parquet(p: Platform, source: Source, previous: dict[str, Any] | None) -> Sc
         return scan
     added = {n.rsplit("|", 2)[0]: n for n in pieces if n not in old}
     removed = {n.rsplit("|", 2)[0]: n for n in old if n not in pieces}
-    for file in sorted(added.keys() | removed.keys()):
-        days = (_piece_days(pieces[added[file]]) if file in added else Days()) | \
-               (_piece_days(old[removed[file]]) if file in removed else Days())
-        what = "changed" if file in added and file in removed else "added" if file in added else "removed"
+    for shown in sorted(added.keys() | removed.keys()):
+        days = (_piece_days(pieces[added[shown]]) if shown in added else Days()) | \
+               (_piece_days(old[removed[shown]]) if shown in removed else Days())
+        what = "changed" if shown in added and shown in removed else "added" if shown in added else "removed"
         if days:
-            scan.changes.append(Change(days, f"source {source.name}: {file} {what}"))
+            scan.changes.append(Change(days, f"source {source.name}: {shown} {what}"))
     return scan
 
 
