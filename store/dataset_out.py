@@ -70,7 +70,9 @@ class ParquetSink:
         elif chunk.num_rows == 0 and self.rows:
             return
         try:
-            chunk = chunk.cast(self.schema) if chunk.schema != self.schema else chunk
+            if not chunk.schema.equals(self.schema):
+                chunk = chunk.cast(self.schema)
+            chunk = chunk.replace_schema_metadata(self.schema.metadata)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
             raise StoreError(f"dataset chunk {self.parts} does not have the first chunk's schema: {exc}") from exc
         try:
