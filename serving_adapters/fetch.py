@@ -32,12 +32,13 @@ import torch
 
 from quasar.online.keys import entity_keys, field_name
 from quasar.online.redis_store import AsyncRedisOnlineStore
-from quasar.online.store import OnlineColumns, columns_from_records, now_us
+from quasar.online.store import OnlineColumns, now_us
 from quasar.serving_adapters.batching import CallInfo, DynamicBatcher
 from quasar.serving_adapters.cache import MISS, RecordCache
+from quasar.serving_adapters.decode import decode_read
 from quasar.serving_adapters.features import AsyncOnlineReader, RequestKeys, assemble_feature_table, read_side
 from quasar.serving_adapters.metrics import ScorerMetrics
-from quasar.serving_adapters.models import LoadedModel
+from quasar.serving_adapters.models import LoadedModel, SignalRead
 from quasar.serving_adapters.redis_batch import HmgetRoundTrip, Reply
 from quasar.signals.errors import ServingError
 from quasar.signals.ufr.tensors import FeatureBatch, build_feature_batch
@@ -298,7 +299,7 @@ class FeatureFetcher:
         request: list[OnlineColumns] = []
         candidates: list[OnlineColumns] = []
         if request_sv:
-            request = self._decode(request_sv, replies[0], now)
+            request = self._decode(model.request_reads, replies[0], now)
         if candidate_sv:
             rows: list[Reply] = replies[-1]
             if self.cache is not None:
@@ -307,7 +308,7 @@ class FeatureFetcher:
                 self.cache.put_many([(h, fields) for h in missing], [tuple(r) for r in rows])
                 read_now = dict(zip(missing, rows, strict=True))
                 rows = [read_now[h] if got is MISS else got for h, got in zip(hashes, cached, strict=True)]
-            candidates = self._decode(candidate_sv, rows, now)
+            candidates = self._decode(model.candidate_reads, rows, now)
         return request, candidates
 
     def _count_cache(self, model: LoadedModel, hits: int, misses: int) -> None:
@@ -316,11 +317,13 @@ class FeatureFetcher:
             self.metrics.cache_lookups.labels(model.name, "miss").inc(misses)
 
     @staticmethod
-    def _decode(signal_versions: list[tuple[Any, int]], rows: Sequence[Reply], now: int) -> list[OnlineColumns]:
-        if len(rows) and len(rows[0]) != len(signal_versions):
-            raise ServingError(f"the online store answered {len(rows[0])} fields for {len(signal_versions)} asked")
-        return [columns_from_records(signal, version, [row[j] for row in rows], now=now)
-                for j, (signal, version) in enumerate(signal_versions)]
+    def _decode(reads: Sequence[SignalRead], rows: Sequence[Reply], now: int) -> list[OnlineColumns]:
+        """Each read's features only (``quasar.serving_adapters.decode``), straight from the replies."""
+        if len(rows) and len(rows[0]) != len(reads):
+            raise ServingError(f"the online store answered {len(rows[0])} fields for {len(reads)} asked")
+        return [decode_read(read.signal, read.version, [f for f, _ in read.features], [row[j] for row in rows],
+                            now=now)
+                for j, read in enumerate(reads)]
 
     @staticmethod
     def _build(group: Group) -> None:

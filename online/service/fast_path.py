@@ -38,7 +38,7 @@ FEAST_PATH = "/get-online-features"
 _FEATURES_FIELDS = frozenset(FeaturesRequest.model_fields)
 _FEAST_FIELDS = tuple(FeastFeaturesRequest.model_fields)
 #: Integers orjson reads as floats (beyond int64 below zero, beyond uint64 above), and json as ints.
-_BIG_INT = re.compile(rb"-\d{19}|\d{20}")
+BIG_INT = re.compile(rb"-\d{19}|\d{20}")
 
 Answer = Callable[[ServiceContext, Any, str], Awaitable[Response]]
 
@@ -80,7 +80,7 @@ def feast_body(data: Any) -> FeastFeaturesRequest | None:
     return FeastFeaturesRequest.model_construct(**{k: data[k] for k in _FEAST_FIELDS if k in data})
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
+def header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
             return bytes(value)
@@ -101,20 +101,20 @@ class FastReads:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path")
         if (scope["type"] != "http" or scope["method"] != "POST" or path not in (FEATURES_PATH, FEAST_PATH)
-                or scope.get("root_path") or _header(scope, b"content-type") != b"application/json"
-                or _header(scope, b"content-length") is None or path not in self.routes):
+                or scope.get("root_path") or header(scope, b"content-type") != b"application/json"
+                or header(scope, b"content-length") is None or path not in self.routes):
             await self.app(scope, receive, send)
             return
-        body, tail = await _read_body(receive)
+        body, tail = await read_body(receive)
         body_model: Any = None
-        if tail is None and body and not _BIG_INT.search(body):
+        if tail is None and body and not BIG_INT.search(body):
             try:
                 data = orjson.loads(body)
             except orjson.JSONDecodeError:
                 data = None
             body_model = features_body(data) if path == FEATURES_PATH else feast_body(data)
         if body_model is None:
-            await self.app(scope, _replay(body, tail, receive), send)
+            await self.app(scope, replay(body, tail, receive), send)
             return
         scope["route"] = self.routes[path]
         scope.setdefault("path_params", {})
@@ -146,7 +146,7 @@ class FastReads:
         return response
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
+async def read_body(receive: Receive) -> tuple[bytes, Message | None]:
     """The request body, and the message that ended it early (a disconnect) or None."""
     chunks: list[bytes] = []
     while True:
@@ -158,7 +158,7 @@ async def _read_body(receive: Receive) -> tuple[bytes, Message | None]:
             return b"".join(chunks), None
 
 
-def _replay(body: bytes, tail: Message | None, receive: Receive) -> Receive:
+def replay(body: bytes, tail: Message | None, receive: Receive) -> Receive:
     """A ``receive`` that gives the body already read again, then what ``receive`` gives."""
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
     if tail is not None:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from quasar.online.service.fast_path import _BIG_INT, _header, _read_body, _replay
+from quasar.online.service.fast_path import BIG_INT, header, read_body, replay
 from quasar.online.service.request_id import SCOPE_KEY, new_request_id
 from quasar.serving_adapters.scorer import Scorer
 from quasar.serving_adapters.service.schemas import ScoreRequest
@@ -57,19 +57,19 @@ class FastScore:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] != "POST" or scope.get("path") != SCORE_PATH
-                or scope.get("root_path") or _header(scope, b"content-type") != b"application/json"
-                or _header(scope, b"content-length") is None):
+                or scope.get("root_path") or header(scope, b"content-type") != b"application/json"
+                or header(scope, b"content-length") is None):
             await self.app(scope, receive, send)
             return
-        body, tail = await _read_body(receive)
+        body, tail = await read_body(receive)
         request: ScoreRequest | None = None
-        if tail is None and body and not _BIG_INT.search(body):
+        if tail is None and body and not BIG_INT.search(body):
             try:
                 request = score_body(orjson.loads(body))
             except orjson.JSONDecodeError:
                 request = None
         if request is None:
-            await self.app(scope, _replay(body, tail, receive), send)
+            await self.app(scope, replay(body, tail, receive), send)
             return
         rid = scope.get(SCOPE_KEY)
         response = await answer_score(self.scorer, request, rid if isinstance(rid, str) else new_request_id())
