@@ -205,7 +205,7 @@ def ls_(ctx: click.Context, entities: bool, sources: bool, requests: bool, servi
         serving = p.serving_versions()
         rows = [{"name": sv.name, "version": sv.version, "serving": serving[sv.name].version,
                  "kind": sv.signal.kind, "entity": sv.signal.entity.name, "features": len(sv.signal.schema),
-                 "online": sv.signal.online, "owner": sv.signal.owner}
+                 "online": sv.signal.online, "owner": sv.signal.owner, **_schedule(sv.signal)}
                 for sv in p.ls()]
     on_demand = p.request_signals() if everything or requests else []
     bound = p.feature_services() if everything or services else []
@@ -220,9 +220,11 @@ def ls_(ctx: click.Context, entities: bool, sources: bool, requests: bool, servi
     if rows:
         sections.append(lambda: _table(
             [{**r, "version": f"v{r['version']}", "serving": f"v{r['serving']}",
-              "online": "yes" if r["online"] else "no"} for r in rows],
+              "online": "yes" if r["online"] else "no", "freshness_target": r["freshness_target"] or "-"}
+             for r in rows],
             {"name": "SIGNAL", "version": "VERSION", "serving": "SERVING", "kind": "KIND", "entity": "ENTITY",
-             "features": "FEATURES", "online": "ONLINE", "owner": "OWNER"}))
+             "features": "FEATURES", "online": "ONLINE", "schedule": "SCHEDULE", "freshness_target": "FRESHNESS",
+             "owner": "OWNER"}))
     if on_demand:
         sections.append(lambda: _table(
             [{**r, "version": f"v{r['version']}", "inputs": ", ".join(r["inputs"]) or "-",
@@ -239,6 +241,13 @@ def ls_(ctx: click.Context, entities: bool, sources: bool, requests: bool, servi
         if i:
             click.echo("")
         show()
+
+
+def _schedule(signal: Any) -> dict[str, str | None]:
+    """A signal's schedule and freshness target for ``quasar ls`` (``quasar status`` shows the lag)."""
+    from quasar.signals.durations import format_duration
+    return {"schedule": format_duration(signal.run_schedule) if signal.run_schedule else "manual",
+            "freshness_target": format_duration(signal.freshness_target) if signal.freshness_target else None}
 
 
 @main.command()

@@ -1,7 +1,7 @@
 """``quasar delete SIGNAL[@VERSION]``: what a deletion removes (shown before the confirmation), and removing it.
 
 A version's footprint is its registry rows (``quasar.registry.deletion``: version, lineage, promotion, runs,
-materialization watermark), its Iceberg table and quarantine table with their files, and its online field on
+the state it owns: materialization watermark, runner state, catalog statistics and report), its Iceberg table and quarantine table with their files, and its online field on
 every entity hash. ``plan_delete`` reads them all and refuses what the registry would refuse (another signal
 reads it; a run of it is live) before anything is touched; ``delete`` then removes the online fields first,
 the tables next and the registry rows last, so an interrupted deletion leaves the registry naming what is left
@@ -99,19 +99,36 @@ def _bound_to(platform: Platform, name: str, versions: list[int]) -> list[str]:
 
 
 def delete(platform: Platform, plan: DeletePlan) -> None:
-    """Remove what ``plan`` lists: online fields, then tables, then registry rows."""
-    from quasar.gc import state_key as gc_key
-    from quasar.online.materialize import state_key
-
+    """Remove what ``plan`` lists: online fields, then tables, then registry rows (and the state they own)."""
     for v in plan.versions:
         if v.online is not None:
             _delete_online(platform, plan.signal, v.version)
         for table in (v.table, v.quarantine):
             if table is not None:
                 _drop_table(platform, table)
-    keys = [state_key(plan.signal, v.version) for v in plan.versions] + ([gc_key(plan.signal)] if plan.everything
-                                                                          else [])
-    platform.registry.delete_versions(plan.signal, [v.version for v in plan.versions], state_keys=keys)
+    platform.registry.delete_versions(plan.signal, [v.version for v in plan.versions],
+                                      state_keys=owned_state_keys(platform, plan))
+
+
+def owned_state_keys(platform: Platform, plan: DeletePlan) -> list[str]:
+    """The registry state the deleted versions own: each version's materialization watermark, runner state
+    (``quasar.runner_state``) and catalog statistics (``quasar.ui.stats``); with every version, the gc cutoff
+    and the catalog's last consistency report (with one version, that report when it was of that version)."""
+    from quasar.gc import state_key as gc_key
+    from quasar.online.materialize import state_key
+    from quasar.runner_state import SignalState
+    from quasar.ui.catalog import report_key
+    from quasar.ui.stats import state_key as stats_key
+
+    numbers = [v.version for v in plan.versions]
+    keys = [k for n in numbers for k in (state_key(plan.signal, n), SignalState.key(plan.signal, n),
+                                         stats_key(plan.signal, n))]
+    report = report_key("consistency", plan.signal)
+    if plan.everything:
+        keys += [gc_key(plan.signal), report]
+    elif (platform.registry.get_state(report) or {}).get("version") in numbers:
+        keys.append(report)
+    return keys
 
 
 def _footprint(platform: Platform, signal: Any, version: int) -> VersionFootprint:

@@ -1,6 +1,6 @@
 """What ``quasar describe`` and ``quasar ls --entities/--sources`` show, as plain data and as text: a signal's
-schema, aggregations, versions, lineage, recent runs and the feature services and model bundles that read each
-version; an entity's join key and signals; a source's location, schema and signals. Request-time signals and
+schema, aggregations, schedule and freshness target, versions, lineage, recent runs and the feature services and
+model bundles that read each version; an entity's join key and signals; a source's location, schema and signals. Request-time signals and
 feature services are described by ``quasar.describe_features``."""
 
 from __future__ import annotations
@@ -103,6 +103,8 @@ def describe_signal(registry: Any, name: str, models: Path | None = None) -> dic
         "ttl": format_duration(sig.ttl) if sig.ttl else None,
         "online": sig.online,
         "step": format_duration(sig.step) if sig.step else None,
+        "schedule": format_duration(sig.run_schedule) if sig.run_schedule else "manual",
+        "freshness_target": format_duration(sig.freshness_target) if sig.freshness_target else None,
         "schema": [{"name": n, "type": str(t)} for n, t in sig.schema],
         "aggregations": [{"name": a.name, "function": a.function, "column": a.column,
                           "window": format_duration(a.window), "dtype": str(a.dtype)} for a in sig.aggregations],
@@ -143,6 +145,7 @@ def format_description(d: dict[str, Any]) -> str:
         f"  source:      {_source(d['source'])}",
         f"  ttl:         {d['ttl'] or 'none'}    online: {'yes' if d['online'] else 'no'}"
         + (f"    step: {d['step']}" if d["step"] else ""),
+        *_schedule(d),
         f"  module:      {d['module'] or '-'}",
         f"  serving:     v{d['serving']['version']} ({d['serving']['reason']})",
         "  schema:",
@@ -181,6 +184,17 @@ def format_description(d: dict[str, Any]) -> str:
             lines.append(f"    #{r['id']} {r['kind']} v{r['version']} {r['status']} rows={rows} "
                          f"snapshot={r['snapshot_id'] or '-'} at {r['started_at']}")
     return "\n".join(lines)
+
+
+def _schedule(d: dict[str, Any]) -> list[str]:
+    """The schedule and freshness target, and (from ``Platform.describe``) the freshness now (``quasar.status``)."""
+    schedule = d.get("schedule") or "-"
+    how = "`quasar backfill` computes it, `quasar run` does not" if schedule == "manual" else "by `quasar run`"
+    lines = [f"  schedule:    {schedule} ({how}); freshness target {d.get('freshness_target') or 'none'}"]
+    fresh = d.get("freshness")
+    if fresh:
+        lines.append(f"  freshness:   {fresh['text']}")
+    return lines
 
 
 def _format_entity(d: dict[str, Any]) -> str:

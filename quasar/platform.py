@@ -157,7 +157,10 @@ class Platform:
         from quasar.describe import describe
         described = describe(self.registry, name, what, models=self.config.path(self.config.serving.models))
         if described.get("what") == "signal":
+            from quasar.status import freshness
             described["tables"] = table_layouts(self, name)
+            fresh = freshness(self, self.registry.signal(name), datetime.now(UTC))
+            described["freshness"] = {**fresh.to_dict(), "text": fresh.text()}
         return described
 
     def request_signals(self) -> list[dict[str, Any]]:
@@ -359,10 +362,13 @@ class Platform:
         stored = self.offline.read(sv.signal, sv.version, columns=[key]).column(key)
         keys = sample_keys(stored, sample, seed)
         ref = f"{sv.name}@{sv.version}"
-        return check_consistency(signal=sv.signal, version=sv.version, keys=keys,
-                                 population=len(stored.unique()), online=self.online_store,
-                                 offline_as_of=lambda spine: self.training_dataset(spine, [ref], engine=engine),
-                                 online_sample=sample, seed=seed)
+        report = check_consistency(signal=sv.signal, version=sv.version, keys=keys,
+                                   population=len(stored.unique()), online=self.online_store,
+                                   offline_as_of=lambda spine: self.training_dataset(spine, [ref], engine=engine),
+                                   online_sample=sample, seed=seed)
+        from quasar.ui.catalog import record_report
+        record_report(self.registry, "consistency", sv.name, report.to_dict())   # the catalog shows the last one
+        return report
 
     def push(self, signal: str, rows: Any, *, to: str = "online") -> int:
         """Write ``rows`` of ``signal`` online (newer event time wins); ``to="online_and_offline"`` also
@@ -474,11 +480,14 @@ class Platform:
         """Compare the values ``service`` logged in ``[start, end)`` with the offline point-in-time values of
         the same keys, request fields and times, per feature (``quasar.online.skew``)."""
         from quasar.online.skew import measure_skew
-        self.registry.service(service)
-        return measure_skew(self.catalog, self.config.offline.namespace, service,
-                            lambda spine, ref, full: self.training_dataset(spine, ref, engine=engine,
-                                                                           full_names=full),
-                            start=start, end=end, sample=sample, seed=seed)
+        from quasar.ui.catalog import record_report
+        name = self.registry.service(service).name
+        report = measure_skew(self.catalog, self.config.offline.namespace, service,
+                              lambda spine, ref, full: self.training_dataset(spine, ref, engine=engine,
+                                                                             full_names=full),
+                              start=start, end=end, sample=sample, seed=seed)
+        record_report(self.registry, "skew", name, report.to_dict())         # the catalog shows the last one
+        return report
 
 
 def _column_names(spine: Any) -> list[str]:

@@ -33,6 +33,19 @@ class Freshness:
     lag: timedelta | None
     state: str                                   # ok | stale | never | no target
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"schedule": format_duration(self.schedule) if self.schedule else "manual",
+                "freshness_target": format_duration(self.target) if self.target else None,
+                "computed_until": self.computed_until.isoformat() if self.computed_until else None,
+                "lag": format_lag(self.lag), "lag_s": round(self.lag.total_seconds(), 3) if self.lag is not None
+                else None, "state": self.state}
+
+    def text(self) -> str:
+        """``ok: computed until 2026-12-02T00:00Z, lag 7h51m`` (or ``never computed``)."""
+        if self.computed_until is None:
+            return "never computed"
+        return f"{self.state}: computed until {self.computed_until:%Y-%m-%dT%H:%MZ}, lag {format_lag(self.lag)}"
+
 
 def freshness(p: Platform, sv: SignalVersion, now: datetime) -> Freshness:
     """The freshness of ``sv`` as of ``now`` (see the module doc)."""

@@ -40,7 +40,8 @@ def test_init_register_ls_describe(project: Path) -> None:
     assert [r["name"] for r in listing] == EXAMPLE_NAMES
     assert all(r["version"] == 1 for r in listing)
     text = run(project, "ls")
-    assert text.splitlines()[0].split() == ["SIGNAL", "VERSION", "SERVING", "KIND", "ENTITY", "FEATURES", "ONLINE", "OWNER"]
+    assert text.splitlines()[0].split() == ["SIGNAL", "VERSION", "SERVING", "KIND", "ENTITY", "FEATURES", "ONLINE",
+                                        "SCHEDULE", "FRESHNESS", "OWNER"]
     d = json.loads(run(project, "describe", "user_engagement", "--json"))
     assert [f["name"] for f in d["schema"]] == ["impressions_1d", "clicks_7d", "ctr_7d", "dwell_1d"]
     assert d["downstream"] == ["user_affinity"] and d["upstream"] == []

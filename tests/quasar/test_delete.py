@@ -132,3 +132,33 @@ def test_delete_names_what_does_not_exist(project: Path) -> None:
     assert "no signal named 'nope'" in run(project, "delete", "nope", "--yes", code=1)
     assert "has no version 7" in run(project, "delete", "daily@7", "--yes", code=1)
     assert "SIGNAL or SIGNAL@VERSION" in run(project, "delete", "daily:n_1d", "--yes", code=2)
+
+
+def test_delete_removes_the_runner_and_catalog_state_of_what_it_deletes(project: Path) -> None:
+    """A deleted version's runner state, catalog statistics and consistency report go with it: left behind, a
+    signal registered again under the same name would start with the old one's computed days and checks."""
+    from quasar.runner_state import SignalState
+    from quasar.ui.catalog import last_report, report_key
+    from quasar.ui.stats import feature_stats
+    from quasar.ui.stats import state_key as stats_key
+
+    def keys(p: quasar.Platform, version: int) -> dict[str, bool]:
+        return {k: p.registry.get_state(k) is not None
+                for k in (SignalState.key("daily", version), stats_key("daily", version))}
+
+    with quasar.Platform.open(project) as p:
+        p.run(once=True, now=datetime(2026, 1, 4, 6, tzinfo=UTC))         # records runner:daily@2 (checked)
+        for version in (1, 2):
+            feature_stats(p, p.registry.signal("daily", version))       # the catalog's statistics of each
+        p.registry.set_state(SignalState.key("daily", 1), SignalState().to_json())  # v1 as an older runner saw it
+        p.consistency("daily", sample=10, seed=1)                        # recorded for the catalog (of v2)
+        assert all(keys(p, 1).values()) and all(keys(p, 2).values()), (keys(p, 1), keys(p, 2))
+        assert (last_report(p.registry, "consistency", "daily") or {}).get("version") == 2
+    run(project, "delete", "daily@1", "--yes")
+    with quasar.Platform.open(project) as p:
+        assert not any(keys(p, 1).values()) and all(keys(p, 2).values())
+        assert p.registry.get_state(report_key("consistency", "daily")) is not None   # of v2: it stays
+    run(project, "delete", "daily", "--yes")
+    with quasar.Platform.open(project) as p:
+        assert not any(keys(p, 2).values())
+        assert p.registry.get_state(report_key("consistency", "daily")) is None

@@ -22,7 +22,6 @@ from quasar.platform import Platform
 from quasar.store.quarantine import read_quarantine
 from quasar.ui import stats as ui_stats
 from quasar.ui.app import TEMPLATES, create_app
-from quasar.ui.catalog import record_report
 
 ROOT = Path(__file__).resolve().parents[2]
 SVG = "{http://www.w3.org/2000/svg}"
@@ -212,13 +211,12 @@ def test_request_service_entity_and_source_pages_link_to_what_they_read(client: 
     assert "data/events" in source and 'href="/signals/pin_stats"' in source
 
 
-def test_a_recorded_consistency_report_is_shown(tmp_path: Path, ui_project: UiProject, redis_url: str,
+def test_the_last_consistency_check_is_shown(tmp_path: Path, ui_project: UiProject, redis_url: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUASAR_REDIS_URL", redis_url)
     with open_platform(ui_project) as p:
         p.materialize(["user_profile"])
-        report = p.consistency("user_profile", sample=50, seed=1)
-        record_report(p.registry, "consistency", "user_profile", report.to_dict())
+        report = p.consistency("user_profile", sample=50, seed=1)          # recorded for the catalog
         page = TestClient(create_app(p)).get("/signals/user_profile").text
     assert "online equals offline" in page and report.consistent
     assert "<th>mismatch</th><th>missing</th><th>extra</th>" in page
