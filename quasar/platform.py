@@ -278,33 +278,35 @@ class Platform:
     @overload
     def training_dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
                          full_names: bool = False, progress: bool = False, mode: str = "auto",
-                         out: None = None) -> pa.Table: ...
+                         out: None = None, chunk_rows: int | None = None) -> pa.Table: ...
 
     @overload
     def training_dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
                          full_names: bool = False, progress: bool = False, mode: str = "auto",
-                         out: str | Path) -> Path: ...
+                         out: str | Path, chunk_rows: int | None = None) -> Path: ...
 
     def training_dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
                          full_names: bool = False, progress: bool = False, mode: str = "auto",
-                         out: str | Path | None = None) -> pa.Table | Path:
+                         out: str | Path | None = None, chunk_rows: int | None = None) -> pa.Table | Path:
         """Every spine row, in order, with each feature as of the row's ``event_timestamp``. ``features`` is a
         list of references (stored and request-time signals) or a feature service's name; request-time
         signals read their request fields from spine columns. With ``out`` the rows are streamed to Parquet
-        there (a folder of part files; one file for a ``.parquet`` path) instead of kept, and the path returned."""
+        there (a folder of part files; one file for a ``.parquet`` path) instead of kept, and the path returned;
+        ``chunk_rows`` spine rows are joined at a time (1,000,000 by default), which bounds this process's memory."""
         result = self.dataset(spine, features, engine=engine, full_names=full_names, progress=progress,
-                              mode=mode, out=out)
+                              mode=mode, out=out, chunk_rows=chunk_rows)
         return result.table if result.path is None else result.path
 
     def dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
                 full_names: bool = False, progress: bool = False, mode: str = "auto",
-                out: str | Path | None = None) -> DatasetResult:
+                out: str | Path | None = None, chunk_rows: int | None = None) -> DatasetResult:
         """Like ``training_dataset`` but returns the result with the snapshots it was read from."""
         from quasar.store.dataset import build_training_dataset
         planned = self.feature_lists.expand(features, self._resolve)
         return build_training_dataset(spine, planned.refs, resolve=planned.resolve, store_files=self._store_files,
                                       engine=self.engine(engine), full_names=full_names, progress=progress,
-                                      lookup=planned.lookup, mode=mode, out=out)
+                                      lookup=planned.lookup, mode=mode, out=out,
+                                      **({} if chunk_rows is None else {"chunk_rows": chunk_rows}))
 
     def loader(self, spine: Any, features: str | Sequence[str], *, labels: Sequence[str] = ("label",),
                engine: str | None = None, **options: Any) -> DataLoader:  # type: ignore[type-arg]
