@@ -17,7 +17,6 @@ import quasar
 from fixtures.project import init_project
 from quasar.config import load_config
 from quasar.signals.errors import ConfigError, DatasetError
-from quasar.store.dataset import build_training_dataset
 from quasar.training_adapters import make_loader
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -106,8 +105,7 @@ def test_out_streams_the_same_rows_and_values_as_the_in_memory_result(project: P
         assert p.training_dataset(spine, ["user_activity"], out=project / "one.parquet") == project / "one.parquet"
         # several chunks (a part file each), the spine read batch by batch as a reader
         reader = pa.RecordBatchReader.from_batches(spine.schema, spine.to_batches(max_chunksize=60))
-        folder = build_training_dataset(reader, ["user_activity"], resolve=p._resolve, store_files=p._store_files,
-                                        engine=p.engine(), chunk_rows=100, out=project / "train")
+        folder = p.dataset(reader, ["user_activity"], chunk_rows=100, out=project / "train")
         (limit,), = p.engine().connection.execute("SELECT current_setting('memory_limit')").fetchall()
     assert limit == "244.1 MiB"                                        # the project's cap, on the join's connection
     assert expected.table.num_rows == 250 and 0 < expected.table.column("clicks").null_count < 200
@@ -144,8 +142,7 @@ def test_a_failure_midway_leaves_nothing_half_written(project: Path) -> None:
         p.training_dataset(spine.slice(0, 10), ["user_activity"], out=project / "train")
         before = pq.read_table(project / "train")
         with pytest.raises(DatasetError, match="null value"):          # the second chunk fails, after the first
-            build_training_dataset(reader, ["user_activity"], resolve=p._resolve, store_files=p._store_files,
-                                   engine=p.engine(), chunk_rows=100, out=project / "train")
+            p.training_dataset(reader, ["user_activity"], chunk_rows=100, out=project / "train")
         (project / "other").mkdir()
         (project / "other" / "notes.txt").write_text("mine")
         with pytest.raises(DatasetError, match="not a dataset's parts"):
