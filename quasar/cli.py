@@ -529,27 +529,32 @@ def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int, f
                        f"quasar.toml), e.g. {r.out_of_bounds_example}", err=True)
 
 
-def _serve(ctx: click.Context, factory: str, host: str, port: int, workers: int) -> None:
+def _serve(ctx: click.Context, factory: str, host: str, port: int, workers: int | None,
+           around: Any = None) -> None:
+    import contextlib
     import os
 
-    from quasar.online.service.runner import run_service
+    from quasar.online.service.runner import default_workers, run_service
     from quasar.services import PROJECT_ENV
     project = str(_root(ctx))
     os.environ[PROJECT_ENV] = project
     factory_module, factory_name = factory.split(":")
     getattr(__import__(factory_module, fromlist=[factory_name]), factory_name)   # fail here, not in a worker
+    workers = workers or default_workers()
     click.echo(f"serving {project} on http://{host}:{port} ({workers} worker{'s' * (workers > 1)}); "
                f"OpenAPI at http://{host}:{port}/docs", err=True)
-    run_service(factory, host=host, port=port, workers=workers, log_level="warning")
+    with around or contextlib.nullcontext():
+        run_service(factory, host=host, port=port, workers=workers, log_level="warning")
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=6566, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Worker processes  [default: one per core]")
 @click.pass_context
 @_fail_cleanly
-def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
+def serve(ctx: click.Context, host: str, port: int, workers: int | None) -> None:
     """Run the HTTP feature service: /v1/features, /get-online-features, /v1/push, /healthz, /metrics, /docs."""
     from quasar.services import FEATURE_APP
     _serve(ctx, FEATURE_APP, host, port, workers)
@@ -558,13 +563,26 @@ def serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
 @main.command(name="score-serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=6567, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes.")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Worker processes  [default: one per core]")
+@click.option("--cache/--no-cache", default=None, help="The in-process candidate cache  [default: [serving] cache]")
+@click.option("--model-host", default=None, help="Where models run: '' in each worker, 'process', 'shared' (one "
+              "model host process for all workers) or HOST:PORT  [default: [serving] model_host]")
 @click.pass_context
 @_fail_cleanly
-def score_serve(ctx: click.Context, host: str, port: int, workers: int) -> None:
+def score_serve(ctx: click.Context, host: str, port: int, workers: int | None, cache: bool | None,
+                model_host: str | None) -> None:
     """Run the scoring service: /v1/score with the bundles of [serving] models, /healthz, /metrics, /docs."""
+    import os
+
+    from quasar.config import load_config
     from quasar.services import SCORING_APP
-    _serve(ctx, SCORING_APP, host, port, workers)
+    from quasar.serving_adapters.settings import flag_environment, scorer_settings, shared_model_host
+    os.environ.update(flag_environment(cache=cache, model_host=model_host))       # read by every worker
+    config = load_config(_root(ctx))
+    scorer_settings(config.serving)                     # a bad [serving] cache or model_host fails here
+    _serve(ctx, SCORING_APP, host, port, workers,
+           around=shared_model_host(config.serving, config.path(config.serving.models)))
 
 
 @main.command()

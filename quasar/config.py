@@ -98,6 +98,10 @@ class ServingConfig:
     max_wait_ms: float = 2.0
     batching: bool = True                                  # coalesce concurrent requests into one model call
     device: str = ""                                       # "cuda", "cpu"; empty -> cuda when available
+    cache: bool = False                                    # the in-process candidate cache (quasar.serving_adapters.cache)
+    cache_max_entries: int = 100_000
+    cache_ttl_s: float = 2.0
+    model_host: str = ""                                   # "", "process", "shared" or HOST:PORT (serving_adapters.settings)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -84,6 +84,7 @@ def scoring_app() -> FastAPI:
     import from the project root and installed packages."""
     from quasar.serving_adapters.models import ModelRegistry, registry_resolver
     from quasar.serving_adapters.service.app import create_scoring_app
+    from quasar.serving_adapters.settings import scorer_options
     p = _platform()
     project_importable(p.root)
     sv = p.config.serving
@@ -93,4 +94,5 @@ def scoring_app() -> FastAPI:
                               max_batch_rows=sv.max_batch_rows, max_wait_ms=sv.max_wait_ms,
                               device=sv.device or None, batching=sv.batching,
                               max_body_bytes=p.config.online.max_body_bytes, close_store=True,
-                              feature_logger=_feature_logger(p))
+                              feature_logger=_feature_logger(p),
+                              **scorer_options(sv, p.config.path(sv.models)))      # [serving] cache, model_host

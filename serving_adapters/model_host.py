@@ -190,13 +190,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not key:
         parser.error(f"set ${KEY_ENV}: feature hosts prove they hold it before anything is unpickled")
     host_name, _, port = args.listen.rpartition(":")
-    host = _Host(args.models, args.device, args.cpu_threads)
-    with Listener((host_name or "127.0.0.1", int(port)), authkey=key.encode()) as listener:
-        print(f"model host on {host.runner.device}, listening on {args.listen}", flush=True)
+    serve_listening((host_name or "127.0.0.1", int(port)), key.encode(), args.models, args.device, args.cpu_threads,
+                    announce=True)
+    return 0
+
+
+def serve_listening(address: tuple[str, int], authkey: bytes, models_folder: str, device: str | None,
+                    cpu_threads: int | None, *, announce: bool = False) -> None:
+    """A model host accepting feature hosts at ``address`` (each connection its own thread, one call at a time
+    on the device), until the process ends: ``main``'s loop, and the one ``quasar score-serve``'s workers share
+    (``quasar.serving_adapters.settings.shared_model_host``)."""
+    host = _Host(models_folder, device, cpu_threads)
+    with Listener(address, authkey=authkey) as listener:
+        if announce:
+            print(f"model host on {host.runner.device}, listening on {address[0]}:{address[1]}", flush=True)
         while True:
             try:
                 conn = listener.accept()
-            except (OSError, EOFError):       # a client without the key: refused, keep listening
+            except (OSError, EOFError, multiprocessing.AuthenticationError):   # without the key: refused
                 continue
             threading.Thread(target=host.serve, args=(conn,), daemon=True, name="quasar-model-host-conn").start()
 
