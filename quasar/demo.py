@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import secrets
 import shlex
 import shutil
@@ -31,6 +32,7 @@ EXAMPLE_SIGNALS = Path(examples.__file__).parent / "signals"
 ALL_FEATURES = ["user_engagement", "pin_stats", "user_recent_pins", "pin_profile", "user_profile",
                 "user_affinity"]
 Step = Callable[[Path, World], None]
+INCOMING = "incoming"                  # where the last day's events wait until they land (step 5)
 
 
 def _heading(text: str) -> None:
@@ -52,6 +54,10 @@ def step_project(project: Path, world: World) -> None:
     counts = generate(project, world)
     click.echo(f"generated {counts['events']:,} events, {counts['users']:,} user and {counts['pins']:,} pin "
                f"snapshots over {world.days} days from {world.start:%Y-%m-%d}")
+    held = _last_day_events(project, world)
+    (project / INCOMING).mkdir()
+    held.replace(project / INCOMING / held.name)
+    click.echo(f"the last day's events ({held.name}) are held back in {INCOMING}/: they land in step 5")
     quasar_cli(project, "register", "signals")
     quasar_cli(project, "ls")
     quasar_cli(project, "describe", "user_engagement")
@@ -59,8 +65,11 @@ def step_project(project: Path, world: World) -> None:
 
 def step_backfill(project: Path, world: World) -> None:
     _heading("2. Backfill every signal into Iceberg (upstream first)")
-    start, end = f"{world.start:%Y-%m-%d}", f"{world.end:%Y-%m-%d}"
+    end = f"{world.end - timedelta(days=1):%Y-%m-%d}"             # the events landed so far
+    starts = {"pin_profile": _first_day(project / "data" / "pins", "updated_at"),     # profiles reach back
+              "user_profile": _first_day(project / "data" / "users", "updated_at")}   # before the events
     for name in ["user_affinity", "pin_stats", "user_recent_pins", "pin_profile", "user_profile"]:
+        start = starts.get(name, f"{world.start:%Y-%m-%d}")
         quasar_cli(project, "backfill", name, "--start", start, "--end", end, "--with-upstream")
     quasar_cli(project, "describe", "user_affinity")
 
@@ -87,8 +96,20 @@ def step_materialize(project: Path, world: World) -> None:
     quasar_cli(project, "materialize", "user_engagement")
 
 
+def step_fresh(project: Path, world: World) -> None:
+    _heading("5. New data lands: `quasar run --once` computes what is missing or stale, then materializes")
+    held = project / INCOMING / _last_day_events(project, world).name
+    click.secho(f"$ mv {INCOMING}/{held.name} data/events/        # the last day's events land", fg="cyan")
+    held.replace(project / "data" / "events" / held.name)
+    quasar_cli(project, "status")
+    quasar_cli(project, "run", "--once")
+    click.echo("a second pass finds nothing to do (every signal is checked for this day):")
+    quasar_cli(project, "run", "--once")
+    quasar_cli(project, "status")
+
+
 def step_serve(project: Path, world: World) -> None:
-    _heading("5. The HTTP feature service")
+    _heading("6. The HTTP feature service")
     with _service(project, "serve") as url:
         with Platform.open(project) as p:                  # two users whose profile is in the window
             profiled = p.offline.read(p.registry.signal("user_profile").signal, 1, columns=["user_id"])
@@ -116,7 +137,7 @@ def step_serve(project: Path, world: World) -> None:
 
 
 def step_train(project: Path, world: World) -> None:
-    _heading("6. Train the example ranker on a point-in-time dataset (quasar's PyTorch loader)")
+    _heading("7. Train the example ranker on a point-in-time dataset (quasar's PyTorch loader)")
     from quasar.examples.train_ranker import train
     spine = make_spine(project, world.end - timedelta(days=14), world.end, rows=40_000)
     path = train(project, project / "models", spine=spine)
@@ -126,7 +147,7 @@ def step_train(project: Path, world: World) -> None:
 
 
 def step_score(project: Path, world: World) -> None:
-    _heading("7. The scoring service: features read at request time, scored by the ranker")
+    _heading("8. The scoring service: features read at request time, scored by the ranker")
     with _service(project, "score-serve") as url:
         health = _get(f"{url}/healthz")
         click.echo(f"scorer device: {health.get('device')}")
@@ -137,6 +158,27 @@ def step_score(project: Path, world: World) -> None:
             click.secho(f"$ curl -s {url}/v1/score -d '{json.dumps(body)}'", fg="cyan")
             scores = _post(f"{url}/v1/score", body)["scores"]
             click.echo("  " + ", ".join(f"pin {p}: {s:.3f}" for p, s in zip(pins, scores, strict=True)))
+
+
+def step_catalog(project: Path, world: World) -> None:
+    _heading("9. The catalog: `quasar ui`, every signal with its lineage, freshness, runs and statistics")
+    quasar_cli(project, "consistency", "user_engagement", "--sample", "200", "--seed", "1")   # the catalog shows it
+    with _service(project, "ui") as url:
+        click.echo(f"the catalog of the demo project is at {url}/")
+        click.secho(f"$ curl -s {url}/", fg="cyan")
+        home = _get_text(f"{url}/")
+        signals = re.search(r'<table class="signals">(.*?)</table>', home, flags=re.S)
+        listed = re.findall(r'<tr data-name="([^"]+)"', signals.group(1)) if signals else []
+        click.echo(f"  {len(listed)} signals listed: {', '.join(listed)}")
+        click.secho(f"$ curl -s {url}/signals/user_engagement", fg="cyan")
+        page = _get_text(f"{url}/signals/user_engagement")
+        state = re.search(r'<div class="card" data-state="([^"]+)"', page)
+        nodes = len(re.findall(r'<g class="node[ "]', page))
+        charts = len(re.findall(r'<svg class="histogram"', page))
+        verdict = "online equals offline" if "online equals offline" in page else "no consistency report"
+        click.echo(f"  freshness {state.group(1) if state else '?'}, a lineage graph of {nodes} nodes, {charts} "
+                   f"histograms of its last backfill, the last consistency check: {verdict}")
+    click.echo("stopped the catalog")
 
 
 # --- running the services as a user would ------------------------------------------------------------------
@@ -176,6 +218,11 @@ def _service(project: Path, command: str) -> Iterator[str]:
             proc.kill()
 
 
+def _get_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return str(answer.read().decode())
+
+
 def _get(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=10) as answer:
         return dict(json.loads(answer.read()))
@@ -195,8 +242,21 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 
-STEPS: list[Step] = [step_project, step_backfill, step_dataset, step_materialize, step_serve, step_train,
-                     step_score]
+def _last_day_events(project: Path, world: World) -> Path:
+    """The events file of the world's last day (``examples.data.generate`` writes one per day)."""
+    return project / "data" / "events" / f"events-{world.end - timedelta(days=1):%Y-%m-%d}.parquet"
+
+
+def _first_day(folder: Path, column: str) -> str:
+    """The first UTC day of ``column`` in a folder of Parquet files."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    first = pc.min(pq.read_table(folder, columns=[column]).column(column)).as_py()
+    return f"{first.astimezone(UTC):%Y-%m-%d}"
+
+
+STEPS: list[Step] = [step_project, step_backfill, step_dataset, step_materialize, step_fresh, step_serve,
+                     step_train, step_score, step_catalog]
 
 
 def recent_world() -> World:
@@ -208,7 +268,7 @@ def recent_world() -> World:
 NEXT_STEPS = [
     "next steps:",
     "  quasar init myproject       # a runnable sample project of your own: cd myproject, then its README.md",
-    "  quasar demo --dir DIR       # keep the demo project, then: quasar -C DIR/project ls, describe, serve",
+    "  quasar demo --dir DIR       # keep the demo project, then: quasar -C DIR/project status, ui, serve",
     "  README.md                   # the tours: signal author, trainer, online service",
 ]
 
@@ -240,7 +300,8 @@ def run_demo(workdir: Path | None = None, *, keep: bool = False, world: World | 
     if kept:
         with Platform.open(project) as p:
             click.echo(f"its online values stay in Redis under the project {p.config.project.name} "
-                       f"(`quasar -C {project} delete SIGNAL` removes a signal's)")
+                       f"(`quasar -C {project} delete SIGNAL` removes a signal's); `quasar -C {project} ui` "
+                       "serves its catalog again")
     else:
         click.echo("removed the demo's Redis keys and its folder")
     click.echo("\n".join(NEXT_STEPS))

@@ -47,7 +47,7 @@ def test_a_temp_demo_removes_its_keys_and_its_folder(small_demo: str, tmp_path: 
     assert out[-4:] == [
         "next steps:",
         "  quasar init myproject       # a runnable sample project of your own: cd myproject, then its README.md",
-        "  quasar demo --dir DIR       # keep the demo project, then: quasar -C DIR/project ls, describe, serve",
+        "  quasar demo --dir DIR       # keep the demo project, then: quasar -C DIR/project status, ui, serve",
         "  README.md                   # the tours: signal author, trainer, online service",
     ]
 
