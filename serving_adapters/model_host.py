@@ -40,9 +40,35 @@ from quasar.serving_adapters.device import choose_device
 from quasar.serving_adapters.models import LoadedModel
 from quasar.serving_adapters.runner import ModelRunner, ScorerBackend
 from quasar.signals.errors import ServingError
-from quasar.signals.ufr.tensors import FeatureBatch
+from quasar.signals.ufr.tensors import FeatureBatch, IdListTensor
 
 KEY_ENV = "QUASAR_MODEL_HOST_KEY"
+
+
+def to_wire(batch: FeatureBatch) -> tuple[Any, ...]:
+    """A CPU FeatureBatch as numpy arrays and lists (what crosses to the model host): numpy arrays pickle as
+    one copy of their bytes, torch tensors through torch's storage machinery (5-10x slower at 800 rows)."""
+    def arrays(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return {k: v.numpy() for k, v in tensors.items()}
+
+    bags = {k: (v.values.numpy(), v.offsets.numpy(), None if v.weights is None else v.weights.numpy())
+            for k, v in batch.id_lists.items()}
+    return (batch.size, batch.dense.numpy(), list(batch.dense_names), batch.dense_mask.numpy(),
+            arrays(batch.scalars), arrays(batch.vectors), bags, batch.strings, arrays(batch.masks))
+
+
+def from_wire(wired: tuple[Any, ...]) -> FeatureBatch:
+    """``to_wire``'s FeatureBatch again (the tensors share the unpickled arrays' memory)."""
+    size, dense, names, dense_mask, scalars, vectors, bags, strings, masks = wired
+
+    def tensors(arrays: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+    id_lists = {k: IdListTensor(values=torch.from_numpy(v), offsets=torch.from_numpy(o),
+                                weights=None if w is None else torch.from_numpy(w)) for k, (v, o, w) in bags.items()}
+    return FeatureBatch(size=size, dense=torch.from_numpy(dense), dense_names=names,
+                        dense_mask=torch.from_numpy(dense_mask), scalars=tensors(scalars), vectors=tensors(vectors),
+                        id_lists=id_lists, strings=strings, masks=tensors(masks))
 
 
 class _Host:
@@ -66,7 +92,8 @@ class _Host:
 
     def call(self, message: bytes) -> bytes:
         try:
-            name, created_at, batches = pickle.loads(message)
+            name, created_at, wired = pickle.loads(message)
+            batches = [from_wire(w) for w in wired]
             with self.lock:
                 model = self.model(name, created_at)
                 started = time.perf_counter()
@@ -145,7 +172,7 @@ class RemoteBackend(ScorerBackend):
         return self._conn
 
     def __call__(self, model: LoadedModel, batches: list[FeatureBatch]) -> list[torch.Tensor]:
-        message = pickle.dumps((model.name, model.spec.created_at, batches), protocol=5)
+        message = pickle.dumps((model.name, model.spec.created_at, [to_wire(b) for b in batches]), protocol=5)
         with self._lock:
             conn = self._open()
             try:
