@@ -64,9 +64,14 @@ class HmgetRoundTrip:
         count = 0
         for keys, fields in reads:
             head, tail = self._head_tail(fields)
-            for key in keys:
-                k = key.encode()
-                parts.append(b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, tail))
+            h, t = head.decode(), tail.decode()
+            text = "".join([f"{h}${len(k)}\r\n{k}\r\n{t}" for k in keys])
+            if text.isascii():          # the usual keys: lengths in characters are lengths in bytes, one encode
+                parts.append(text.encode())
+            else:
+                for key in keys:
+                    k = key.encode()
+                    parts.append(b"%s$%d\r\n%s\r\n%s" % (head, len(k), k, tail))
             count += len(keys)
         return b"".join(parts), count
 
