@@ -145,10 +145,11 @@ def ttl_ms(signal: Signal) -> int:
 def materialize(*, signal: Signal, version: int, offline: OfflineStore, online: OnlineStore,
                 state: MaterializeState, batch_rows: int = 100_000, progress: bool = False,
                 full: bool = False, now: datetime | None = None,
-                bounds: TimeBounds = DEFAULT_BOUNDS) -> MaterializeResult:
+                bounds: TimeBounds = DEFAULT_BOUNDS, runner: Callable[..., _Run] | None = None) -> MaterializeResult:
     """Make ``online`` mirror the latest row per entity of ``signal`` v``version`` as of ``now`` (default: the
     clock), from where the last run stopped; ``full`` rebuilds the version's online state exactly. Rows outside
-    ``bounds`` are skipped and counted."""
+    ``bounds`` are skipped and counted. ``runner`` makes the run (``_Run``'s arguments): the Spark engine's runs
+    its reads and writes on executors (``quasar.online.materialize_spark``)."""
     if not signal.online:
         raise RequestError(f"signal {signal.name!r} is not an online signal: declare it with online=True to "
                            "materialize it")
@@ -164,7 +165,7 @@ def materialize(*, signal: Signal, version: int, offline: OfflineStore, online: 
     run_id = state.start_run(signal=signal.name, version=version, kind="materialize",
                              params={"batch_rows": batch_rows, "full": rebuild,
                                      "from_snapshot": saved.get("snapshot_id") if saved else None})
-    run = _Run(signal, version, offline, online, batch_rows, now_us, bounds)
+    run = (runner or _Run)(signal, version, offline, online, batch_rows, now_us, bounds)
     try:
         rebuild = run.go(saved, snapshot, rebuild, progress)
         if run.files is not None:
@@ -248,6 +249,25 @@ def files_to_read(files: list[DataFile], changed: set[str]) -> list[list[DataFil
     return [group for group in by_partition.values() if any(f.path in changed for f in group)]
 
 
+def append_groups(files: list[DataFile], changed: set[str]) -> list[list[DataFile]]:
+    """The files an incremental run reads, by key bucket: every partition holding a changed file, whole, the
+    partitions of one bucket together in plan order (each entity is written once however many days it has)."""
+    by_bucket: dict[int | None, list[DataFile]] = {}
+    for group in files_to_read(files, changed):
+        by_bucket.setdefault(group[0].bucket if group else None, []).extend(group)
+    return list(by_bucket.values())
+
+
+def rebuild_groups(files: list[DataFile]) -> list[list[DataFile]]:
+    """The files a rebuild reads, by key bucket in plan order; files of unknown bucket put all in one group."""
+    by_bucket: dict[int | None, list[DataFile]] = {}
+    for f in files:
+        by_bucket.setdefault(f.bucket, []).append(f)
+    if None in by_bucket and len(by_bucket) > 1:
+        return [files]
+    return list(by_bucket.values())
+
+
 class _Run:
     """One materialization: what it read and wrote, and the state it leaves."""
 
@@ -296,26 +316,34 @@ class _Run:
             else:
                 covered = set(saved.get("files", [])) if saved else set()
                 removed = sorted(covered - current)
-                try:
-                    floors = self._floors(removed)
-                except FileNotFoundError:                   # an expired snapshot's files: rebuild instead
-                    self._rebuild(files, bar)
+                self.future = {p: t for p, t in future.items() if p in current and t > self.now_us}
+                if self._incremental(files, removed, (current - covered) | (due & current), bar):
                     rebuild = True
-                else:
-                    self.future = {p: t for p, t in future.items() if p in current and t > self.now_us}
-                    self._append(files, (current - covered) | (due & current), bar)
-                    if floors is not None:
-                        self._correct(files, floors, bar)
         self.files = files
         return rebuild
+
+    def _incremental(self, files: list[DataFile], removed: list[str], changed: set[str], bar: Any) -> bool:
+        """Floors of the removed files, appends of the changed ones, then corrections; True when it had to
+        rebuild instead (the removed files are gone)."""
+        future = self.future
+        try:
+            floors = self._floors(removed)
+        except FileNotFoundError:                           # an expired snapshot's files: rebuild instead
+            self._rebuild(files, bar)
+            return True
+        self.future = future                                # a removed file's future rows are not tracked
+        self._append(files, changed, bar)
+        if floors is not None:
+            self._correct(files, floors, bar)
+        return False
 
     def _append(self, files: list[DataFile], changed: set[str], bar: Any) -> None:
         """Newer-wins writes of the winners of every partition holding a changed file: the partitions of one key
         bucket are read together (in plan order), so each entity is written once however many days it has."""
-        by_bucket: dict[int | None, list[DataFile]] = {}
-        for group in files_to_read(files, changed):
-            by_bucket.setdefault(group[0].bucket if group else None, []).extend(group)
-        for group in by_bucket.values():
+        self._write_winners(append_groups(files, changed), bar)
+
+    def _write_winners(self, groups: Iterable[list[DataFile]], bar: Any) -> None:
+        for group in groups:
             winners = self._winners(group, self._due, bar, count=True)
             if winners is not None and winners.num_rows:
                 for lo in range(0, winners.num_rows, self.batch_rows):
@@ -353,13 +381,12 @@ class _Run:
     def _rebuild(self, files: list[DataFile], bar: Any) -> None:
         """Every entity's winner replaces what is stored, bucket by bucket; entities without one are deleted."""
         self.future = {}
+        self._drop_strays(self._replace_all(rebuild_groups(files), bar))
+
+    def _replace_all(self, groups: Iterable[list[DataFile]], bar: Any) -> list[pa.Array]:
+        """Each group's winners replace what is stored; returns their join keys."""
         offline_keys: list[pa.Array] = []
-        by_bucket: dict[int | None, list[DataFile]] = {}
-        for f in files:
-            by_bucket.setdefault(f.bucket, []).append(f)
-        if None in by_bucket and len(by_bucket) > 1:        # files of unknown bucket: all in one group
-            by_bucket = {None: files}
-        for group in by_bucket.values():
+        for group in groups:
             winners = self._winners(group, self._due, bar, count=True)
             if winners is None or winners.num_rows == 0:
                 continue
@@ -367,6 +394,10 @@ class _Run:
             offline_keys.append(keys)
             self._mirror(winners, [], None, reset=True)
             self.keys.append(keys)
+        return offline_keys
+
+    def _drop_strays(self, offline_keys: list[pa.Array]) -> None:
+        """Delete the field of every online entity that is not among ``offline_keys``."""
         known = pa.chunked_array(offline_keys, type=self.signal.entity.arrow_key_type).combine_chunks()
         for batch in self.online.scan(self.signal, self.version):
             values = pa.array(batch, self.signal.entity.arrow_key_type)
@@ -384,13 +415,16 @@ class _Run:
     def _by_bucket(self, keys: pa.ChunkedArray | pa.Array, files: list[DataFile]) -> Iterator[tuple[int | None,
                                                                                                    pa.Array]]:
         keys = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
-        count = self.offline.bucket_count(self.signal.name, self.version)
+        count = self._bucket_count()
         if count is None or any(f.bucket is None for f in files):
             yield None, keys
             return
         buckets = iceberg_buckets(keys, count)
         for bucket in np.unique(buckets).tolist():
             yield int(bucket), keys.filter(pa.array(buckets == bucket))
+
+    def _bucket_count(self) -> int | None:
+        return self.offline.bucket_count(self.signal.name, self.version)
 
     # --- reading ----------------------------------------------------------------------------------------------
     def _due(self, rows: pa.Table) -> pa.Array:

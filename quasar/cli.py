@@ -512,11 +512,15 @@ def dataset(ctx: click.Context, spine: str, features: str | None, service: str |
               help="Rows per Redis write batch (bounds memory).")
 @click.option("--full", is_flag=True, help="Rebuild the online state exactly from the current snapshot: every "
               "entity's latest row replaces what Redis holds, entities without offline rows are removed.")
+@click.option("--engine", default=None, help="local or spark (Spark executors read the files and write Redis; "
+              "default: [engine] default).")
 @click.pass_context
 @_fail_cleanly
-def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int, full: bool) -> None:
+def materialize(ctx: click.Context, signals: tuple[str, ...], batch_rows: int, full: bool,
+                engine: str | None) -> None:
     """Write the latest row per entity of online signals (all by default) from Iceberg to Redis, incrementally."""
-    results = _platform(ctx).materialize(list(signals) or None, batch_rows=batch_rows, progress=True, full=full)
+    results = _platform(ctx).materialize(list(signals) or None, batch_rows=batch_rows, progress=True, full=full,
+                                         engine=engine)
     if not results:
         click.echo("nothing to materialize: no online signal has offline data yet (run `quasar backfill`)")
     for r in results:

@@ -323,10 +323,19 @@ class Platform:
 
     # --- online services --------------------------------------------------------------------------
     def materialize(self, signals: Sequence[str] | None = None, *, batch_rows: int = 100_000,
-                    progress: bool = False, full: bool = False) -> list[MaterializeResult]:
+                    progress: bool = False, full: bool = False, engine: str | None = None) -> list[MaterializeResult]:
         """Write the latest row per entity of each online signal (all of them by default) to the online
-        store, reading only the Iceberg snapshots added since the last run (everything with ``full``)."""
+        store, reading only the Iceberg snapshots added since the last run (everything with ``full``).
+        ``engine="spark"`` reads the files and writes Redis from Spark executors, with the same result."""
         from quasar.online.materialize import materialize
+        chosen_engine = engine or self.config.engine.default
+        if chosen_engine not in ("local", "spark"):
+            self.engine(chosen_engine)                     # an unknown engine: its error names the known ones
+        if chosen_engine == "spark":
+            from functools import partial
+
+            from quasar.online.materialize_spark import materialize_spark
+            materialize = partial(materialize_spark, session=self.engine("spark").session)  # type: ignore[assignment]
         chosen = [self.registry.signal(name) for name in signals] if signals else self._online_versions()
         results = []
         try:
