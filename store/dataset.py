@@ -33,7 +33,6 @@ from quasar.store.engines.base import Engine, FeatureRequest
 from quasar.store.progress import Progress
 from quasar.store.spine import (
     JoinKeys,
-    as_arrow,
     check_spine_schema,
     join_columns,
     normalize_spine,
@@ -245,7 +244,8 @@ def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve,
     plan = plan_dataset(refs, resolve, full_names=full_names, lookup=lookup)
     plans = _group(plan.stored)
     join_keys = _join_keys(plans)
-    data = as_arrow(spine)
+    from quasar.store.engines.spark_dataset import SparkSpine, open_spine
+    data = open_spine(spine, engine, out, has_requests=plan.has_requests)   # a path spine, or Spark's executors
     check_spine_schema(data.schema, join_keys)
     for o in plan.outputs:
         if o.output in data.schema.names:
@@ -264,6 +264,8 @@ def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve,
     stored = [(c.output, p.signal.schema.type_of(c.feature)) for p in plans for c in p.columns]
     result = DatasetResult(table=pa.table({}), sources=_sources(plans, requests),
                            features={o.output: f"{o.signal}@{o.version}:{o.feature}" for o in plan.outputs})
+    if isinstance(data, SparkSpine):
+        return data.build(engine, join_keys, requests, stored, result, out=out, chunk_rows=chunk_rows)
     sink = None if out is None else ParquetSink(out, result.metadata())
     parts = []
     try:

@@ -46,6 +46,11 @@ class ParquetSink:
         except OSError as exc:
             raise StoreError(f"cannot write the dataset to {self.path}: {exc}") from exc
 
+    @property
+    def staging(self) -> Path:
+        """Where the files go until ``close()`` (a hidden sibling of the path): Spark executors write parts here."""
+        return self._staging
+
     def _check_target(self) -> None:
         """Refuse to replace anything that is not an earlier dataset output of the same kind."""
         if not self.path.exists():

@@ -16,7 +16,7 @@ Results come back as Arrow IPC and are put back in spine order, so types and val
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -56,6 +56,27 @@ def _routing(requests: Sequence[FeatureRequest]) -> int | None:
     return count
 
 
+def routes(requests: Sequence[FeatureRequest], count: int | None,
+           buckets: Iterable[int]) -> dict[int, list[FeatureRequest]]:
+    """Each group's requests: with ``count`` (``routing``), one group per bucket of ``buckets`` with only that
+    bucket's files, and ``NULL_BUCKET`` (null keys) with none; without, group 0 with every file."""
+    by_group: dict[int, list[FeatureRequest]] = defaultdict(list)
+    if count is None:
+        by_group[0] = list(requests)
+        return dict(by_group)
+    for request in requests:
+        files_of: dict[int, list[str]] = defaultdict(list)
+        for path, bucket in zip(request.files, file_buckets(request) or [], strict=True):
+            files_of[bucket].append(path)
+        for bucket in set(buckets) - {NULL_BUCKET}:
+            by_group[bucket].append(replace(request, files=tuple(files_of.get(bucket, ()))))
+    by_group[NULL_BUCKET] = [replace(r, files=()) for r in requests]   # null keys match nothing
+    return dict(by_group)
+
+
+routing = _routing
+
+
 def _local_join(spine: pa.Table, requests: Sequence[FeatureRequest], threads: int) -> pa.Table:
     """``quasar.store.pit_local``'s kernel on an in-memory DuckDB: the join every group runs."""
     import duckdb
@@ -88,22 +109,13 @@ def join_group(session: Any, spine: pa.Table, requests: Sequence[FeatureRequest]
     slim = pa.table({**{k: spine.column(k) for k in keys},
                      EVENT_TIMESTAMP: spine.column(EVENT_TIMESTAMP).cast(TIMESTAMP_ARROW)})
     count = _routing(requests)
-    by_group: dict[int, list[FeatureRequest]] = defaultdict(list)
     if count is None:
         groups = np.zeros(n, dtype=np.int64)
-        by_group[0] = list(requests)
     else:
         groups = iceberg_buckets(slim.column(keys[0]), count).astype(np.int64)
-        for request in requests:
-            buckets = file_buckets(request) or []
-            files_of: dict[int, list[str]] = defaultdict(list)
-            for path, bucket in zip(request.files, buckets, strict=True):
-                files_of[bucket].append(path)
-            for bucket in set(groups.tolist()) - {NULL_BUCKET}:
-                by_group[bucket].append(replace(request, files=tuple(files_of.get(bucket, ()))))
-        by_group[NULL_BUCKET] = [replace(r, files=()) for r in requests]   # null keys match nothing
+    by_group = routes(requests, count, set(groups.tolist()))
     try:
-        results = run_grouped(session, slim, groups, _kernel(dict(by_group), threads))
+        results = run_grouped(session, slim, groups, _kernel(by_group, threads))
     except Exception as exc:
         raise StoreError(f"point-in-time join on Spark of signal(s) "
                          f"{', '.join(sorted({r.signal for r in requests}))} failed: {spark_error(exc)}") from exc
