@@ -22,7 +22,7 @@ newer-wins writes), so a retry is safe.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlparse
@@ -267,9 +267,15 @@ def _sync_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
 
 
 def _async_client(url: str, cluster: bool, options: dict[str, Any]) -> Any:
-    if cluster:
-        return redis.asyncio.cluster.RedisCluster.from_url(url, **options)
+    if cluster:     # redis-py's cluster client would retry a timeout too, dropping every node's connections
+        no_retry = redis.asyncio.retry.Retry(NoBackoff(), retries=0)
+        return redis.asyncio.cluster.RedisCluster.from_url(url, **{**options, "retry": no_retry})
     return redis.asyncio.Redis.from_url(url, **options)
+
+
+def _ping_args(cluster: bool) -> dict[str, Any]:
+    """PING every master of a cluster (redis-py pings one node), so a health check sees a frozen one."""
+    return {"target_nodes": redis.cluster.RedisCluster.PRIMARIES} if cluster else {}
 
 
 # --- the stores -----------------------------------------------------------------------------------------------
@@ -414,7 +420,7 @@ class RedisOnlineStore(_RedisClients, OnlineStore):
 
     def ping(self) -> None:
         try:
-            self.client.ping()
+            self.client.ping(**_ping_args(self.cluster))
         except (RedisError, RedisClusterException) as exc:
             raise self._target.error(exc) from exc
 
@@ -450,10 +456,7 @@ class AsyncRedisOnlineStore(_RedisClients, AsyncOnlineStore):
     async def _round_trip(self, plan: WritePlan, calls: list[WriteCall]) -> tuple[int, int]:
         for attempt in range(2):
             try:
-                pipe = self.writer.pipeline(transaction=False)
-                for call in calls:
-                    pipe.execute_command(*plan.args(call))
-                return _counts(await pipe.execute())
+                return _counts(await self._stale_once(lambda: self._pipeline(self.writer, [plan.args(c) for c in calls])))
             except NoScriptError as exc:
                 if attempt:
                     raise self._target.error(exc) from exc
@@ -495,16 +498,34 @@ class AsyncRedisOnlineStore(_RedisClients, AsyncOnlineStore):
 
     async def _send(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         if len(commands) == 1:
-            return [await self.client.execute_command(*commands[0])]
-        pipe = self.client.pipeline(transaction=False)
+            return [await self._stale_once(lambda: self.client.execute_command(*commands[0]))]
+        return await self._stale_once(lambda: self._pipeline(self.client, commands))
+
+    @staticmethod
+    async def _pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
         replies: list[Any] = await pipe.execute()
         return replies
 
+    async def _stale_once(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """``await call()``; on a cluster, a connection error (pooled connections to a restarted node are stale)
+        once more after the free connections are dropped, a timeout never: the rule the standalone client's
+        ``_RetryStaleConnection`` keeps per connection, which redis-py's cluster client does not keep."""
+        if not self.cluster:
+            return await call()
+        try:
+            return await call()
+        except redis.ConnectionError:
+            for client in (self._client, self._writer):
+                for node in client.get_nodes() if client is not None else ():
+                    await node.disconnect_free_connections()
+            return await call()
+
     async def ping(self) -> None:
         try:
-            await self.client.ping()
+            await self._stale_once(lambda: self.client.ping(**_ping_args(self.cluster)))
         except (RedisError, RedisClusterException) as exc:
             raise self._target.error(exc) from exc
 

@@ -6,7 +6,12 @@ feature service and the scorer) over a socket. Every test must pass on both, wit
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,6 +19,7 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
+import redis
 from redis.crc import key_slot
 
 from fixtures.feature_service import (
@@ -32,13 +38,15 @@ from fixtures.feature_service import (
     user_profile,
 )
 from fixtures.online import NOW, ol_accounts, ol_all_types, ol_short, plain, random_rows
-from fixtures.redis_cluster import OnlineBackend
+from fixtures.redis_cluster import OnlineBackend, RedisClusterNodes
+from fixtures.redis_server import RedisServer
 from quasar.online.keys import entity_keys
 from quasar.online.materialize import materialize
 from quasar.online.push import push
 from quasar.online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
 from quasar.online.store import FeatureStatus, OnlineColumns
 from quasar.registry import Registry
+from quasar.signals.errors import OnlineUnavailableError
 from quasar.signals.ufr.schema import EVENT_TIMESTAMP
 from quasar.store.tables import OfflineStore
 
@@ -287,3 +295,126 @@ def test_the_scorer_over_a_socket(online_backend: OnlineBackend, scoring_world: 
         assert answer.status_code == 200, answer.text
         expected = reference_scores(scoring_world, model, user, pins)
         assert torch.equal(torch.tensor(answer.json()["scores"], dtype=torch.float32), expected), (user, pins)
+
+
+# --- a frozen node --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def frozen(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """The redis-server ``proc`` stopped (SIGSTOP): it accepts connections but answers nothing."""
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+
+
+def test_a_frozen_node_answers_unavailable_and_costs_only_its_own_connections(
+        online_backend: OnlineBackend, request: pytest.FixtureRequest) -> None:
+    """Under a frozen Redis (a frozen master of the cluster) ``ping`` (the services' health check) and a read of
+    its keys raise OnlineUnavailableError after one read timeout, never retried; keys of the other masters still
+    read, over the connections already open (a cluster client must not drop every node's connections because
+    one timed out); after SIGCONT the same store reads everything again."""
+    keys = list(range(60))
+    rows = random_rows(ol_short, keys, times=[NOW] * 60, seed=11)
+    with store_of(online_backend) as s:
+        s.write(ol_short, 1, rows)
+    if online_backend.cluster:
+        nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        key_port = {k: int(online_backend_node_port(online_backend, P, k)) for k in keys}
+        victim = key_port[0]
+        proc = nodes.procs[nodes.ports.index(victim)]
+        healthy_ports = [p for p in nodes.ports if p != victim]
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        assert server.proc is not None
+        proc, victim, healthy_ports = server.proc, server.port, []
+        key_port = dict.fromkeys(keys, victim)
+    elsewhere = [k for k in keys if key_port[k] != victim]
+    watchers = {p: redis.Redis(port=p) for p in healthy_ports}
+
+    def connections() -> dict[int, int]:
+        return {p: int(c.info("stats")["total_connections_received"]) for p, c in watchers.items()}
+
+    async def main() -> dict[str, Any]:
+        a = async_store_of(online_backend)
+        out: dict[str, Any] = {}
+        try:
+            await a.read([(ol_short, 1)], keys)                  # every node's connection is open
+            out["before"] = connections()
+            with frozen(proc):
+                t = time.monotonic()
+                with pytest.raises(OnlineUnavailableError):
+                    await a.read([(ol_short, 1)], keys)
+                out["read_s"] = time.monotonic() - t
+                if elsewhere:
+                    out["elsewhere"] = await a.read([(ol_short, 1)], elsewhere)
+            out["after"] = await a.read([(ol_short, 1)], keys)
+            out["end"] = connections()
+            await a.ping()
+            with frozen(proc), pytest.raises(OnlineUnavailableError):
+                await a.ping()                                   # the health check sees the frozen master
+            await a.ping()
+        finally:
+            await a.close()
+        return out
+
+    try:
+        out = asyncio.run(main())
+    finally:
+        for c in watchers.values():
+            c.close()
+    print(f"{online_backend.name}: a read under a frozen node failed after {out['read_s']:.2f}s")
+    (after,) = out["after"]
+    same_rows(after, rows)
+    if elsewhere:
+        (got,) = out["elsewhere"]
+        same_rows(got, rows.take(pa.array(elsewhere)))
+    assert out["end"] == out["before"]            # the healthy masters: not one new connection
+
+
+def online_backend_node_port(backend: OnlineBackend, project: str, key: Any) -> int:
+    """The port of the cluster master serving the hash of ``key`` (user entity)."""
+    client = backend.client()
+    try:
+        (hash_key,) = entity_keys(project, ol_short.entity, [key])
+        return int(client.get_node_from_key(hash_key).port)
+    finally:
+        client.close()
+
+
+def test_the_same_async_store_rides_out_a_restart(online_backend: OnlineBackend,
+                                                  request: pytest.FixtureRequest) -> None:
+    """After Redis (a cluster master) restarts, every pooled connection to it is stale; the next read and write
+    of the same store must still succeed (a connection error is tried once more, on fresh connections)."""
+    keys = list(range(60))
+    rows = random_rows(ol_short, keys, times=[NOW] * 60, seed=12)
+    if online_backend.cluster:
+        nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        victim = online_backend_node_port(online_backend, P, 0)
+
+        def restart() -> None:
+            nodes.restart(victim)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+
+        def restart() -> None:
+            server.stop()
+            server.start()
+
+    async def main() -> tuple[int, list[OnlineColumns]]:
+        a = async_store_of(online_backend, socket_timeout=2.0)
+        try:
+            await a.write(ol_short, 1, rows)
+            await asyncio.gather(*(a.read([(ol_short, 1)], keys) for _ in range(4)))    # several connections
+            await a.ping()
+            await asyncio.to_thread(restart)
+            written = await a.write(ol_short, 1, rows)        # the restarted node lost its keys and the script
+            return written, await a.read([(ol_short, 1)], keys)
+        finally:
+            await a.close()
+
+    written, (got,) = asyncio.run(main())
+    assert written == 60
+    same_rows(got, rows)
