@@ -469,8 +469,9 @@ def skew(ctx: click.Context, service: str, start: str | None, end: str | None, s
 
 
 @main.command()
-@click.option("--spine", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Parquet (or CSV) file: join keys, event_timestamp, request fields, labels.")
+@click.option("--spine", required=True, type=click.Path(exists=True),
+              help="Parquet (or CSV) file, or a folder of Parquet files (read chunk by chunk; by executors on "
+              "--engine spark): join keys, event_timestamp, request fields, labels.")
 @click.option("--features", default=None,
               help="Comma-separated references: signal, signal:feature, signal@2:feature, request-time signals.")
 @click.option("--service", default=None, help="A feature service (ranker, or ranker@2): exactly its pinned features.")
@@ -500,7 +501,9 @@ def dataset(ctx: click.Context, spine: str, features: str | None, service: str |
         chosen = [f.strip() for f in features.split(",") if f.strip()]
         if not chosen:
             raise click.UsageError("--features names no feature")
-    result = p.dataset(read_table(spine), chosen, engine=engine, full_names=full_names, progress=True, out=out)
+    from pathlib import Path
+    rows: Any = Path(spine) if Path(spine).is_dir() else read_table(spine)
+    result = p.dataset(rows, chosen, engine=engine, full_names=full_names, progress=True, out=out)
     click.echo(f"wrote {result.num_rows} rows x {result.table.num_columns} columns to {out}")
     if service is not None:
         click.echo(f"  feature service {chosen}: {', '.join(dict.fromkeys(result.features.values()))}")
