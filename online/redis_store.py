@@ -65,9 +65,11 @@ from quasar.signals.ufr.codec import encode
 from quasar.signals.ufr.codec_arrow import event_times_us, find_column
 from quasar.signals.ufr.schema import CREATED_TIMESTAMP, EVENT_TIMESTAMP
 
-#: Keys per EVALSHA call of the newer-wins script, and EVALSHA calls per pipelined round trip.
+#: Keys per EVALSHA call of the newer-wins script, and EVALSHA calls per pipelined round trip (as keys: in
+#: cluster mode a call holds the keys of one slot, often a single key, so a round trip packs more calls).
 KEYS_PER_CALL = 1000
 CALLS_PER_ROUND_TRIP = 16
+KEYS_PER_ROUND_TRIP = KEYS_PER_CALL * CALLS_PER_ROUND_TRIP
 _UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, ClusterDownError, TryAgainError, RedisClusterException)
 
 
@@ -97,8 +99,16 @@ class WritePlan:
                 "r" if self.reset else "", *pairs)
 
     def round_trips(self) -> Iterator[list[WriteCall]]:
-        it = iter(self.calls)
-        while chunk := list(itertools.islice(it, CALLS_PER_ROUND_TRIP)):
+        """The calls, in order, in round trips of up to ``KEYS_PER_ROUND_TRIP`` keys."""
+        chunk: list[WriteCall] = []
+        keys = 0
+        for call in self.calls:
+            if chunk and keys + len(call.keys) > KEYS_PER_ROUND_TRIP:
+                yield chunk
+                chunk, keys = [], 0
+            chunk.append(call)
+            keys += len(call.keys)
+        if chunk:
             yield chunk
 
 
