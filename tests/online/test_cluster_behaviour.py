@@ -422,7 +422,7 @@ def test_the_same_async_store_rides_out_a_restart(online_backend: OnlineBackend,
 
 def test_a_cluster_write_packs_its_per_slot_calls_into_few_round_trips() -> None:
     """On a cluster a script call holds the keys of one slot (most hold one key): a round trip carries up to
-    ``KEYS_PER_ROUND_TRIP`` keys however many calls that is, as on a single Redis (20,000 keys were 793 round
+    ``KEYS_PER_ROUND_TRIP`` keys however many calls that is, as on a single Redis (20,000 keys were 789 round
     trips of 16 calls)."""
     rows = random_rows(ol_short, list(range(20_000)), seed=13)
     plan = plan_write(P, ol_short, 1, rows, cluster=True)
