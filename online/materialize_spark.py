@@ -175,7 +175,7 @@ class SparkRun(_Run):
         if not tasks:
             return []
         signal = dataclasses.replace(self.signal, transform=None)     # executors need no user code
-        options = {"signal": signal, "version": self.version, "target": self.redis, "batch_rows": self.batch_rows,
+        options: dict[str, Any] = {"signal": signal, "version": self.version, "target": self.redis, "batch_rows": self.batch_rows,
                    "now_us": self.now_us, "bounds": self.bounds, "bucket_count": self._bucket_count()}
 
         def work(part: Iterator[tuple[int, Task]]) -> Iterator[tuple[int, TaskResult]]:

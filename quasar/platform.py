@@ -335,7 +335,8 @@ class Platform:
             from functools import partial
 
             from quasar.online.materialize_spark import materialize_spark
-            materialize = partial(materialize_spark, session=self.engine("spark").session)  # type: ignore[assignment]
+            spark: Any = self.engine("spark")
+            materialize = partial(materialize_spark, session=spark.session)  # type: ignore[assignment]
         chosen = [self.registry.signal(name) for name in signals] if signals else self._online_versions()
         results = []
         try:

@@ -251,7 +251,9 @@ def _write(ordered: Any, result: Any, schema: pa.Schema, out: str | Path) -> Any
 
         def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             writer, rows = None, 0
-            name = PART.format(TaskContext.get().partitionId())
+            context = TaskContext.get()
+            assert context is not None, "runs in a Spark task"
+            name = PART.format(context.partitionId())
             try:
                 for batch in batches:
                     if batch.num_rows == 0:
