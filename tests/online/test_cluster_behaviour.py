@@ -432,3 +432,78 @@ def test_a_cluster_write_packs_its_per_slot_calls_into_few_round_trips() -> None
     assert all(sum(len(c.keys) for c in t) <= KEYS_PER_ROUND_TRIP for t in trips)
     single = plan_write(P, ol_short, 1, rows, cluster=False)
     assert [len(t) for t in single.round_trips()] == [16, 4]
+
+
+# --- a project configured for the backend ---------------------------------------------------------------------
+
+PROJECT_MODULE = """
+from quasar.signals import Entity, Source, aggregate, count
+
+user = Entity(name="user", join_key="user_id")
+events = Source.parquet(name="events", path="data/events", timestamp="ts")
+daily = aggregate(name="daily", entity=user, source=events, step="1d", ttl="3650d", online=True,
+                  aggregations=[count("1d", name="n_1d")])
+"""
+
+
+def test_a_project_configured_for_the_backend(online_backend: OnlineBackend, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[online] cluster`` in quasar.toml selects the cluster client everywhere: ``quasar materialize``,
+    ``quasar consistency`` (its scan of the online keys), ``quasar delete`` and the feature service that
+    ``quasar serve`` runs (``quasar.services.feature_app``)."""
+    import json
+    from datetime import UTC, datetime
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    import quasar
+    from fixtures.project import OVERRIDES, init_project
+    from quasar.cli import main
+    from quasar.services import PROJECT_ENV, feature_app
+
+    for var in (*OVERRIDES, "QUASAR_REDIS_URL"):
+        monkeypatch.delenv(var, raising=False)
+    root = init_project(tmp_path / "p", "clp")
+    toml = (root / "quasar.toml").read_text()
+    toml = toml.replace('redis_url = "redis://127.0.0.1:6379/0"',
+                        f'redis_url = "{online_backend.url}"\ncluster = {str(online_backend.cluster).lower()}')
+    (root / "quasar.toml").write_text(toml)
+    (root / "data" / "events").mkdir(parents=True)
+    users = list(range(40))
+    ts = [datetime(2026, 1, d, 5, tzinfo=UTC) for d in (1, 2) for _ in users]
+    pq.write_table(pa.table({"user_id": users * 2, "ts": pa.array(ts, pa.timestamp("us", "UTC"))}),
+                   root / "data" / "events" / "e.parquet")
+    (root / "signals.py").write_text(PROJECT_MODULE)
+
+    def run(*args: str, answer: str | None = None) -> str:
+        result = CliRunner().invoke(main, ["-C", str(root), *args], input=answer)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("register", "signals.py")
+    run("backfill", "daily", "--start", "2026-01-01", "--end", "2026-01-03")
+    run("materialize")
+    report = json.loads(run("consistency", "daily", "--json", "--seed", "1"))
+    with quasar.Platform.open(root) as p:
+        store = p.online_store
+        assert isinstance(store, RedisOnlineStore) and store.cluster is online_backend.cluster
+        signal_ = p.registry.signal("daily", 1).signal
+        assert sorted(k for batch in store.scan(signal_, 1) for k in batch) == users
+    assert report["consistent"] and (report["population"], report["online_population"]) == (40, 40)
+    assert [(f["feature"], f["matches"]) for f in report["features"]] == [("n_1d", 40)]
+
+    monkeypatch.setenv(PROJECT_ENV, str(root))
+    with LiveServer(feature_app()) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        health = client.get("/healthz")
+        got = client.post("/v1/features", json={"entities": {"user_id": [0, 39, 99]}, "features": ["daily:n_1d"]})
+    assert health.status_code == 200, health.text
+    assert got.status_code == 200, got.text
+    assert column(got.json(), "n_1d")["values"] == [1, 1, None]
+
+    run("delete", "daily", answer="y\n")
+    client_ = online_backend.client()
+    try:
+        assert [k for k in client_.scan_iter(match="clp:*")] == []
+    finally:
+        client_.close()
