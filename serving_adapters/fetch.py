@@ -13,9 +13,10 @@ columns and table (statuses, event times and all), the request-time signals of a
 on each request's own slice and ``request_data`` (a failure there fails that request only), and a stale or
 missing value is a False mask exactly as before, since the decode and the tensor builder are the same.
 
-On the Redis store (standalone) the round trip is ``quasar.serving_adapters.redis_batch`` and candidate records
-can come from a ``RecordCache`` (``quasar.serving_adapters.cache``; misses only are read, each distinct key
-once). Any other ``AsyncOnlineReader`` is read through its own ``read``, one call per side per group.
+On the Redis store the round trip is ``quasar.serving_adapters.redis_batch`` (standalone) or the store's own
+pipelined read (``ClusterRoundTrip``, a cluster), and candidate records can come from a ``RecordCache``
+(``quasar.serving_adapters.cache``; misses only are read, each distinct key once). Any other
+``AsyncOnlineReader`` is read through its own ``read``, one call per side per group.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pyarrow as pa
 import torch
 
 from quasar.online.keys import entity_keys, field_name
+from quasar.online.redis_read import ReadPlan
 from quasar.online.redis_store import AsyncRedisOnlineStore
 from quasar.online.store import OnlineColumns, now_us
 from quasar.serving_adapters.batching import CallInfo, DynamicBatcher
@@ -146,6 +148,20 @@ def _sides(model: LoadedModel) -> tuple[list[tuple[Any, int]], list[tuple[Any, i
     return ([(r.signal, r.version) for r in model.request_reads], [(r.signal, r.version) for r in model.candidate_reads])
 
 
+class ClusterRoundTrip:
+    """``HmgetRoundTrip``'s call on a Redis Cluster: the store's ``read_records`` (redis-py's cluster pipeline
+    sends each node its keys' HMGETs), the replies in the same shape, so the decode and the cache are the same."""
+
+    def __init__(self, store: AsyncRedisOnlineStore) -> None:
+        self.store = store
+
+    async def __call__(self, reads: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[list[Reply]]:
+        plans = [ReadPlan([], list(fields), list(keys)) for keys, fields in reads]
+        records = await self.store.read_records(plans)
+        return [[[by_field[i] for by_field in got] for i in range(len(plan.keys))]
+                for plan, got in zip(plans, records, strict=True)]
+
+
 class FeatureFetcher:
     """``await fetch(model, keys, fields)`` -> the request's ``Fetched``, read with whoever else is waiting."""
 
@@ -157,7 +173,9 @@ class FeatureFetcher:
         self.coalesce = coalesce
         self.max_rows = max_rows
         self.metrics = metrics
-        self.round_trip = HmgetRoundTrip(store) if isinstance(store, AsyncRedisOnlineStore) and not store.cluster else None
+        self.round_trip: HmgetRoundTrip | ClusterRoundTrip | None = None
+        if isinstance(store, AsyncRedisOnlineStore):
+            self.round_trip = ClusterRoundTrip(store) if store.cluster else HmgetRoundTrip(store)
         self.cache = cache if self.round_trip is not None else None
         self._lanes: dict[LoadedModel, _Lane] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -269,6 +269,7 @@ def test_the_feature_service_over_a_socket(online_backend: OnlineBackend) -> Non
 def test_the_scorer_over_a_socket(online_backend: OnlineBackend, scoring_world: Any) -> None:
     import torch
 
+    from fixtures.prometheus import sample_value
     from fixtures.serving import (
         SCORING_PROJECT,
         reference_scores,
@@ -276,6 +277,7 @@ def test_the_scorer_over_a_socket(online_backend: OnlineBackend, scoring_world: 
         score_pin_stats,
         score_user_stats,
     )
+    from quasar.serving_adapters.cache import CacheConfig
     from quasar.serving_adapters.models import ModelRegistry
     from quasar.serving_adapters.service import create_scoring_app
 
@@ -284,12 +286,16 @@ def test_the_scorer_over_a_socket(online_backend: OnlineBackend, scoring_world: 
         s.write(score_pin_stats, 1, scoring_world.pin_rows)
     app = create_scoring_app(models=ModelRegistry(scoring_world.models, scoring_world.resolver),
                              store=async_store_of(online_backend, SCORING_PROJECT, socket_timeout=5.0),
-                             device="cpu", close_store=True)
-    requests = [(0, list(range(40))), (3, [199, 5, 5, 150, 1]), (scoring_world.users - 1, [2, 190])]
+                             device="cpu", close_store=True, cache=CacheConfig(enabled=True, ttl_s=60.0))
+    requests = [(0, list(range(40))), (3, [199, 5, 5, 150, 1]), (scoring_world.users - 1, [2, 190])] * 2
     with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         health = client.get("/healthz")
         answers = [client.post("/v1/score", json=score_body(u, pins)) for u, pins in requests]
+        metrics = client.get("/metrics").text
     assert health.status_code == 200, health.text
+    # the candidate cache works on both: the second round of requests is answered from it
+    assert sample_value(metrics, "quasar_scorer_cache_lookups_total", model="ranker", result="hit") == 51
+    assert sample_value(metrics, "quasar_scorer_cache_lookups_total", model="ranker", result="miss") == 43
     model = scoring_world.reference_model()
     for (user, pins), answer in zip(requests, answers, strict=True):
         assert answer.status_code == 200, answer.text
