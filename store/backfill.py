@@ -132,28 +132,38 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
         with Progress(f"backfill {signal.name} v{version} [{start_dt.date()}, {end_dt.date()})", total=len(STEPS),
                       unit="step", enabled=progress) as bar:
             bar.step(step)
-            src_start, src_end = source_window(signal, start_dt, end_dt)
-            source_rows = sources.read(signal.source, src_start, src_end, source_columns(signal))
-            bar.update(1)
-            step = STEPS[1]
-            bar.step(step)
-            computed = engine.compute(signal, source_rows, start_dt, end_dt)
-            bar.update(1)
-            step = STEPS[2]
-            bar.step(step)
-            rows = check_output(computed, signal, start_dt, end_dt, bounds=bounds)
-            bar.update(1)
-            step = STEPS[3]
-            bar.step(step)
-            frame = engine.validation_frame(rows) if signal.expectations else None
-            gate = validate_batch(signal, version, rows, frame=frame)
-            enforce(gate, signal=signal, rows=rows, store=store, run_id=run_id)
-            bar.update(1)
-            step = STEPS[4]
-            bar.step(step)
-            snapshot_id = engine.write_window(store, signal, version, rows, start_dt, end_dt,
-                                              properties=snapshot_properties(gate, run_id))
-            bar.update(1)
+
+            def advance(name: str) -> None:
+                nonlocal step
+                bar.update(1)
+                step = name
+                bar.step(name)
+
+            done = engine.backfill_window(signal=signal, version=version, start=start_dt, end=end_dt, store=store,
+                                          sources=sources, bounds=bounds, run_id=run_id,
+                                          columns=source_columns(signal), step=lambda name: None if name == step
+                                          else advance(name))
+            if done is not None:                        # the engine's workers did it all (Spark, rows off the driver)
+                gate, snapshot_id = done.gate, done.snapshot_id
+                row_count, source_count = done.rows, done.source_rows
+                bar.update(1)
+            else:
+                src_start, src_end = source_window(signal, start_dt, end_dt)
+                source_rows = sources.read(signal.source, src_start, src_end, source_columns(signal))
+                source_count = source_rows.num_rows
+                advance(STEPS[1])
+                computed = engine.compute(signal, source_rows, start_dt, end_dt)
+                advance(STEPS[2])
+                rows = check_output(computed, signal, start_dt, end_dt, bounds=bounds)
+                row_count = rows.num_rows
+                advance(STEPS[3])
+                frame = engine.validation_frame(rows) if signal.expectations else None
+                gate = validate_batch(signal, version, rows, frame=frame)
+                enforce(gate, signal=signal, rows=rows, store=store, run_id=run_id)
+                advance(STEPS[4])
+                snapshot_id = engine.write_window(store, signal, version, rows, start_dt, end_dt,
+                                                  properties=snapshot_properties(gate, run_id))
+                bar.update(1)
     except BaseException as exc:
         duration = time.perf_counter() - began
         error = _describe(signal, version, start_dt, end_dt, step, exc)
@@ -169,11 +179,11 @@ def backfill(*, signal: Signal, version: int, start: Any, end: Any, store: Offli
     duration = time.perf_counter() - began
     validation = gate.to_dict() if gate.outcomes else None
     if runs is not None and run_id is not None:
-        details: dict[str, Any] = {"duration_s": round(duration, 6), "source_rows": source_rows.num_rows,
+        details: dict[str, Any] = {"duration_s": round(duration, 6), "source_rows": source_count,
                                    **sources.last_read}       # files read, rows dropped for a null event time
-        runs.finish_run(run_id, status="succeeded", snapshot_id=snapshot_id, rows=rows.num_rows,
+        runs.finish_run(run_id, status="succeeded", snapshot_id=snapshot_id, rows=row_count,
                         details={**details, "validation": validation} if validation else details)
-    return BackfillResult(signal=signal.name, version=version, start=start_dt, end=end_dt, rows=rows.num_rows,
+    return BackfillResult(signal=signal.name, version=version, start=start_dt, end=end_dt, rows=row_count,
                           snapshot_id=snapshot_id, run_id=run_id, duration_s=duration, validation=validation)
 
 

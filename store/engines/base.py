@@ -65,6 +65,14 @@ class Engine(ABC):
         (``quasar.store.gates``): pandas by default; an engine whose data lives elsewhere returns its own (Spark)."""
         return rows.to_pandas()
 
+    def backfill_window(self, *, signal: Signal, version: int, start: datetime, end: datetime, store: OfflineStore,
+                        sources: Any, bounds: Any, run_id: int | None, columns: list[str] | None,
+                        step: Any) -> Any:
+        """Run a whole window's backfill on the engine's own workers (read, compute, check, validate, write, calling
+        ``step(name)`` as each begins) and return its ``WindowResult``; None (the default): the backfill reads,
+        computes and checks in this process, calling the methods above."""
+        return None
+
     def write_window(self, store: OfflineStore, signal: Signal, version: int, rows: pa.Table, start: datetime,
                      end: datetime, *, properties: Mapping[str, str] | None = None) -> int | None:
         """Replace the days ``[start, end)`` of the signal version's table with ``rows`` in one commit; returns the

@@ -101,6 +101,20 @@ class SparkEngine(Engine):
         """The batch as a Spark DataFrame: great-expectations validates it with its Spark datasource."""
         return self.session.createDataFrame(spark_safe(rows))
 
+    def backfill_window(self, *, signal: Signal, version: int, start: datetime, end: datetime, store: OfflineStore,
+                        sources: Any, bounds: Any, run_id: int | None, columns: list[str] | None,
+                        step: Any) -> Any:
+        """A transform's backfill with its rows kept off the driver (``quasar.store.engines.spark_backfill``);
+        None for an aggregation (its source rows cross the driver) or a source with nothing to read."""
+        if signal.kind == "aggregation" or signal.transform is None:
+            return None
+        from quasar.store.engines.spark_backfill import backfill_window_spark
+
+        with _by_value(signal.transform):
+            return backfill_window_spark(self.session, signal=signal, version=version, start=start, end=end,
+                                         store=store, sources=sources, bounds=bounds, run_id=run_id,
+                                         columns=columns, step=step)
+
     def write_window(self, store: OfflineStore, signal: Signal, version: int, rows: pa.Table, start: datetime,
                      end: datetime, *, properties: Mapping[str, str] | None = None) -> int | None:
         from quasar.store.engines.spark_write import write_window_spark

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from fixtures.offline import random_events, write_events
@@ -154,7 +155,10 @@ def test_backfills_write_the_same_iceberg_tables(world: dict[str, Any], spark_en
             _sorted(want.drop_columns(["created_timestamp"]))), sig.name
         files = spark.plan_files(sig.name, 1)
         location = local_path(spark.location(sig, 1))
-        assert files and all(f.startswith(location + "/data/spark-") for f in files)
+        assert files and all(f.startswith(location + "/data/") for f in files)
+        if sig is user_history:       # written by the executors with pyiceberg's writer: Iceberg field ids
+            ids = pq.read_schema(files[0]).field("user_id").metadata
+            assert ids is not None and ids.get(b"PARQUET:field_id") == b"1"
         # the partition each file is committed under is the one pyiceberg computes for its rows
         tasks = list(spark.table(sig.name, 1).scan().plan_files())
         assert sum(t.file.record_count for t in tasks) == want.num_rows
@@ -219,3 +223,50 @@ def test_a_spark_backfill_that_fails_midway_leaves_the_previous_snapshot(world: 
     assert _data_dirs(spark) == dirs                       # the written folder is gone with the failed run
     statuses = [r.status for r in world["registry"].runs(user_history.name)]
     assert statuses[:3] == ["failed", "failed", "succeeded"]
+
+
+def test_a_spark_transform_backfill_keeps_the_window_s_rows_off_the_driver(
+        world: dict[str, Any], spark_engine: SparkEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver plans and commits: it reads no source row, sends none to Spark and collects none back (only
+    a row per day and a row per written file come back); the table equals the local engine's."""
+    from pyspark.sql import SparkSession
+    from pyspark.sql.classic.dataframe import DataFrame
+
+    local, spark = world["stores"]["local"], world["stores"]["spark"]
+    with LocalEngine() as engine:
+        _backfill(world, engine, local, user_history)
+    rows_of_the_window = {"user_id", "running_clicks", "clicked", "ts"}
+    pulled: list[list[str]] = []
+
+    def refuse_read(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the driver read the source rows")
+
+    def guard(name: str) -> Any:
+        original = getattr(DataFrame, name)
+
+        def guarded(self: DataFrame, *args: Any, **kwargs: Any) -> Any:
+            pulled.append(list(self.columns))
+            if rows_of_the_window & set(self.columns):
+                raise AssertionError(f"DataFrame.{name} brought rows of the window to the driver: {self.columns}")
+            return original(self, *args, **kwargs)
+        return guarded
+
+    create = SparkSession.createDataFrame
+
+    def guarded_create(self: SparkSession, data: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(data, pa.Table) or type(data).__name__ == "DataFrame":
+            raise AssertionError("the driver sent rows to Spark")
+        return create(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(SourceReader, "read", refuse_read)
+    for name in ("collect", "toArrow", "toPandas", "toLocalIterator", "take", "head", "first", "tail"):
+        monkeypatch.setattr(DataFrame, name, guard(name))
+    monkeypatch.setattr(SparkSession, "createDataFrame", guarded_create)
+    result = _backfill(world, spark_engine, spark, user_history)
+    monkeypatch.undo()
+    assert [["path", "day", "bucket", "records"]] == [c for c in pulled if "path" in c]   # the written files
+    assert result.rows == local.read(user_history, 1).num_rows
+    want, got = local.read(user_history, 1), spark.read(user_history, 1)
+    assert _sorted(got.drop_columns(["created_timestamp"])).equals(_sorted(want.drop_columns(["created_timestamp"])))
+    run = world["registry"].runs(user_history.name)[0]
+    assert run.details["source_rows"] == 600 and run.details["source_files"] >= 1
