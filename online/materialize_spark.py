@@ -5,7 +5,8 @@ future rows, time bounds and result) with a run whose work goes to Spark tasks, 
 
 * the driver plans, as the local run does: the snapshot's files and partitions, what was added, removed or
   became due (``append_groups``, ``rebuild_groups``), and the key bucket of each removed file (its partition
-  folder, ``quasar.store.buckets.path_bucket``);
+  folder, ``quasar.store.buckets.path_bucket``; a table re-bucketed by compaction, with more than one partition
+  spec, runs its corrections as one task);
 * each task reads its bucket's files with pyarrow on the executor and runs the local run's own methods there
   (``_floors``, ``_write_winners``, ``_correct``, ``_replace_all``): the winner by ``quasar.signals.ordering``, and the
   writes through the same newer-wins script with the same floors (``quasar.online.redis_store.plan_write`` /
@@ -158,7 +159,8 @@ class SparkRun(_Run):
         groups = append_groups(files, changed)
         count = self._bucket_count()
         removed_at = {p: path_bucket(p, self.join_key) for p in removed}
-        bucketed = count is not None and all(f.bucket is not None for f in files) and all(
+        one_spec = len(self.offline.table(self.signal.name, self.version).specs()) == 1   # never re-bucketed
+        bucketed = count is not None and one_spec and all(f.bucket is not None for f in files) and all(
             b is not None and 0 <= b < count for b in removed_at.values())
         if not bucketed:
             tasks = [Task("incremental", groups, removed, files)] if groups or removed else []

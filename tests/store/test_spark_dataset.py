@@ -99,7 +99,7 @@ def _plain(table: pa.Table) -> pa.Table:
 def test_a_folder_spine_joined_and_written_by_executors(world: dict[str, Any], spark_engine: Any,
                                                         no_driver_collect: None) -> None:
     out = world["root"] / "train"
-    result = _dataset(world["store"], world["folder"], spark_engine, out=out, chunk_rows=50)   # several groups a bucket
+    result = _dataset(world["store"], world["folder"], spark_engine, out=out, chunk_rows=60)   # 2 groups a bucket
     assert result.path == out and result.num_rows == 240
     parts = sorted(p.name for p in out.iterdir())
     assert len(parts) > 1 and all(p.startswith("part-") and p.endswith(".parquet") for p in parts)
@@ -123,6 +123,8 @@ def test_an_iceberg_spine_to_one_file_and_to_a_table(world: dict[str, Any], spar
     assert _plain(pq.read_table(out)).equals(_plain(world["want"]))
     back = _dataset(world["store"], catalog.load_table("spines.s"), spark_engine).table    # no out: a table back
     assert _plain(back).equals(_plain(world["want"]))
+    _dataset(world["store"], world["spine"], spark_engine, out=world["root"] / "mem")        # an in-memory spine
+    assert _plain(pq.read_table(world["root"] / "mem")).equals(_plain(world["want"]))
 
 
 def test_the_local_engine_reads_a_folder_spine_chunk_by_chunk(world: dict[str, Any]) -> None:
