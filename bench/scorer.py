@@ -267,31 +267,47 @@ max_wait_ms 2); off: every request alone. Cache on: the in-process candidate cac
 CPU (the load generator, the app and the model thread; not redis-server, nor a model host) per request.
 Load: `httpx` = httpx's `ASGITransport`, a full HTTP client in the same process (the harness of the earlier
 figures); `asgi` = each request one bare call of the ASGI app, so the process spends only the app's CPU (the
-scorer's own throughput). Model: in process (a worker thread) or in a spawned model host process
-(`RemoteBackend.spawn`; device busy is then the host's own forward time). Raw limits: the
+scorer's own throughput). Workers: 2 = the clients split between 2 spawned scoring processes, each its own
+app, event loop and load generator, measured over the same window and summed (what `quasar score-serve
+--workers 2` runs). Model: in process (a worker thread), in a spawned model host process per worker
+(`RemoteBackend.spawn`), or one shared model host fed by both workers (`[serving] model_host = "shared"`);
+with a host, device busy is the host's own forward time. Raw limits: the
 scorer's own model call on a ready batch, and its fetch of one request next to a raw pipelined HGETALL of the
 same hashes. One subsection per device and machine; a run replaces only its own.
 
-How to read it (measured 2026-12-02 on this 2-core machine, shared with other helpers' tests and benchmarks;
-no GPU was lent, so every figure is on the CPU). Issue 17's row: at 8 clients the scorer answers 2.1x the
-228 requests/s of before with the same httpx load generator and 3.0x with the bare-ASGI one (goal 5x: not
-met); the fetch of one request is 1.45x a raw pipelined HGETALL of the same hashes (goal 2x: met). Measured
-side by side with the code of before (commit 679329f imported in place of the working tree, rounds
-interleaved, load average 3-8): the app's own CPU per 8-client request fell from 7.2-7.5 ms to 1.2-1.4 ms
-(5-6x); requests/s moved as much only when the machine was quiet enough to give the loop a core. What changed:
-concurrent requests share one round trip, one decode per signal and one FeatureBatch (fetch p50 includes the
-wait for the round trip in flight), replies are taken straight from hiredis, the model batcher stops idling
-max_wait_ms when nothing more is being fetched (queue p50 0.1 ms, was 2-4), and valid bodies skip FastAPI.
-Where the rest goes (thread CPU, instrumented, one group of 8 requests of 100 candidates = 808 hashes):
-6.6 ms of fetch CPU per group, 0.83 ms a request: 2.8 ms the UFR decode of 6 signals (per-call numpy work,
-and pin_profile's string and id-list features decoded though the model reads only its embedding), 2.1 ms
-the round trip (a Python list and bytes per reply, the send and reads), 1.2 ms the FeatureBatch build; then
-~0.3 ms a request of ASGI, scoring bookkeeping and the model call's Python side, and with httpx ~0.5 ms a
-request of the client itself. The model is not the bound: the device is busy 4-8 % of the wall time. The
-cache does not pay here: Redis is local and candidates are uniform over 100,000 pins (hit rate 22-48 %),
-so a hit saves less than its lookup costs; it saves Redis reads (each distinct candidate once per TTL). The
-model host process rows pay a pickle and a pipe each way and share the 2 cores with the loop: slower here,
-it is the layout for a GPU host fed by several CPU feature hosts. Past one loop, add workers or replicas."""
+How to read it (measured 2026-12-02 on this 2-core machine, shared with other sessions' tests and benchmarks:
+load average 3-4 in the run below, 3-10 in the side-by-side runs; no GPU was lent, so every figure is on the
+CPU and the device busy fraction is the model thread's share of the wall time). Issue 17's row at 8 clients
+in the run below: 924 requests/s with one worker and the httpx load generator (4.1x the 228 of before: not
+met), 1,322 with 2 workers (5.8x: met), 1,216 with the bare-ASGI load generator (5.3x: met); the fetch of
+one request is 1.21x a raw pipelined HGETALL of the same hashes (goal 2x: met). The device is busy 7-13 % of
+the wall time: the model is not the bound. Side by side, each tree's own `python -m bench scorer --clients 8
+--no-write` one after another in two interleaved rounds (the older trees imported in place of the working
+tree; the machine at load 3-10): the scorer before issue 17 (679329f, the code
+of the 228) answered 244 and 163 requests/s; the code before this change (27e44a0) 598/488 (httpx) and
+800/256 (asgi); this code 630/252 (httpx, best row) and 850/649 (asgi, best row). So on a loaded machine
+the gain over the code of the 228 measured side by side is 2.6x (httpx) to 3.5x (asgi); 5x shows only in
+the quieter run. CPU per request is steadier than requests/s here: 0.61-0.68 ms (asgi) against 0.75 ms
+before this change (and 7.2-7.5 ms before issue 17, the first pass's side-by-side).
+What changed (issue 17, second pass): the scorer decodes only the features the model reads
+(`quasar.serving_adapters.decode`: pin_profile's category string and topic ids are no longer gathered, only
+their counts read to check each record's length; the codec's own slot decoder and errors), the round trip
+packs ASCII keys with one encode, a model host call carries numpy arrays instead of pickled tensors (800
+rows: 2.8 -> 0.8 ms a call; the host-process rows' model p50 fell from 6.4-7.3 ms to 1.5 ms), and
+`[serving]` / `quasar score-serve` configure the cache, the model host and the workers (one per core by
+default). Where the time goes now (each stage timed alone on a group of 8 requests of 100 candidates = 808
+hashes, quiet moment): hash keys 0.12 ms, RESP packing 0.13, the round trip 0.66 ms of CPU (2.05 ms wall:
+Redis answers 808 HMGETs on the other core), the request side's decode (4 signals, 8 rows) 0.27, the
+candidates' (2 signals, 800 rows, 3 features read) 0.3-0.55, the Arrow table 0.15 and the FeatureBatch 0.22:
+about 2 ms a group, 0.25 ms a request. The rest of the ~0.6 ms of CPU a request (cProfile of the asgi row):
+ASGI, JSON, the key checks and the metrics ~0.15 ms, the model call's hand-off to its thread (the GIL:
+`SimpleQueue.put` ~5 % of the profile) and forward ~0.1 ms, the load generator ~0.1 ms; httpx adds ~0.3 ms a
+request of client. One event loop shares 2 cores with redis-server and the model thread, so a second worker
+pays when a core is idle (httpx at 8 clients 1.43x, asgi at 32 clients 1.37x) and not when none is (asgi at
+8 clients 0.97x). The cache does not pay here: Redis is local and candidates are uniform over 100,000 pins
+(hit rate 35-59 %), so a hit saves less than its lookup costs; it saves Redis reads. The shared model host
+(2 workers, one host) costs a pickle and a socket each way (model p50 1.0 ms against 0.4 in process): on a
+CPU it is slower, it is the layout for a GPU host fed by several CPU feature hosts."""
 
 
 def read_section() -> str:
