@@ -14,6 +14,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 
@@ -133,7 +135,9 @@ def test_spark_materialize_writes_the_local_paths_redis(tmp_path: Path, project_
         assert b"fix:user:77" not in dump(other_redis)
 
 
-def test_the_cli_materializes_on_spark(tmp_path: Path, project_env: str, spark: Any) -> None:
+def test_the_cli_materializes_and_builds_a_dataset_on_spark(tmp_path: Path, project_env: str, spark: Any) -> None:
+    """``quasar materialize --engine spark``, and ``quasar dataset --engine spark`` from a spine folder to an out
+    folder (``quasar.store.engines.spark_dataset``)."""
     from click.testing import CliRunner
 
     from quasar.cli import main
@@ -149,3 +153,12 @@ def test_the_cli_materializes_on_spark(tmp_path: Path, project_env: str, spark: 
     assert result.exit_code == 0, result.output
     assert "5 entities, 5 records written" in result.output
     assert len(dump(project_env)) == 5
+    spine = tmp_path / "spine"
+    spine.mkdir()
+    pq.write_table(pa.table({"user_id": pa.array([1, 2, 9], pa.int64()),
+                             "event_timestamp": pa.array([NOW] * 3, pa.timestamp("us", "UTC"))}),
+                   spine / "s.parquet")
+    result = CliRunner().invoke(main, ["-C", str(tmp_path), "dataset", "--engine", "spark", "--spine", str(spine),
+                                       "--features", "user_stats:clicks", "--out", str(tmp_path / "train")])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "train").column("clicks").to_pylist() == [10, 20, None]
