@@ -1,7 +1,8 @@
 """The Spark point-in-time join runs bucket by bucket on every table the product writes.
 
-A backfill on the local engine writes through pyiceberg (``<key>_bucket=<b>`` folders); one on the Spark engine
-writes the files with Spark (``__quasar_bucket=<b>`` folders). On both, the join must run one Spark task per
+A backfill on the local engine writes through pyiceberg (``<key>_bucket=<b>`` folders); a transform's backfill on
+the Spark engine writes the same layout from its executors; the Spark driver-path writer (aggregations, and tables
+written before) writes ``__quasar_bucket=<b>`` folders. On both, the join must run one Spark task per
 bucket the spine's keys fall in, each reading only its bucket's files, and give the local engine's answer.
 """
 
@@ -57,6 +58,11 @@ def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
         yield {"root": tmp_path, "stores": stores, "registry": registry}
 
 
+def _legacy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spark backfills through the driver path: Spark's own Parquet writer, ``__quasar_bucket=`` folders."""
+    monkeypatch.setattr(SparkEngine, "backfill_window", lambda self, **kwargs: None)
+
+
 def _backfill(world: dict[str, Any], engine: Engine, store: OfflineStore) -> None:
     reader = SourceReader(root=world["root"], store=store, catalog=store.catalog)
     backfill(signal=user_clicks, version=1, start=START, end=END, store=store, engine=engine, sources=reader,
@@ -85,10 +91,14 @@ def _spine(n: int = 300, seed: int = 2) -> pa.Table:
                      "event_timestamp": pa.array(times, pa.timestamp("us", tz="UTC")), "label": np.arange(n)})
 
 
-@pytest.mark.parametrize(("writer", "folder"), [("local", "user_id_bucket="), ("spark", "__quasar_bucket=")])
+@pytest.mark.parametrize(("writer", "folder"), [("local", "user_id_bucket="), ("spark", "user_id_bucket="),
+                                                ("legacy", "__quasar_bucket=")])
 def test_the_spark_join_runs_one_task_per_bucket_on_tables_either_engine_wrote(
-        world: dict[str, Any], spark_engine: SparkEngine, writer: str, folder: str) -> None:
-    store = world["stores"][writer]
+        world: dict[str, Any], spark_engine: SparkEngine, writer: str, folder: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if writer == "legacy":
+        _legacy(monkeypatch)
+    store = world["stores"]["spark" if writer == "legacy" else writer]
     with LocalEngine() as local:
         _backfill(world, local if writer == "local" else spark_engine, store)
         files = store.plan_files(user_clicks.name, 1)
@@ -103,10 +113,13 @@ def test_the_spark_join_runs_one_task_per_bucket_on_tables_either_engine_wrote(
     assert spark_engine.last_join_groups == BUCKETS                   # one task per bucket, not one for all
 
 
-def test_a_table_with_both_layouts_still_routes_by_bucket(world: dict[str, Any], spark_engine: SparkEngine) -> None:
+def test_a_table_with_both_layouts_still_routes_by_bucket(world: dict[str, Any], spark_engine: SparkEngine,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """A Spark backfill, then rows pushed offline (appended by pyiceberg): files of both layouts in one table."""
     store = world["stores"]["spark"]
+    _legacy(monkeypatch)
     _backfill(world, spark_engine, store)
+    monkeypatch.undo()
     when = START + timedelta(days=2, hours=5)
     pushed = pa.table({"user_id": pa.array([3, 4, 5, 6], pa.int64()),
                        "event_timestamp": pa.array([when] * 4, pa.timestamp("us", tz="UTC")),
@@ -126,11 +139,13 @@ def test_a_table_with_both_layouts_still_routes_by_bucket(world: dict[str, Any],
 
 
 def test_a_compacted_spark_table_rebucketed_still_joins_and_takes_spark_writes(
-        world: dict[str, Any], spark_engine: SparkEngine) -> None:
+        world: dict[str, Any], spark_engine: SparkEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     """Spark's files (name-mapped, ``__quasar_bucket=`` folders) and a push, re-bucketed 4 -> 2 by compaction: the
     same answers on both engines, routed by the new count, and the next Spark backfill writes into the new spec."""
     store = world["stores"]["spark"]
+    _legacy(monkeypatch)
     _backfill(world, spark_engine, store)
+    monkeypatch.undo()
     when = START + timedelta(days=2, hours=5)
     store.append(user_clicks, 1, pa.table({
         "user_id": pa.array([3, 4], pa.int64()), "event_timestamp": pa.array([when] * 2, pa.timestamp("us", tz="UTC")),
@@ -147,7 +162,9 @@ def test_a_compacted_spark_table_rebucketed_still_joins_and_takes_spark_writes(
     assert _dataset(two, spine, spark_engine).equals(want)
     assert spark_engine.last_join_groups == 2
     _backfill(world, spark_engine, two)                               # a Spark re-backfill of every day
-    assert any("__quasar_bucket=" in f for f in two.plan_files(user_clicks.name, 1))
+    rewritten = two.plan_files(user_clicks.name, 1)
+    assert rewritten and all("user_id_bucket=" in f for f in rewritten)   # the executors write the new spec
+    assert {int(f.split("user_id_bucket=")[1].split("/")[0]) for f in rewritten} == {0, 1}
     with LocalEngine() as local:
         again = _dataset(two, spine, local)
     assert _dataset(two, spine, spark_engine).equals(again)
