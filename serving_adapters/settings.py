@@ -44,13 +44,18 @@ IN_PROCESS, PER_WORKER, SHARED = "", "process", "shared"
 
 
 class ServingKeys(Protocol):
-    """What this module reads of ``[serving]`` (``quasar.config.ServingConfig``)."""
+    """What this module reads of ``[serving]`` (``quasar.config.ServingConfig``, frozen: read-only here)."""
 
-    device: str
-    cache: bool
-    cache_max_entries: int
-    cache_ttl_s: float
-    model_host: str
+    @property
+    def device(self) -> str: ...
+    @property
+    def cache(self) -> bool: ...
+    @property
+    def cache_max_entries(self) -> int: ...
+    @property
+    def cache_ttl_s(self) -> float: ...
+    @property
+    def model_host(self) -> str: ...
 
 
 @dataclass(frozen=True)
