@@ -189,3 +189,14 @@ def test_several_feature_hosts_feed_one_shared_model_host(scoring_world: Scoring
         for scores in answers:
             torch.testing.assert_close(scores, expected)
     assert all(b.busy_s > 0 for b in backends)
+
+
+def test_model_host_process_spawns_one_for_this_worker(scoring_world: ScoringWorld, clean_env: Any) -> None:
+    options = scorer_options(ServingConfig(model_host="process", device="cpu", cache=True), scoring_world.models, {})
+    backend = options["backend"]
+    try:
+        assert isinstance(backend, RemoteBackend) and backend.connected and backend.device == torch.device("cpu")
+        assert options["cache"].enabled
+    finally:
+        backend.close()
+    assert scorer_options(ServingConfig(), scoring_world.models, {})["backend"] is None      # '' : in process
