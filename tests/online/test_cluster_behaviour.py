@@ -380,6 +380,22 @@ def test_a_frozen_node_answers_unavailable_and_costs_only_its_own_connections(
     assert out["end"] == out["before"]            # the healthy masters: not one new connection
 
 
+def test_the_synchronous_ping_sees_a_frozen_master(online_backend: OnlineBackend,
+                                                   request: pytest.FixtureRequest) -> None:
+    """``RedisOnlineStore.ping`` asks every master: on a cluster, freeze one its client would not ask."""
+    with RedisOnlineStore(online_backend.url, project=P, cluster=online_backend.cluster, socket_timeout=0.2) as s:
+        s.ping()
+        if online_backend.cluster:
+            nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+            default = s.client.get_default_node().port
+            proc = next(p for port, p in zip(nodes.ports, nodes.procs, strict=True) if port != default)
+        else:
+            proc = request.getfixturevalue("redis_server").proc
+        with frozen(proc), pytest.raises(OnlineUnavailableError):
+            s.ping()
+        s.ping()
+
+
 def online_backend_node_port(backend: OnlineBackend, project: str, key: Any) -> int:
     """The port of the cluster master serving the hash of ``key`` (user entity)."""
     client = backend.client()
@@ -513,3 +529,32 @@ def test_a_project_configured_for_the_backend(online_backend: OnlineBackend, tmp
         assert [k for k in client_.scan_iter(match="clp:*")] == []
     finally:
         client_.close()
+
+
+def test_both_services_health_checks_see_a_frozen_master(online_backend: OnlineBackend, scoring_world: Any,
+                                                        request: pytest.FixtureRequest) -> None:
+    """``/healthz`` of the feature service and of the scorer: 200, then 503 while Redis is frozen (on a cluster:
+    a master neither service's client sends its unkeyed commands to), then 200 again."""
+    from quasar.online.service.app import create_app
+    from quasar.serving_adapters.models import ModelRegistry
+    from quasar.serving_adapters.service import create_scoring_app
+
+    stores = [async_store_of(online_backend, PROJECT), async_store_of(online_backend, P)]
+    features = create_app(store=stores[0], resolve=resolve, close_store=True)
+    scorer = create_scoring_app(models=ModelRegistry(scoring_world.models, scoring_world.resolver),
+                                store=stores[1], device="cpu", close_store=True)
+    with LiveServer(features) as one, LiveServer(scorer) as two, httpx.Client(timeout=30) as client:
+        urls = [f"{one.url}/healthz", f"{two.url}/healthz"]
+        before = [client.get(u) for u in urls]
+        if online_backend.cluster:
+            nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+            defaults = {s.client.get_default_node().port for s in stores}
+            proc = next(p for port, p in zip(nodes.ports, nodes.procs, strict=True) if port not in defaults)
+        else:
+            proc = request.getfixturevalue("redis_server").proc
+        with frozen(proc):
+            during = [client.get(u) for u in urls]
+        after = [client.get(u) for u in urls]
+    assert [r.status_code for r in before] == [200, 200], [r.text for r in before]
+    assert [r.status_code for r in during] == [503, 503], [r.text for r in during]
+    assert [r.status_code for r in after] == [200, 200], [r.text for r in after]
