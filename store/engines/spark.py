@@ -104,13 +104,14 @@ class SparkEngine(Engine):
     def backfill_window(self, *, signal: Signal, version: int, start: datetime, end: datetime, store: OfflineStore,
                         sources: Any, bounds: Any, run_id: int | None, columns: list[str] | None,
                         step: Any) -> Any:
-        """A transform's backfill with its rows kept off the driver (``quasar.store.engines.spark_backfill``);
-        None for an aggregation (its source rows cross the driver) or a source with nothing to read."""
-        if signal.kind == "aggregation" or signal.transform is None:
-            return None
+        """The backfill with its rows kept off the driver (``quasar.store.engines.spark_backfill``); None when
+        the source has nothing to read or no step fits the window (computed on the driver: nothing to carry)."""
+        if signal.kind != "aggregation" and signal.transform is None:
+            raise DefinitionError(f"signal {signal.name} has no Python transform to run: load it from its "
+                                  f"module ({signal.module or 'unknown module'}) before computing")
         from quasar.store.engines.spark_backfill import backfill_window_spark
 
-        with _by_value(signal.transform):
+        with _by_value(signal.transform or (lambda t: t)):
             return backfill_window_spark(self.session, signal=signal, version=version, start=start, end=end,
                                          store=store, sources=sources, bounds=bounds, run_id=run_id,
                                          columns=columns, step=step)

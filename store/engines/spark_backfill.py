@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,15 +90,22 @@ def backfill_window_spark(session: Any, *, signal: Signal, version: int, start: 
     has nothing to read (the caller's driver path handles an empty window, calling the function once)."""
     from pyspark import StorageLevel
 
-    assert signal.transform is not None
+    from quasar.store.backfill import source_window
+
     step("read source")
-    plan = plan_source(sources, signal.source, start, end, columns)
+    plan = plan_source(sources, signal.source, *source_window(signal, start, end), columns)
     if not plan.parts:
         return None
     step("compute")
     now = datetime.now(UTC)
     counted = session.sparkContext.accumulator(0)
-    computed, out_schema = _computed(session, signal, plan, start, end, bounds, now, counted)
+    if signal.kind == "aggregation":
+        built = _aggregated(session, signal, plan, start, end, bounds, now, counted)
+        if built is None:
+            return None
+        computed, out_schema = built
+    else:
+        computed, out_schema = _computed(session, signal, plan, start, end, bounds, now, counted)
     computed = computed.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         try:   # runs the read, the transform and the output check; brings back a row per day
@@ -159,16 +167,73 @@ def _computed(session: Any, signal: Signal, plan: SourcePlan, start: datetime, e
         part = part.sort_by([(PART, "ascending"), (ROW, "ascending")])
         rows = restore(part.drop_columns([PART, ROW, GROUP]), source_schema)
         checked = check_output(call(signal, fn, rows), signal, start, end, created=now, bounds=bounds, now=now)
-        n = checked.num_rows
-        days = checked.column(EVENT_TIMESTAMP).cast(pa.int64()).to_numpy(zero_copy_only=False) // _DAY_MICROS
-        share = to_storage(checked, signal).nbytes / n if n else 0.0
-        return spark_safe(checked).append_column(DAY, pa.array(days.astype(np.int64))) \
-            .append_column(BYTES, pa.array(np.full(n, share))) \
-            .append_column(GROUP, pa.array(np.full(n, group, np.int64))) \
-            .append_column(ROW, pa.array(np.arange(n, dtype=np.int64))).cast(schema)
+        return _checked_columns(checked, signal, group, schema)
 
     frame = _read(session, signal, plan, counted).groupBy(GROUP).applyInArrow(kernel, _spark_schema(schema))
     return frame, out_schema
+
+
+def _checked_columns(checked: pa.Table, signal: Signal, group: int, schema: pa.Schema) -> pa.Table:
+    n = checked.num_rows
+    days = checked.column(EVENT_TIMESTAMP).cast(pa.int64()).to_numpy(zero_copy_only=False) // _DAY_MICROS
+    share = to_storage(checked, signal).nbytes / n if n else 0.0
+    return spark_safe(checked).append_column(DAY, pa.array(days.astype(np.int64))) \
+        .append_column(BYTES, pa.array(np.full(n, share))) \
+        .append_column(GROUP, pa.array(np.full(n, group, np.int64))) \
+        .append_column(ROW, pa.array(np.arange(n, dtype=np.int64))).cast(schema)
+
+
+def _aggregated(session: Any, signal: Signal, plan: SourcePlan, start: datetime, end: datetime, bounds: TimeBounds,
+                now: datetime, counted: Any) -> tuple[Any, pa.Schema] | None:
+    """An aggregation's checked output: events prepared in the read tasks, the Spark SQL of
+    ``quasar.store.engines.spark_agg`` over them, the result's types and the output check in the tasks."""
+    from quasar.signals.ufr.types import TIMESTAMP_ARROW
+    from quasar.store.engines.local_agg import (
+        check_column_types,
+        output_schema,
+        prepare_events,
+        result_columns,
+    )
+    from quasar.store.engines.spark_agg import aggregation_sql
+
+    key = signal.entity.join_key
+    empty = prepare_events(signal, plan.schema.empty_table())
+    check_column_types(signal, empty)
+    view = f"quasar_events_{uuid.uuid4().hex[:12]}"
+    sql = aggregation_sql(signal, empty, view, start, end)
+    if sql is None:
+        return None
+    events_schema = spark_safe(empty).schema
+    n = len(plan.parts)
+    parallelism = int(session.sparkContext.defaultParallelism)
+
+    def read(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for index in batch.column("id").to_pylist():
+                rows = read_part(plan, index)
+                counted.add(rows.num_rows)
+                if rows.num_rows:
+                    yield from spark_safe(prepare_events(signal, rows)).cast(events_schema).to_batches()
+
+    events = session.range(0, n, 1, max(1, min(n, parallelism * 2))).mapInArrow(read, _spark_schema(events_schema))
+    events.createOrReplaceTempView(view)
+    result = session.sql(sql)
+    session.catalog.dropTempView(view)             # the plan keeps its source; the name is not needed again
+    out_schema = signal.schema.table_schema({key: signal.entity.arrow_key_type})
+    raw = output_schema(signal)
+    schema = pa.schema([*spark_safe(out_schema.empty_table()).schema, pa.field(DAY, pa.int64()),
+                        pa.field(BYTES, pa.float64()), pa.field(GROUP, pa.int64()), pa.field(ROW, pa.int64())])
+
+    def finish(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            got = pa.Table.from_batches([batch])
+            columns = [got.column("_k").cast(signal.entity.arrow_key_type),
+                       got.column("_step").cast(pa.int64()).cast(TIMESTAMP_ARROW), *result_columns(signal, got)]
+            rows = pa.Table.from_arrays(columns, schema=raw)
+            checked = check_output(rows, signal, start, end, created=now, bounds=bounds, now=now)
+            yield from _checked_columns(checked, signal, 0, schema).to_batches()
+
+    return result.mapInArrow(finish, _spark_schema(schema)), out_schema
 
 
 def _gate(signal: Signal, version: int, frame: Any, rows: int) -> GateResult:
