@@ -344,7 +344,7 @@ def test_a_frozen_node_answers_unavailable_and_costs_only_its_own_connections(
         return {p: int(c.info("stats")["total_connections_received"]) for p, c in watchers.items()}
 
     async def main() -> dict[str, Any]:
-        a = async_store_of(online_backend)
+        a = async_store_of(online_backend, socket_timeout=1.0)   # a loaded machine: no spurious timeout
         out: dict[str, Any] = {}
         try:
             await a.read([(ol_short, 1)], keys)                  # every node's connection is open
@@ -383,7 +383,7 @@ def test_a_frozen_node_answers_unavailable_and_costs_only_its_own_connections(
 def test_the_synchronous_ping_sees_a_frozen_master(online_backend: OnlineBackend,
                                                    request: pytest.FixtureRequest) -> None:
     """``RedisOnlineStore.ping`` asks every master: on a cluster, freeze one its client would not ask."""
-    with RedisOnlineStore(online_backend.url, project=P, cluster=online_backend.cluster, socket_timeout=0.2) as s:
+    with RedisOnlineStore(online_backend.url, project=P, cluster=online_backend.cluster, socket_timeout=0.5) as s:
         s.ping()
         if online_backend.cluster:
             nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
@@ -539,7 +539,7 @@ def test_both_services_health_checks_see_a_frozen_master(online_backend: OnlineB
     from quasar.serving_adapters.models import ModelRegistry
     from quasar.serving_adapters.service import create_scoring_app
 
-    stores = [async_store_of(online_backend, PROJECT), async_store_of(online_backend, P)]
+    stores = [async_store_of(online_backend, project, socket_timeout=1.0) for project in (PROJECT, P)]
     features = create_app(store=stores[0], resolve=resolve, close_store=True)
     scorer = create_scoring_app(models=ModelRegistry(scoring_world.models, scoring_world.resolver),
                                 store=stores[1], device="cpu", close_store=True)
