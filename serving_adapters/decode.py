@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from quasar.online.store import FeatureStatus, OnlineColumns, columns_from_records
 from quasar.signals.signal import Signal
-from quasar.signals.ufr.codec import SMALL_BATCH, _decode_slot, decode
+from quasar.signals.ufr.codec import SMALL_BATCH, decode, decode_slot
 from quasar.signals.ufr.codec_layout import (
     CREATED_TIME_OFFSET,
     EVENT_TIME_OFFSET,
@@ -121,7 +121,7 @@ def _fast(layout: Layout, signal: Signal, version: int, features: Sequence[str],
         if slot.segments:
             cursors[slot.index] = cursor
             cursor = cursor + counts[slot.index] * sum(slot.segments)
-    columns = [_decode_slot(s, fixed, valid[:, s.index], counts.get(s.index), buf, cursors.get(s.index, starts),
+    columns = [decode_slot(s, fixed, valid[:, s.index], counts.get(s.index), buf, cursors.get(s.index, starts),
                             signal.name)[0] for s in slots]
     table = pa.Table.from_arrays(columns, schema=pa.schema([layout.arrow_schema.field(s.index) for s in slots]))
     times = np.ascontiguousarray(fixed[:, EVENT_TIME_OFFSET:CREATED_TIME_OFFSET]).view("<i8").reshape(n).astype(

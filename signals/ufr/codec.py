@@ -199,7 +199,7 @@ def decode(schema: FeatureSchema, records: Sequence[bytes | None], *, signal: st
     cursor = starts + layout.fixed_size
     columns = []
     for slot in layout.slots:
-        column, cursor = _decode_slot(slot, fixed, valid[:, slot.index], counts.get(slot.index), buf, cursor,
+        column, cursor = decode_slot(slot, fixed, valid[:, slot.index], counts.get(slot.index), buf, cursor,
                                       signal)
         columns.append(column)
     table = pa.Table.from_arrays(columns, schema=layout.arrow_schema)
@@ -323,7 +323,7 @@ def string_column(arrow_type: pa.DataType, n: int, validity: pa.Buffer | None, o
     return column
 
 
-def _decode_slot(slot: Slot, fixed: np.ndarray, valid: np.ndarray, counts: np.ndarray | None, buf: np.ndarray,
+def decode_slot(slot: Slot, fixed: np.ndarray, valid: np.ndarray, counts: np.ndarray | None, buf: np.ndarray,
                  cursor: np.ndarray, signal: str) -> tuple[pa.Array, np.ndarray]:
     """One feature's Arrow column, and the byte cursors moved past its payloads."""
     n = len(fixed)
