@@ -328,7 +328,7 @@ def test_a_frozen_node_answers_unavailable_and_costs_only_its_own_connections(
         s.write(ol_short, 1, rows)
     if online_backend.cluster:
         nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
-        key_port = {k: int(online_backend_node_port(online_backend, P, k)) for k in keys}
+        key_port = node_ports(online_backend, P, keys)
         victim = key_port[0]
         proc = nodes.procs[nodes.ports.index(victim)]
         healthy_ports = [p for p in nodes.ports if p != victim]
@@ -398,10 +398,15 @@ def test_the_synchronous_ping_sees_a_frozen_master(online_backend: OnlineBackend
 
 def online_backend_node_port(backend: OnlineBackend, project: str, key: Any) -> int:
     """The port of the cluster master serving the hash of ``key`` (user entity)."""
+    return node_ports(backend, project, [key])[key]
+
+
+def node_ports(backend: OnlineBackend, project: str, keys: list[Any]) -> dict[Any, int]:
+    """The port of the cluster master serving each ``key``'s hash (user entity), as the cluster says now."""
     client = backend.client()
     try:
-        (hash_key,) = entity_keys(project, ol_short.entity, [key])
-        return int(client.get_node_from_key(hash_key).port)
+        hashes = entity_keys(project, ol_short.entity, keys)
+        return {k: int(client.get_node_from_key(h).port) for k, h in zip(keys, hashes, strict=True)}
     finally:
         client.close()
 
@@ -539,7 +544,7 @@ def test_both_services_health_checks_see_a_frozen_master(online_backend: OnlineB
     from quasar.serving_adapters.models import ModelRegistry
     from quasar.serving_adapters.service import create_scoring_app
 
-    stores = [async_store_of(online_backend, project, socket_timeout=1.0) for project in (PROJECT, P)]
+    stores = [async_store_of(online_backend, project) for project in (PROJECT, P)]
     features = create_app(store=stores[0], resolve=resolve, close_store=True)
     scorer = create_scoring_app(models=ModelRegistry(scoring_world.models, scoring_world.resolver),
                                 store=stores[1], device="cpu", close_store=True)
@@ -558,3 +563,37 @@ def test_both_services_health_checks_see_a_frozen_master(online_backend: OnlineB
     assert [r.status_code for r in before] == [200, 200], [r.text for r in before]
     assert [r.status_code for r in during] == [503, 503], [r.text for r in during]
     assert [r.status_code for r in after] == [200, 200], [r.text for r in after]
+
+
+def test_a_resharding_under_running_stores_is_followed(redis_cluster: RedisClusterNodes) -> None:
+    """``redis-cli --cluster reshard`` moves slots (and their keys) from one master to another while a synchronous
+    and an async store hold the old slot map: their reads and writes follow the MOVED redirections, values and
+    newer-wins intact."""
+    redis_cluster.flush()
+    backend = OnlineBackend("cluster", redis_cluster.url, cluster=True)
+    keys = list(range(2000))
+    rows = random_rows(ol_short, keys, times=[NOW] * 2000, seed=14)
+    newer = random_rows(ol_short, keys, times=[NOW + timedelta(seconds=1)] * 2000, seed=15)
+    newest = random_rows(ol_short, keys, times=[NOW + timedelta(seconds=2)] * 2000, seed=16)
+    before = node_ports(backend, P, keys)
+    src, dst = redis_cluster.ports[0], redis_cluster.ports[1]
+    loop = asyncio.new_event_loop()
+    try:
+        a = async_store_of(backend, socket_timeout=2.0)
+        with store_of(backend) as s:
+            s.write(ol_short, 1, rows)
+            loop.run_until_complete(a.read([(ol_short, 1)], keys))        # both hold the slot map now
+            redis_cluster.reshard(src, dst, slots=60)
+            now = node_ports(backend, P, keys)
+            moved = [k for k, port in before.items() if port == src and now[k] == dst]
+            assert moved                                                   # the keys of some moved slots
+            (got,) = loop.run_until_complete(a.read([(ol_short, 1)], keys))
+            same_rows(got, rows)
+            assert s.write(ol_short, 1, newer) == 2000
+            assert s.write(ol_short, 1, rows) == 0                         # older: loses on the new master too
+            assert loop.run_until_complete(a.write(ol_short, 1, newest)) == 2000
+            (got,) = s.read([(ol_short, 1)], keys)
+            same_rows(got, newest)
+        loop.run_until_complete(a.close())
+    finally:
+        loop.close()
