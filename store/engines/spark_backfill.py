@@ -59,6 +59,7 @@ BUCKET = "__quasar_bucket"
 BYTES = "__quasar_bytes"               # a computed row's share of its call's Arrow size (the layout estimate)
 FILE_SCHEMA = "path string, day int, bucket int, records long"
 _DAY_MICROS = 86_400_000_000
+LAST_STAGES: dict[str, float] = {}    # seconds per stage of the latest backfill in this process (bench/engines.py)
 _TASK_IDS = 10_000                     # file task ids per write task: 7-digit ids stay in write order
 
 
@@ -88,14 +89,25 @@ def backfill_window_spark(session: Any, *, signal: Signal, version: int, start: 
                           columns: list[str] | None, step: Callable[[str], None]) -> WindowResult | None:
     """Backfill a transform signal's ``[start, end)`` on Spark, rows kept off the driver; None when the source
     has nothing to read (the caller's driver path handles an empty window, calling the function once)."""
+    import time
+
     from pyspark import StorageLevel
 
     from quasar.store.backfill import source_window
+
+    LAST_STAGES.clear()
+    clock = [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        now_s = time.perf_counter()
+        LAST_STAGES[name] = LAST_STAGES.get(name, 0.0) + now_s - clock[0]
+        clock[0] = now_s
 
     step("read source")
     plan = plan_source(sources, signal.source, *source_window(signal, start, end), columns)
     if not plan.parts:
         return None
+    lap("plan")
     step("compute")
     now = datetime.now(UTC)
     counted = session.sparkContext.accumulator(0)
@@ -113,18 +125,21 @@ def backfill_window_spark(session: Any, *, signal: Signal, version: int, start: 
         except Exception as exc:
             raise as_quasar_error(signal, exc) from exc
         rows = sum(int(r["count(1)"]) for r in stats)
+        lap("read+compute+check")
         step("check output")                       # done in the tasks, on every call's output
         step("validate")
         frame = computed.drop(DAY, BYTES, GROUP, ROW)
         gate = _gate(signal, version, frame, rows)
         if gate.verdict == "failed":               # only a refused batch comes to the driver: to be quarantined
             enforce(gate, signal=signal, rows=restore(frame.toArrow(), out_schema), store=store, run_id=run_id)
+        lap("validate")
         step("write")
         largest = max((float(r[f"sum({BYTES})"] or 0.0) for r in stats), default=0.0)
         snapshot = _write(session, signal, version, computed, out_schema, start, end, store, largest,
-                          snapshot_properties(gate, run_id))
+                          snapshot_properties(gate, run_id), lap)
     finally:
         computed.unpersist()
+        lap("commit")
     return WindowResult(rows=rows, source_rows=int(counted.value), snapshot_id=snapshot, gate=gate,
                         last_read=dict(plan.last_read))
 
@@ -246,21 +261,25 @@ def _gate(signal: Signal, version: int, frame: Any, rows: int) -> GateResult:
 
 
 def _write(session: Any, signal: Signal, version: int, computed: Any, out_schema: pa.Schema, start: datetime,
-           end: datetime, store: OfflineStore, largest_day_bytes: float, properties: dict[str, str]) -> int | None:
+           end: datetime, store: OfflineStore, largest_day_bytes: float, properties: dict[str, str],
+           lap: Callable[[str], None]) -> int | None:
     """Executors write the rows as the table's data files; the driver commits them in one snapshot."""
+    from pyiceberg.transforms import BucketTransform
+
     from quasar.store.commits import Write
     from quasar.store.gc import delete_files, list_files
     from quasar.store.writer import FIRST_TASK, write_rows
 
-    if store.layout.buckets is None and not _exists(store, signal, version):
-        # a new table's bucket count from the computed rows' size, as the local engine's first write chooses it
-        sized = copy.copy(store)
+    # one table load: a new table's bucket count comes from the computed rows' size, as the local engine's first
+    # write chooses it
+    sized = copy.copy(store)
+    if store.layout.buckets is None:
         sized.layout = dataclasses.replace(store.layout, buckets=buckets_for(largest_day_bytes,
                                                                              store.layout.target_file_bytes))
-        sized.ensure_table(signal, version)
-    table = store.ensure_table(signal, version)
+    table = sized.ensure_table(signal, version)
     metadata, io = table.metadata, table.io
-    buckets = store.bucket_count(signal.name, version)
+    buckets = next((int(f.transform.num_buckets) for f in table.spec().fields
+                    if isinstance(f.transform, BucketTransform)), None)
     if buckets is None:
         raise StoreError(f"signal {signal.name} v{version}: its table has no bucket partition to write into")
     key = signal.entity.join_key
@@ -327,6 +346,7 @@ def _write(session: Any, signal: Signal, version: int, computed: Any, out_schema
             listed.column("path").to_pylist(), listed.column("day").to_pylist(),
             listed.column("bucket").to_pylist(), strict=True)]
         files.sort(key=lambda f: f.path)
+        lap("write files")
         return store.replace_window_files(signal, version, files, start, end, properties=properties)
     except BaseException:
         try:
@@ -335,16 +355,6 @@ def _write(session: Any, signal: Signal, version: int, computed: Any, out_schema
         except Exception:  # nothing was committed; what is left is garbage for quasar gc
             pass
         raise
-
-
-def _exists(store: OfflineStore, signal: Signal, version: int) -> bool:
-    from quasar.signals.errors import NotFoundError
-
-    try:
-        store.table(signal.name, version)
-    except NotFoundError:
-        return False
-    return True
 
 
 def as_quasar_error(signal: Signal, exc: BaseException) -> QuasarError:
