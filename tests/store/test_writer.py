@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from quasar.signals import Entity, Float64, Int64, String, Vector, signal
 from quasar.signals import Source as SignalSource
@@ -83,17 +84,17 @@ def path_of(data_file: Any) -> str:
     return data_file.file_path.removeprefix("file://")
 
 
+@pytest.mark.parametrize("buckets", [4, 1])
 def test_files_match_pyiceberg_write_file_row_for_row_with_the_same_statistics(offline_catalog: Any,
-                                                                              tmp_path: Any) -> None:
-    store = OfflineStore(offline_catalog, buckets=4)
+                                                                              buckets: int) -> None:
+    store = OfflineStore(offline_catalog, buckets=buckets)
     table = store.ensure_table(mixed, 1)
     rows = storage_rows(6000, seed=3)
-    target = rows.nbytes // 40                        # several files per partition: task ids in write order
     ours_uuid, theirs_uuid = uuid.uuid4(), uuid.uuid4()
-    ours = write_rows(table.metadata, table.io, rows, ours_uuid, target)
-    theirs = pyiceberg_write_rows(table.metadata, table.io, rows, theirs_uuid, target)
+    ours = write_rows(table.metadata, table.io, rows, ours_uuid, 1 << 30)
+    theirs = pyiceberg_write_rows(table.metadata, table.io, rows, theirs_uuid, 1 << 30)
 
-    assert len(ours) == len(theirs) > 16                      # 4 days x 4 buckets, some split in two
+    assert len(ours) == len(theirs) == 4 * buckets             # 4 days x the buckets
     for mine, ref in zip(ours, theirs, strict=True):
         assert path_of(mine) == path_of(ref).replace(str(theirs_uuid), str(ours_uuid))
         assert mine.partition == ref.partition
@@ -108,8 +109,26 @@ def test_files_match_pyiceberg_write_file_row_for_row_with_the_same_statistics(o
         assert cells(mine_rows) == cells(ref_rows)                       # same rows in the same order
         ids = [f.metadata[b"PARQUET:field_id"] for f in pq.read_schema(path_of(mine))]
         assert ids == [str(i).encode() for i in range(1, 8)]
-    stored = pa.concat_tables(pq.read_table(path_of(f)) for f in ours)
-    assert stored.num_rows == rows.num_rows
+
+
+def test_a_partition_split_in_several_files_keeps_its_rows_in_order_across_them(offline_catalog: Any) -> None:
+    store = OfflineStore(offline_catalog, buckets=4)
+    table = store.ensure_table(mixed, 1)
+    rows = storage_rows(6000, seed=3)
+    target = rows.nbytes // 40                        # ~3 files per partition (sizes are in-memory estimates)
+    ours = write_rows(table.metadata, table.io, rows, uuid.uuid4(), target)
+    theirs = pyiceberg_write_rows(table.metadata, table.io, rows, uuid.uuid4(), target)
+
+    def by_partition(files: list[Any]) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for data_file in sorted(files, key=path_of):               # plan order: path order
+            found.setdefault(os.path.dirname(path_of(data_file)), []).extend(cells(pq.read_table(path_of(data_file))))
+        return found
+
+    mine = by_partition(ours)
+    assert len(ours) > 2 * len(mine) and len(mine) == 16
+    ref = {k.replace(str(table.location()), ""): v for k, v in by_partition(theirs).items()}
+    assert {k.replace(str(table.location()), ""): v for k, v in mine.items()} == ref
 
 
 def test_only_string_columns_get_dictionary_pages(offline_catalog: Any) -> None:
