@@ -1,13 +1,13 @@
 """Out of core (issue 18): a training dataset over more data than the process may hold, on the local engine.
 
-    python -m bench outofcore [--data-gb 4.6] [--cap-gb 2.0] [--duckdb-limit 256MB] [--threads 1]
+    python -m bench outofcore [--data-gb 5.6] [--cap-gb 1.5] [--duckdb-limit 256MB] [--threads 1]
                               [--spine-rows 100000] [--chunk-rows 100000] [--sample 10000] [--feast-timeout 300]
                               [--no-feast] [--no-write]
 
 The data is made in code the way the product stores it: one signal of ``--features`` float32 features registered
 in a project, its Iceberg table written a day at a time through the offline store (``OfflineStore.replace_window``,
 the call a backfill ends with: the one writer's day x bucket layout), ``--data-gb`` of rows in Arrow (the
-Parquet files on disk come out about 1.3x that, random floats do not compress; at least 3x the cap). Then, in a child process capped by the OS (``resource.setrlimit(RLIMIT_AS)``:
+Parquet files on disk come out about 0.85x that: random floats hardly compress; both at least 3x the cap). Then, in a child process capped by the OS (``resource.setrlimit(RLIMIT_AS)``:
 the process's whole address space, set before Python starts; the cgroup here is read-only) and with
 ``[engine] memory_limit`` set for DuckDB below it (DuckDB spills past it to ``[engine] temp_directory``), the
 project builds the dataset with ``Platform.training_dataset(spine, ..., out=FOLDER)``, streamed to Parquet.
@@ -20,10 +20,9 @@ children run with ``MALLOC_ARENA_MAX=2`` and ``ARROW_DEFAULT_MEMORY_POOL=system`
 address space per thread arena, and mimalloc (Arrow's default pool) 1 GiB at its first allocation, all of which
 RLIMIT_AS counts although little of it is ever touched.
 
-Why one DuckDB thread and a 2 GiB cap: DuckDB reads a whole row group at a time (the writer's are one per
-file, about 100 MB), per thread, and its allocator keeps address space it has used; with two threads the address
-space peaked at 2.7 GiB, and with one under a 1.5 GiB cap the join ran out of address space after 197 s on
-18M rows (resident memory peaked at 0.64 GiB both times, 7.1 GiB spilled). Each spine chunk joins against the whole table (its sort spills), so a
+Why one DuckDB thread: DuckDB reads a whole row group at a time (the writer's are one per file, 85-100 MB),
+per thread, and its allocator keeps address space it has used; with two threads the address space peaked at
+2.7 GiB while resident memory stayed under 0.7 GiB. Each spine chunk joins against the whole table (its sort spills), so a
 chunk costs about one pass over the data: the spine is one chunk here; the tests cover several.
 """
 
@@ -343,8 +342,8 @@ def _gib(n: float) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench outofcore", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-gb", type=float, default=4.6, help="GiB of the signal's rows in Arrow (default 4.6; its Parquet files come out larger)")
-    parser.add_argument("--cap-gb", type=float, default=2.0, help="RLIMIT_AS of the children in GiB (default 2.0)")
+    parser.add_argument("--data-gb", type=float, default=5.6, help="GiB of the signal's rows in Arrow (default 5.6)")
+    parser.add_argument("--cap-gb", type=float, default=1.5, help="RLIMIT_AS of the children in GiB (default 1.5)")
     parser.add_argument("--duckdb-limit", default="256MB", help="[engine] memory_limit of the capped project")
     parser.add_argument("--threads", type=int, default=1, help="[engine] threads of the capped project (default 1)")
     parser.add_argument("--features", type=int, default=64, help="float32 features of the signal (default 64)")
