@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, get_worker_info
 
 from quasar.signals.errors import SchemaError
 from quasar.signals.ufr.tensors import InputSpec
+from quasar.store.dataset import DatasetResult
 from quasar.training_adapters.dataset import FeatureDataset, TrainingBatch, spec_from_schema
 from quasar.training_adapters.packing import PackedBatch, pack_batch, unpack_batch
 from quasar.training_adapters.sources import ParquetSource, RowSource, TableSource, iceberg_source
@@ -66,9 +67,12 @@ def _default_features(source: RowSource, labels: Sequence[str]) -> list[str]:
 
 
 def as_source(data: Any) -> RowSource:
-    """An Arrow table, a Parquet path (file or folder), a list of Parquet files, or a pyiceberg table."""
+    """An Arrow table, a Parquet path (file or folder, e.g. ``training_dataset(..., out=PATH)``'s), a list of
+    Parquet files, a pyiceberg table, or a ``DatasetResult`` (its table, or the files it was streamed to)."""
     if isinstance(data, RowSource):
         return data
+    if isinstance(data, DatasetResult):
+        return ParquetSource(data.path) if data.path is not None else TableSource(data.table)
     if isinstance(data, pa.Table):
         return TableSource(data)
     if isinstance(data, (str, Path)) or (isinstance(data, list) and all(isinstance(x, (str, Path)) for x in data)):

@@ -125,10 +125,12 @@ def test_make_loader_reads_the_out_folder(project: Path) -> None:
     with quasar.Platform.open(project) as p:
         table = p.training_dataset(spine, ["user_activity"])
         folder = p.training_dataset(spine, ["user_activity"], out=project / "train")
+        streamed = p.dataset(spine, ["user_activity"], out=project / "again", chunk_rows=100)
     from_folder = list(make_loader(folder, labels=["label"], batch_size=64))
+    from_result = list(make_loader(streamed, labels=["label"], batch_size=64))     # the DatasetResult itself
     in_memory = list(make_loader(table, labels=["label"], batch_size=64))
-    assert len(from_folder) == len(in_memory) == 4
-    for a, b in zip(from_folder, in_memory, strict=True):
+    assert len(from_folder) == len(from_result) == len(in_memory) == 4
+    for a, b in [*zip(from_folder, in_memory, strict=True), *zip(from_result, in_memory, strict=True)]:
         assert a.features.dense_names == b.features.dense_names == ["clicks", "dwell"]
         assert np.array_equal(a.features.dense.numpy(), b.features.dense.numpy(), equal_nan=True)
         assert a.labels["label"].tolist() == b.labels["label"].tolist()
