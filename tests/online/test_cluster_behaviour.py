@@ -380,6 +380,40 @@ def test_a_frozen_node_answers_unavailable_and_costs_only_its_own_connections(
     assert out["end"] == out["before"]            # the healthy masters: not one new connection
 
 
+def test_a_synchronous_read_under_a_frozen_master_fails_after_a_few_tries(online_backend: OnlineBackend,
+                                                                         request: pytest.FixtureRequest) -> None:
+    """The synchronous store (batch work: materialization, consistency, delete) tries a round trip three times
+    in all under a frozen Redis (a frozen cluster master), not once per key it holds: redis-py's cluster
+    pipeline resent each failed command alone with its own retries (300 keys: 164 s, a new connection each)."""
+    keys = list(range(300))
+    rows = random_rows(ol_short, keys, times=[NOW] * 300, seed=17)
+    if online_backend.cluster:
+        nodes: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        ports = node_ports(online_backend, P, keys)
+        victim = ports[0]
+        proc = nodes.procs[nodes.ports.index(victim)]
+        keys = [k for k in keys if ports[k] != victim][:50] + [k for k in keys if ports[k] == victim][:6]
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        assert server.proc is not None
+        proc, victim = server.proc, server.port
+    watcher = redis.Redis(port=victim)
+    try:
+        with RedisOnlineStore(online_backend.url, project=P, cluster=online_backend.cluster,
+                              socket_timeout=0.3) as s:
+            s.write(ol_short, 1, rows)
+            s.read([(ol_short, 1)], keys)
+            before = int(watcher.info("stats")["total_connections_received"])
+            with frozen(proc), pytest.raises(OnlineUnavailableError):
+                s.read([(ol_short, 1)], keys)
+            connections = int(watcher.info("stats")["total_connections_received"]) - before
+            (got,) = s.read([(ol_short, 1)], keys)
+    finally:
+        watcher.close()
+    same_rows(got, rows.take(pa.array(keys)))
+    assert connections <= 3           # one fresh connection per try at most, whatever the keys it holds
+
+
 def test_the_synchronous_ping_sees_a_frozen_master(online_backend: OnlineBackend,
                                                    request: pytest.FixtureRequest) -> None:
     """``RedisOnlineStore.ping`` asks every master: on a cluster, freeze one its client would not ask."""
@@ -442,9 +476,14 @@ def test_the_same_async_store_rides_out_a_restart(online_backend: OnlineBackend,
         finally:
             await a.close()
 
-    written, (got,) = asyncio.run(main())
-    assert written == 60
-    same_rows(got, rows)
+    with store_of(online_backend) as sync:
+        sync.read([(ol_short, 1)], keys)                      # the synchronous store's connections, then
+        written, (got,) = asyncio.run(main())                 # the restart
+        assert written == 60
+        same_rows(got, rows)
+        (again,) = sync.read([(ol_short, 1)], keys)           # stale connections: tried again, fresh
+        same_rows(again, rows)
+        assert sync.write(ol_short, 1, rows) == 60
 
 
 def test_a_cluster_write_packs_its_per_slot_calls_into_few_round_trips() -> None:
