@@ -163,3 +163,9 @@ def test_the_cli_writes_a_folder_with_out(project: Path) -> None:
     assert result.exit_code == 0, result.output
     assert f"wrote 250 rows x 8 columns to {project / 'train'}" in result.output
     assert pq.read_table(project / "train").num_rows == 250
+
+
+def test_negative_threads_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "quasar.toml").write_text("[engine]\nthreads = -2\n")
+    with pytest.raises(ConfigError, match=r"\[engine\] threads must be 0 .* got -2"):
+        load_config(tmp_path, env={})
