@@ -4,7 +4,6 @@ prune them as before and every backfill, push and compaction stores exactly the 
 
 from __future__ import annotations
 
-import itertools
 import os
 import uuid
 from datetime import UTC, datetime
@@ -15,11 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fixtures.writer_reference import cells, pyiceberg_write_rows
 from quasar.signals import Entity, Float64, Int64, String, Vector, signal
 from quasar.signals import Source as SignalSource
 from quasar.store.arrow_types import storage_schema
 from quasar.store.tables import OfflineStore
-from quasar.store.writer import FIRST_TASK, by_day, chunks, write_rows
+from quasar.store.writer import write_rows
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY_US = 86_400_000_000
@@ -52,32 +52,6 @@ def storage_rows(n: int, seed: int) -> pa.Table:
         "emb": pa.array(embs, emb_type),
     }
     return pa.table(columns, schema=schema)
-
-
-def pyiceberg_write_rows(metadata: Any, io: Any, rows: pa.Table, write_uuid: Any, target_bytes: int) -> list[Any]:
-    """The writer before: pyiceberg's partition pass and ``write_file``, a day at a time (the reference)."""
-    from pyiceberg.io.pyarrow import _determine_partitions, pyarrow_to_schema, write_file
-    from pyiceberg.table import WriteTask
-
-    counter = itertools.count(FIRST_TASK)
-    schema, spec = metadata.schema(), metadata.spec()
-    task_schema = pyarrow_to_schema(rows.schema, name_mapping=schema.name_mapping,
-                                    format_version=metadata.format_version)
-    files: list[Any] = []
-    for day in by_day(rows):
-        for part in _determine_partitions(spec=spec, schema=schema, arrow_table=day):
-            for batches in chunks(part.arrow_table_partition, target_bytes):
-                task = WriteTask(write_uuid=write_uuid, task_id=next(counter), record_batches=batches,
-                                 partition_key=part.partition_key, schema=task_schema)
-                files.extend(write_file(io=io, table_metadata=metadata, tasks=iter([task])))
-    return files
-
-
-def cells(table: pa.Table) -> list[dict[str, Any]]:
-    """The table's rows as Python values, NaN spelled out so that equal tables compare equal."""
-    def fix(value: Any) -> Any:
-        return "NaN" if isinstance(value, float) and value != value else value
-    return [{k: fix(v) for k, v in row.items()} for row in table.to_pylist()]
 
 
 def path_of(data_file: Any) -> str:
