@@ -255,8 +255,14 @@ def _aggregated(session: Any, signal: Signal, plan: SourcePlan, start: datetime,
 def _gate(signal: Signal, version: int, frame: Any, rows: int) -> GateResult:
     if not signal.expectations:
         return GateResult(signal=signal.name, version=version, policy=signal.policy, rows=rows, engine="")
-    outcomes = validate_frame(frame, signal.expectations, name=f"signal {signal.name} v{version}",
-                              index_columns=[signal.entity.join_key, EVENT_TIMESTAMP])
+    name = f"signal {signal.name} v{version}"
+    # Naming unexpected rows by key and time costs GX extra Spark jobs per expectation even when there are none
+    # (1.6 s against 3.2-4.2 s for five expectations over 40k rows): validate without, and again with the
+    # index columns only when some row was unexpected, so the examples are the ones the gate always gave.
+    outcomes = validate_frame(frame, signal.expectations, name=name)
+    if any(not o.success or o.unexpected_count or o.error for o in outcomes):
+        outcomes = validate_frame(frame, signal.expectations, name=name,
+                                  index_columns=[signal.entity.join_key, EVENT_TIMESTAMP])
     return GateResult(signal=signal.name, version=version, policy=signal.policy, rows=rows, engine="spark",
                       outcomes=tuple(outcomes))
 
