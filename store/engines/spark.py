@@ -109,9 +109,11 @@ class SparkEngine(Engine):
         if signal.kind != "aggregation" and signal.transform is None:
             raise DefinitionError(f"signal {signal.name} has no Python transform to run: load it from its "
                                   f"module ({signal.module or 'unknown module'}) before computing")
+        import contextlib
+
         from quasar.store.engines.spark_backfill import backfill_window_spark
 
-        with _by_value(signal.transform or (lambda t: t)):
+        with _by_value(signal.transform) if signal.transform is not None else contextlib.nullcontext():
             return backfill_window_spark(self.session, signal=signal, version=version, start=start, end=end,
                                          store=store, sources=sources, bounds=bounds, run_id=run_id,
                                          columns=columns, step=step)

@@ -134,7 +134,7 @@ def _plan_parquet(reader: SourceReader, source: Source, start: datetime, end: da
     groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for i, (_, physical_schema) in enumerate(schemas):
         groups.setdefault(tuple((n, str(physical_schema.field(n).type)) for n in names), []).append(i)
-    parts = []
+    parts: list[tuple[str, pa.Schema]] = []
     for members in groups.values():
         group_schema = pa.schema([schemas[members[0]][1].field(n) for n in names])
         parts.extend((fragments[i].path, group_schema) for i in members)

@@ -264,7 +264,7 @@ def test_a_spark_transform_backfill_keeps_the_window_s_rows_off_the_driver(
     monkeypatch.setattr(SparkSession, "createDataFrame", guarded_create)
     result = _backfill(world, spark_engine, spark, user_history)
     monkeypatch.undo()
-    assert [["path", "day", "bucket", "records"]] == [c for c in pulled if "path" in c]   # the written files
+    assert [c for c in pulled if "path" in c] == [["path", "day", "bucket", "records"]]   # the written files
     assert result.rows == local.read(user_history, 1).num_rows
     want, got = local.read(user_history, 1), spark.read(user_history, 1)
     assert _sorted(got.drop_columns(["created_timestamp"])).equals(_sorted(want.drop_columns(["created_timestamp"])))
