@@ -446,7 +446,16 @@ class _Run:
     def _winners(self, files: Iterable[DataFile], keep: Keep, bar: Any, *, count: bool = False) -> pa.Table | None:
         """The winners among the kept rows of ``files`` (read in record batches); notes their future rows, and
         with ``count`` their rows outside the time bounds."""
-        winners = None
+        # Each batch's own winners wait in ``pending`` (read order kept: a later batch wins a tie) and are
+        # merged into ``winners`` once they outnumber them: a few sorts of the whole, not one per batch.
+        winners: pa.Table | None = None
+        pending: list[pa.Table] = []
+        waiting = 0
+
+        def merged() -> pa.Table:
+            tables = ([] if winners is None else [winners]) + pending
+            return tables[0] if len(tables) == 1 else latest_per_entity(pa.concat_tables(tables), self.join_key)
+
         for f in files:
             offset = 0
             for rows in self._read(f.path):
@@ -459,12 +468,14 @@ class _Run:
                     first = int(pc.min(later).as_py())
                     self.future[f.path] = min(first, self.future.get(f.path, first))
                 rows = latest_per_entity(rows.filter(keep(rows)), self.join_key)
-                winners = rows if winners is None else latest_per_entity(pa.concat_tables([winners, rows]),
-                                                                         self.join_key)
+                pending.append(rows)
+                waiting += rows.num_rows
+                if waiting >= max(self.batch_rows, 0 if winners is None else winners.num_rows):
+                    winners, pending, waiting = merged(), [], 0
             self.files_read += 1
             if bar is not None:
                 bar.update(1)
-        return winners
+        return merged() if pending else winners
 
     def _read(self, path: str) -> Iterator[pa.Table]:
         """Record batches of one data file in UFR types, with their plan positions."""
