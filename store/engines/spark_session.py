@@ -31,7 +31,7 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.shuffle.partitions": "8",
-    "spark.driver.memory": "4g",          # a backfill window's rows cross the driver; Spark's 1g runs out early
+    "spark.driver.memory": "4g",          # in local[*] the executors run in the driver's JVM: their heap too
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.hadoop.parquet.enable.summary-metadata": "false",
 }
