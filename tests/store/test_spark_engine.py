@@ -162,6 +162,9 @@ def test_backfills_write_the_same_iceberg_tables(world: dict[str, Any], spark_en
         # the partition each file is committed under is the one pyiceberg computes for its rows
         tasks = list(spark.table(sig.name, 1).scan().plan_files())
         assert sum(t.file.record_count for t in tasks) == want.num_rows
+        # one file per (day, bucket) partition at these sizes, however many transform groups fed it
+        partitions = [tuple(t.file.partition) for t in tasks]
+        assert len(partitions) == len(set(partitions)), sig.name
         snapshot = spark.table(sig.name, 1).current_snapshot()
         assert snapshot.summary["quasar.rows"] == str(want.num_rows)
 
