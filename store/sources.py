@@ -174,8 +174,11 @@ class SourceReader:
                                  f"{_first_line(exc)}; delete or rewrite it") from exc
 
     # --- iceberg ------------------------------------------------------------------------------------------
-    def _read_iceberg(self, source: Source, start: datetime, end: datetime,
-                      columns: list[str] | None) -> pa.Table:
+    def iceberg_scan(self, source: Source, start: datetime, end: datetime,
+                     columns: list[str] | None) -> tuple[Any, Any, list[str], dict[str, int]]:
+        """The Iceberg table of ``source``, checked as a read checks it (table, timestamp column, schema,
+        columns, null timestamps), its scan of [start, end) over the wanted columns, those columns, and the
+        read's record (null timestamps dropped). Planning the scan reads nothing but the null count."""
         from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
         from pyiceberg.expressions import IsNull
         from pyiceberg.types import TimestampType, TimestamptzType
@@ -198,14 +201,19 @@ class SourceReader:
                              f"has type {ts_type}; it must be a timestamp")
         read_schema = self._schema(source, [(f"Iceberg table {source.table}", schema.as_arrow())])
         self._check_columns(source, read_schema.names, columns)
-        wanted = columns if columns is not None else read_schema.names
+        wanted = list(columns if columns is not None else read_schema.names)
+        is_null = IsNull(source.timestamp)  # type: ignore[call-arg, arg-type]
+        nulls = table.scan(row_filter=is_null, selected_fields=(source.timestamp,)).to_arrow()
+        dropped = check_null_timestamps(source, [(f"Iceberg table {source.table}", nulls.num_rows)])
+        record = {"source_null_timestamps_dropped": dropped} if source.null_timestamps == "drop" else {}
+        row_filter = time_filter(source.timestamp, start, end, naive=isinstance(ts_type, TimestampType))
+        return table, table.scan(row_filter=row_filter, selected_fields=tuple(wanted)), wanted, record
+
+    def _read_iceberg(self, source: Source, start: datetime, end: datetime,
+                      columns: list[str] | None) -> pa.Table:
         try:
-            is_null = IsNull(source.timestamp)  # type: ignore[call-arg, arg-type]
-            nulls = table.scan(row_filter=is_null, selected_fields=(source.timestamp,)).to_arrow()
-            dropped = check_null_timestamps(source, [(f"Iceberg table {source.table}", nulls.num_rows)])
-            self.last_read = {"source_null_timestamps_dropped": dropped} if source.null_timestamps == "drop" else {}
-            row_filter = time_filter(source.timestamp, start, end, naive=isinstance(ts_type, TimestampType))
-            result = table.scan(row_filter=row_filter, selected_fields=tuple(wanted)).to_arrow()
+            _, scan, wanted, self.last_read = self.iceberg_scan(source, start, end, columns)
+            result = scan.to_arrow()
         except StoreError:
             raise
         except Exception as exc:

@@ -24,7 +24,7 @@ from quasar.signals.source import Source
 from quasar.store.arrow_types import restore_ufr_types
 from quasar.store.source_checks import check_null_timestamps, list_files, null_timestamps
 from quasar.store.sources import SourceReader, _partitioning, bound_scalar, normalize_timestamps
-from quasar.store.tables import as_utc, time_filter
+from quasar.store.tables import as_utc
 
 
 @dataclass
@@ -163,37 +163,9 @@ def _scan_plan(source: Source, start: datetime, end: datetime, table: Any, scan:
 
 def _plan_iceberg(reader: SourceReader, source: Source, start: datetime, end: datetime,
                   columns: list[str] | None) -> SourcePlan:
-    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-    from pyiceberg.expressions import IsNull
-    from pyiceberg.types import TimestampType, TimestamptzType
-
-    assert source.table is not None
     try:
-        table = reader.catalog.load_table(source.table)
-    except (NoSuchTableError, NoSuchNamespaceError) as exc:
-        raise StoreError(f"source {source.name}: Iceberg table {source.table} does not exist") from exc
-    except Exception as exc:
-        raise StoreError(f"source {source.name}: cannot load Iceberg table {source.table}: {exc}") from exc
-    schema = table.schema()
-    names = [f.name for f in schema.fields]
-    if source.timestamp not in names:
-        raise StoreError(f"source {source.name}: timestamp column {source.timestamp!r} is not in Iceberg "
-                         f"table {source.table} (columns: {', '.join(names)})")
-    ts_type = schema.find_field(source.timestamp).field_type
-    if not isinstance(ts_type, TimestamptzType | TimestampType):
-        raise StoreError(f"source {source.name}: timestamp column {source.timestamp!r} of {source.table} "
-                         f"has type {ts_type}; it must be a timestamp")
-    read_schema = reader._schema(source, [(f"Iceberg table {source.table}", schema.as_arrow())])
-    reader._check_columns(source, read_schema.names, columns)
-    wanted = columns if columns is not None else read_schema.names
-    try:
-        is_null = IsNull(source.timestamp)  # type: ignore[call-arg, arg-type]
-        nulls = table.scan(row_filter=is_null, selected_fields=(source.timestamp,)).to_arrow()
-        dropped = check_null_timestamps(source, [(f"Iceberg table {source.table}", nulls.num_rows)])
-        last_read = {"source_null_timestamps_dropped": dropped} if source.null_timestamps == "drop" else {}
-        row_filter = time_filter(source.timestamp, start, end, naive=isinstance(ts_type, TimestampType))
-        scan = table.scan(row_filter=row_filter, selected_fields=tuple(wanted))
-        return _scan_plan(source, start, end, table, scan, list(wanted), last_read)
+        table, scan, wanted, last_read = reader.iceberg_scan(source, start, end, columns)
+        return _scan_plan(source, start, end, table, scan, wanted, last_read)
     except StoreError:
         raise
     except Exception as exc:

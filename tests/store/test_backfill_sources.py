@@ -138,6 +138,27 @@ def test_iceberg_errors_name_the_source(reader: SourceReader, offline_catalog: A
         reader.read(Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="item_id"), T0, T0 + DAY)
 
 
+@pytest.mark.parametrize("tz", [True, False], ids=["timestamptz", "timestamp"])
+def test_an_iceberg_source_planned_for_executors_reads_what_the_reader_reads(reader: SourceReader,
+                                                                          offline_catalog: Any, tz: bool) -> None:
+    """The Spark engine's plan (the same checks, then the scan's files read part by part) gives the read's rows."""
+    from quasar.store.engines.spark_source import plan_source, read_part
+
+    every = random_events(n=300, days=4, seed=9)
+    stored = every if tz else every.set_column(1, "ts", every.column("ts").cast(pa.timestamp("us")))
+    offline_catalog.create_namespace_if_not_exists("raw")
+    table = offline_catalog.create_table("raw.clicks", schema=stored.schema)
+    for part in range(3):                          # three snapshots: three files to plan
+        table.append(stored.slice(part * 100, 100))
+    source = Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="ts")
+    plan = plan_source(reader, source, T0 + DAY, T0 + 3 * DAY)
+    got = pa.concat_tables([read_part(plan, i) for i in range(len(plan.parts))])
+    assert len(plan.parts) > 1 and got.schema == plan.schema
+    assert ordered(got) == ordered(reader.read(source, T0 + DAY, T0 + 3 * DAY))
+    with pytest.raises(StoreError, match="has type long; it must be a timestamp"):
+        plan_source(reader, Source.iceberg(name="raw_clicks", table="raw.clicks", timestamp="item_id"), T0, T0 + DAY)
+
+
 # --- another signal --------------------------------------------------------------------------------------
 def test_signal_on_signal(reader: SourceReader, offline_store: OfflineStore) -> None:
     every = random_events(n=200, days=3, seed=4)
