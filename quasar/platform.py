@@ -292,10 +292,13 @@ class Platform:
         list of references (stored and request-time signals) or a feature service's name; request-time
         signals read their request fields from spine columns. With ``out`` the rows are streamed to Parquet
         there (a folder of part files; one file for a ``.parquet`` path) instead of kept, and the path returned;
+        ``out="iceberg:namespace.table"`` writes them to that Iceberg table of the offline catalog in one commit
+        and returns the pyiceberg table (``quasar.store.dataset_out``);
         ``chunk_rows`` spine rows are joined at a time (1,000,000 by default), which bounds this process's memory."""
         result = self.dataset(spine, features, engine=engine, full_names=full_names, progress=progress,
                               mode=mode, out=out, chunk_rows=chunk_rows)
-        return result.table if result.path is None else result.path
+        return result.iceberg if result.iceberg is not None else result.table if result.path is None \
+            else result.path
 
     def dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
                 full_names: bool = False, progress: bool = False, mode: str = "auto",
@@ -305,7 +308,7 @@ class Platform:
         planned = self.feature_lists.expand(features, self._resolve)
         return build_training_dataset(spine, planned.refs, resolve=planned.resolve, store_files=self._store_files,
                                       engine=self.engine(engine), full_names=full_names, progress=progress,
-                                      lookup=planned.lookup, mode=mode, out=out,
+                                      lookup=planned.lookup, mode=mode, out=out, catalog=self.catalog,
                                       **({} if chunk_rows is None else {"chunk_rows": chunk_rows}))
 
     def loader(self, spine: Any, features: str | Sequence[str], *, labels: Sequence[str] = ("label",),

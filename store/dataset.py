@@ -28,7 +28,7 @@ from quasar.signals.request_plan import plan_features as plan_with_requests
 from quasar.signals.signal import Signal
 from quasar.signals.ufr.schema import FeatureSchema
 from quasar.store.buckets import files_for_keys
-from quasar.store.dataset_out import ParquetSink
+from quasar.store.dataset_out import IcebergOut, open_sink, parse_out
 from quasar.store.engines.base import Engine, FeatureRequest
 from quasar.store.progress import Progress
 from quasar.store.spine import (
@@ -56,20 +56,27 @@ class DatasetResult:
     sources: dict[str, dict[str, int | None]]
     features: dict[str, str] = field(default_factory=dict)
     path: Path | None = None          # where ``out=`` wrote the rows (then ``table`` is empty: the schema alone)
+    iceberg: Any = None               # or the pyiceberg table ``out="iceberg:..."`` committed them to
     written_rows: int = 0
 
     @property
+    def written(self) -> bool:
+        """The rows went to ``out`` (``path`` or ``iceberg``), not into ``table``."""
+        return self.path is not None or self.iceberg is not None
+
+    @property
     def num_rows(self) -> int:
-        """The dataset's rows: in ``table``, or written to ``path``."""
-        return self.written_rows if self.path is not None else self.table.num_rows
+        """The dataset's rows: in ``table``, or written to ``path`` or ``iceberg``."""
+        return self.written_rows if self.written else self.table.num_rows
 
     def metadata(self) -> dict[bytes, bytes]:
         return {SOURCES_KEY.encode(): json.dumps(self.sources, sort_keys=True).encode(),
                 FEATURES_KEY.encode(): json.dumps(self.features).encode()}
 
     def _in_memory(self) -> None:
-        if self.path is not None:
-            raise DatasetError(f"this dataset was streamed to {self.path} and is not in memory: read it from there")
+        if self.written:
+            where = self.path if self.path is not None else f"the Iceberg table {'.'.join(self.iceberg.name())}"
+            raise DatasetError(f"this dataset was streamed to {where} and is not in memory: read it from there")
 
     def write_parquet(self, path: str | Path) -> Path:
         """Write the table to one Parquet file, the sources recorded in its schema metadata."""
@@ -229,7 +236,8 @@ def _sources(plans: Sequence[SignalPlan], requests: Sequence[FeatureRequest]) ->
 def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve, store_files: StoreFiles,
                            engine: Engine, full_names: bool = False, chunk_rows: int = 1_000_000,
                            progress: bool = False, lookup: Lookup = no_request_signals,
-                           mode: str = "auto", out: str | Path | None = None) -> DatasetResult:
+                           mode: str = "auto", out: str | Path | IcebergOut | None = None,
+                           catalog: Any = None) -> DatasetResult:
     """Every spine row, in order, with its columns followed by each referenced feature as of its time.
 
     ``resolve(name, version)`` gives a signal version from the registry; ``store_files(name, version, start,
@@ -239,8 +247,11 @@ def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve,
 
     With ``out`` the rows are written to Parquet chunk by chunk (``quasar.store.dataset_out``: a folder of part
     files, or one file for a path ending in ``.parquet``) and none is kept: the result's ``path`` says where,
-    ``num_rows`` how many, and its ``table`` is empty, with the dataset's schema.
+    ``num_rows`` how many, and its ``table`` is empty, with the dataset's schema. ``out="iceberg:ns.table"`` (or
+    an ``IcebergOut``) writes them to that Iceberg table of ``catalog`` in one commit instead: the result's
+    ``iceberg`` is the committed pyiceberg table.
     """
+    out = parse_out(out, catalog)
     plan = plan_dataset(refs, resolve, full_names=full_names, lookup=lookup)
     plans = _group(plan.stored)
     join_keys = _join_keys(plans)
@@ -266,7 +277,7 @@ def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve,
                            features={o.output: f"{o.signal}@{o.version}:{o.feature}" for o in plan.outputs})
     if isinstance(data, SparkSpine):
         return data.build(engine, join_keys, requests, stored, result, out=out, chunk_rows=chunk_rows)
-    sink = None if out is None else ParquetSink(out, result.metadata())
+    sink = None if out is None else open_sink(out, result.metadata())
     parts = []
     try:
         with Progress(f"dataset: point-in-time join of {len(plan.outputs)} feature(s)", unit="row",
@@ -280,14 +291,14 @@ def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve,
                     sink.write(finished)
                 bar.update(chunk.num_rows)
         if sink is not None:
-            path = sink.close()
+            sink.close()
     except BaseException:
         if sink is not None:
             sink.abort()
         raise
     if sink is not None:
         assert sink.schema is not None
-        return dataclasses.replace(result, table=sink.schema.empty_table(), path=path, written_rows=sink.rows)
+        return dataclasses.replace(result, table=sink.schema.empty_table(), written_rows=sink.rows, **sink.where())
     table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
     return dataclasses.replace(result, table=table.replace_schema_metadata({**metadata, **result.metadata()}))

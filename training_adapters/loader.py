@@ -68,10 +68,13 @@ def _default_features(source: RowSource, labels: Sequence[str]) -> list[str]:
 
 def as_source(data: Any) -> RowSource:
     """An Arrow table, a Parquet path (file or folder, e.g. ``training_dataset(..., out=PATH)``'s), a list of
-    Parquet files, a pyiceberg table, or a ``DatasetResult`` (its table, or the files it was streamed to)."""
+    Parquet files, a pyiceberg table (e.g. ``training_dataset(..., out="iceberg:ns.table")``'s), or a
+    ``DatasetResult`` (its table, or the files or Iceberg table it was streamed to)."""
     if isinstance(data, RowSource):
         return data
     if isinstance(data, DatasetResult):
+        if data.iceberg is not None:
+            return iceberg_source(data.iceberg)
         return ParquetSource(data.path) if data.path is not None else TableSource(data.table)
     if isinstance(data, pa.Table):
         return TableSource(data)

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from quasar.signals.errors import SchemaError, StoreError
 from quasar.store.dataset import FEATURES_KEY
+from quasar.store.dataset_out import arrow_schema, restore_types
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,8 @@ class TableSource(RowSource):
 class ParquetSource(RowSource):
     """Parquet files (a file, a folder of ``*.parquet`` files, or a list of paths), read by row group."""
 
-    def __init__(self, paths: str | Path | Sequence[str | Path], *, metadata: dict[bytes, bytes] | None = None) -> None:
+    def __init__(self, paths: str | Path | Sequence[str | Path], *, metadata: dict[bytes, bytes] | None = None,
+                 types: pa.Schema | None = None) -> None:
         if isinstance(paths, (str, Path)):
             p = Path(paths)
             files = sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
@@ -96,6 +98,9 @@ class ParquetSource(RowSource):
             schema = schema or pq.read_schema(f)
             self._parts += [(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
         assert schema is not None
+        self.types = types                               # the rows' own types, when the files store others
+        if types is not None:
+            schema = restore_types(schema.empty_table(), types).schema
         self._schema = schema.with_metadata({**(schema.metadata or {}), **metadata}) if metadata else schema
         self._open: dict[int, pq.ParquetFile] = {}
 
@@ -112,7 +117,7 @@ class ParquetSource(RowSource):
         if handle is None:
             handle = self._open[file_index] = pq.ParquetFile(self.files[file_index])
         table = handle.read_row_group(group, columns=list(columns))
-        return table.slice(piece.offset, piece.length)
+        return restore_types(table.slice(piece.offset, piece.length), self.types)
 
     def __getstate__(self) -> dict[str, object]:     # DataLoader workers pickle the source: drop open handles
         state = dict(self.__dict__)
@@ -122,14 +127,18 @@ class ParquetSource(RowSource):
 
 def iceberg_source(table: object) -> ParquetSource:
     """The Parquet data files of a pyiceberg table's current snapshot (quasar writes copy-on-write, so the
-    files hold exactly the table's rows)."""
+    files hold exactly the table's rows), in plan order, in the dataset's own types when the table records them
+    (``training_dataset(..., out="iceberg:...")``'s tables: ``quasar.store.dataset_out.arrow_schema``)."""
     scan = table.scan()  # type: ignore[attr-defined]
     tasks = list(scan.plan_files())
     if any(t.delete_files for t in tasks):
         raise StoreError("the Iceberg table has delete files; read it with Platform.training_dataset instead")
     properties = getattr(table, "properties", None) or {}
     metadata = {FEATURES_KEY.encode(): properties[FEATURES_KEY].encode()} if FEATURES_KEY in properties else None
-    return ParquetSource([t.file.file_path.removeprefix("file://") for t in tasks], metadata=metadata)
+    if not tasks:
+        raise StoreError("the Iceberg table holds no rows")
+    return ParquetSource([t.file.file_path.removeprefix("file://") for t in tasks], metadata=metadata,
+                         types=arrow_schema(properties))
 
 
 def check_columns(schema: pa.Schema, columns: Sequence[str]) -> None:

@@ -15,16 +15,23 @@ spine that is a Parquet path (a file, or a folder of them) or a pyiceberg table,
   its executor as one ``part-<n>.parquet`` (UFR types and the dataset's ``quasar.sources``/``quasar.features``
   metadata, as ``quasar.store.dataset_out`` writes them) into the output's hidden staging folder, published
   atomically by the driver; a ``.parquet`` path is one file, streamed together from the parts a row group at a
-  time. Without ``out=`` the rows come back to the driver as a table (the caller asked for one).
+  time. Without ``out=`` the rows come back to the driver as a table (the caller asked for one);
+* with ``out="iceberg:ns.table"`` each sorted partition's executor writes the table's data files (the offline
+  store's writer, ``quasar.store.dataset_out.write_chunk``: Iceberg field ids, a day's rows a file, about the
+  target file size) and returns their ``DataFile`` entries, metadata only; the driver commits them all in the
+  sink's one transaction (``IcebergSink``: a failure leaves no table, or the previous one).
 
-The output folder must be on a filesystem every executor writes (local[*], or a shared mount). A spine with
+The output folder must be on a filesystem every executor writes (local[*], or a shared mount); an Iceberg output's
+warehouse must be reachable by the executors through the table's FileIO. A spine with
 request-time signals, or a RecordBatchReader, is joined chunk by chunk on the driver as on the local engine.
 On the local engine a path or Iceberg spine is read as a RecordBatchReader, chunk by chunk.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import pickle
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
@@ -39,12 +46,15 @@ import pyarrow.parquet as pq
 
 from quasar.signals.errors import DatasetError, StoreError
 from quasar.store.buckets import iceberg_buckets
+from quasar.store.dataset_out import IcebergOut
 from quasar.store.engines.base import Engine, FeatureRequest
 from quasar.store.spine import JoinKeys, as_arrow, join_columns, normalize_spine
 
 ROW = "__quasar_row"            # a spine row's place: file index << 40 | row in file
 GROUP = "__quasar_group"        # (bucket + 1) * splits + split
 _FILE_SHIFT = 40
+_TASK_IDS = 10_000              # file task ids per write task (as a backfill's): ids sort in write order
+FILE_ENTRIES = "part int, seq int, data_file binary"     # what an executor's Iceberg write returns: metadata
 
 
 def spine_files(spine: Any) -> list[str] | None:
@@ -97,7 +107,7 @@ def _schema_of(files: Sequence[str]) -> tuple[pa.Schema, list[int]]:
     return schema, counts
 
 
-def open_spine(spine: Any, engine: Engine, out: str | Path | None, *, has_requests: bool) -> Any:
+def open_spine(spine: Any, engine: Engine, out: Path | IcebergOut | None, *, has_requests: bool) -> Any:
     """What ``build_training_dataset`` joins: a ``SparkSpine`` when executors do the work (see the module), else
     the spine as Arrow (a path or Iceberg spine as a RecordBatchReader)."""
     files = spine_files(spine)
@@ -136,7 +146,8 @@ class SparkSpine:
         return sum(self.counts)
 
     def build(self, engine: Any, join_keys: JoinKeys, requests: Sequence[FeatureRequest],
-              stored: Sequence[tuple[str, Any]], result: Any, *, out: str | Path | None, chunk_rows: int) -> Any:
+              stored: Sequence[tuple[str, Any]], result: Any, *, out: Path | IcebergOut | None,
+              chunk_rows: int) -> Any:
         """The dataset of this spine (``result`` with its rows, or with ``path`` when written to ``out``)."""
         from quasar.store.dataset import _join_chunk
         from quasar.store.engines.local import LocalEngine
@@ -162,6 +173,8 @@ class SparkSpine:
 
                 table = restore(ordered.toArrow().drop_columns([ROW]), empty.schema)
                 return replace(result, table=table.replace_schema_metadata(finished.metadata))
+            if isinstance(out, IcebergOut):
+                return _write_iceberg(ordered, result, finished, out)
             return _write(ordered, result, finished, out)
         except (DatasetError, StoreError):
             raise
@@ -291,17 +304,79 @@ def _write(ordered: Any, result: Any, schema: pa.Schema, out: str | Path) -> Any
     return replace(result, table=schema.empty_table(), path=path, written_rows=total)
 
 
-def _finish(result: Any, table: pa.Table, out: str | Path | None) -> Any:
-    """The dataset of an empty spine (nothing for Spark to do)."""
-    if out is None:
-        return replace(result, table=table)
-    from quasar.store.dataset_out import ParquetSink
+def _write_iceberg(ordered: Any, result: Any, schema: pa.Schema, out: IcebergOut) -> Any:
+    """Executors write the sorted partitions as the table's data files; the driver commits their entries."""
+    from pyspark import TaskContext
 
-    sink = ParquetSink(out, result.metadata())
+    from quasar.store.dataset_out import IcebergSink, write_chunk
+    from quasar.store.engines.spark_session import restore, spark_error
+    from quasar.store.writer import FIRST_TASK
+
+    sink = IcebergSink(out, result.metadata())
+    sink.start(schema)
+    assert sink.schema is not None
+    dataset_schema = sink.schema
+    metadata, io, write_uuid, target = sink.writer_args()
+
+    def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        context = TaskContext.get()
+        assert context is not None, "runs in a Spark task"
+        part = context.partitionId()
+        counter = itertools.count(FIRST_TASK + part * _TASK_IDS)
+        pending: list[pa.Table] = []
+        size, seq = 0, 0
+
+        def flush() -> Iterator[pa.RecordBatch]:
+            nonlocal size, seq
+            if not pending:
+                return
+            rows = pa.concat_tables(pending)
+            pending.clear()
+            size = 0
+            files = write_chunk(rows, dataset_schema, metadata, io, write_uuid, target, counter)
+            yield pa.RecordBatch.from_pydict(
+                {"part": pa.array([part] * len(files), pa.int32()),
+                 "seq": pa.array(range(seq, seq + len(files)), pa.int32()),
+                 "data_file": pa.array([pickle.dumps(f) for f in files], pa.binary())})
+            seq += len(files)
+
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            table = restore(pa.Table.from_batches([batch]).drop_columns([ROW]), schema)
+            pending.append(table)
+            size += table.nbytes
+            if size >= target:                  # a flush holds about one file's rows
+                yield from flush()
+        yield from flush()
+
     try:
-        sink.write(table)
-        path = sink.close()
+        try:
+            listed = ordered.mapInArrow(write, FILE_ENTRIES).toArrow()    # one row per file: metadata only
+        except Exception as exc:
+            raise StoreError(f"Spark failed writing the dataset to the Iceberg table {out.name!r}: "
+                             f"{spark_error(exc)}") from exc
+        entries = sorted(zip(listed.column("part").to_pylist(), listed.column("seq").to_pylist(),
+                             listed.column("data_file").to_pylist(), strict=True))
+        sink.add(pickle.loads(entry) for _, _, entry in entries)
+        table = sink.close()
     except BaseException:
         sink.abort()
         raise
-    return replace(result, table=table, path=path, written_rows=0)
+    return replace(result, table=schema.empty_table(), iceberg=table, written_rows=sink.rows)
+
+
+def _finish(result: Any, table: pa.Table, out: Path | IcebergOut | None) -> Any:
+    """The dataset of an empty spine (nothing for Spark to do)."""
+    if out is None:
+        return replace(result, table=table)
+    from quasar.store.dataset_out import open_sink
+
+    sink = open_sink(out, result.metadata())
+    try:
+        sink.write(table)
+        sink.close()
+    except BaseException:
+        sink.abort()
+        raise
+    return replace(result, table=table, written_rows=0, **sink.where())
