@@ -57,10 +57,41 @@ class Write:
         return uuid.UUID(self.id)
 
     def transaction(self, table: Any) -> Any:
-        """A new transaction on ``table`` for this write's next attempt."""
-        tx = table.transaction()
+        """A new transaction on ``table`` for this write's next attempt (``transaction``)."""
+        tx = transaction(table)
         self.transactions.append(tx)
         return tx
+
+
+_TRANSACTION: type | None = None
+
+
+def transaction(table: Any) -> Any:
+    """A pyiceberg transaction on ``table`` whose ``table_metadata`` is computed once per staged state.
+
+    pyiceberg's ``Transaction.table_metadata`` applies every staged update to the table's metadata and deep-copies
+    the result on every read, and a commit reads it about 35 times (each snapshot producer's set-up, manifest
+    writers, summary, manifest list): 0.38 of a window replace's 1.1 CPU s, growing with the snapshots the table
+    keeps. Here the result is kept while neither the table's metadata nor the staged updates (an immutable
+    tuple, replaced on every change) are other objects; the metadata models are frozen, so sharing one is safe.
+    """
+    global _TRANSACTION
+    if _TRANSACTION is None:
+        from pyiceberg.table import Transaction
+        from pyiceberg.table.update import update_table_metadata
+
+        class _Transaction(Transaction):
+            _staged: tuple[Any, Any, Any] | None = None
+
+            @property
+            def table_metadata(self) -> Any:
+                base, updates, staged = self._table.metadata, self._updates, self._staged
+                if staged is None or staged[0] is not base or staged[1] is not updates:
+                    staged = self._staged = (base, updates, update_table_metadata(base, updates))
+                return staged[2]
+
+        _TRANSACTION = _Transaction
+    return _TRANSACTION(table)
 
 
 def commit(load: Callable[[], Any], build: Callable[[Any, Any], None], write: Write, *,

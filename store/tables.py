@@ -156,14 +156,94 @@ class _DataFiles:
         self.files: list[Any] | None = None
         self.spec: tuple[int, int] | None = None
 
-    def append(self, tx: Any, table: Any, props: dict[str, str]) -> None:
+    def of(self, tx: Any, table: Any) -> list[Any]:
+        """The write's data files for the transaction's table spec and schema."""
         spec = (table.metadata.default_spec_id, table.metadata.current_schema_id)
-        with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
-            if self.files is None or self.spec != spec:
-                self.files = write_rows(tx.table_metadata, table.io, self.stored, self.write.uuid, self.target_bytes)
-                self.spec = spec
-            for data_file in self.files:
-                append.append_data_file(data_file)
+        if self.files is None or self.spec != spec:
+            self.files = write_rows(tx.table_metadata, table.io, self.stored, self.write.uuid, self.target_bytes)
+            self.spec = spec
+        return self.files
+
+    def append(self, tx: Any, table: Any, props: dict[str, str]) -> None:
+        _append(tx, self.of(tx, table), props)
+
+
+def _append(tx: Any, files: Sequence[Any], props: Mapping[str, str]) -> None:
+    """Stage one append snapshot of ``files`` (none: a snapshot all the same, carrying ``props``)."""
+    with tx.update_snapshot(snapshot_properties=dict(props)).fast_append() as append:
+        for data_file in files:
+            append.append_data_file(data_file)
+
+
+def _whole_files_in(tx: Any, io: Any, start: datetime, end: datetime) -> list[Any] | None:
+    """The data files of the table's current snapshot whose rows all lie in ``[start, end)`` by their statistics,
+    decided as pyiceberg's delete decides; None when a file may also hold rows outside the window (only a rewrite
+    of its rows keeps those) or the snapshot has delete files. Windows of whole days on day partitions never meet
+    such a file."""
+    from pyiceberg.expressions.visitors import (
+        ROWS_MIGHT_NOT_MATCH,
+        ROWS_MUST_MATCH,
+        _InclusiveMetricsEvaluator,
+        _StrictMetricsEvaluator,
+        inclusive_projection,
+        manifest_evaluator,
+    )
+    from pyiceberg.manifest import ManifestContent
+    from pyiceberg.table.refs import MAIN_BRANCH
+
+    metadata = tx.table_metadata
+    snapshot = metadata.snapshot_by_name(MAIN_BRANCH)
+    if snapshot is None:
+        return []
+    schema, specs = metadata.schema(), metadata.specs()
+    predicate = time_filter(EVENT_TIMESTAMP, start, end)
+    strict = _StrictMetricsEvaluator(schema, predicate).eval
+    inclusive = _InclusiveMetricsEvaluator(schema, predicate).eval
+    evaluators: dict[int, Callable[[Any], bool]] = {}
+    whole: list[Any] = []
+    for manifest in snapshot.manifests(io):
+        if manifest.content != ManifestContent.DATA:
+            return None
+        spec_id = manifest.partition_spec_id
+        if spec_id not in evaluators:
+            spec = specs[spec_id]
+            evaluators[spec_id] = manifest_evaluator(spec, schema, inclusive_projection(schema, spec)(predicate))
+        if not evaluators[spec_id](manifest):
+            continue                                     # no partition of the manifest meets the window
+        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
+            if strict(entry.data_file) == ROWS_MUST_MATCH:
+                whole.append(entry.data_file)
+            elif inclusive(entry.data_file) != ROWS_MIGHT_NOT_MATCH:
+                return None                              # rows in and out of the window: a rewrite
+    return whole
+
+
+def _replace(tx: Any, io: Any, start: datetime, end: datetime, files: Sequence[Any],
+             props: Mapping[str, str]) -> None:
+    """Stage the replace of ``[start, end)`` by ``files``: one snapshot that drops the window's data files and adds
+    ``files`` when the window's files lie wholly inside it (whole days of a day-partitioned table), else
+    pyiceberg's delete (which rewrites the files partly inside) and an append.
+
+    The one snapshot is an overwrite carrying the window's row filter, so a concurrent commit that added or
+    removed files in the window fails its validation on pyiceberg's retry (``quasar.store.commits`` then builds
+    it again on that commit) as the delete's did. It is named as Iceberg names such a change: ``append`` when it
+    removes nothing, ``delete`` when it adds nothing, ``overwrite`` otherwise.
+    """
+    from pyiceberg.table.snapshots import Operation
+
+    whole = _whole_files_in(tx, io, start, end)
+    if whole is None:
+        _delete_window(tx, start, end, props)
+        _append(tx, files, props)
+        return
+    with tx.update_snapshot(snapshot_properties=dict(props)).overwrite() as overwrite:
+        overwrite.delete_by_predicate(time_filter(EVENT_TIMESTAMP, start, end))
+        for data_file in whole:
+            overwrite.delete_data_file(data_file)
+        for data_file in files:
+            overwrite.append_data_file(data_file)
+        if not whole or not files:
+            overwrite._operation = Operation.DELETE if whole else Operation.APPEND
 
 
 def _window(signal: Signal, start: datetime, end: datetime) -> tuple[datetime, datetime, str]:
@@ -279,8 +359,7 @@ class OfflineStore:
         def build(table: Any, tx: Any) -> None:
             props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(stored.num_rows),
                      **_summary(table, write, end)}
-            _delete_window(tx, start, end, props)
-            files.append(tx, table, props)
+            _replace(tx, table.io, start, end, files.of(tx, table), props)
 
         return self._commit(signal, version, build, write, f"writing the window {window} to", rows=stored)
 
@@ -324,10 +403,7 @@ class OfflineStore:
                      **_summary(table, write, end)}
             if table.metadata.name_mapping() is None:
                 tx.set_properties(**{_NAME_MAPPING: table.schema().name_mapping.model_dump_json()})
-            _delete_window(tx, start, end, props)
-            with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
-                for data_file in built:
-                    append.append_data_file(data_file)
+            _replace(tx, table.io, start, end, built, props)
 
         return self._commit(signal, version, build, write,
                             f"committing {len(files)} written file(s) for the window {window} to")
