@@ -19,12 +19,14 @@ writer settings), on Spark from the executors, and the driver commits every file
   day at a time);
 * the dataset's exact Arrow schema is kept in the ``quasar.arrow-schema`` property (``arrow_schema``) with the
   ``quasar.sources``/``quasar.features`` properties, and ``make_loader`` restores those types when it reads the
-  table (Iceberg stores a ``Vector`` as ``list<float>``, microsecond timestamps, no unsigned ints);
+  table (Iceberg stores a ``Vector`` as ``list<float>``, no unsigned ints, and timestamps in microseconds: a
+  nanosecond spine column loses its sub-microsecond part, the one value that does not come back as it was);
 * a new table is created by the commit itself (``create_table_transaction``): a failure leaves **no table**;
 * an existing table that is an earlier dataset output (it has the ``quasar.features`` property) is replaced,
   as a folder output is, in one transaction that drops its rows, sets the new schema, partitioning and
-  properties and adds the new files: a failure leaves **the previous table**, as it was. Any other table is
-  refused. A failure deletes the data files this write made.
+  properties and adds the new files: a failure leaves **the previous table**, as it was (its old rows stay in
+  the table's history until its snapshots are expired). Any other table is refused. A failure deletes the data
+  files this write made.
 """
 
 from __future__ import annotations
@@ -310,9 +312,14 @@ class IcebergSink:
         schema = _iceberg_schema(stored, itertools.count(meta.last_column_id + 1),
                                  schema_id=max(s.schema_id for s in meta.schemas) + 1)
         spec = _day_spec(schema, max(meta.specs()) + 1, max(meta.last_partition_id or 999, 999) + 1)
-        tx._apply((AddSchemaUpdate(schema_=schema), SetCurrentSchemaUpdate(schema_id=-1),   # a replace, as
-                   AddPartitionSpecUpdate(spec=spec), SetDefaultSpecUpdate(spec_id=-1),     # Iceberg's own:
-                   SetPropertiesUpdate(updates=properties)), ())                            # new ids, new spec
+        # a replace, as Iceberg's own: the new schema (new field ids) and spec become current (-1: the last added);
+        # pyiceberg's CreateTableTransaction builds its updates the same way (pydantic fields named by alias)
+        updates = (AddSchemaUpdate(schema_=schema),  # type: ignore[call-arg]
+                   SetCurrentSchemaUpdate(schema_id=-1),  # type: ignore[call-arg]
+                   AddPartitionSpecUpdate(spec=spec),
+                   SetDefaultSpecUpdate(spec_id=-1),  # type: ignore[call-arg]
+                   SetPropertiesUpdate(updates=properties))
+        tx._apply(updates, ())
         return tx
 
     def writer_args(self) -> tuple[Any, Any, uuid.UUID, int]:
