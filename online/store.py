@@ -153,13 +153,15 @@ def now_us() -> int:
 
 
 def columns_from_records(signal: Signal, version: int, records: Sequence[bytes | None], *,
-                         now: int | None = None) -> OnlineColumns:
+                         now: int | None = None, features: Sequence[str] | None = None) -> OnlineColumns:
     """Decode one signal version's records (None: not stored) into columns with statuses as of ``now`` (µs).
 
     A record older than the signal's TTL (``now - event_time > ttl``) is OUTSIDE_MAX_AGE and its values
-    are nulled; a null value of a fresh record is NULL_VALUE.
+    are nulled; a null value of a fresh record is NULL_VALUE. ``features`` decodes only those (the table and
+    ``status`` hold them alone, in schema order: ``quasar.signals.ufr.codec.decode``), as a model that reads
+    a few of a signal's features wants; every record is still checked.
     """
-    batch = decode(signal.schema, records, signal=signal.name)
+    batch = decode(signal.schema, records, signal=signal.name, features=features)
     found = batch.found
     table = batch.table
     fresh = found
@@ -172,9 +174,9 @@ def columns_from_records(signal: Signal, version: int, records: Sequence[bytes |
             codes[stale] = _OUTSIDE_MAX_AGE
             fresh = found & ~stale
     # one status matrix for every feature at once: the row's status, NULL_VALUE where a fresh value is null
-    matrix = np.repeat(codes[None, :], len(signal.schema), axis=0)
+    names = signal.schema.names if features is None else table.column_names
+    matrix = np.repeat(codes[None, :], len(names), axis=0)
     matrix[(fresh[:, None] & ~batch.valid).T] = _NULL_VALUE
-    status = dict(zip(signal.schema.names, matrix, strict=True))
+    status = dict(zip(names, matrix, strict=True))
     return OnlineColumns(signal=signal.name, version=version, table=table, event_time_us=batch.event_time_us,
                          status=status)
-

@@ -55,18 +55,20 @@ __all__ = [
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 SMALL_BATCH = 16
+_MAGIC_VERSION = bytes((MAGIC, FORMAT_VERSION))
 # (item counts per row, item size in bytes, the items of all rows as one contiguous uint8 array)
 _Payload = tuple[np.ndarray, int, np.ndarray]
 
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """Decoded records: ``table`` has exactly the schema's Arrow schema, one row per record."""
+    """Decoded records: ``table`` has exactly the schema's Arrow schema (or the selected features' part of it,
+    ``decode(features=...)``), one row per record."""
 
     table: pa.Table
     event_time_us: np.ndarray  # int64, 0 where the record was None
     found: np.ndarray  # bool, False where the record was None (absent in the online store)
-    valid: np.ndarray  # bool [records, features]: the value is present (False for absent records)
+    valid: np.ndarray  # bool [records, table columns]: the value is present (False for absent records)
     created_time_us: np.ndarray  # int64, NULL_CREATED_US where null or the record was None
 
 
@@ -174,40 +176,83 @@ def _assemble(fixed: np.ndarray, payloads: list[_Payload]) -> list[bytes]:
 
 
 def decode(schema: FeatureSchema, records: Sequence[bytes | None], *, signal: str = "",
-           small_batch: int = SMALL_BATCH) -> DecodedBatch:
+           small_batch: int = SMALL_BATCH, features: Sequence[str] | None = None) -> DecodedBatch:
     """Decode a batch of records of ``schema``; a ``None`` record (absent online) gives an all-null row.
+
+    ``features`` (names of ``schema``) decodes only those: the table and ``valid`` hold them alone, in schema
+    order, with the values the full decode gives them. Every record is checked as in the full decode (header,
+    fingerprint, every count and the record's length, in the same order, with the same errors); the payloads
+    of the features left out are never gathered, so only the selected strings are checked for UTF-8.
 
     Batches of at most ``small_batch`` records (a request's worth) take ``codec_small``'s path: the same
     checks and the same Arrow buffers, gathered by bytes slicing instead of numpy indexing, which costs a
     fraction of numpy's per-call overhead at that size.
     """
     layout = layout_of(schema)
+    slots, arrow_schema = (layout.slots, layout.arrow_schema) if features is None else _selection(
+        layout, schema, tuple(features), signal)
     n = len(records)
     if 0 < n <= small_batch:
         from quasar.signals.ufr.codec_small import decode_small
-        table, times, found_small, valid_small, made = decode_small(layout, records, signal)
+        table, times, found_small, valid_small, made = decode_small(layout, records, signal, slots, arrow_schema)
         return DecodedBatch(table, times, found_small, valid_small, made)
-    found = np.fromiter((r is not None for r in records), dtype=bool, count=n)
-    lengths = np.fromiter((0 if r is None else len(r) for r in records), dtype=np.int64, count=n)
-    buf = np.frombuffer(b"".join([r for r in records if r is not None]), dtype=np.uint8)
+    if None in records:
+        found = np.fromiter((r is not None for r in records), dtype=bool, count=n)
+        present: Sequence[bytes] = [r for r in records if r is not None]
+    else:
+        found = np.ones(n, dtype=bool)
+        present = records  # type: ignore[assignment]
+    rows = np.flatnonzero(found)
+    lengths = np.zeros(n, dtype=np.int64)
+    lengths[rows] = np.fromiter(map(len, present), dtype=np.int64, count=len(present))
+    buf = np.frombuffer(b"".join(present), dtype=np.uint8)
     starts = exclusive_cumsum(lengths)
-    fixed = _read_fixed(layout, buf, starts, lengths, np.flatnonzero(found), signal)
+    fixed = _read_fixed(layout, buf, starts, lengths, rows, signal)
     valid = np.unpackbits(fixed[:, HEADER_SIZE:HEADER_SIZE + layout.bitmap_size], axis=1,
                           count=layout.n_features, bitorder="little").astype(bool)
     counts = _read_counts(layout, fixed, valid, signal)
     _check_lengths(layout, counts, lengths, found, signal)
-    cursor = starts + layout.fixed_size
     columns = []
+    cursor = starts + layout.fixed_size
+    chosen = iter(slots)
+    want = next(chosen, None)
     for slot in layout.slots:
-        column, cursor = decode_slot(slot, fixed, valid[:, slot.index], counts.get(slot.index), buf, cursor,
-                                      signal)
-        columns.append(column)
-    table = pa.Table.from_arrays(columns, schema=layout.arrow_schema)
-    times = np.ascontiguousarray(fixed[:, EVENT_TIME_OFFSET:CREATED_TIME_OFFSET]).view("<i8").reshape(n).astype(
-        np.int64)
-    made = np.ascontiguousarray(fixed[:, CREATED_TIME_OFFSET:HEADER_SIZE]).view("<i8").reshape(n).astype(np.int64)
+        if slot is want:
+            columns.append(_decode_slot(slot, fixed, valid[:, slot.index], counts.get(slot.index), buf, cursor,
+                                        signal))
+            want = next(chosen, None)
+        if slot.segments:           # past this feature's payloads, read or not
+            cursor = cursor + counts[slot.index] * sum(slot.segments)
+    table = pa.Table.from_arrays(columns, schema=arrow_schema)
+    stamps = np.ascontiguousarray(fixed[:, EVENT_TIME_OFFSET:HEADER_SIZE]).view("<i8").reshape(n, 2).astype(np.int64)
+    times, made = np.ascontiguousarray(stamps[:, 0]), np.ascontiguousarray(stamps[:, 1])
     made[~found] = NULL_CREATED_US
+    if slots is not layout.slots:
+        valid = valid[:, [s.index for s in slots]]
     return DecodedBatch(table, times, found, valid, made)
+
+
+_SELECTIONS: dict[tuple[int, tuple[str, ...]], tuple[Layout, tuple[Slot, ...], pa.Schema]] = {}
+
+
+def _selection(layout: Layout, schema: FeatureSchema, features: tuple[str, ...],
+               signal: str) -> tuple[tuple[Slot, ...], pa.Schema]:
+    """The slots of ``features`` in schema order and their Arrow schema (remembered per layout object: hashing a
+    schema walks every type)."""
+    hit = _SELECTIONS.get((id(layout), features))
+    if hit is not None and hit[0] is layout:
+        return hit[1], hit[2]
+    names = set(features)
+    for name in features:
+        if name not in schema.names:
+            what = f"signal {signal!r}" if signal else "the schema"
+            raise SchemaError(f"{what} has no feature {name!r} to decode; its features: {', '.join(schema.names)}")
+    slots = tuple(s for s in layout.slots if s.name in names)
+    arrow_schema = pa.schema([layout.arrow_schema.field(s.index) for s in slots])
+    if len(_SELECTIONS) >= 1024:
+        _SELECTIONS.clear()
+    _SELECTIONS[id(layout), features] = (layout, slots, arrow_schema)
+    return slots, arrow_schema
 
 
 def corrupt(signal: str, index: int, problem: str) -> SchemaError:
@@ -227,14 +272,53 @@ def fingerprint_mismatch(signal: str, index: int, got: bytes, layout: Layout) ->
 
 def _read_fixed(layout: Layout, buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray,
                 signal: str) -> np.ndarray:
-    """Check every present record's header and return the ``[n, fixed_size]`` matrix (zeros where absent)."""
+    """Check every present record's header and return the ``[n, fixed_size]`` matrix (zeros where absent).
+
+    When every present record holds a whole fixed part, the matrix is one gather of ``fixed_size``-byte windows
+    of ``buf`` (or ``buf`` itself when no record has a payload); otherwise some record is short, and the headers
+    are read first to say which check it fails.
+    """
     n, size = len(starts), layout.fixed_size
     if rows.size == 0:
         return np.zeros((n, size), dtype=np.uint8)
-    ones = np.ones(rows.size, dtype=np.int64)
-    for i in rows[lengths[rows] < HEADER_SIZE][:1]:
+    sizes = lengths[rows]
+    if int(sizes.min()) < size:
+        _refuse_short(layout, buf, starts, lengths, rows, signal)
+    if int(sizes.max()) == size:
+        head = buf.reshape(rows.size, size)
+    else:
+        step = buf.strides[0]
+        windows = np.lib.stride_tricks.as_strided(buf, shape=(len(buf) - size + 1, size), strides=(step, step),
+                                                  writeable=False)
+        head = windows[starts if rows.size == n else starts[rows]]
+    prefix = head[:, :EVENT_TIME_OFFSET]           # magic, format version and fingerprint
+    if (prefix != np.frombuffer(_MAGIC_VERSION + layout.fingerprint, dtype=np.uint8)).any():
+        _check_headers(layout, prefix, rows, signal)
+    if rows.size == n:
+        return head
+    fixed = np.zeros((n, size), dtype=np.uint8)
+    fixed[rows] = head
+    return fixed
+
+
+def _refuse_short(layout: Layout, buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray,
+                  signal: str) -> None:
+    """Some present record is shorter than the fixed part: raise the error of the first check it fails."""
+    size = layout.fixed_size
+    sizes = lengths[rows]
+    for i in rows[sizes < HEADER_SIZE][:1]:
         raise corrupt(signal, int(i), f"{lengths[i]} bytes is shorter than the {HEADER_SIZE}-byte header")
-    header = gather_items(buf, starts[rows], ones, HEADER_SIZE).reshape(rows.size, HEADER_SIZE)
+    ones = np.ones(rows.size, dtype=np.int64)
+    _check_headers(layout, gather_items(buf, starts[rows], ones, HEADER_SIZE).reshape(rows.size, HEADER_SIZE),
+                   rows, signal)
+    for i in rows[sizes < size][:1]:
+        raise corrupt(signal, int(i), f"truncated: {lengths[i]} bytes is shorter than the {size}-byte "
+                                       "fixed part of this schema's records")
+
+
+def _check_headers(layout: Layout, header: np.ndarray, rows: np.ndarray, signal: str) -> None:
+    """Magic, format version and fingerprint of every present record (``header``: its first bytes, one row
+    each), checked in that order; raises the first failure."""
     for j in np.flatnonzero(header[:, 0] != MAGIC)[:1]:
         raise corrupt(signal, int(rows[j]), f"first byte is 0x{header[j, 0]:02x}, not the UFR magic 0x{MAGIC:02x}")
     for j in np.flatnonzero(header[:, 1] != FORMAT_VERSION)[:1]:
@@ -244,15 +328,6 @@ def _read_fixed(layout: Layout, buf: np.ndarray, starts: np.ndarray, lengths: np
     prints = header[:, FINGERPRINT_OFFSET:EVENT_TIME_OFFSET]
     for j in np.flatnonzero((prints != expected).any(axis=1))[:1]:
         raise fingerprint_mismatch(signal, int(rows[j]), prints[j].tobytes(), layout)
-    for i in rows[lengths[rows] < size][:1]:
-        raise corrupt(signal, int(i), f"truncated: {lengths[i]} bytes is shorter than the {size}-byte "
-                                       "fixed part of this schema's records")
-    present = gather_items(buf, starts[rows], ones, size).reshape(rows.size, size)
-    if rows.size == n:
-        return present
-    fixed = np.zeros((n, size), dtype=np.uint8)
-    fixed[rows] = present
-    return fixed
 
 
 def _read_counts(layout: Layout, fixed: np.ndarray, valid: np.ndarray, signal: str) -> dict[int, np.ndarray]:
@@ -263,8 +338,10 @@ def _read_counts(layout: Layout, fixed: np.ndarray, valid: np.ndarray, signal: s
             continue
         raw = np.ascontiguousarray(fixed[:, slot.offset:slot.offset + COUNT_DTYPE.itemsize])
         count = raw.view(COUNT_DTYPE).reshape(len(fixed)).astype(np.int64)
-        for i in np.flatnonzero(~valid[:, slot.index] & (count != 0))[:1]:
-            raise corrupt(signal, int(i), f"feature {slot.name!r} is null but has a length of {count[i]}")
+        bad = ~valid[:, slot.index] & (count != 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise corrupt(signal, i, f"feature {slot.name!r} is null but has a length of {count[i]}")
         counts[slot.index] = count
     return counts
 
@@ -276,7 +353,10 @@ def _check_lengths(layout: Layout, counts: dict[int, np.ndarray], lengths: np.nd
     for slot in layout.slots:
         for itemsize in slot.segments:
             expected += counts[slot.index] * itemsize
-    for i in np.flatnonzero(found & (expected != lengths))[:1]:
+    wrong = found & (expected != lengths)
+    if not wrong.any():
+        return
+    for i in np.flatnonzero(wrong)[:1]:
         state = "truncated" if lengths[i] < expected[i] else "too long"
         raise corrupt(signal, int(i), f"{state}: {lengths[i]} bytes, but its lengths say {expected[i]}")
 
@@ -323,36 +403,34 @@ def string_column(arrow_type: pa.DataType, n: int, validity: pa.Buffer | None, o
     return column
 
 
-def decode_slot(slot: Slot, fixed: np.ndarray, valid: np.ndarray, counts: np.ndarray | None, buf: np.ndarray,
-                 cursor: np.ndarray, signal: str) -> tuple[pa.Array, np.ndarray]:
-    """One feature's Arrow column, and the byte cursors moved past its payloads."""
+def _decode_slot(slot: Slot, fixed: np.ndarray, valid: np.ndarray, counts: np.ndarray | None, buf: np.ndarray,
+                cursor: np.ndarray, signal: str) -> pa.Array:
+    """One feature's Arrow column; ``cursor`` holds each record's byte position of this feature's payloads."""
     n = len(fixed)
     arrow_type = slot.ftype.arrow_type()
     validity, nulls = validity_buffer(valid)
     lo, hi = slot.offset, slot.offset + slot.width
     if slot.kind == "bool":
         bits = pa.py_buffer(np.packbits(fixed[:, lo] != 0, bitorder="little"))
-        return pa.Array.from_buffers(arrow_type, n, [validity, bits], null_count=nulls), cursor
+        return pa.Array.from_buffers(arrow_type, n, [validity, bits], null_count=nulls)
     if slot.kind == "scalar":
         data = pa.py_buffer(np.ascontiguousarray(fixed[:, lo:hi]))
-        return pa.Array.from_buffers(arrow_type, n, [validity, data], null_count=nulls), cursor
+        return pa.Array.from_buffers(arrow_type, n, [validity, data], null_count=nulls)
     if slot.kind == "vector":
         child = _primitive(arrow_type.value_type, np.ascontiguousarray(fixed[:, lo:hi]).reshape(-1))
-        return pa.Array.from_buffers(arrow_type, n, [validity], null_count=nulls, children=[child]), cursor
+        return pa.Array.from_buffers(arrow_type, n, [validity], null_count=nulls, children=[child])
     assert counts is not None
     offsets = offsets_buffer(counts, slot.name)
     if slot.kind == "string":
         chars = gather_items(buf, cursor, counts, 1)
-        return string_column(arrow_type, n, validity, offsets, chars, nulls, signal, slot.name), cursor + counts
+        return string_column(arrow_type, n, validity, offsets, chars, nulls, signal, slot.name)
     ids = _primitive(pa.int64(), gather_items(buf, cursor, counts, 8))
-    cursor = cursor + 8 * counts
     if slot.kind == "ids":
         child = ids
     else:
-        weights = _primitive(pa.float32(), gather_items(buf, cursor, counts, 4))
-        cursor = cursor + 4 * counts
+        weights = _primitive(pa.float32(), gather_items(buf, cursor + 8 * counts, counts, 4))
         child = pa.Array.from_buffers(WEIGHTED_ID_STRUCT, len(ids), [None], null_count=0, children=[ids, weights])
-    return pa.Array.from_buffers(arrow_type, n, [validity, offsets], null_count=nulls, children=[child]), cursor
+    return pa.Array.from_buffers(arrow_type, n, [validity, offsets], null_count=nulls, children=[child])
 
 
 # ---------------------------------------------------------------------------------------------- headers

@@ -65,10 +65,11 @@ def _check(layout: Layout, records: Sequence[bytes | None], signal: str) -> list
     return rows
 
 
-def decode_small(layout: Layout, records: Sequence[bytes | None],
-                 signal: str) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(table, event times in µs (0 where absent), found, valid, created times in µs (``NULL_CREATED_US`` where
-    null or absent)) of a few records; see ``codec.decode``."""
+def decode_small(layout: Layout, records: Sequence[bytes | None], signal: str, slots: Sequence[Slot],
+                 arrow_schema: pa.Schema) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(table of the features of ``slots`` (schema order; ``arrow_schema`` theirs), event times in µs (0 where
+    absent), found, valid of those features, created times in µs (``NULL_CREATED_US`` where null or absent)) of
+    a few records; see ``codec.decode``."""
     n = len(records)
     _check(layout, records, signal)
     zeros = bytes(layout.fixed_size)
@@ -93,16 +94,25 @@ def decode_small(layout: Layout, records: Sequence[bytes | None],
             raise corrupt(signal, i, f"{state}: {len(r)} bytes, but its lengths say {expected}")
     cursor = [layout.fixed_size] * n
     arrow_types = layout.arrow_schema.types
-    columns = [_column(slot, arrow_types, fixed, valid[slot.index], counts.get(slot.index), records, cursor, signal)
-               for slot in layout.slots]
-    table = pa.Table.from_arrays(columns, schema=layout.arrow_schema)
+    columns = []
+    chosen = iter(slots)
+    want = next(chosen, None)
+    for slot in layout.slots:
+        if slot is want:
+            columns.append(_column(slot, arrow_types, fixed, valid[slot.index], counts.get(slot.index), records,
+                                   cursor, signal))
+            want = next(chosen, None)
+        elif slot.segments:         # a feature left out: past its payloads
+            width = sum(slot.segments)
+            cursor = [c + k * width for c, k in zip(cursor, counts[slot.index], strict=True)]
+    table = pa.Table.from_arrays(columns, schema=arrow_schema)
     times = np.array([int.from_bytes(f[EVENT_TIME_OFFSET:CREATED_TIME_OFFSET], "little", signed=True)
                       for f in fixed], dtype=np.int64)
     made = np.array([NULL_CREATED_US if r is None else int.from_bytes(f[CREATED_TIME_OFFSET:HEADER_SIZE], "little",
                                                                       signed=True)
                      for r, f in zip(records, fixed, strict=True)], dtype=np.int64)
     found = np.array([r is not None for r in records], dtype=bool)
-    matrix = np.array([valid[s.index] for s in layout.slots], dtype=bool).T.reshape(n, len(layout.slots))
+    matrix = np.array([valid[s.index] for s in slots], dtype=bool).T.reshape(n, len(slots))
     return table, times, found, matrix, made
 
 
