@@ -34,10 +34,9 @@ import torch
 from quasar.online.keys import entity_keys, field_name
 from quasar.online.redis_read import ReadPlan
 from quasar.online.redis_store import AsyncRedisOnlineStore
-from quasar.online.store import OnlineColumns, now_us
+from quasar.online.store import OnlineColumns, columns_from_records, now_us
 from quasar.serving_adapters.batching import CallInfo, DynamicBatcher
 from quasar.serving_adapters.cache import MISS, RecordCache
-from quasar.serving_adapters.decode import decode_read
 from quasar.serving_adapters.features import AsyncOnlineReader, RequestKeys, assemble_feature_table, read_side
 from quasar.serving_adapters.metrics import ScorerMetrics
 from quasar.serving_adapters.models import LoadedModel, SignalRead
@@ -336,11 +335,11 @@ class FeatureFetcher:
 
     @staticmethod
     def _decode(reads: Sequence[SignalRead], rows: Sequence[Reply], now: int) -> list[OnlineColumns]:
-        """Each read's features only (``quasar.serving_adapters.decode``), straight from the replies."""
+        """Each read's features only (``columns_from_records(features=...)``), straight from the replies."""
         if len(rows) and len(rows[0]) != len(reads):
             raise ServingError(f"the online store answered {len(rows[0])} fields for {len(reads)} asked")
-        return [decode_read(read.signal, read.version, [f for f, _ in read.features], [row[j] for row in rows],
-                            now=now)
+        return [columns_from_records(read.signal, read.version, [row[j] for row in rows], now=now,
+                                     features=read.names)
                 for j, read in enumerate(reads)]
 
     @staticmethod

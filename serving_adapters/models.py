@@ -16,6 +16,7 @@ stored inputs of its request-time signals, nothing more.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -59,6 +60,11 @@ class SignalRead:
     signal: Signal
     version: int
     features: tuple[tuple[str, str], ...]  # (feature name in the signal, input column of the model)
+
+    @functools.cached_property
+    def names(self) -> tuple[str, ...]:
+        """The feature names read, in ``features``' order (what the decode is given)."""
+        return tuple(f for f, _ in self.features)
 
 
 @dataclass(frozen=True, eq=False)

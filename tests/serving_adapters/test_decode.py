@@ -1,4 +1,4 @@
-"""The scorer decodes only the features a model reads (``quasar.serving_adapters.decode``), against a real Redis:
+"""The scorer decodes only the features a model reads (``columns_from_records(features=...)``), against a real Redis:
 the same values, nulls, event times and statuses as the full decode, the same errors for damaged records, and
 the same input table, FeatureBatch and scores as the full read of before."""
 
@@ -19,7 +19,6 @@ from quasar.online.keys import entity_keys, field_name
 from quasar.online.redis_store import AsyncRedisOnlineStore, RedisOnlineStore
 from quasar.online.store import columns_from_records, now_us
 from quasar.serving_adapters.bundle import BundleSpec, InputColumn, save_bundle
-from quasar.serving_adapters.decode import decode_read
 from quasar.serving_adapters.features import (
     assemble_feature_table,
     build_request_batch,
@@ -135,7 +134,7 @@ def test_decoding_some_features_equals_the_full_decode_of_them(decode_redis: str
     assert records.count(None) == sum(k >= PINS - 5 for k in keys)
     now = now_us()
     for rows in (records, records[:12], records[PINS - 8:PINS]):      # numpy path, small path (some absent)
-        got = decode_read(dec_pin, 1, features, rows, now=now)
+        got = columns_from_records(dec_pin, 1, rows, now=now, features=features)
         full = columns_from_records(dec_pin, 1, rows, now=now)
         kept = [n for n in dec_pin.schema.names if n in features]
         assert got.table.column_names == kept
@@ -145,7 +144,7 @@ def test_decoding_some_features_equals_the_full_decode_of_them(decode_redis: str
         for name in kept:
             np.testing.assert_array_equal(got.status[name], full.status[name])
             assert got.status[name].dtype == full.status[name].dtype
-    statuses = decode_read(dec_pin, 1, ["ctr"], records, now=now).status["ctr"]
+    statuses = columns_from_records(dec_pin, 1, records, now=now, features=["ctr"]).status["ctr"]
     assert set(statuses.tolist()) == {0, 1, 2, 3}        # present, not found, null and stale all met
 
 
@@ -167,7 +166,7 @@ def test_a_damaged_record_fails_with_the_codecs_own_error(decode_redis: str, cha
     records = _records(decode_redis, dec_pin, list(range(40)))
     damaged = _damaged(records, 23, change)
     with pytest.raises(error, match=text) as got:
-        decode_read(dec_pin, 1, ["embedding"], damaged, now=now_us())
+        columns_from_records(dec_pin, 1, damaged, now=now_us(), features=["embedding"])
     with pytest.raises(error) as expected:
         columns_from_records(dec_pin, 1, damaged, now=now_us())
     assert str(got.value) == str(expected.value)
