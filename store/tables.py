@@ -9,7 +9,6 @@ commit, so re-running a backfill is idempotent and a failed one leaves the previ
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,8 @@ from quasar.store.commits import WRITE_ID, Write, commit, landed
 from quasar.store.data_files import WrittenFile
 from quasar.store.gc import delete_stale_metadata
 from quasar.store.layout import DEFAULT_TARGET_FILE_BYTES, Layout
+from quasar.store.replace import append as append_files
+from quasar.store.replace import replace
 from quasar.store.writer import write_rows
 
 if TYPE_CHECKING:
@@ -165,85 +166,7 @@ class _DataFiles:
         return self.files
 
     def append(self, tx: Any, table: Any, props: dict[str, str]) -> None:
-        _append(tx, self.of(tx, table), props)
-
-
-def _append(tx: Any, files: Sequence[Any], props: Mapping[str, str]) -> None:
-    """Stage one append snapshot of ``files`` (none: a snapshot all the same, carrying ``props``)."""
-    with tx.update_snapshot(snapshot_properties=dict(props)).fast_append() as append:
-        for data_file in files:
-            append.append_data_file(data_file)
-
-
-def _whole_files_in(tx: Any, io: Any, start: datetime, end: datetime) -> list[Any] | None:
-    """The data files of the table's current snapshot whose rows all lie in ``[start, end)`` by their statistics,
-    decided as pyiceberg's delete decides; None when a file may also hold rows outside the window (only a rewrite
-    of its rows keeps those) or the snapshot has delete files. Windows of whole days on day partitions never meet
-    such a file."""
-    from pyiceberg.expressions.visitors import (
-        ROWS_MIGHT_NOT_MATCH,
-        ROWS_MUST_MATCH,
-        _InclusiveMetricsEvaluator,
-        _StrictMetricsEvaluator,
-        inclusive_projection,
-        manifest_evaluator,
-    )
-    from pyiceberg.manifest import ManifestContent
-    from pyiceberg.table.refs import MAIN_BRANCH
-
-    metadata = tx.table_metadata
-    snapshot = metadata.snapshot_by_name(MAIN_BRANCH)
-    if snapshot is None:
-        return []
-    schema, specs = metadata.schema(), metadata.specs()
-    predicate = time_filter(EVENT_TIMESTAMP, start, end)
-    strict = _StrictMetricsEvaluator(schema, predicate).eval
-    inclusive = _InclusiveMetricsEvaluator(schema, predicate).eval
-    evaluators: dict[int, Callable[[Any], bool]] = {}
-    whole: list[Any] = []
-    for manifest in snapshot.manifests(io):
-        if manifest.content != ManifestContent.DATA:
-            return None
-        spec_id = manifest.partition_spec_id
-        if spec_id not in evaluators:
-            spec = specs[spec_id]
-            evaluators[spec_id] = manifest_evaluator(spec, schema, inclusive_projection(schema, spec)(predicate))
-        if not evaluators[spec_id](manifest):
-            continue                                     # no partition of the manifest meets the window
-        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
-            if strict(entry.data_file) == ROWS_MUST_MATCH:
-                whole.append(entry.data_file)
-            elif inclusive(entry.data_file) != ROWS_MIGHT_NOT_MATCH:
-                return None                              # rows in and out of the window: a rewrite
-    return whole
-
-
-def _replace(tx: Any, io: Any, start: datetime, end: datetime, files: Sequence[Any],
-             props: Mapping[str, str]) -> None:
-    """Stage the replace of ``[start, end)`` by ``files``: one snapshot that drops the window's data files and adds
-    ``files`` when the window's files lie wholly inside it (whole days of a day-partitioned table), else
-    pyiceberg's delete (which rewrites the files partly inside) and an append.
-
-    The one snapshot is an overwrite carrying the window's row filter, so a concurrent commit that added or
-    removed files in the window fails its validation on pyiceberg's retry (``quasar.store.commits`` then builds
-    it again on that commit) as the delete's did. It is named as Iceberg names such a change: ``append`` when it
-    removes nothing, ``delete`` when it adds nothing, ``overwrite`` otherwise.
-    """
-    from pyiceberg.table.snapshots import Operation
-
-    whole = _whole_files_in(tx, io, start, end)
-    if whole is None:
-        _delete_window(tx, start, end, props)
-        _append(tx, files, props)
-        return
-    with tx.update_snapshot(snapshot_properties=dict(props)).overwrite() as overwrite:
-        overwrite.delete_by_predicate(time_filter(EVENT_TIMESTAMP, start, end))
-        for data_file in whole:
-            overwrite.delete_data_file(data_file)
-        for data_file in files:
-            overwrite.append_data_file(data_file)
-        if not whole or not files:
-            overwrite._operation = Operation.DELETE if whole else Operation.APPEND
+        append_files(tx, self.of(tx, table), props)
 
 
 def _window(signal: Signal, start: datetime, end: datetime) -> tuple[datetime, datetime, str]:
@@ -253,13 +176,6 @@ def _window(signal: Signal, start: datetime, end: datetime) -> tuple[datetime, d
         raise StoreError(f"signal {signal.name}: window end {end.isoformat()} is not after start "
                          f"{start.isoformat()}")
     return start, end, f"[{start.isoformat()}, {end.isoformat()})"
-
-
-def _delete_window(tx: Any, start: datetime, end: datetime, props: Mapping[str, str]) -> None:
-    """Delete the rows with ``start <= event_timestamp < end`` in the transaction (an empty window is fine)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-        tx.delete(time_filter(EVENT_TIMESTAMP, start, end), snapshot_properties=dict(props))
 
 
 class OfflineStore:
@@ -359,7 +275,7 @@ class OfflineStore:
         def build(table: Any, tx: Any) -> None:
             props = {**(properties or {}), "quasar.window": window, "quasar.rows": str(stored.num_rows),
                      **_summary(table, write, end)}
-            _replace(tx, table.io, start, end, files.of(tx, table), props)
+            replace(tx, table.io, time_filter(EVENT_TIMESTAMP, start, end), files.of(tx, table), props)
 
         return self._commit(signal, version, build, write, f"writing the window {window} to", rows=stored)
 
@@ -403,7 +319,7 @@ class OfflineStore:
                      **_summary(table, write, end)}
             if table.metadata.name_mapping() is None:
                 tx.set_properties(**{_NAME_MAPPING: table.schema().name_mapping.model_dump_json()})
-            _replace(tx, table.io, start, end, built, props)
+            replace(tx, table.io, time_filter(EVENT_TIMESTAMP, start, end), built, props)
 
         return self._commit(signal, version, build, write,
                             f"committing {len(files)} written file(s) for the window {window} to")
@@ -418,7 +334,7 @@ class OfflineStore:
         """Stage ``build(table, tx)`` on the signal version's table (created if missing) and commit it; when
         another writer commits first, build and commit again on that writer's snapshot. Returns the new snapshot
         id. On failure the write's files are removed and a StoreError names the table."""
-        self.ensure_table(signal, version, rows)
+        loaded = [self.ensure_table(signal, version, rows)]     # the first attempt's table: no second load
         name = ".".join(self.identifier(signal.name, version))
 
         def fail(exc: BaseException, conflict: bool) -> StoreError:
@@ -428,7 +344,8 @@ class OfflineStore:
                                   f"again ({type(exc).__name__}: {exc})")
             return StoreError(f"signal {signal.name} v{version}: {what} {name} failed: {type(exc).__name__}: {exc}")
 
-        table = commit(lambda: self.table(signal.name, version), build, write, fail=fail)
+        table = commit(lambda: loaded.pop() if loaded else self.table(signal.name, version), build, write,
+                       fail=fail)
         return landed(table, write.id)
 
     # --- reading --------------------------------------------------------------------------------------
