@@ -37,6 +37,7 @@ from quasar.signals.ufr.tensors import FeatureBatch, build_feature_batch
 
 Key = int | str
 _INT64 = (-(2**63), 2**63 - 1)
+_INT, _STR = frozenset((int,)), frozenset((str,))
 
 
 class AsyncOnlineReader(Protocol):
@@ -83,10 +84,10 @@ def _check_candidates(values: Sequence[Any], entity: Entity | None, where: str) 
     """The candidate keys as a list; the first bad one is a RequestError (the common case checked at once)."""
     kind = entity.join_key_type if entity is not None else None
     keys = list(values)
-    if kind != "string" and all(type(v) is int for v in keys) and (
-            not keys or (_INT64[0] <= min(keys) and max(keys) <= _INT64[1])):
+    types = set(map(type, keys))            # one C-level pass (a bool is its own type, not int)
+    if kind != "string" and types <= _INT and (not keys or (_INT64[0] <= min(keys) and max(keys) <= _INT64[1])):
         return keys
-    if kind == "string" and all(type(v) is str for v in keys):
+    if kind == "string" and types <= _STR:
         return keys
     return [_check_key(v, entity, f"{where}[{i}]") for i, v in enumerate(keys)]
 

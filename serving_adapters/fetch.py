@@ -277,7 +277,7 @@ class FeatureFetcher:
         else:
             request, candidates = await self._generic(model, request_keys, candidate_keys)
         if self.metrics is not None:
-            self.metrics.fetch_requests.labels(model.name).observe(len(batch))
+            self.metrics.of(model.name).fetch_requests.observe(len(batch))
         starts = np.concatenate([[0], np.cumsum([len(k.candidates) for k in keys])]).tolist()
         group = Group(model, keys, [w.fields for w in batch], request, candidates, starts[:-1])
         self._build(group)

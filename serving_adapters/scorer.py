@@ -113,9 +113,10 @@ class Scorer:
             return ScoreResult(torch.empty(0), 0.0, 0.0, 0.0, 0)
         fetched = await self.fetch(model, keys, request_data)
         fetch_s = time.perf_counter() - started
-        self.metrics.feature_fetch.labels(model.name).observe(fetch_s)
+        series = self.metrics.of(model.name)
+        series.feature_fetch.observe(fetch_s)
         scores, info = await fetched.scores(self.batcher)
-        self.metrics.queue_wait.labels(model.name).observe(info.queue_s)
+        series.queue_wait.observe(info.queue_s)
         logged = self.served_log is not None and logs(model)
         served = served_features(model, keys, fetched.request, fetched.candidates, fetched.table) \
             if return_features or logged else None
@@ -125,9 +126,10 @@ class Scorer:
                            served if return_features else None)
 
     def _observe_call(self, model: LoadedModel, info: CallInfo) -> None:
-        self.metrics.batch_rows.labels(model.name).observe(info.batch_rows)
-        self.metrics.batch_requests.labels(model.name).observe(info.batch_items)
-        self.metrics.model_time.labels(model.name).observe(info.call_s)
+        series = self.metrics.of(model.name)
+        series.batch_rows.observe(info.batch_rows)
+        series.batch_requests.observe(info.batch_items)
+        series.model_time.observe(info.call_s)
 
     async def close(self) -> None:
         self.fetcher.close()

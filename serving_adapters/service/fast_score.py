@@ -28,10 +28,14 @@ _FIELDS = frozenset(ScoreRequest.model_fields)
 _MAX_MODEL = 256
 
 
+_KEY_TYPES = frozenset((int, str))
+
+
 def _keys(value: Any) -> bool:
-    """A ``dict[str, list[StrictInt | StrictStr]]`` as pydantic accepts it from JSON."""
-    return type(value) is dict and all(
-        type(v) is list and all(type(k) is int or type(k) is str for k in v) for v in value.values())
+    """A ``dict[str, list[StrictInt | StrictStr]]`` as pydantic accepts it from JSON (the types of a list's
+    items gathered in one C-level pass: a bool is not an int here, as for pydantic's StrictInt)."""
+    return type(value) is dict and all(type(v) is list and set(map(type, v)) <= _KEY_TYPES
+                                       for v in value.values())
 
 
 def score_body(data: Any) -> ScoreRequest | None:

@@ -38,7 +38,7 @@ async def answer_score(scorer: Scorer, body: ScoreRequest, request_id: str) -> R
             label = body.model
         scorer.metrics.requests.labels(label, "500").inc()
         return unexpected_response(f"POST {SCORE_PATH}", exc)
-    scorer.metrics.requests.labels(body.model, "200").inc()
+    scorer.metrics.of(body.model).answered.inc()
     answer: dict[str, Any] = {"model": body.model, "scores": result.scores.tolist()}
     if result.features is not None:
         answer["features"] = result.features
