@@ -177,8 +177,11 @@ def assemble_feature_table(model: LoadedModel, request: Sequence[Any], candidate
     columns: dict[str, pa.Array | pa.ChunkedArray] = {}
     broadcast = request_rows if request_rows is not None else pa.array(np.zeros(rows, dtype=np.int64))
     for read, got in zip(model.request_reads, request, strict=True):
+        for feature, _ in read.features:
+            _column(got, read, feature)             # every feature read is there (else a clear error)
+        spread = got.table.select(list(dict.fromkeys(read.names))).take(broadcast)    # one take per signal
         for feature, column in read.features:
-            columns[column] = _column(got, read, feature).take(broadcast)
+            columns[column] = spread.column(feature)
     for read, got in zip(model.candidate_reads, candidates, strict=True):
         for feature, column in read.features:
             columns[column] = _column(got, read, feature)
