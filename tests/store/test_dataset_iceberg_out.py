@@ -187,3 +187,14 @@ def test_the_cli_writes_an_iceberg_table_with_out(project: Path) -> None:
     assert "wrote 200 rows x 9 columns to iceberg:datasets.cli" in result.output
     with quasar.Platform.open(project) as p:
         assert _read(p.catalog.load_table("datasets.cli")).num_rows == 200
+
+
+def test_an_empty_dataset_is_an_empty_table_and_can_be_replaced(project: Path) -> None:
+    spine = _spine()
+    with quasar.Platform.open(project) as p:
+        empty = p.dataset(spine.slice(0, 0), ["user_activity"], out="iceberg:datasets.train")
+        assert empty.num_rows == 0 and empty.iceberg.scan().to_arrow().num_rows == 0
+        assert [f.name for f in empty.iceberg.schema().fields] == empty.table.schema.names
+        full = p.training_dataset(spine, ["user_activity"], out="iceberg:datasets.train")   # a table without rows
+        want = p.training_dataset(spine, ["user_activity"])
+    assert _read(full).replace_schema_metadata(None).equals(want.replace_schema_metadata(None))
