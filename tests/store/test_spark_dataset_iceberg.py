@@ -152,15 +152,18 @@ def test_an_earlier_table_is_replaced_and_an_executor_failure_leaves_it(world: d
     args = IcebergSink.writer_args
     monkeypatch.setattr(IcebergSink, "writer_args",
                         lambda self: (lambda m, io, u, t: (m, FailingIO(io), u, t))(*args(self)))
-    with pytest.raises(QuasarError, match="disk full"):
-        _dataset(world["store"], world["spine"], spark_engine, out="iceberg:datasets.train")
-    with pytest.raises(QuasarError, match="disk full"):
-        _dataset(world["store"], world["spine"], spark_engine, out="iceberg:datasets.fresh")
+    try:
+        with pytest.raises(QuasarError, match="disk full"):
+            _dataset(world["store"], world["spine"], spark_engine, out="iceberg:datasets.train")
+        with pytest.raises(QuasarError, match="disk full"):
+            _dataset(world["store"], world["spine"], spark_engine, out="iceberg:datasets.fresh")
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     after = catalog.load_table("datasets.train")
     assert after.metadata.current_snapshot_id == first.metadata.current_snapshot_id    # the previous table
-    assert set(data.rglob("*.parquet")) == files and not catalog.table_exists("datasets.fresh")
-    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-
+    assert set(data.rglob("*.parquet")) == files                                      # no file of the failed write
+    assert not catalog.table_exists("datasets.fresh")                                  # no table
+    assert not list((data.parent.parent / "fresh").rglob("*.parquet"))
 
 class FailingIO:
     """The table's FileIO, but the disk is full for every write task after the first (partition 0 writes its
