@@ -14,9 +14,10 @@ from typing import Any
 import pyarrow as pa
 from torch.utils.data import DataLoader, get_worker_info
 
-from quasar.signals.errors import SchemaError
+from quasar.signals.errors import SchemaError, StoreError
 from quasar.signals.ufr.tensors import InputSpec
 from quasar.store.dataset import DatasetResult
+from quasar.store.dataset_out import ICEBERG
 from quasar.training_adapters.dataset import FeatureDataset, TrainingBatch, spec_from_schema
 from quasar.training_adapters.packing import PackedBatch, pack_batch, unpack_batch
 from quasar.training_adapters.sources import ParquetSource, RowSource, TableSource, iceberg_source
@@ -78,6 +79,9 @@ def as_source(data: Any) -> RowSource:
         return ParquetSource(data.path) if data.path is not None else TableSource(data.table)
     if isinstance(data, pa.Table):
         return TableSource(data)
+    if isinstance(data, str) and data.startswith(ICEBERG):
+        raise StoreError(f"make_loader({data!r}): a table name needs its catalog; pass the table itself "
+                         f"(training_dataset(..., out={data!r}) returns it, or Platform.catalog.load_table)")
     if isinstance(data, (str, Path)) or (isinstance(data, list) and all(isinstance(x, (str, Path)) for x in data)):
         return ParquetSource(data)
     if hasattr(data, "scan") and hasattr(data, "metadata"):

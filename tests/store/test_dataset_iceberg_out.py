@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 import quasar
 from fixtures.project import init_project
-from quasar.signals.errors import DatasetError
+from quasar.signals.errors import DatasetError, StoreError
 from quasar.store.dataset_out import IcebergOut, parse_out
 from quasar.training_adapters import iceberg_source, make_loader
 
@@ -121,6 +121,8 @@ def test_make_loader_reads_the_iceberg_table(project: Path) -> None:
         in_memory = p.training_dataset(spine, ["user_activity"])
         table = p.training_dataset(spine, ["user_activity"], out="iceberg:datasets.train")
         result = p.dataset(spine, ["user_activity"], out="iceberg:datasets.again", chunk_rows=90)
+    with pytest.raises(StoreError, match="a table name needs its catalog; pass the table itself"):
+        make_loader("iceberg:datasets.train")
     want = list(make_loader(in_memory, labels=["label"], batch_size=64))
     for data in (table, result):                                  # the pyiceberg table, or the DatasetResult
         got = list(make_loader(data, labels=["label"], batch_size=64))
