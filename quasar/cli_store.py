@@ -76,14 +76,15 @@ def runs(ctx: click.Context, signal: str, limit: int, as_json: bool) -> None:
               help="Comma-separated references: signal, signal:feature, signal@2:feature, request-time signals.")
 @click.option("--service", default=None, help="A feature service (ranker, or ranker@2): exactly its pinned features.")
 @click.option("--out", required=True, type=click.Path(),
-              help="Output: a .parquet file, or a folder of Parquet part files; written chunk by chunk.")
+              help="Output: a .parquet file, a folder of Parquet part files, or an Iceberg table "
+              "(iceberg:namespace.table, committed in one transaction); written chunk by chunk.")
 @click.option("--engine", default=None, help="local or spark.")
 @click.option("--full-names", is_flag=True, help="Name columns <signal>__<feature>.")
 @click.pass_context
 @fail_cleanly
 def dataset(ctx: click.Context, spine: str, features: str | None, service: str | None, out: str,
             engine: str | None, full_names: bool) -> None:
-    """Build a point-in-time correct training dataset and write it to Parquet: --features or --service."""
+    """Build a point-in-time correct training dataset and write it to Parquet or Iceberg: --features or --service."""
     from quasar.io import read_table
     if (features is None) == (service is None):
         raise click.UsageError("give exactly one of --features and --service")
