@@ -7,7 +7,7 @@ standard library only (tests/quasar/test_cli_imports.py), each command imports w
 
 This module assembles the group; the commands live by theme: ``cli_project`` (init, demo), ``cli_registry``
 (register, plan, promote, delete), ``cli_catalog`` (ls, describe, ui), ``cli_store`` (backfill, validate, runs,
-dataset, gc, compact), ``cli_online`` (materialize, consistency, skew, serve, score-serve), ``runner_cli`` (run,
+dataset, gc, compact), ``cli_online`` (materialize, consistency, skew, serve, score-serve), ``cli_runner`` (run,
 status); ``cli_context`` holds what they share.
 """
 
@@ -18,7 +18,7 @@ import click
 from quasar import cli_catalog, cli_online, cli_project, cli_registry, cli_store
 from quasar.cli_context import DEBUG_ENV, fail_cleanly, project_platform
 from quasar.cli_online import SKEW_EXIT
-from quasar.runner_cli import add_commands
+from quasar.cli_runner import add_commands
 
 __all__ = ["SKEW_EXIT", "main"]
 
@@ -39,7 +39,7 @@ def main(ctx: click.Context, project: str, debug: bool) -> None:
 for _theme in (cli_project, cli_registry, cli_catalog, cli_store, cli_online):
     for _command in _theme.COMMANDS:
         main.add_command(_command)
-add_commands(main, project_platform, fail_cleanly)      # quasar run, quasar status (quasar.runner_cli)
+add_commands(main, project_platform, fail_cleanly)      # quasar run, quasar status (quasar.cli_runner)
 
 if __name__ == "__main__":
     main()
