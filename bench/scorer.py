@@ -290,8 +290,8 @@ the gain over the code of the 228 measured side by side is 2.6x (httpx) to 3.5x 
 the quieter run. CPU per request is steadier than requests/s here: 0.61-0.68 ms (asgi) against 0.75 ms
 before this change (and 7.2-7.5 ms before issue 17, the first pass's side-by-side).
 What changed (issue 17, second pass): the scorer decodes only the features the model reads
-(`quasar.serving_adapters.decode`: pin_profile's category string and topic ids are no longer gathered, only
-their counts read to check each record's length; the codec's own slot decoder and errors), the round trip
+(now `columns_from_records(features=...)`, the codec's `decode(features=...)`: pin_profile's category string
+and topic ids are no longer gathered, only their counts read to check each record's length), the round trip
 packs ASCII keys with one encode, a model host call carries numpy arrays instead of pickled tensors (800
 rows: 2.8 -> 0.8 ms a call; the host-process rows' model p50 fell from 6.4-7.3 ms to 1.5 ms), and
 `[serving]` / `quasar score-serve` configure the cache, the model host and the workers (one per core by
@@ -307,7 +307,24 @@ pays when a core is idle (httpx at 8 clients 1.43x, asgi at 32 clients 1.37x) an
 8 clients 0.97x). The cache does not pay here: Redis is local and candidates are uniform over 100,000 pins
 (hit rate 35-59 %), so a hit saves less than its lookup costs; it saves Redis reads. The shared model host
 (2 workers, one host) costs a pickle and a socket each way (model p50 1.0 ms against 0.4 in process): on a
-CPU it is slower, it is the layout for a GPU host fed by several CPU feature hosts."""
+CPU it is slower, it is the layout for a GPU host fed by several CPU feature hosts.
+
+Third pass (f5237ac; the loaded subsection below): the projected decode moved into the codec and the online
+store (`decode(features=...)`, `columns_from_records(features=...)`; `serving_adapters/decode.py`, a second
+copy of the record checks and the status/TTL rules, is gone) with each record's fixed part read as one numpy
+gather of fixed-size windows (~10 us for 800 records, against ~110 us by bytes slicing). Measured in one process,
+old and new interleaved, CPU per call (best of 40, machine at load 12-20): the candidates of a group (800 rows,
+pin_stats 2 of 2 features + pin_profile 1 of 4) 325-347 us before, 296-323 us now; a group's request side
+(8 rows, 4 user signals) 237-250 us before, 175-184 us now. Also: each model's labelled metric series looked
+up once (`labels()` took a lock five times a request), the request keys' types checked in one C-level pass,
+one take per request signal to broadcast its columns. The response keeps `scores.tolist()` + orjson: orjson
+on the float32 array itself (`OPT_SERIALIZE_NUMPY`, no per-value Python floats) took 11.6 us for 100 scores
+against 8.1 us (and changes the printed digits); msgspec is not installed. Side by side (the asgi row at 8
+clients, 3 x 3 s per tree, trees alternating twice, load 14-18): CPU per request best 1.12 -> 1.07 ms, median
+1.35 -> 1.26 ms against the tree before this pass, within this machine's noise; at that load every figure is
+about twice the quiet run's 0.6 ms. The rerun of the whole table at load 13 (below) is not comparable with the
+quieter run: its rows are 3-8x slower and 160 answers were not 200 (in whole fetch groups of 8: most likely
+the online read's timeout on the starved machine; not looked into)."""
 
 
 def read_section() -> str:
