@@ -110,3 +110,22 @@ def test_backfill_gate_on_spark_refuses_quarantines_and_commits(spark_engine: Sp
         assert warned.validation is not None and warned.validation["verdict"] == "warned"
         snapshot = offline_store.table("user_clicks", 1).current_snapshot()
         assert snapshot.snapshot_id == warned.snapshot_id and snapshot.summary[PROP_VALIDATION] == "warned"
+
+
+def test_a_gate_without_examples_gives_the_outcomes_with_examples_when_no_row_is_unexpected(spark: Any) -> None:
+    """The Spark backfill's gate runs GX first without unexpected examples (fewer Spark jobs) and again with
+    them only when a row was unexpected: where none is, the outcomes are the same either way. The data
+    source is made once per Spark session."""
+    from quasar.store import gates
+
+    rows = _batch(4, 30)
+    passing = [e for e in EXPECTATIONS if e["type"] not in ("expect_column_values_to_be_unique",
+                                                           "expect_compound_columns_to_be_unique")]
+    frame = spark.createDataFrame(rows.to_pandas())
+    full = validate_frame(frame, passing, name="spark", index_columns=["user_id", "event_timestamp"])
+    bare = validate_frame(frame, passing, name="spark", examples=0)
+    assert [o.to_dict() for o in bare if not o.unexpected_count] == \
+        [o.to_dict() for o in full if not o.unexpected_count]
+    assert any(o.unexpected_count for o in full)                # the check covers both kinds
+    assert [o.success for o in bare] == [o.success for o in full]
+    assert gates._spark_batches(frame) is gates._spark_batches(spark.createDataFrame(rows.to_pandas()))

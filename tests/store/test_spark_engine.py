@@ -273,3 +273,36 @@ def test_a_spark_transform_backfill_keeps_the_window_s_rows_off_the_driver(
     assert _sorted(got.drop_columns(["created_timestamp"])).equals(_sorted(want.drop_columns(["created_timestamp"])))
     run = world["registry"].runs(user_history.name)[0]
     assert run.details["source_rows"] == 600 and run.details["source_files"] >= 1
+
+
+def test_a_window_over_several_compute_partitions_writes_the_local_engine_s_tables(
+        world: dict[str, Any], spark_engine: SparkEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small window is read, computed and persisted as one Spark partition (each task costs a round trip
+    whatever its rows); a window of more than ``PARTITION_BYTES`` of source is spread over more, up to
+    ``spark.sql.shuffle.partitions``, and the tables are the local engine's all the same."""
+    from quasar.store.engines import spark_backfill
+    from quasar.store.engines.spark_source import plan_source
+
+    local, spark = world["stores"]["local"], world["stores"]["spark"]
+    plan = plan_source(SourceReader(root=world["root"], store=spark, catalog=spark.catalog), events, START, END)
+    session = spark_engine.session
+    most = int(session.conf.get("spark.sql.shuffle.partitions"))
+    assert spark_backfill.compute_partitions(session, plan) == 1
+    monkeypatch.setattr(spark_backfill, "PARTITION_BYTES", 1)
+    assert spark_backfill.compute_partitions(session, plan) == most > 1
+    seen: list[int] = []
+    write = spark_backfill._write
+
+    def counting(session: Any, signal: Signal, version: int, computed: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(computed.rdd.getNumPartitions())
+        return write(session, signal, version, computed, *args, **kwargs)
+
+    monkeypatch.setattr(spark_backfill, "_write", counting)
+    with LocalEngine() as engine:
+        for sig in SIGNALS:
+            _backfill(world, engine, local, sig)
+    for sig in SIGNALS:
+        _backfill(world, spark_engine, spark, sig)
+        assert _sorted(spark.read(sig, 1).drop_columns(["created_timestamp"])).equals(
+            _sorted(local.read(sig, 1).drop_columns(["created_timestamp"]))), sig.name
+    assert seen == [most] * len(SIGNALS)
