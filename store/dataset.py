@@ -8,10 +8,8 @@ records the signal versions and Iceberg snapshots it read, so the same dataset c
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,15 +24,13 @@ from quasar.signals.refs import parse_feature_ref as refs_parse
 from quasar.signals.request_plan import FeaturePlan, Lookup, no_request_signals, request_arrays
 from quasar.signals.request_plan import plan_features as plan_with_requests
 from quasar.signals.signal import Signal
-from quasar.signals.ufr.schema import FeatureSchema
-from quasar.store.buckets import files_for_keys
-from quasar.store.dataset_out import IcebergOut, open_sink, parse_out
+from quasar.store.dataset_join import join_chunk
+from quasar.store.dataset_out import IcebergOut, IcebergSink, open_sink, parse_out
 from quasar.store.engines.base import Engine, FeatureRequest
 from quasar.store.progress import Progress
 from quasar.store.spine import (
     JoinKeys,
     check_spine_schema,
-    join_columns,
     normalize_spine,
     spine_chunks,
     time_range,
@@ -92,36 +88,20 @@ class DatasetResult:
         return path
 
     def write_iceberg(self, catalog: Any, identifier: str, *, overwrite: bool = False) -> Any:
-        """Write the table as the Iceberg table ``identifier`` ("namespace.name"), vectors in storage types,
-        the sources in the table properties; an existing table is replaced only with ``overwrite``."""
-        from pyiceberg.exceptions import NoSuchTableError, TableAlreadyExistsError
-
+        """Write the table as the Iceberg table ``identifier`` ("namespace.name") of ``catalog`` and return it, as
+        ``out="iceberg:..."`` writes one (``quasar.store.dataset_out.IcebergSink``: its schema, day partitioning and
+        properties, in one commit). An existing table is replaced only with ``overwrite``, and only if it is an
+        earlier dataset table, in one transaction: a failure leaves no table, or the previous one as it was."""
         self._in_memory()
-        namespace, _, name = identifier.rpartition(".")
-        if not namespace or not name:
-            raise DatasetError(f"dataset table {identifier!r} must be named 'namespace.name'")
-        data = iceberg_ready(self.table.replace_schema_metadata(None))
-        properties = {k.decode(): v.decode() for k, v in self.metadata().items()}
-        catalog.create_namespace_if_not_exists(namespace)
-        if overwrite:
-            with contextlib.suppress(NoSuchTableError):
-                catalog.drop_table(identifier)
+        sink = IcebergSink(IcebergOut(identifier, catalog), self.metadata())
+        if sink.existing is not None and not overwrite:
+            raise DatasetError(f"dataset table {identifier!r} already exists: pass overwrite=True to replace it")
         try:
-            table = catalog.create_table(identifier, schema=data.schema, properties=properties)
-        except TableAlreadyExistsError as exc:
-            raise DatasetError(f"dataset table {identifier!r} already exists: pass overwrite=True "
-                               "to replace it") from exc
-        # Write the Parquet file ourselves and register it: pyiceberg's own writer turns a null
-        # list<struct> (a WeightedIdList) into an empty list (apache/iceberg-python#3833).
-        import pyarrow.parquet as pq
-        path = f"{table.location().rstrip('/')}/data/{uuid.uuid4()}.parquet"
-        try:
-            with table.io.new_output(path).create() as out:
-                pq.write_table(data, out)
-            table.add_files([path])
-        except Exception as exc:
-            raise StoreError(f"writing the dataset to the Iceberg table {identifier!r} failed: {exc}") from exc
-        return catalog.load_table(identifier)
+            sink.write(self.table)
+            return sink.close()
+        except BaseException:
+            sink.abort()
+            raise
 
 
 def iceberg_ready(table: pa.Table) -> pa.Table:
@@ -283,7 +263,7 @@ def build_training_dataset(spine: Any, refs: Sequence[str], *, resolve: Resolve,
         with Progress(f"dataset: point-in-time join of {len(plan.outputs)} feature(s)", unit="row",
                       enabled=progress, total=data.num_rows if isinstance(data, pa.Table) else None) as bar:
             for chunk in spine_chunks(data, chunk_rows):
-                joined = _join_chunk(normalize_spine(chunk, join_keys), join_keys, requests, stored, engine)
+                joined = join_chunk(normalize_spine(chunk, join_keys), join_keys, requests, stored, engine)
                 finished = _finish_chunk(joined, plan, mode)
                 if sink is None:
                     parts.append(finished)
@@ -337,29 +317,3 @@ def _request(plan: SignalPlan, store_files: StoreFiles, lo: datetime | None,
     return FeatureRequest(signal=sig.name, version=plan.version, join_keys=(sig.entity.join_key,),
                           features=tuple((c.feature, c.output) for c in plan.columns), schema=sig.schema,
                           ttl=sig.ttl, files=tuple(files), snapshot_id=snapshot, buckets=buckets)
-
-
-def _pruned(request: FeatureRequest, chunk: pa.Table) -> FeatureRequest:
-    """``request`` with only the files of the bucket partitions the chunk's keys fall in (partition pruning by
-    key, as the day partitions are pruned by the spine's times)."""
-    (key,) = request.join_keys if len(request.join_keys) == 1 else (None,)
-    if key is None or request.buckets is None or request.buckets <= 1 or key not in chunk.column_names:
-        return request
-    files = files_for_keys(request.files, key, chunk.column(key), request.buckets)
-    return request if len(files) == len(request.files) else dataclasses.replace(request, files=tuple(files))
-
-
-def _join_chunk(chunk: pa.Table, join_keys: JoinKeys, requests: Sequence[FeatureRequest],
-                outputs: Sequence[tuple[str, Any]], engine: Engine) -> pa.Table:
-    if chunk.num_rows == 0:
-        features = FeatureSchema(tuple(outputs)).arrow_schema().empty_table()
-    else:
-        features = engine.point_in_time(join_columns(chunk, join_keys), [_pruned(r, chunk) for r in requests])
-    if features.num_rows != chunk.num_rows:
-        raise StoreError(f"engine {engine.name!r} returned {features.num_rows} rows for {chunk.num_rows} "
-                         "spine rows")
-    for name, ftype in outputs:
-        if name not in features.column_names:
-            raise StoreError(f"engine {engine.name!r} returned no column {name!r}")
-        chunk = chunk.append_column(pa.field(name, ftype.arrow_type()), features.column(name))
-    return chunk

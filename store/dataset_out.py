@@ -10,7 +10,8 @@ Nothing half-written is ever at ``PATH``: the files go to a hidden sibling first
 the last chunk is written; a failure removes them and leaves whatever was at ``PATH`` before.
 
 ``out="iceberg:NAMESPACE.TABLE"`` (or an ``IcebergOut``) names an Iceberg table of the platform's catalog
-instead (``parse_out`` is the one rule that reads an ``out`` value). ``IcebergSink`` writes each chunk's rows
+instead (``parse_out`` is the one rule that reads an ``out`` value); ``DatasetResult.write_iceberg`` writes an
+in-memory dataset through the same sink, so both make the same table. ``IcebergSink`` writes each chunk's rows
 with the offline store's writer (``quasar.store.writer.write_rows``: Parquet with Iceberg field ids, the table's
 writer settings), on Spark from the executors, and the driver commits every file in one pyiceberg transaction:
 

@@ -9,7 +9,7 @@ spine that is a Parquet path (a file, or a folder of them) or a pyiceberg table,
   row keeps its exact type and its place ``(file, row)`` in spine order;
 * rows are routed, as ``quasar.store.engines.spark_pit`` routes them, to the ``bucket(N, key)`` of each signal
   table (``routes``) and split into groups of about ``chunk_rows`` rows; each group (``groupBy`` +
-  ``applyInArrow``) runs the local engine's join (``quasar.store.dataset._join_chunk``: the per-key kernel of
+  ``applyInArrow``) runs the local engine's join (``quasar.store.dataset_join.join_chunk``: the per-key kernel of
   ``quasar.store.pit_local``) over its rows and its bucket's files alone;
 * with ``out=`` the joined rows are sorted back into spine order by Spark and each sorted partition is written by
   its executor as one ``part-<n>.parquet`` (UFR types and the dataset's ``quasar.sources``/``quasar.features``
@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 
 from quasar.signals.errors import DatasetError, StoreError
 from quasar.store.buckets import iceberg_buckets
+from quasar.store.dataset_join import join_chunk
 from quasar.store.dataset_out import IcebergOut
 from quasar.store.engines.base import Engine, FeatureRequest
 from quasar.store.spine import JoinKeys, as_arrow, join_columns, normalize_spine
@@ -149,12 +150,11 @@ class SparkSpine:
               stored: Sequence[tuple[str, Any]], result: Any, *, out: Path | IcebergOut | None,
               chunk_rows: int) -> Any:
         """The dataset of this spine (``result`` with its rows, or with ``path`` when written to ``out``)."""
-        from quasar.store.dataset import _join_chunk
         from quasar.store.engines.local import LocalEngine
         from quasar.store.engines.spark_pit import routes, routing
 
-        empty = _join_chunk(normalize_spine(self.schema.empty_table(), join_keys), join_keys, requests, stored,
-                            LocalEngine(threads=1))
+        empty = join_chunk(normalize_spine(self.schema.empty_table(), join_keys), join_keys, requests, stored,
+                           LocalEngine(threads=1))
         finished = empty.schema.with_metadata({**_own(self.schema.metadata), **result.metadata()})
         if self.num_rows == 0:
             return _finish(result, finished.empty_table(), out)
@@ -235,14 +235,13 @@ def _joined(rows: Any, by_group: dict[int, list[FeatureRequest]], splits: int, s
     safe = spark_safe(schema.empty_table()).schema.append(pa.field(ROW, pa.int64()))
 
     def kernel(part: pa.Table) -> pa.Table:
-        from quasar.store.dataset import _join_chunk
         from quasar.store.engines.local import LocalEngine
 
         group = int(part.column(GROUP)[0].as_py())
         part = part.take(pc.sort_indices(part.column(ROW)))
         chunk = normalize_spine(restore(part.drop_columns([GROUP, ROW]), spine_schema), join_keys)
         with LocalEngine(threads=threads) as local:
-            done = _join_chunk(chunk, join_keys, by_group[group // splits - 1], stored, local)
+            done = join_chunk(chunk, join_keys, by_group[group // splits - 1], stored, local)
         return spark_safe(done).append_column(ROW, part.column(ROW)).cast(safe)
 
     return rows.groupBy(GROUP).applyInArrow(kernel, from_arrow_schema(safe))

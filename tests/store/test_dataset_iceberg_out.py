@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -200,3 +201,62 @@ def test_an_empty_dataset_is_an_empty_table_and_can_be_replaced(project: Path) -
         full = p.training_dataset(spine, ["user_activity"], out="iceberg:datasets.train")   # a table without rows
         want = p.training_dataset(spine, ["user_activity"])
     assert _read(full).replace_schema_metadata(None).equals(want.replace_schema_metadata(None))
+
+
+def _fail_data_file(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
+    """Make the ``number``-th data file written from now on fail (a FileIO fault: a full disk, a lost bucket)."""
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    new_output, seen = PyArrowFileIO.new_output, []
+
+    def failing(self: PyArrowFileIO, location: str) -> object:
+        if "/data/" in location:
+            seen.append(location)
+            if len(seen) == number:
+                raise OSError(f"injected failure writing data file {number}")
+        return new_output(self, location)
+
+    monkeypatch.setattr(PyArrowFileIO, "new_output", failing)
+
+
+@pytest.mark.parametrize("fail_at", [1, 2])
+def test_write_iceberg_replaces_in_one_commit_and_a_failure_leaves_the_previous_table(
+        project: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int) -> None:
+    """``DatasetResult.write_iceberg`` is ``out="iceberg:..."``'s writer: a failure midway (the first data file,
+    or the second, after one was written) leaves the previous table, its rows and files, as they were."""
+    spine = _spine()
+    with quasar.Platform.open(project) as p:
+        old = p.dataset(spine.slice(0, 30), ["user_activity:clicks"])
+        first = old.write_iceberg(p.catalog, "datasets.train")
+        assert type(first.io) is __import__("pyiceberg.io.pyarrow", fromlist=["PyArrowFileIO"]).PyArrowFileIO
+        before, files = _read(first), _data_files(project)
+        assert before.num_rows == 30
+        new = p.dataset(spine, ["user_activity"])
+        with pytest.raises(DatasetError, match="already exists: pass overwrite=True"):
+            new.write_iceberg(p.catalog, "datasets.train")
+        with monkeypatch.context() as faults:
+            _fail_data_file(faults, fail_at)
+            with pytest.raises(StoreError, match=f"injected failure writing data file {fail_at}"):
+                new.write_iceberg(p.catalog, "datasets.train", overwrite=True)
+        after = p.catalog.load_table("datasets.train")
+        assert after.metadata.current_snapshot_id == first.metadata.current_snapshot_id   # the previous table
+        assert _read(after).equals(before) and _data_files(project) == files             # and no new files
+        with monkeypatch.context() as faults:
+            _fail_data_file(faults, fail_at)
+            with pytest.raises(StoreError, match="injected failure"):
+                new.write_iceberg(p.catalog, "datasets.fresh")
+        assert not p.catalog.table_exists("datasets.fresh") and _data_files(project) == files   # no table
+        table = new.write_iceberg(p.catalog, "datasets.train", overwrite=True)
+        via_out = p.training_dataset(spine, ["user_activity"], out="iceberg:datasets.via_out")
+        p.catalog.create_table("datasets.mine", schema=pa.schema([("x", pa.int64())]))
+        with pytest.raises(DatasetError, match="not a dataset's"):                   # not ours: refused
+            new.write_iceberg(p.catalog, "datasets.mine", overwrite=True)
+        assert p.catalog.load_table("datasets.mine").metadata.current_snapshot_id is None
+    assert _read(table).replace_schema_metadata(None).equals(new.table.replace_schema_metadata(None))
+    def shape(t: Any) -> tuple[object, ...]:          # field ids aside: a replaced table's come after the old ones
+        return ([(f.name, str(f.field_type), f.required) for f in t.schema().fields],
+                [(f.name, str(f.transform)) for f in t.spec().fields])
+
+    assert shape(table) == shape(via_out)                                  # the same table as out= makes
+    assert {k: v for k, v in table.properties.items() if k.startswith("quasar.")} == \
+        {k: v for k, v in via_out.properties.items() if k.startswith("quasar.")}
