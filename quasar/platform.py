@@ -14,6 +14,7 @@ from quasar.signals.errors import ConfigError, NotFoundError, QuasarError
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from pyiceberg.table import Table as IcebergTable
     from torch.utils.data import DataLoader
 
     from quasar.delete import DeletePlan
@@ -283,11 +284,17 @@ class Platform:
     @overload
     def training_dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
                          full_names: bool = False, progress: bool = False, mode: str = "auto",
-                         out: str | Path, chunk_rows: int | None = None) -> Path: ...
+                         out: Path, chunk_rows: int | None = None) -> Path: ...
+
+    @overload       # a string is a path, or "iceberg:namespace.table" (then the committed pyiceberg table)
+    def training_dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
+                         full_names: bool = False, progress: bool = False, mode: str = "auto",
+                         out: str, chunk_rows: int | None = None) -> Path | IcebergTable: ...
 
     def training_dataset(self, spine: Any, features: str | Sequence[str], *, engine: str | None = None,
                          full_names: bool = False, progress: bool = False, mode: str = "auto",
-                         out: str | Path | None = None, chunk_rows: int | None = None) -> pa.Table | Path:
+                         out: str | Path | None = None,
+                         chunk_rows: int | None = None) -> pa.Table | Path | IcebergTable:
         """Every spine row, in order, with each feature as of the row's ``event_timestamp``. ``features`` is a
         list of references (stored and request-time signals) or a feature service's name; request-time
         signals read their request fields from spine columns. With ``out`` the rows are streamed to Parquet
