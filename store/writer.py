@@ -91,6 +91,11 @@ def _transformed(spec: Any, schema: Any, rows: pa.Table) -> list[pa.Array]:
             mask = np.asarray(nulls.to_numpy(zero_copy_only=False)) if source.null_count else None
             columns.append(pa.array(np.zeros(len(source), np.int32), pa.int32(), mask=mask))  # bucket(1): 0
             continue
+        if isinstance(field.transform, BucketTransform) and pa.types.is_int64(source.type) and not source.null_count:
+            from quasar.store.engines.groups import key_buckets  # each id of a dense range hashed once
+
+            columns.append(pa.array(key_buckets(source, field.transform.num_buckets), pa.int32()))
+            continue
         transformed = field.transform.pyarrow_transform(schema.find_field(field.source_id).field_type)(source)
         columns.append(transformed.combine_chunks() if isinstance(transformed, pa.ChunkedArray) else transformed)
     return columns

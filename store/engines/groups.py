@@ -35,7 +35,19 @@ def transform_groups(signal: Signal, rows: pa.Table) -> np.ndarray:
     key = signal.entity.join_key
     if signal.scope == "window" or key not in rows.column_names:
         return np.zeros(rows.num_rows, dtype=np.int64)
-    return iceberg_buckets(rows.column(key), TRANSFORM_GROUPS).astype(np.int64)
+    return key_buckets(rows.column(key), TRANSFORM_GROUPS).astype(np.int64)
+
+
+def key_buckets(keys: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
+    """``iceberg_buckets(keys, buckets)``, hashing each value of the keys' range once when int64 keys without nulls
+    span a range no longer than their count (ids: 1.6M rows of 32k users hash 32k values, 6 ms against 43)."""
+    if pa.types.is_int64(keys.type) and keys.null_count == 0 and len(keys):
+        values = np.asarray(keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys)
+        low, high = int(values.min()), int(values.max())
+        if high - low < len(values):
+            of_range = iceberg_buckets(pa.array(np.arange(low, high + 1, dtype=np.int64)), buckets)
+            return of_range[values - low]
+    return iceberg_buckets(keys, buckets)
 
 
 def split(rows: pa.Table, groups: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
