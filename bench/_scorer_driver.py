@@ -9,7 +9,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +61,20 @@ class Run:
     cpu_s: float = 0.0           # this process's CPU seconds within it
     hits: float = 0.0            # candidate cache look-ups within it
     misses: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)     # the errors by "status type" (``failure``)
+    examples: dict[str, str] = field(default_factory=dict)     # the first error message of each
+
+    def failed(self, status: int, content: bytes) -> None:
+        """Count one answer that was not a 200 with every score, by its status and error type."""
+        self.errors += 1
+        kind, message = failure(status, content)
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+        self.examples.setdefault(kind, message)
+
+    def merge_failures(self, other: Run) -> None:
+        for kind, count in other.failures.items():
+            self.failures[kind] = self.failures.get(kind, 0) + count
+            self.examples.setdefault(kind, other.examples.get(kind, ""))
 
     @property
     def requests(self) -> int:
@@ -69,6 +83,20 @@ class Run:
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
+
+
+def failure(status: int, content: bytes) -> tuple[str, str]:
+    """``("<status> <error type>", message)`` of an answer that was not a 200 with every score."""
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return f"{status} (not JSON)", content[:200].decode("utf-8", "replace")
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return f"{status} {error.get('type', '?')}", str(error.get("message", ""))[:300]
+    if status == 200:
+        return "200 (wrong number of scores)", f"{len(body.get('scores', ()))} scores for {CANDIDATES} candidates"
+    return f"{status}", content[:200].decode("utf-8", "replace")
 
 
 def _timing(header: str) -> dict[str, float]:
@@ -164,7 +192,7 @@ async def drive(app: Any, clients: int, batching: bool, cache: bool, seconds: fl
                 if now < measure_from:
                     continue
                 if status != 200 or len(orjson.loads(content)["scores"]) != CANDIDATES:
-                    run.errors += 1
+                    run.failed(status, content)
                     continue
                 t = _timing(headers["server-timing"])
                 run.latency_ms.append((done - now) * 1e3)
@@ -261,6 +289,7 @@ def run_workers(url: str, folder: Path, device: torch.device, clients: int, sett
         for name in ("latency_ms", "fetch_ms", "queue_ms", "model_ms", "per_call"):
             getattr(merged, name).extend(getattr(r, name))
         merged.errors += r.errors
+        merged.merge_failures(r)
         merged.busy_s += r.busy_s
         merged.cpu_s += r.cpu_s
         merged.hits += r.hits

@@ -143,13 +143,27 @@ async def bench(url: str, folder: Path, device: torch.device, clients: Sequence[
                     best[key] = run
                 print(f"  round {r + 1}: clients={n:>2} batching={'on' if setting.batching else 'off'} "
                       f"cache={'on' if setting.cache else 'off'} model={setting.host} load={setting.load} "
-                      f"workers={setting.workers}: {run.requests} requests", file=sys.stderr)
+                      f"workers={setting.workers}: {run.requests} requests{failures_line([run], ', errors: ')}",
+                      file=sys.stderr)
     models = ModelRegistry(folder, static_resolver({s.name: {1: s} for s in SIGNALS}))
     runs = [best[(n, setting)] for n in clients for setting in SETTINGS if (n, setting) in best]
     return runs, await limits(models, url, device, seconds)
 
 
 # --- reporting -------------------------------------------------------------------------------------------------
+
+
+def failures_line(runs: Sequence[Run], lead: str = "") -> str:
+    """The runs' errors by status and error type, each with its first message ('' when there were none)."""
+    counts: dict[str, int] = {}
+    examples: dict[str, str] = {}
+    for r in runs:
+        for kind, count in r.failures.items():
+            counts[kind] = counts.get(kind, 0) + count
+            examples.setdefault(kind, r.examples.get(kind, ""))
+    if not counts:
+        return ""
+    return lead + "; ".join(f"{n} x {kind} ({examples[kind]!r})" for kind, n in sorted(counts.items()))
 
 
 def table(runs: list[Run]) -> str:
@@ -235,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Command: `{command}` ({datetime.now(UTC):%Y-%m-%d}; {machine_line()}; torch {torch.__version__}, "
         f"the scorer's intra-op threads: {ModelRunner(device).cpu_threads or 'torch default'}). "
         f"{args.seconds:g} s measured per row after {args.warmup:g} s warm-up, best of {args.rounds} interleaved "
-        f"rounds; writing the world took {write_s:.1f} s; errors: {errors}; 1-minute load average "
+        f"rounds; writing the world took {write_s:.1f} s; errors: {errors}{failures_line(runs, ': ')}; 1-minute load average "
         f"{load_before:.2f} before the run and {os.getloadavg()[0]:.2f} after it, this benchmark included.",
         "", table(runs), "",
         "Raw limits, same machine, same run: the scorer's feature fetch of one request of 100 candidates "
