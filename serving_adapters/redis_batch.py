@@ -94,9 +94,9 @@ class HmgetRoundTrip:
                 return await self._once(pool, payload, count)
             except redis.ConnectionError as exc:     # a stale pooled connection (Redis restarted): once more
                 if attempt:
-                    raise self._error(pool, exc) from exc
+                    raise self._error(pool, exc, count) from exc
             except (RedisError, OSError, TimeoutError) as exc:
-                raise self._error(pool, exc) from exc
+                raise self._error(pool, exc, count) from exc
         raise AssertionError("unreachable")
 
     async def _once(self, pool: Any, payload: bytes, count: int) -> list[Any]:
@@ -113,11 +113,14 @@ class HmgetRoundTrip:
                 await conn.disconnect(nowait=True)
             await pool.release(conn)
 
-    @staticmethod
-    def _error(pool: Any, exc: BaseException) -> QuasarError:
+    def _error(self, pool: Any, exc: BaseException, count: int) -> QuasarError:
+        """The store error of a failed round trip; a timeout names the read timeout and the round trip's size
+        (one round trip serves a whole coalesced group: every request of it gets this answer)."""
         kwargs = pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"no reply within the read timeout ({type(exc).__name__})"
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else (
+            f"no reply within the read timeout ({self.timeout_s:g} s for one round trip of {count} commands; "
+            f"{type(exc).__name__})")
         password = kwargs.get("password")
         if password:
             reason = reason.replace(str(password), "***")
