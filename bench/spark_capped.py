@@ -119,7 +119,7 @@ master = "{master}"
 [spark.conf]
 "spark.driver.memory" = "{driver_memory}"
 "spark.executor.memory" = "{executor_memory}"
-"spark.sql.shuffle.partitions" = "16"
+"spark.sql.shuffle.partitions" = "{shuffle_partitions}"
 "spark.local.dir" = "{root}/spark-local"
 """
 
@@ -133,7 +133,8 @@ def make_project(root: Path, *, engine: str, args: argparse.Namespace) -> Path:
     (root / "data").mkdir(parents=True, exist_ok=True)
     (root / "quasar.toml").write_text(TOML.format(root=root, engine=engine, buckets=args.buckets, master=args.master,
                                                   driver_memory=args.driver_memory,
-                                                  executor_memory=args.executor_memory))
+                                                  executor_memory=args.executor_memory,
+                                                  shuffle_partitions=args.shuffle_partitions))
     (root / "signals.py").write_text(MODULE.format(features=args.features))
     return root
 
@@ -296,6 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--executor-memory", default="1g", help="spark.executor.memory (default 1g)")
     parser.add_argument("--master", default="local-cluster[2,1,1024]",
                         help="[spark] master (default local-cluster[2,1,1024]: 2 executor JVMs, 1 core, 1024 MB)")
+    parser.add_argument("--shuffle-partitions", type=int, default=64,
+                        help="spark.sql.shuffle.partitions (default 64: a persisted partition Spark reads back "
+                             "from disk is allocated whole on the executor's heap)")
     parser.add_argument("--features", type=int, default=64, help="float32 features of the source (default 64)")
     parser.add_argument("--buckets", type=int, default=8, help="[offline] buckets: key buckets per day (default 8)")
     parser.add_argument("--spine-rows", type=int, default=2_000_000, help="spine rows (default 2,000,000)")
