@@ -131,10 +131,11 @@ def make_project(root: Path, *, engine: str, args: argparse.Namespace) -> Path:
     for name in ("warehouse", "duckdb-spill", "spark-local"):
         shutil.rmtree(root / name, ignore_errors=True)
     (root / "data").mkdir(parents=True, exist_ok=True)
+    extra = "".join(f'"{key}" = "{value}"\n' for key, value in (item.split("=", 1) for item in args.conf))
     (root / "quasar.toml").write_text(TOML.format(root=root, engine=engine, buckets=args.buckets, master=args.master,
                                                   driver_memory=args.driver_memory,
                                                   executor_memory=args.executor_memory,
-                                                  shuffle_partitions=args.shuffle_partitions))
+                                                  shuffle_partitions=args.shuffle_partitions) + extra)
     (root / "signals.py").write_text(MODULE.format(features=args.features))
     return root
 
@@ -300,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shuffle-partitions", type=int, default=64,
                         help="spark.sql.shuffle.partitions (default 64: a persisted partition Spark reads back "
                              "from disk is allocated whole on the executor's heap)")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help="another [spark.conf] setting of the project (repeatable)")
     parser.add_argument("--features", type=int, default=64, help="float32 features of the source (default 64)")
     parser.add_argument("--buckets", type=int, default=8, help="[offline] buckets: key buckets per day (default 8)")
     parser.add_argument("--spine-rows", type=int, default=2_000_000, help="spine rows (default 2,000,000)")
@@ -460,7 +463,9 @@ def report(*, args: argparse.Namespace, argv: Sequence[str] | None, data: Any, s
         "with other sessions' jobs).", "",
         f"Spark: master `{conf['spark.master']}` (Spark's one-machine cluster: {executors} executor JVMs of their own, "
         f"1 core each), `spark.driver.memory = {conf['spark.driver.memory']}` (the driver JVM's max heap read back: "
-        f"{_mib(driver_heap)}), `spark.executor.memory = {conf['spark.executor.memory']}`, all from the project's "
+        f"{_mib(driver_heap)}), `spark.executor.memory = {conf['spark.executor.memory']}`, "
+        f"`spark.sql.shuffle.partitions = {args.shuffle_partitions}`"
+        f"{''.join(f', `{c}`' for c in args.conf)}, all from the project's "
         "`[spark]` and `[spark.conf]`; `[engine] default = \"spark\"`, `[offline] buckets = "
         f"{args.buckets}`. Peak resident memory (`VmHWM`): driver JVM {_mib(driver_rss)} (its heap and the "
         f"in-process master and workers), executor JVMs {executor_rss}, this Python driver process "
