@@ -3,15 +3,16 @@
 ``quasar.online.store.columns_from_records`` decodes records into Arrow columns and ``quasar.online.response``
 turns those into Python lists; for a request's few records the Arrow step costs more than the values. Here
 one precompiled ``struct.Struct`` per schema (``reader_of``, cached) unpacks every record's fixed part in one
-call (all records of a signal in one ``iter_unpack``), and the variable payloads are sliced per record.
+call, and the variable payloads are sliced per record.
 
-The values, statuses and event times are exactly ``columns_from_records`` + ``response.column_values`` +
-``response.status_names``: float32 values widened exactly to Python floats, float16 vectors too, timestamps
-as ISO-8601 UTC strings (numpy's formatting, ``response.iso_strings``), weighted ids as ``{"id", "weight"}``
-dicts, None where NOT_FOUND, NULL_VALUE or OUTSIDE_MAX_AGE. Every check of ``codec.decode`` is made here
-too, but a record that fails one is not reported here: ``decode_values`` answers None and the caller takes
-the Arrow path, which raises the codec's own error (the same message, naming the same record). A big-endian
-machine always takes the Arrow path.
+Only the common case is decoded here: every record stored, well formed, fresh (the store's TTL rule,
+``store.oldest_fresh_us``) and without nulls, so every value is PRESENT. Its values are exactly
+``columns_from_records`` + ``response.column_values``: float32 values widened exactly to Python floats,
+float16 vectors too, timestamps as ISO-8601 UTC strings (numpy's formatting, ``response.iso_strings``),
+weighted ids as ``{"id", "weight"}`` dicts. Anything else (a record not stored, stale, holding a null, or
+failing a check of ``codec.decode``) makes ``decode_values`` answer None and the caller decodes through
+``columns_from_records``, the one place that gives NOT_FOUND, OUTSIDE_MAX_AGE and NULL_VALUE and raises the
+codec's error (the same message, naming the same record). A big-endian machine always takes that path.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ from datetime import timedelta
 from itertools import repeat
 from typing import Any
 
+import numpy as np
+
+from quasar.online.store import FeatureStatus, oldest_fresh_us, value_statuses
 from quasar.signals.ufr.codec_layout import FINGERPRINT_OFFSET, FORMAT_VERSION, MAGIC, layout_of
 from quasar.signals.ufr.schema import FeatureSchema
 from quasar.signals.ufr.types import Timestamp
 
 #: Whether this machine's byte order is the records' (little-endian); the fast path needs it for id lists.
 NATIVE_LITTLE = sys.byteorder == "little"
-PRESENT, NOT_FOUND, NULL_VALUE, OUTSIDE_MAX_AGE = "PRESENT", "NOT_FOUND", "NULL_VALUE", "OUTSIDE_MAX_AGE"
+PRESENT = "PRESENT"
+_STATUS_NAMES = np.array([s.name for s in sorted(FeatureStatus)], dtype=object)     # by ``FeatureStatus`` code
 _SCALAR_CODES = {"<i8": "q", "<f4": "f", "<f8": "d"}
 _VECTOR_CODES = {"<f4": "f", "<f2": "e"}
 _VARIABLE = ("string", "ids", "weighted")
@@ -106,26 +111,31 @@ class DecodedValues:
 
 def decode_values(reader: RecordReader, records: Sequence[bytes | None], features: Sequence[str], *,
                   ttl: timedelta | None, now_us: int) -> DecodedValues | None:
-    """The values of ``features`` in ``records`` (None: not stored) as of ``now_us``; None when a record
-    fails a check of the codec (the caller then decodes through the codec, which raises its error)."""
-    if not records or None in records or not NATIVE_LITTLE:
+    """The values of ``features`` in ``records`` as of ``now_us`` when every record is stored, well formed,
+    fresh and without nulls (every value PRESENT); otherwise None, and the caller decodes through
+    ``quasar.online.store.columns_from_records``, which gives the statuses (NOT_FOUND, OUTSIDE_MAX_AGE,
+    NULL_VALUE) and raises the codec's error for a damaged record. The TTL rule is the store's
+    (``oldest_fresh_us``); nothing here decides a status but PRESENT."""
+    if not NATIVE_LITTLE:
+        return None
+    if not records or None in records:
         return _decode_any(reader, records, features, ttl=ttl, now_us=now_us)
     size = reader.fixed_size
     present: Sequence[bytes] = records            # type: ignore[assignment]
     full = reader.full_bitmap
+    oldest = oldest_fresh_us(ttl, now_us)
     if len(present) == 1:                         # one entity: the same checks, without the maps
         record = present[0]
         if not record.startswith(reader.head) or len(record) < size or (not reader.variable and len(record) != size):
             return None
         row = reader.fixed.unpack_from(record)
-        if row[1] != full or (ttl is not None and row[0] < now_us - ttl // timedelta(microseconds=1)):
-            return _decode_any(reader, records, features, ttl=ttl, now_us=now_us)     # stale or nulls
+        if row[1] != full or (oldest is not None and row[0] < oldest):
+            return _decode_any(reader, records, features, ttl=ttl, now_us=now_us)     # nulls or stale
         one, _ = _extractors(reader, features)
         if not reader.variable:
             return DecodedValues(one(row, {}), dict.fromkeys(features, [PRESENT]), [row[0]])  # noqa: RUF024
         payloads: dict[int, list[Any]] = {}
-        if not (_single_payloads(reader, present, [row], payloads) or _payloads(reader, present, [row], True,
-                                                                                   payloads)):
+        if not (_single_payloads(reader, present, [row], payloads) or _payloads(reader, present, [row], True, payloads)):
             return None
         return DecodedValues(one(row, payloads), dict.fromkeys(features, [PRESENT]), [row[0]])  # noqa: RUF024
     if not all(map(bytes.startswith, present, repeat(reader.head))) or min(map(len, present)) < size:
@@ -135,9 +145,8 @@ def decode_values(reader: RecordReader, records: Sequence[bytes | None], feature
     rows = list(map(reader.fixed.unpack_from, present))
     columns = list(zip(*rows, strict=True))              # by tuple position: events, bitmaps, values...
     n = len(rows)
-    if (ttl is not None and min(columns[0]) < now_us - ttl // timedelta(microseconds=1)) or columns[1].count(
-            full) != n:
-        return _decode_any(reader, records, features, ttl=ttl, now_us=now_us)     # stale rows or nulls
+    if (oldest is not None and min(columns[0]) < oldest) or columns[1].count(full) != n:
+        return _decode_any(reader, records, features, ttl=ttl, now_us=now_us)         # stale rows or nulls
     payloads = {}
     if reader.variable and not (_single_payloads(reader, present, rows, payloads)
                                 or _payloads(reader, present, rows, True, payloads)):
@@ -210,118 +219,12 @@ def _single_payloads(reader: RecordReader, present: Sequence[bytes], rows: list[
     return False
 
 
-def _decode_any(reader: RecordReader, records: Sequence[bytes | None], features: Sequence[str], *,
-                ttl: timedelta | None, now_us: int) -> DecodedValues | None:
-    """``decode_values`` for any records: some not stored, stale or holding nulls."""
-    n = len(records)
-    found_all = None not in records
-    present: Sequence[bytes] = (records if found_all                        # type: ignore[assignment]
-                                else [r for r in records if r is not None])
-    size = reader.fixed_size
-    if present:
-        if not all(map(bytes.startswith, present, repeat(reader.head))) or min(map(len, present)) < size:
-            return None
-        if reader.variable:
-            blob = b"".join([r[:size] for r in present])
-        else:
-            if max(map(len, present)) != size:
-                return None
-            blob = b"".join(present)
-        rows = list(reader.fixed.iter_unpack(blob)) if len(present) > 1 else [reader.fixed.unpack(blob)]
-    else:
-        rows = []
-    full = reader.full_bitmap
-    all_valid = [t[1] for t in rows].count(full) == len(rows)
-    payloads: dict[int, list[Any]] = {}
-    if reader.variable and not _payloads(reader, present, rows, all_valid, payloads):
-        return None
-    # the status of every row: found or not, stale or fresh
-    if found_all:
-        events = [t[0] for t in rows]
-        missing: list[int] = []
-    else:
-        events = [0] * n
-        missing = [i for i, r in enumerate(records) if r is None]
-        where = [i for i, r in enumerate(records) if r is not None]
-        for i, t in zip(where, rows, strict=True):
-            events[i] = t[0]
-    stale: list[int] = []
-    if ttl is not None and rows:
-        oldest = now_us - ttl // timedelta(microseconds=1)
-        stale = [i for i, e in enumerate(events) if e < oldest and (found_all or records[i] is not None)]
-    nulls: dict[int, list[int]] = {}                  # feature index -> rows (of ``records``) holding a null
-    if not all_valid:
-        positions = range(n) if found_all else where
-        for i, t in zip(positions, rows, strict=True):
-            if t[1] != full:
-                bits = int.from_bytes(t[1], "little")
-                for spec in reader.fields:
-                    if not bits >> spec.index & 1:
-                        nulls.setdefault(spec.index, []).append(i)
-    values: dict[str, list[Any]] = {}
-    statuses: dict[str, list[str]] = {}
-    clean = not missing and not stale
-    plain = [PRESENT] * n if clean else _row_statuses(n, missing, stale)
-    blank = set(missing) | set(stale)
-    for name in features:
-        spec = reader.by_name[name]
-        column = _column(spec, rows, payloads)
-        null_rows = nulls.get(spec.index, ())
-        if not clean:
-            column = _spread(column, n, missing) if missing else column
-            for i in stale:
-                column[i] = None
-        if null_rows:
-            marks = list(plain)
-            for i in null_rows:
-                if i not in blank:
-                    marks[i] = NULL_VALUE
-                column[i] = None
-            statuses[name] = marks
-        else:
-            statuses[name] = plain
-        if spec.kind == "timestamp":
-            column = _timestamps(column)
-        values[name] = column
-    return DecodedValues(values, statuses, events)
-
-
-def _row_statuses(n: int, missing: list[int], stale: list[int]) -> list[str]:
-    out = [PRESENT] * n
-    for i in missing:
-        out[i] = NOT_FOUND
-    for i in stale:
-        out[i] = OUTSIDE_MAX_AGE
-    return out
-
-
-def _spread(column: list[Any], n: int, missing: list[int]) -> list[Any]:
-    """The present rows' values placed among ``n`` rows, None at the ``missing`` ones."""
-    out: list[Any] = [None] * n
-    gone = set(missing)
-    it = iter(column)
-    for i in range(n):
-        if i not in gone:
-            out[i] = next(it)
-    return out
-
-
-def _column(spec: FieldSpec, rows: list[tuple[Any, ...]], payloads: dict[int, list[Any]]) -> list[Any]:
-    """One feature's values over the present rows (nulls not yet applied)."""
-    if spec.kind in _VARIABLE:
-        return list(payloads[spec.index])
-    pos = spec.pos
-    if spec.kind == "vector":
-        end = pos + spec.width
-        return [list(t[pos:end]) for t in rows]
-    return [t[pos] for t in rows]
-
-
 def _payloads(reader: RecordReader, present: Sequence[bytes], rows: list[tuple[Any, ...]], all_valid: bool,
               out: dict[int, list[Any]]) -> bool:
-    """Every variable feature's values of every present record into ``out`` (by feature index); False when a
-    record's lengths are wrong, a null has a length, or a string is not UTF-8 (``codec.decode`` refuses
-    those). Every variable feature is read, requested or not, so a bad record is refused either way."""
+    """Every variable feature's values of every present record into ``out`` (by feature index, None for a
+    null); False when a record's lengths are wrong, a null has a length, or a string is not UTF-8
+    (``codec.decode`` refuses those). Every variable feature is read, requested or not, so a bad record is
+    refused either way."""
     specs = reader.variable
     columns: list[list[Any]] = [[] for _ in specs]
     start = reader.fixed_size
@@ -359,10 +262,75 @@ def _payloads(reader: RecordReader, present: Sequence[bytes], rows: list[tuple[A
     return True
 
 
+def _decode_any(reader: RecordReader, records: Sequence[bytes | None], features: Sequence[str], *,
+                ttl: timedelta | None, now_us: int) -> DecodedValues | None:
+    """``decode_values`` for records some of which are not stored, stale or hold nulls: the values unpacked
+    here, the statuses by the store's rule (``store.value_statuses``), every value None where its status is
+    not PRESENT. None where a record fails a check."""
+    n = len(records)
+    present: list[bytes] = [r for r in records if r is not None]
+    size = reader.fixed_size
+    if present:
+        if not all(map(bytes.startswith, present, repeat(reader.head))) or min(map(len, present)) < size:
+            return None
+        if reader.variable:
+            blob = b"".join([r[:size] for r in present])
+        else:
+            if max(map(len, present)) != size:
+                return None
+            blob = b"".join(present)
+        rows = list(reader.fixed.iter_unpack(blob))
+    else:
+        rows = []
+    full = reader.full_bitmap
+    all_valid = [t[1] for t in rows].count(full) == len(rows)
+    payloads: dict[int, list[Any]] = {}
+    if reader.variable and not _payloads(reader, present, rows, all_valid, payloads):
+        return None
+    found_rows = [r is not None for r in records]
+    found = np.array(found_rows, dtype=bool)
+    stamps = iter(rows)
+    event_us = [next(stamps)[0] if here else 0 for here in found_rows]
+    events = np.array(event_us, dtype=np.int64)
+    width = len(reader.fields)
+    if all_valid:
+        valid = np.ones((n, width), dtype=bool)
+    else:
+        bitmaps = np.frombuffer(b"".join([t[1] for t in rows]), dtype=np.uint8).reshape(len(rows), -1)
+        bits = np.unpackbits(bitmaps, axis=1, count=width, bitorder="little").view(bool)
+        if len(rows) == n:
+            valid = bits
+        else:
+            valid = np.zeros((n, width), dtype=bool)
+            valid[found] = bits
+    _, matrix = value_statuses(found, events, valid, ttl, now_us)
+    specs = [reader.by_name[name] for name in features]
+    names: list[list[str]] = _STATUS_NAMES[matrix[[spec.index for spec in specs]]].tolist()
+    values: dict[str, list[Any]] = {}
+    statuses: dict[str, list[str]] = {}
+    for name, spec, marks in zip(features, specs, names, strict=True):
+        it = iter(_column(spec, rows, payloads))      # the present rows' values, in order
+        column = [next(it) if here else None for here in found_rows]
+        if marks.count(PRESENT) != n:                 # None wherever the status is not PRESENT
+            column = [v if m == PRESENT else None for v, m in zip(column, marks, strict=True)]
+        statuses[name] = marks
+        values[name] = _timestamps(column) if spec.kind == "timestamp" else column
+    return DecodedValues(values, statuses, event_us)
+
+
+def _column(spec: FieldSpec, rows: list[tuple[Any, ...]], payloads: dict[int, list[Any]]) -> list[Any]:
+    """One feature's values over the present rows (nulls not yet applied)."""
+    if spec.kind in _VARIABLE:
+        return payloads[spec.index]
+    pos = spec.pos
+    if spec.kind == "vector":
+        end = pos + spec.width
+        return [list(t[pos:end]) for t in rows]
+    return [t[pos] for t in rows]
+
+
 def _timestamps(column: list[Any]) -> list[Any]:
     """Timestamp feature values (µs) as ISO strings, None staying None."""
-    import numpy as np
-
     from quasar.online.response import iso_strings
     strings: list[Any] = iso_strings(np.array([0 if v is None else v for v in column], dtype=np.int64))
     for i, v in enumerate(column):

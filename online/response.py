@@ -384,7 +384,7 @@ def _decoded(read: SignalRead, records: Sequence[bytes | None], now: int) -> Dec
     got = decode_values(read.reader, records, features, ttl=signal.ttl, now_us=now)
     if got is not None:
         return got
-    columns = columns_from_records(signal, read.version, records, now=now)
+    columns = columns_from_records(signal, read.version, records, now=now, features=features)
     return DecodedValues({f: column_values(columns.table.column(f)) for f in features},
                          {f: status_names(columns.status[f]) for f in features}, columns.event_time_us.tolist())
 

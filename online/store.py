@@ -152,6 +152,12 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def oldest_fresh_us(ttl: timedelta | None, now: int) -> int | None:
+    """The TTL rule: the oldest event time (µs) still fresh as of ``now`` (µs); a record whose event time is
+    before it (``now - event_time > ttl``) is OUTSIDE_MAX_AGE. None without a TTL (nothing goes stale)."""
+    return None if ttl is None else now - ttl // timedelta(microseconds=1)
+
+
 def columns_from_records(signal: Signal, version: int, records: Sequence[bytes | None], *,
                          now: int | None = None, features: Sequence[str] | None = None) -> OnlineColumns:
     """Decode one signal version's records (None: not stored) into columns with statuses as of ``now`` (µs).
@@ -162,21 +168,34 @@ def columns_from_records(signal: Signal, version: int, records: Sequence[bytes |
     a few of a signal's features wants; every record is still checked.
     """
     batch = decode(signal.schema, records, signal=signal.name, features=features)
-    found = batch.found
+    stale, matrix = value_statuses(batch.found, batch.event_time_us, batch.valid, signal.ttl,
+                                   now_us() if now is None else now)
     table = batch.table
-    fresh = found
-    codes = np.where(found, _PRESENT, _NOT_FOUND)
-    if signal.ttl is not None and found.any():
-        ttl_us = signal.ttl // timedelta(microseconds=1)
-        stale = found & ((now_us() if now is None else now) - batch.event_time_us > ttl_us)
-        if stale.any():              # null stale rows: take with a null index gives a null of any type
-            table = table.take(pa.array(np.arange(len(found), dtype=np.int64), mask=stale))
-            codes[stale] = _OUTSIDE_MAX_AGE
-            fresh = found & ~stale
-    # one status matrix for every feature at once: the row's status, NULL_VALUE where a fresh value is null
+    if stale.any():                  # null stale rows: take with a null index gives a null of any type
+        table = table.take(pa.array(np.arange(len(stale), dtype=np.int64), mask=stale))
     names = signal.schema.names if features is None else table.column_names
-    matrix = np.repeat(codes[None, :], len(names), axis=0)
-    matrix[(fresh[:, None] & ~batch.valid).T] = _NULL_VALUE
     status = dict(zip(names, matrix, strict=True))
     return OnlineColumns(signal=signal.name, version=version, table=table, event_time_us=batch.event_time_us,
                          status=status)
+
+
+def value_statuses(found: np.ndarray, event_time_us: np.ndarray, valid: np.ndarray, ttl: timedelta | None,
+                   now: int) -> tuple[np.ndarray, np.ndarray]:
+    """The status rule, for ``columns_from_records`` and the online read's fast path
+    (``quasar.online.record_values``): per record NOT_FOUND (not ``found``), OUTSIDE_MAX_AGE (found, older
+    than the TTL: ``oldest_fresh_us``) or PRESENT, and NULL_VALUE where a fresh record's value is null
+    (``valid[row, feature]`` False). Returns the stale records (a bool per record) and the statuses: a uint8
+    matrix of ``FeatureStatus`` codes, one row per feature (column of ``valid``), one column per record."""
+    codes = np.where(found, _PRESENT, _NOT_FOUND)
+    oldest = oldest_fresh_us(ttl, now)
+    stale = found & (event_time_us < oldest) if oldest is not None else np.zeros_like(found)
+    fresh = found
+    if stale.any():
+        codes[stale] = _OUTSIDE_MAX_AGE
+        fresh = found & ~stale
+    matrix = np.repeat(codes[None, :], valid.shape[1], axis=0)
+    nulls = ~valid
+    nulls &= fresh[:, None]
+    if nulls.any():
+        matrix[nulls.T] = _NULL_VALUE
+    return stale, matrix
