@@ -299,13 +299,16 @@ class OfflineStore:
         return self._commit(signal, version, build, write, f"appending {stored.num_rows} rows to", rows=stored)
 
     def replace_window_files(self, signal: Signal, version: int, files: Sequence[WrittenFile], start: datetime,
-                             end: datetime, *, properties: Mapping[str, str] | None = None) -> int | None:
+                             end: datetime, *, properties: Mapping[str, str] | None = None,
+                             table: Any | None = None) -> int | None:
         """``replace_window`` for Parquet files another writer (the Spark engine) put under the table's location.
 
         Each file holds rows of one ``(day, bucket)`` partition, all in ``[start, end)``, with the table's column
         names (field ids are optional: the table gets a name mapping). One commit deletes the window and adds
         the files with statistics read from their footers; if it fails the files are not part of any snapshot
-        and the previous snapshot stays current. Returns the new snapshot id.
+        and the previous snapshot stays current. Returns the new snapshot id. ``table``: the table as the writer
+        loaded it (``ensure_table``) before writing, for the first attempt (no second load; a commit another
+        writer made in between is met by the retry on a fresh load).
         """
         from quasar.store.data_files import data_files
 
@@ -322,7 +325,7 @@ class OfflineStore:
             replace(tx, table.io, time_filter(EVENT_TIMESTAMP, start, end), built, props)
 
         return self._commit(signal, version, build, write,
-                            f"committing {len(files)} written file(s) for the window {window} to")
+                            f"committing {len(files)} written file(s) for the window {window} to", table=table)
 
     def location(self, signal: Signal, version: int, rows: pa.Table | None = None) -> str:
         """The table's base location (a URI, e.g. ``file:///warehouse/signals.db/x__v1``), creating the table
@@ -330,11 +333,11 @@ class OfflineStore:
         return str(self.ensure_table(signal, version, rows).location())
 
     def _commit(self, signal: Signal, version: int, build: Callable[[Any, Any], None], write: Write,
-                what: str, rows: pa.Table | None = None) -> int | None:
+                what: str, rows: pa.Table | None = None, table: Any | None = None) -> int | None:
         """Stage ``build(table, tx)`` on the signal version's table (created if missing) and commit it; when
         another writer commits first, build and commit again on that writer's snapshot. Returns the new snapshot
         id. On failure the write's files are removed and a StoreError names the table."""
-        loaded = [self.ensure_table(signal, version, rows)]     # the first attempt's table: no second load
+        loaded = [table if table is not None else self.ensure_table(signal, version, rows)]   # no second load
         name = ".".join(self.identifier(signal.name, version))
 
         def fail(exc: BaseException, conflict: bool) -> StoreError:
@@ -344,9 +347,9 @@ class OfflineStore:
                                   f"again ({type(exc).__name__}: {exc})")
             return StoreError(f"signal {signal.name} v{version}: {what} {name} failed: {type(exc).__name__}: {exc}")
 
-        table = commit(lambda: loaded.pop() if loaded else self.table(signal.name, version), build, write,
-                       fail=fail)
-        return landed(table, write.id)
+        committed = commit(lambda: loaded.pop() if loaded else self.table(signal.name, version), build, write,
+                           fail=fail)
+        return landed(committed, write.id)
 
     # --- reading --------------------------------------------------------------------------------------
     def read(self, signal: Signal, version: int, *, start: datetime | None = None, end: datetime | None = None,

@@ -402,7 +402,7 @@ def _write(session: Any, signal: Signal, version: int, computed: Any, out_schema
             listed.column("bucket").to_pylist(), strict=True)]
         files.sort(key=lambda f: f.path)
         lap("write files")
-        return store.replace_window_files(signal, version, files, start, end, properties=properties)
+        return store.replace_window_files(signal, version, files, start, end, properties=properties, table=table)
     except BaseException:
         try:
             mine = [uri for uri, _ in list_files(f"{location}/data") if str(write_uuid) in uri.rsplit("/", 1)[-1]]

@@ -306,3 +306,35 @@ def test_a_window_over_several_compute_partitions_writes_the_local_engine_s_tabl
         assert _sorted(spark.read(sig, 1).drop_columns(["created_timestamp"])).equals(
             _sorted(local.read(sig, 1).drop_columns(["created_timestamp"]))), sig.name
     assert seen == [most] * len(SIGNALS)
+
+
+def test_a_spark_backfill_loads_its_table_once(world: dict[str, Any], spark_engine: SparkEngine,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table the driver loads to write into is the one its commit stages on: a rerun into an existing table
+    loads it once (the commit loaded it a second time; a fresh load only follows another writer's commit). The
+    SQL catalog's own commit_table reads the current metadata to check the commit's requirements: not counted."""
+    spark = world["stores"]["spark"]
+    _backfill(world, spark_engine, spark, user_history)                  # the table exists from here on
+    catalog = spark.catalog
+    loads: list[Any] = []
+    committing: list[bool] = []
+    load, commit_table = catalog.load_table, catalog.commit_table
+
+    def counting(identifier: Any) -> Any:
+        if not committing:
+            loads.append(tuple(identifier) if not isinstance(identifier, str) else identifier)
+        return load(identifier)
+
+    def commit(*args: Any, **kwargs: Any) -> Any:
+        committing.append(True)
+        try:
+            return commit_table(*args, **kwargs)
+        finally:
+            committing.pop()
+
+    monkeypatch.setattr(catalog, "load_table", counting)
+    monkeypatch.setattr(catalog, "commit_table", commit)
+    result = _backfill(world, spark_engine, spark, user_history)
+    monkeypatch.undo()
+    assert result.rows > 0
+    assert loads.count(("signals", "user_history__v1")) == 1, loads
