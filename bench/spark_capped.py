@@ -1,8 +1,8 @@
 """Spark past the driver's memory (issue 18): a Spark backfill and a Spark dataset over several times the data the
 driver may hold, checked against the local engine on a sample.
 
-    python -m bench spark_capped [--data-gb 3.0] [--driver-memory 512m] [--master local-cluster[2,1,1024]]
-                                 [--executor-memory 1g] [--features 64] [--buckets 8] [--spine-rows 2000000]
+    python -m bench spark_capped [--data-gb 3.0] [--driver-memory 512m] [--master local-cluster[2,1,2048]]
+                                 [--executor-memory 2g] [--conf spark.memory.fraction=0.3] [--features 64] [--buckets 8] [--spine-rows 2000000]
                                  [--chunk-rows 250000] [--sample-users 500] [--sample-rows 5000] [--no-write]
 
 The project is a real quasar project (``quasar.toml``, ``signals.py``) with ``[engine] default = "spark"``,
@@ -295,14 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="GiB of source rows in Arrow (default 3.0; the Parquet files come out larger: "
                              "write_feature_parquet dictionary-encodes the random floats)")
     parser.add_argument("--driver-memory", default="512m", help="spark.driver.memory (default 512m)")
-    parser.add_argument("--executor-memory", default="1g", help="spark.executor.memory (default 1g)")
-    parser.add_argument("--master", default="local-cluster[2,1,1024]",
-                        help="[spark] master (default local-cluster[2,1,1024]: 2 executor JVMs, 1 core, 1024 MB)")
+    parser.add_argument("--executor-memory", default="2g", help="spark.executor.memory (default 2g)")
+    parser.add_argument("--master", default="local-cluster[2,1,2048]",
+                        help="[spark] master (default local-cluster[2,1,2048]: 2 executor JVMs, 1 core, 2048 MB)")
     parser.add_argument("--shuffle-partitions", type=int, default=64,
                         help="spark.sql.shuffle.partitions (default 64: a persisted partition Spark reads back "
                              "from disk is allocated whole on the executor's heap)")
-    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
-                        help="another [spark.conf] setting of the project (repeatable)")
+    parser.add_argument("--conf", action="append", default=None, metavar="KEY=VALUE",
+                        help="another [spark.conf] setting of the project (repeatable; default "
+                             "spark.memory.fraction=0.3: at Spark's 0.6 the executors ran out of heap, see RESULTS.md)")
     parser.add_argument("--features", type=int, default=64, help="float32 features of the source (default 64)")
     parser.add_argument("--buckets", type=int, default=8, help="[offline] buckets: key buckets per day (default 8)")
     parser.add_argument("--spine-rows", type=int, default=2_000_000, help="spine rows (default 2,000,000)")
@@ -314,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --dir: keep the source files an earlier run made there (same options, same seed)")
     parser.add_argument("--no-write", action="store_true", help=f"do not write {SECTION!r} of bench/RESULTS.md")
     args = parser.parse_args(argv)
+    args.conf = ["spark.memory.fraction=0.3"] if args.conf is None else args.conf
     folder = args.dir or Path(tempfile.mkdtemp(prefix="quasar-spark-capped-"))
     need = 6 * args.data_gb * 2**30
     if shutil.disk_usage(folder).free < need:
